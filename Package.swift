@@ -1,0 +1,85 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "Assent",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "assent", targets: ["assent"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+    ],
+    targets: [
+        // Pure domain: types, state machine, canonical encoding, hashing, sealing.
+        .target(
+            name: "AssentCore",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
+        // The storage protocol, the one write path, an in-memory store, and the
+        // conformance suite every backend must pass.
+        .target(
+            name: "AssentStore",
+            dependencies: ["AssentCore"],
+            swiftSettings: swiftSettings
+        ),
+        // GRDB/SQLite backend: the embedded default.
+        .target(
+            name: "AssentSQLite",
+            dependencies: ["AssentCore", "AssentStore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        // HTTP: JSON API on Hummingbird 2; wiring in buildApplication.
+        .target(
+            name: "AssentServer",
+            dependencies: [
+                "AssentCore", "AssentStore", "AssentSQLite",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.copy("Resources/openapi.json")],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "assent",
+            dependencies: [
+                "AssentCore", "AssentStore", "AssentSQLite", "AssentServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "AssentCoreTests", dependencies: ["AssentCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "AssentStoreTests",
+            dependencies: ["AssentCore", "AssentStore", "AssentSQLite", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "AssentServerTests",
+            dependencies: [
+                "AssentServer", "AssentSQLite",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "AssentCLITests",
+            dependencies: ["AssentCore", "AssentSQLite", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

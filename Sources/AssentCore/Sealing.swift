@@ -1,0 +1,86 @@
+import Crypto
+import Foundation
+
+/// The per-contact key that seals personal evidence. Deleting it is how a
+/// contact's evidence is shredded on erasure: the ciphertext stays in the
+/// chain (so the chain still verifies) but can never be read again.
+public struct ContactKey: Sendable {
+    let key: SymmetricKey
+
+    public init(key: SymmetricKey) { self.key = key }
+
+    public static func generate() -> ContactKey { ContactKey(key: SymmetricKey(size: .bits256)) }
+
+    /// AES-GCM seal bound to the event (its id and contact id are the
+    /// authenticated data), so that ciphertext cannot be moved to another event.
+    public func seal(_ evidence: PersonalEvidence, eventID: UUID, contactID: UUID) throws -> Data {
+        let plaintext = try JSONEncoder.sorted.encode(evidence)
+        let box = try AES.GCM.seal(plaintext, using: key, authenticating: Self.aad(eventID, contactID))
+        guard let combined = box.combined else { throw SealingError.malformed }
+        return combined
+    }
+
+    public func open(_ sealed: Data, eventID: UUID, contactID: UUID) throws -> PersonalEvidence {
+        let box = try AES.GCM.SealedBox(combined: sealed)
+        let plaintext = try AES.GCM.open(box, using: key, authenticating: Self.aad(eventID, contactID))
+        return try JSONDecoder().decode(PersonalEvidence.self, from: plaintext)
+    }
+
+    private static func aad(_ eventID: UUID, _ contactID: UUID) -> Data {
+        Data("\(eventID.uuidString.lowercased())/\(contactID.uuidString.lowercased())".utf8)
+    }
+}
+
+public enum SealingError: Error, CustomStringConvertible {
+    case malformed
+    case badMasterKey(String)
+
+    public var description: String {
+        switch self {
+        case .malformed: "sealed data is malformed"
+        case .badMasterKey(let why): "master key: \(why)"
+        }
+    }
+}
+
+/// The instance's master key. Contact keys are stored wrapped (AES-GCM) by it,
+/// so a copy of the database alone does not reveal evidence.
+public struct MasterKey: Sendable {
+    let key: SymmetricKey
+
+    public init(key: SymmetricKey) { self.key = key }
+
+    public static func generate() -> MasterKey { MasterKey(key: SymmetricKey(size: .bits256)) }
+
+    /// Parses the base64 text form (32 bytes).
+    public init(base64: String) throws {
+        guard let data = Data(base64Encoded: base64.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw SealingError.badMasterKey("is not base64")
+        }
+        guard data.count == 32 else { throw SealingError.badMasterKey("must be 32 bytes, got \(data.count)") }
+        self.key = SymmetricKey(data: data)
+    }
+
+    public var base64: String { key.withUnsafeBytes { Data($0).base64EncodedString() } }
+
+    public func wrap(_ contactKey: ContactKey, contactID: UUID) throws -> Data {
+        let raw = contactKey.key.withUnsafeBytes { Data($0) }
+        let box = try AES.GCM.seal(raw, using: key, authenticating: Data(contactID.uuidString.lowercased().utf8))
+        guard let combined = box.combined else { throw SealingError.malformed }
+        return combined
+    }
+
+    public func unwrap(_ wrapped: Data, contactID: UUID) throws -> ContactKey {
+        let box = try AES.GCM.SealedBox(combined: wrapped)
+        let raw = try AES.GCM.open(box, using: key, authenticating: Data(contactID.uuidString.lowercased().utf8))
+        return ContactKey(key: SymmetricKey(data: raw))
+    }
+}
+
+extension JSONEncoder {
+    static let sorted: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }()
+}

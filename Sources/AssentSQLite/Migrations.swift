@@ -1,0 +1,120 @@
+import GRDB
+
+/// Numbered migrations. Never edit one that has shipped: add the next.
+/// They use literal SQL, not app types, so they mean the same thing forever.
+enum SQLiteMigrations {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("0001_ledger") { db in
+            try db.execute(sql: """
+                CREATE TABLE topics (
+                    key TEXT PRIMARY KEY NOT NULL CHECK (length(key) BETWEEN 1 AND 64),
+                    title TEXT NOT NULL,
+                    description TEXT NOT NULL,
+                    category TEXT NOT NULL,
+                    status TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+                    requires_double_opt_in INTEGER NOT NULL CHECK (requires_double_opt_in IN (0, 1)),
+                    consent_lifetime_days INTEGER CHECK (consent_lifetime_days > 0),
+                    current_notice_version INTEGER NOT NULL CHECK (current_notice_version >= 1),
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                );
+                CREATE TABLE notices (
+                    topic_key TEXT NOT NULL REFERENCES topics(key),
+                    version INTEGER NOT NULL CHECK (version >= 1),
+                    text TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    PRIMARY KEY (topic_key, version)
+                ) WITHOUT ROWID;
+                CREATE TRIGGER notices_immutable_update BEFORE UPDATE ON notices
+                BEGIN SELECT RAISE(ABORT, 'notice versions are immutable'); END;
+                CREATE TRIGGER notices_immutable_delete BEFORE DELETE ON notices
+                BEGIN SELECT RAISE(ABORT, 'notice versions are immutable'); END;
+
+                CREATE TABLE contacts (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    email TEXT UNIQUE,
+                    name TEXT,
+                    external_id TEXT UNIQUE,
+                    locale TEXT,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                );
+                CREATE TABLE contact_keys (
+                    contact_id TEXT PRIMARY KEY NOT NULL REFERENCES contacts(id),
+                    wrapped_key BLOB NOT NULL
+                ) WITHOUT ROWID;
+
+                CREATE TABLE consent_events (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    contact_id TEXT NOT NULL REFERENCES contacts(id),
+                    seq INTEGER NOT NULL CHECK (seq >= 1),
+                    topic_key TEXT NOT NULL REFERENCES topics(key),
+                    action TEXT NOT NULL CHECK (action IN ('requested', 'granted', 'confirmed', 'withdrawn', 'expired')),
+                    from_state TEXT NOT NULL CHECK (from_state IN ('none', 'pending', 'granted', 'withdrawn', 'expired')),
+                    to_state TEXT NOT NULL CHECK (to_state IN ('none', 'pending', 'granted', 'withdrawn', 'expired')),
+                    source TEXT NOT NULL,
+                    channel TEXT,
+                    actor_kind TEXT NOT NULL,
+                    actor_id TEXT,
+                    occurred_at INTEGER NOT NULL,
+                    recorded_at INTEGER NOT NULL,
+                    expires_at INTEGER,
+                    notice_version INTEGER,
+                    form_id TEXT,
+                    form_version INTEGER,
+                    batch_id TEXT,
+                    sealed_evidence BLOB,
+                    prev_hash BLOB NOT NULL,
+                    hash BLOB NOT NULL,
+                    UNIQUE (contact_id, seq)
+                );
+                CREATE INDEX consent_events_recorded_at ON consent_events(recorded_at);
+                -- The ledger is append-only. Someone with the file can drop these
+                -- triggers; `assent verify` is what catches that.
+                CREATE TRIGGER consent_events_immutable_update BEFORE UPDATE ON consent_events
+                BEGIN SELECT RAISE(ABORT, 'consent events are immutable'); END;
+                CREATE TRIGGER consent_events_immutable_delete BEFORE DELETE ON consent_events
+                BEGIN SELECT RAISE(ABORT, 'consent events are immutable'); END;
+
+                CREATE TABLE chain_heads (
+                    contact_id TEXT PRIMARY KEY NOT NULL REFERENCES contacts(id),
+                    seq INTEGER NOT NULL,
+                    hash BLOB NOT NULL
+                ) WITHOUT ROWID;
+
+                CREATE TABLE preferences (
+                    contact_id TEXT NOT NULL REFERENCES contacts(id),
+                    topic_key TEXT NOT NULL REFERENCES topics(key),
+                    state TEXT NOT NULL CHECK (state IN ('none', 'pending', 'granted', 'withdrawn', 'expired')),
+                    since INTEGER NOT NULL,
+                    expires_at INTEGER,
+                    seq INTEGER NOT NULL,
+                    PRIMARY KEY (contact_id, topic_key)
+                ) WITHOUT ROWID;
+
+                CREATE TABLE api_keys (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    name TEXT NOT NULL,
+                    scope TEXT NOT NULL CHECK (scope IN ('read', 'write', 'admin')),
+                    secret_hash BLOB NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    revoked_at INTEGER
+                );
+
+                CREATE TABLE idempotency_keys (
+                    scope TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    request_hash BLOB NOT NULL,
+                    status INTEGER,
+                    content_type TEXT,
+                    body BLOB,
+                    created_at INTEGER NOT NULL,
+                    PRIMARY KEY (scope, key)
+                ) WITHOUT ROWID;
+                CREATE INDEX idempotency_keys_created_at ON idempotency_keys(created_at);
+                """)
+        }
+        return migrator
+    }
+}

@@ -1,0 +1,435 @@
+import AssentCore
+import AssentStore
+import Foundation
+import GRDB
+
+/// The embedded default: one SQLite file in WAL mode through a GRDB
+/// `DatabasePool` (one writer, concurrent readers).
+public final class SQLiteStore: LedgerStore {
+    public let pool: DatabasePool
+    public let path: String
+
+    /// How SQLite makes a commit durable. `full` (the default) fsyncs the WAL
+    /// on every commit, so an acknowledged write survives power loss too.
+    public enum Durability: String, Sendable, CaseIterable {
+        case full = "FULL"
+        case normal = "NORMAL"
+    }
+
+    public init(path: String, durability: Durability = .full) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        config.foreignKeysEnabled = true
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(durability.rawValue)")
+        }
+        self.path = path
+        self.pool = try DatabasePool(path: path, configuration: config)
+    }
+
+    public func migrate() async throws {
+        // Migrating is blocking work (it owns the writer while it runs); keep it off the cooperative pool.
+        let pool = self.pool
+        try await Task.detached { try SQLiteMigrations.migrator.migrate(pool) }.value
+    }
+
+    /// Migrations applied to this file, oldest first.
+    public func appliedMigrations() async throws -> [String] {
+        try await pool.read { db in try SQLiteMigrations.migrator.appliedMigrations(db) }
+    }
+
+    public func ping() async throws {
+        _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+    }
+
+    /// Maps SQLite's unique-constraint failures to `StoreError.duplicate` naming the field.
+    private func mapUnique<T>(_ body: () async throws -> T, value: (String) -> String) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE
+            || error.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY {
+            let message = error.message ?? ""
+            let field: String = if message.contains("contacts.email") { "email" }
+                else if message.contains("contacts.external_id") { "externalId" }
+                else if message.contains("topics.key") { "key" }
+                else { "id" }
+            throw StoreError.duplicate(field: field, value: value(field))
+        }
+    }
+
+    // MARK: Topics
+
+    public func insertTopic(_ topic: Topic, notice: Notice) async throws {
+        try await mapUnique({
+            try await pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO topics (key, title, description, category, status, requires_double_opt_in,
+                        consent_lifetime_days, current_notice_version, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: Self.topicArguments(topic))
+                try db.execute(sql: "INSERT INTO notices (topic_key, version, text, created_at) VALUES (?, ?, ?, ?)",
+                               arguments: [notice.topicKey, notice.version, notice.text, notice.createdAt.millisecondsSince1970])
+            }
+        }, value: { _ in topic.key })
+    }
+
+    private static func topicArguments(_ t: Topic) -> StatementArguments {
+        [t.key, t.title, t.description, t.category, t.status.rawValue, t.requiresDoubleOptIn, t.consentLifetimeDays,
+         t.currentNoticeVersion, t.createdAt.millisecondsSince1970, t.updatedAt.millisecondsSince1970]
+    }
+
+    public func updateTopic(_ topic: Topic) async throws {
+        let changed = try await pool.write { db in
+            try db.execute(sql: """
+                UPDATE topics SET title = ?, description = ?, category = ?, status = ?, requires_double_opt_in = ?,
+                    consent_lifetime_days = ?, updated_at = ? WHERE key = ?
+                """, arguments: [topic.title, topic.description, topic.category, topic.status.rawValue, topic.requiresDoubleOptIn,
+                                 topic.consentLifetimeDays, topic.updatedAt.millisecondsSince1970, topic.key])
+            return db.changesCount
+        }
+        if changed == 0 { throw StoreError.notFound(what: "topic", id: topic.key) }
+    }
+
+    public func topic(key: String) async throws -> Topic? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM topics WHERE key = ?", arguments: [key]).map(Self.topic) }
+    }
+
+    public func topics(includeRetired: Bool) async throws -> [Topic] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM topics WHERE ? OR status = 'active' ORDER BY category, key", arguments: [includeRetired])
+                .map(Self.topic)
+        }
+    }
+
+    static func topic(_ row: Row) -> Topic {
+        Topic(key: row["key"], title: row["title"], description: row["description"], category: row["category"],
+              status: Topic.Status(rawValue: row["status"]) ?? .retired, requiresDoubleOptIn: row["requires_double_opt_in"],
+              consentLifetimeDays: row["consent_lifetime_days"], currentNoticeVersion: row["current_notice_version"],
+              createdAt: Date(millisecondsSince1970: row["created_at"]), updatedAt: Date(millisecondsSince1970: row["updated_at"]))
+    }
+
+    public func appendNotice(topicKey: String, text: String, at: Date) async throws -> Notice {
+        try await pool.write { db in
+            guard let current = try Int.fetchOne(db, sql: "SELECT max(version) FROM notices WHERE topic_key = ?", arguments: [topicKey]) else {
+                throw StoreError.notFound(what: "topic", id: topicKey)
+            }
+            let notice = Notice(topicKey: topicKey, version: current + 1, text: text, createdAt: at)
+            try db.execute(sql: "INSERT INTO notices (topic_key, version, text, created_at) VALUES (?, ?, ?, ?)",
+                           arguments: [topicKey, notice.version, text, at.millisecondsSince1970])
+            try db.execute(sql: "UPDATE topics SET current_notice_version = ?, updated_at = ? WHERE key = ?",
+                           arguments: [notice.version, at.millisecondsSince1970, topicKey])
+            return notice
+        }
+    }
+
+    public func notices(topicKey: String) async throws -> [Notice] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM notices WHERE topic_key = ? ORDER BY version", arguments: [topicKey]).map(Self.notice)
+        }
+    }
+
+    public func notice(topicKey: String, version: Int) async throws -> Notice? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM notices WHERE topic_key = ? AND version = ?", arguments: [topicKey, version]).map(Self.notice)
+        }
+    }
+
+    static func notice(_ row: Row) -> Notice {
+        Notice(topicKey: row["topic_key"], version: row["version"], text: row["text"], createdAt: Date(millisecondsSince1970: row["created_at"]))
+    }
+
+    // MARK: Contacts
+
+    public func insertContact(_ contact: Contact, wrappedKey: Data) async throws {
+        try await mapUnique({
+            try await pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO contacts (id, email, name, external_id, locale, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [contact.id.db, contact.email.value, contact.name, contact.externalID, contact.locale,
+                                     contact.createdAt.millisecondsSince1970, contact.updatedAt.millisecondsSince1970])
+                try db.execute(sql: "INSERT INTO contact_keys (contact_id, wrapped_key) VALUES (?, ?)", arguments: [contact.id.db, wrappedKey])
+            }
+        }, value: { field in field == "email" ? contact.email.value : field == "externalId" ? contact.externalID ?? "" : contact.id.db })
+    }
+
+    public func updateContact(_ contact: Contact) async throws {
+        let changed = try await mapUnique({
+            try await pool.write { db in
+                try db.execute(sql: """
+                    UPDATE contacts SET email = ?, name = ?, external_id = ?, locale = ?, updated_at = ? WHERE id = ?
+                    """, arguments: [contact.email.value, contact.name, contact.externalID, contact.locale,
+                                     contact.updatedAt.millisecondsSince1970, contact.id.db])
+                return db.changesCount
+            }
+        }, value: { field in field == "email" ? contact.email.value : contact.externalID ?? "" })
+        if changed == 0 { throw StoreError.notFound(what: "contact", id: contact.id.db) }
+    }
+
+    public func contact(id: UUID) async throws -> Contact? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM contacts WHERE id = ?", arguments: [id.db]).flatMap(Self.contact) }
+    }
+
+    public func contact(email: EmailAddress) async throws -> Contact? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM contacts WHERE email = ?", arguments: [email.value]).flatMap(Self.contact) }
+    }
+
+    public func contact(externalID: String) async throws -> Contact? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM contacts WHERE external_id = ?", arguments: [externalID]).flatMap(Self.contact)
+        }
+    }
+
+    public func contacts(after: UUID?, limit: Int) async throws -> [Contact] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM contacts WHERE id > ? ORDER BY id LIMIT ?", arguments: [after?.db ?? "", limit])
+                .compactMap(Self.contact)
+        }
+    }
+
+    static func contact(_ row: Row) -> Contact? {
+        guard let id = UUID(uuidString: row["id"]), let emailText: String = row["email"],
+              let email = try? EmailAddress(emailText) else { return nil }
+        return Contact(id: id, email: email, name: row["name"], externalID: row["external_id"], locale: row["locale"],
+                       createdAt: Date(millisecondsSince1970: row["created_at"]), updatedAt: Date(millisecondsSince1970: row["updated_at"]))
+    }
+
+    public func wrappedKey(contactID: UUID) async throws -> Data? {
+        try await pool.read { db in try Data.fetchOne(db, sql: "SELECT wrapped_key FROM contact_keys WHERE contact_id = ?", arguments: [contactID.db]) }
+    }
+
+    // MARK: Ledger
+
+    public func ledgerState(contactID: UUID) async throws -> LedgerState {
+        try await pool.read { db in
+            let head = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, hash FROM chain_heads WHERE contact_id = ?"), arguments: [contactID.db])
+                .map { ChainHead(contactID: contactID, seq: $0["seq"], hash: $0["hash"]) } ?? .empty(contactID)
+            var preferences: [String: Preference] = [:]
+            let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT * FROM preferences WHERE contact_id = ?"), arguments: [contactID.db])
+            while let row = try rows.next() {
+                let p = Self.preference(row, contactID: contactID)
+                preferences[p.topicKey] = p
+            }
+            return LedgerState(head: head, preferences: preferences)
+        }
+    }
+
+    public func commit(_ commit: LedgerCommit) async throws {
+        try await pool.write { db in
+            try Self.write(commit, in: db)
+        }
+    }
+
+    /// The body of one commit, usable inside a larger transaction.
+    static func write(_ commit: LedgerCommit, in db: Database) throws {
+        let id = commit.contactID.db
+        let currentSeq = try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM chain_heads WHERE contact_id = ?"), arguments: [id]) ?? 0
+        guard currentSeq == commit.expectedHead.seq else { throw StoreError.concurrentModification(contactID: commit.contactID) }
+        let insertEvent = try db.cachedStatement(sql: """
+            INSERT INTO consent_events (id, contact_id, seq, topic_key, action, from_state, to_state, source, channel,
+                actor_kind, actor_id, occurred_at, recorded_at, expires_at, notice_version, form_id, form_version, batch_id,
+                sealed_evidence, prev_hash, hash)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        for e in commit.events {
+            try insertEvent.execute(arguments: [
+                e.id.db, id, e.seq, e.topicKey, e.action.rawValue, e.fromState.rawValue, e.toState.rawValue, e.source.rawValue,
+                e.channel?.rawValue, e.actor.kind.rawValue, e.actor.id, e.occurredAt.millisecondsSince1970,
+                e.recordedAt.millisecondsSince1970, e.expiresAt?.millisecondsSince1970, e.noticeVersion, e.formID, e.formVersion,
+                e.batchID, e.sealedEvidence, e.prevHash, e.hash,
+            ])
+        }
+        let upsertPreference = try db.cachedStatement(sql: """
+            INSERT INTO preferences (contact_id, topic_key, state, since, expires_at, seq) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (contact_id, topic_key) DO UPDATE SET state = excluded.state, since = excluded.since,
+                expires_at = excluded.expires_at, seq = excluded.seq
+            """)
+        for p in commit.preferences {
+            try upsertPreference.execute(arguments: [id, p.topicKey, p.state.rawValue, p.since.millisecondsSince1970,
+                                                     p.expiresAt?.millisecondsSince1970, p.seq])
+        }
+        let head = commit.newHead
+        try db.cachedStatement(sql: """
+            INSERT INTO chain_heads (contact_id, seq, hash) VALUES (?, ?, ?)
+            ON CONFLICT (contact_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
+            """).execute(arguments: [id, head.seq, head.hash])
+    }
+
+    public func preferences(contactID: UUID) async throws -> [Preference] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM preferences WHERE contact_id = ? ORDER BY topic_key", arguments: [contactID.db])
+                .map { Self.preference($0, contactID: contactID) }
+        }
+    }
+
+    static func preference(_ row: Row, contactID: UUID) -> Preference {
+        Preference(contactID: contactID, topicKey: row["topic_key"], state: PreferenceState(rawValue: row["state"]) ?? .none,
+                   since: Date(millisecondsSince1970: row["since"]),
+                   expiresAt: (row["expires_at"] as Int64?).map(Date.init(millisecondsSince1970:)), seq: row["seq"])
+    }
+
+    public func events(contactID: UUID, beforeSeq: Int64?, limit: Int) async throws -> [ConsentEvent] {
+        try await pool.read { db in
+            try Row.fetchAll(db.cachedStatement(sql: """
+                SELECT * FROM consent_events WHERE contact_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?
+                """), arguments: [contactID.db, beforeSeq ?? Int64.max, limit]).compactMap(Self.event)
+        }
+    }
+
+    static func event(_ row: Row) -> ConsentEvent? {
+        guard let id = UUID(uuidString: row["id"]), let contactID = UUID(uuidString: row["contact_id"]) else { return nil }
+        // Unknown enum text can only come from a hand-edited row; it is kept
+        // visible (as the closest value) and verification flags the hash.
+        return ConsentEvent(
+            id: id, contactID: contactID, seq: row["seq"], topicKey: row["topic_key"],
+            action: ConsentAction(rawValue: row["action"]) ?? .granted,
+            fromState: PreferenceState(rawValue: row["from_state"]) ?? .none,
+            toState: PreferenceState(rawValue: row["to_state"]) ?? .none,
+            source: ConsentSource(rawValue: row["source"]) ?? .api,
+            channel: (row["channel"] as String?).flatMap(StaffChannel.init(rawValue:)),
+            actor: Actor(kind: Actor.Kind(rawValue: row["actor_kind"]) ?? .system, id: row["actor_id"]),
+            occurredAt: Date(millisecondsSince1970: row["occurred_at"]), recordedAt: Date(millisecondsSince1970: row["recorded_at"]),
+            expiresAt: (row["expires_at"] as Int64?).map(Date.init(millisecondsSince1970:)),
+            noticeVersion: row["notice_version"], formID: row["form_id"], formVersion: row["form_version"], batchID: row["batch_id"],
+            sealedEvidence: row["sealed_evidence"], prevHash: row["prev_hash"], hash: row["hash"]
+        )
+    }
+
+    public func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow? {
+        try await pool.read { db in
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: """
+                SELECT c.id AS cid, p.topic_key, p.state, p.since, p.expires_at, p.seq
+                FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = ?
+                WHERE c.email = ?
+                """), arguments: [topicKey, email.value]),
+                let contactID = UUID(uuidString: row["cid"]) else { return nil }
+            let preference: Preference? = (row["state"] as String?) == nil ? nil : Self.preference(row, contactID: contactID)
+            return CheckRow(contactID: contactID, preference: preference)
+        }
+    }
+
+    public func scanChains(_ body: @Sendable (ChainSnapshot) throws -> Void) async throws {
+        try await pool.read { db in
+            // Three ordered cursors merged by contact id: one pass, one contact in memory at a time.
+            let events = PeekingCursor(try Row.fetchCursor(db, sql: "SELECT * FROM consent_events ORDER BY contact_id, seq"))
+            let heads = PeekingCursor(try Row.fetchCursor(db, sql: "SELECT * FROM chain_heads ORDER BY contact_id"))
+            let prefs = PeekingCursor(try Row.fetchCursor(db, sql: "SELECT * FROM preferences ORDER BY contact_id, topic_key"))
+            while true {
+                let candidates = [try events.peekID(), try heads.peekID(), try prefs.peekID()].compactMap { $0 }
+                guard let current = candidates.min() else { return }
+                guard let contactID = UUID(uuidString: current) else {
+                    _ = try events.take(while: current); _ = try heads.take(while: current); _ = try prefs.take(while: current)
+                    continue
+                }
+                let chainEvents = try events.take(while: current).compactMap(Self.event)
+                let head = try heads.take(while: current).first.map { ChainHead(contactID: contactID, seq: $0["seq"], hash: $0["hash"]) }
+                let preferences = try prefs.take(while: current).map { Self.preference($0, contactID: contactID) }
+                try body(ChainSnapshot(contactID: contactID, events: chainEvents, head: head, preferences: preferences))
+            }
+        }
+    }
+
+    // MARK: API keys
+
+    public func insertAPIKey(_ key: APIKey) async throws {
+        try await mapUnique({
+            try await pool.write { db in
+                try db.execute(sql: "INSERT INTO api_keys (id, name, scope, secret_hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)",
+                               arguments: [key.id, key.name, key.scope.rawValue, key.secretHash, key.createdAt.millisecondsSince1970,
+                                           key.revokedAt?.millisecondsSince1970])
+            }
+        }, value: { _ in key.id })
+    }
+
+    public func apiKey(id: String) async throws -> APIKey? {
+        try await pool.read { db in
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM api_keys WHERE id = ?"), arguments: [id]).map(Self.apiKey)
+        }
+    }
+
+    public func apiKeys() async throws -> [APIKey] {
+        try await pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM api_keys ORDER BY created_at, id").map(Self.apiKey) }
+    }
+
+    static func apiKey(_ row: Row) -> APIKey {
+        APIKey(id: row["id"], name: row["name"], scope: APIScope(rawValue: row["scope"]) ?? .read, secretHash: row["secret_hash"],
+               createdAt: Date(millisecondsSince1970: row["created_at"]),
+               revokedAt: (row["revoked_at"] as Int64?).map(Date.init(millisecondsSince1970:)))
+    }
+
+    public func revokeAPIKey(id: String, at: Date) async throws -> Bool {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [at.millisecondsSince1970, id])
+            return db.changesCount > 0
+        }
+    }
+
+    // MARK: Idempotency
+
+    public func beginIdempotency(scope: String, key: String, requestHash: Data, now: Date) async throws -> IdempotencyBegin {
+        try await pool.write { db in
+            if let row = try Row.fetchOne(db, sql: "SELECT * FROM idempotency_keys WHERE scope = ? AND key = ?", arguments: [scope, key]) {
+                let at = Date(millisecondsSince1970: row["created_at"])
+                let status: Int? = row["status"]
+                let stale = status == nil && now.timeIntervalSince(at) > IdempotencyPolicy.inProgressTimeout
+                let expired = now.timeIntervalSince(at) > IdempotencyPolicy.retention
+                if !stale && !expired {
+                    guard (row["request_hash"] as Data) == requestHash else { return .mismatch }
+                    guard let status else { return .inProgress }
+                    return .replay(StoredResponse(status: status, contentType: row["content_type"] ?? "application/json", body: row["body"] ?? Data()))
+                }
+            }
+            // Forget keys past retention while we hold the write lock anyway.
+            try db.execute(sql: "DELETE FROM idempotency_keys WHERE created_at < ?",
+                           arguments: [now.addingTimeInterval(-IdempotencyPolicy.retention).millisecondsSince1970])
+            try db.execute(sql: """
+                INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES (?, ?, ?, ?)
+                ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash, status = NULL,
+                    content_type = NULL, body = NULL, created_at = excluded.created_at
+                """, arguments: [scope, key, requestHash, now.millisecondsSince1970])
+            return .started
+        }
+    }
+
+    public func completeIdempotency(scope: String, key: String, response: StoredResponse) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE idempotency_keys SET status = ?, content_type = ?, body = ? WHERE scope = ? AND key = ?",
+                           arguments: [response.status, response.contentType, response.body, scope, key])
+        }
+    }
+
+    public func abandonIdempotency(scope: String, key: String) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM idempotency_keys WHERE scope = ? AND key = ?", arguments: [scope, key])
+        }
+    }
+}
+
+extension UUID {
+    /// The text form stored in every table: lower-case, so that ordering and equality agree everywhere.
+    var db: String { uuidString.lowercased() }
+}
+
+/// A row cursor that can look at the next row's contact id without consuming it.
+private final class PeekingCursor {
+    private let cursor: RowCursor
+    private var peeked: Row?
+    private var done = false
+
+    init(_ cursor: RowCursor) { self.cursor = cursor }
+
+    func peekID() throws -> String? {
+        if peeked == nil && !done {
+            if let row = try cursor.next() { peeked = row.copy() } else { done = true }
+        }
+        return peeked?["contact_id"]
+    }
+
+    func take(while contactID: String) throws -> [Row] {
+        var rows: [Row] = []
+        while try peekID() == contactID, let row = peeked {
+            rows.append(row)
+            peeked = nil
+        }
+        return rows
+    }
+}

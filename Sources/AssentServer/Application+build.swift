@@ -1,0 +1,146 @@
+import AssentCore
+import AssentStore
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+
+/// Where and how the server listens.
+public struct ServerConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+
+    public init(host: String = "127.0.0.1", port: Int = 8080) {
+        self.host = host
+        self.port = port
+    }
+}
+
+/// Loads the OpenAPI document shipped with the server.
+public func openAPIDocument() throws -> Data {
+    guard let url = Bundle.module.url(forResource: "openapi", withExtension: "json") else {
+        throw APIError(.internalServerError, detail: "openapi.json is missing from the bundle")
+    }
+    return try Data(contentsOf: url)
+}
+
+/// Builds the router: every route of the table, behind problem rendering,
+/// API-key authentication with scopes, and idempotent replay of writes.
+public func buildRouter(ledger: Ledger) throws -> Router<AssentRequestContext> {
+    let router = Router(context: AssentRequestContext.self)
+    router.add(middleware: ProblemMiddleware())
+    let api = API(ledger: ledger, openAPIDocument: try openAPIDocument())
+    let gate = Gate(store: ledger.store)
+    for route in api.routes {
+        let hbPath = RouterPath(stringLiteral: route.path)
+        router.on(hbPath, method: route.method) { request, context in
+            try await gate.handle(route, request, context).response
+        }
+    }
+    return router
+}
+
+/// The whole application, every dependency a parameter (STYLE.md #1).
+public func buildApplication(
+    configuration: ServerConfiguration, ledger: Ledger, logger: Logger,
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) throws -> some ApplicationProtocol {
+    let router = try buildRouter(ledger: ledger)
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "Assent"),
+        onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
+        logger: logger
+    )
+}
+
+/// Authentication, authorisation and idempotency around each handler.
+struct Gate: Sendable {
+    let store: any LedgerStore
+
+    func handle(_ route: APIRoute, _ request: Request, _ context: AssentRequestContext) async throws -> APIResponse {
+        var context = context
+        if let required = route.scope {
+            let key = try await authenticate(request)
+            guard key.scope >= required else {
+                throw APIError(.forbidden, detail: "this API key has scope '\(key.scope.rawValue)'; this request needs '\(required.rawValue)'")
+            }
+            context.apiKey = key
+        }
+        guard route.method != .get, route.replayable, let idempotencyKey = request.headers[.idempotencyKey] else {
+            return try await route.handler(request, context)
+        }
+        return try await idempotent(route, request, context, idempotencyKey: idempotencyKey)
+    }
+
+    private func authenticate(_ request: Request) async throws -> APIKey {
+        var unauthorized = APIError(.unauthorized, detail: "send an API key as 'Authorization: Bearer assent_...'")
+        unauthorized.headers[.wwwAuthenticate] = "Bearer realm=\"assent\""
+        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else { throw unauthorized }
+        let token = header.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
+        guard let (id, secret) = APIKey.parse(token: token), let key = try await store.apiKey(id: id), key.matches(secret: secret) else {
+            unauthorized.detail = "the API key is not valid"
+            throw unauthorized
+        }
+        guard key.isActive else {
+            unauthorized.detail = "the API key has been revoked"
+            throw unauthorized
+        }
+        return key
+    }
+
+    /// A write carrying `Idempotency-Key` runs once; a retry with the same key
+    /// and body gets the stored response, with the same body it would have had.
+    private func idempotent(_ route: APIRoute, _ request: Request, _ context: AssentRequestContext,
+                            idempotencyKey: String) async throws -> APIResponse {
+        guard (1...255).contains(idempotencyKey.count), idempotencyKey.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
+            throw APIError.badRequest(field: "Idempotency-Key", "must be 1 to 255 visible ASCII characters")
+        }
+        var request = request
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: context.maxUploadSize)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw APIError(.contentTooLarge, detail: "request body is larger than \(context.maxUploadSize) bytes")
+        }
+        var hasher = SHA256()
+        hasher.update(data: Data("\(route.method.rawValue) \(request.uri.path)\n".utf8))
+        // JSON is hashed in a canonical form (sorted keys), so that a client
+        // that re-serialises the same request in another key order still matches.
+        let raw = Data(buffer: body)
+        if let object = try? JSONSerialization.jsonObject(with: raw, options: [.fragmentsAllowed]),
+           let canonical = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .fragmentsAllowed]) {
+            hasher.update(data: canonical)
+        } else {
+            hasher.update(data: raw)
+        }
+        let scope = context.apiKey?.id ?? "anonymous"
+        switch try await store.beginIdempotency(scope: scope, key: idempotencyKey, requestHash: Data(hasher.finalize()), now: Date()) {
+        case .replay(let stored):
+            var response = APIResponse(status: .init(code: stored.status), body: stored.body, contentType: stored.contentType)
+            response.headers[.idempotentReplayed] = "true"
+            return response
+        case .inProgress:
+            throw APIError(.conflict, detail: "a request with this Idempotency-Key is still being processed; retry later")
+        case .mismatch:
+            throw APIError(.unprocessableContent, detail: "this Idempotency-Key was used for a different request",
+                           errors: [ValidationError(field: "Idempotency-Key", "was used for a different request")])
+        case .started:
+            do {
+                let response = try await route.handler(request, context)
+                try await store.completeIdempotency(scope: scope, key: idempotencyKey, response: StoredResponse(
+                    status: Int(response.status.code), contentType: response.contentType, body: response.body))
+                return response
+            } catch {
+                try? await store.abandonIdempotency(scope: scope, key: idempotencyKey)
+                throw error
+            }
+        }
+    }
+}
+
+extension HTTPField.Name {
+    static let idempotencyKey = Self("Idempotency-Key")!
+    static let idempotentReplayed = Self("Idempotent-Replayed")!
+}

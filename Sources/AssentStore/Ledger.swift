@@ -1,0 +1,453 @@
+import AssentCore
+import Foundation
+
+/// One topic's part of a change request.
+public struct TopicChange: Sendable, Equatable {
+    public var topicKey: String
+    public var intent: ConsentIntent
+    /// The notice version the person was shown; nil = the topic's current one.
+    public var noticeVersion: Int?
+
+    public init(topicKey: String, intent: ConsentIntent, noticeVersion: Int? = nil) {
+        self.topicKey = topicKey
+        self.intent = intent
+        self.noticeVersion = noticeVersion
+    }
+}
+
+/// Everything needed to record changes for one contact, from any source.
+public struct ChangeRequest: Sendable {
+    public var contactID: UUID
+    public var changes: [TopicChange]
+    public var source: ConsentSource
+    public var channel: StaffChannel?
+    public var actor: Actor
+    /// When the person said it; nil = now. May be in the past (verbal
+    /// instructions keyed in later), never in the future.
+    public var occurredAt: Date?
+    public var evidence: Evidence
+    public var batchID: String?
+    /// The JSON path prefix naming `changes` in error messages.
+    public var changesField: String
+
+    public init(
+        contactID: UUID, changes: [TopicChange], source: ConsentSource, channel: StaffChannel? = nil,
+        actor: Actor, occurredAt: Date? = nil, evidence: Evidence = Evidence(), batchID: String? = nil,
+        changesField: String = "preferences"
+    ) {
+        self.contactID = contactID
+        self.changes = changes
+        self.source = source
+        self.channel = channel
+        self.actor = actor
+        self.occurredAt = occurredAt
+        self.evidence = evidence
+        self.batchID = batchID
+        self.changesField = changesField
+    }
+}
+
+/// What `recordChange` did: the events it appended and the topics it left alone, with why.
+public struct ChangeResult: Sendable {
+    public struct Unchanged: Sendable, Equatable {
+        public var topicKey: String
+        public var state: PreferenceState
+        public var reason: String
+
+        public init(topicKey: String, state: PreferenceState, reason: String) {
+            self.topicKey = topicKey
+            self.state = state
+            self.reason = reason
+        }
+    }
+
+    public var contactID: UUID
+    public var events: [ConsentEvent]
+    public var unchanged: [Unchanged]
+    public var preferences: [Preference]
+}
+
+/// An event with its evidence opened for reading.
+public struct TimelineEntry: Sendable {
+    public var event: ConsentEvent
+    /// nil when none was recorded or when the contact's key was shredded.
+    public var personal: PersonalEvidence?
+    /// True when evidence exists but its key is gone (erased contact).
+    public var evidenceShredded: Bool
+}
+
+/// The answer to "may I send topic T to this email?".
+public struct CheckResult: Sendable, Equatable {
+    public enum Reason: String, Sendable {
+        case granted
+        case none
+        case pending
+        case withdrawn
+        case expired
+        case unknown
+        case retired
+    }
+
+    public var allowed: Bool
+    public var reason: Reason
+    public var contactID: UUID?
+    public var since: Date?
+    public var expiresAt: Date?
+
+    public init(allowed: Bool, reason: Reason, contactID: UUID? = nil, since: Date? = nil, expiresAt: Date? = nil) {
+        self.allowed = allowed
+        self.reason = reason
+        self.contactID = contactID
+        self.since = since
+        self.expiresAt = expiresAt
+    }
+}
+
+public struct VerifyReport: Sendable {
+    public var contacts: Int
+    public var events: Int
+    public var breaks: [ChainBreak]
+    public var isIntact: Bool { breaks.isEmpty }
+}
+
+/// Injectable clock and identifier source, so tests fix time and ids.
+public struct LedgerEnvironment: Sendable {
+    public var now: @Sendable () -> Date
+    public var newID: @Sendable () -> UUID
+
+    public init(now: @escaping @Sendable () -> Date = { Date() }, newID: @escaping @Sendable () -> UUID = { UUID() }) {
+        self.now = now
+        self.newID = newID
+    }
+
+    public static let live = LedgerEnvironment()
+}
+
+/// The application service over a store: topics, contacts, and the one write
+/// path for consent. The HTTP API, the CLI and (later) forms and imports all
+/// change preferences through `recordChange` and nothing else.
+public struct Ledger: Sendable {
+    public let store: any LedgerStore
+    public let masterKey: MasterKey
+    public let environment: LedgerEnvironment
+    /// How many times a write is rebuilt when another writer moved the same contact's head.
+    public var maxAttempts = 64
+    /// How far in the future `occurredAt` may be, for clock skew between systems.
+    public var allowedClockSkew: TimeInterval = 300
+
+    public init(store: any LedgerStore, masterKey: MasterKey, environment: LedgerEnvironment = .live) {
+        self.store = store
+        self.masterKey = masterKey
+        self.environment = environment
+    }
+
+    var now: Date { environment.now().truncatedToMilliseconds }
+
+    // MARK: Topics
+
+    public func createTopic(_ topic: Topic, noticeText: String) async throws -> Topic {
+        var topic = topic
+        let at = now
+        topic.createdAt = at
+        topic.updatedAt = at
+        topic.currentNoticeVersion = 1
+        topic.status = .active
+        try validateAll([{ try topic.validate() }, { try Notice.validateText(noticeText) }])
+        do {
+            try await store.insertTopic(topic, notice: Notice(topicKey: topic.key, version: 1, text: noticeText, createdAt: at))
+        } catch StoreError.duplicate {
+            throw DomainError.conflict(field: "key", message: "a topic with key '\(topic.key)' already exists")
+        }
+        return topic
+    }
+
+    public func existingTopic(_ key: String, field: String = "topic") async throws -> Topic {
+        guard let topic = try await store.topic(key: key) else { throw DomainError.notFound(what: "topic", id: key) }
+        return topic
+    }
+
+    /// Applies `edit` to the topic's mutable fields; the key, status and notice are not editable here.
+    public func updateTopic(key: String, _ edit: (inout Topic) -> Void) async throws -> Topic {
+        let existing = try await existingTopic(key)
+        var topic = existing
+        edit(&topic)
+        topic.key = existing.key
+        topic.status = existing.status
+        topic.currentNoticeVersion = existing.currentNoticeVersion
+        topic.createdAt = existing.createdAt
+        try topic.validate()
+        if topic == existing { return existing }
+        topic.updatedAt = now
+        try await store.updateTopic(topic)
+        return topic
+    }
+
+    /// Retires a topic: its history stays, it refuses new opt-ins, and it no longer allows sending.
+    public func retireTopic(key: String) async throws -> Topic {
+        var topic = try await existingTopic(key)
+        guard topic.status != .retired else { return topic }
+        topic.status = .retired
+        topic.updatedAt = now
+        try await store.updateTopic(topic)
+        return topic
+    }
+
+    /// Publishes a new notice version; earlier versions stay readable.
+    public func publishNotice(topicKey: String, text: String) async throws -> Notice {
+        try Notice.validateText(text, field: "text")
+        _ = try await existingTopic(topicKey)
+        if let current = try await store.notices(topicKey: topicKey).last, current.text == text {
+            return current
+        }
+        return try await store.appendNotice(topicKey: topicKey, text: text, at: now)
+    }
+
+    // MARK: Contacts
+
+    public func createContact(email: EmailAddress, name: String?, externalID: String?, locale: String?) async throws -> Contact {
+        let at = now
+        let contact = Contact(id: environment.newID(), email: email, name: name, externalID: externalID, locale: locale, createdAt: at)
+        try contact.validate()
+        let wrapped = try masterKey.wrap(.generate(), contactID: contact.id)
+        do {
+            try await store.insertContact(contact, wrappedKey: wrapped)
+        } catch StoreError.duplicate(let field, let value) {
+            throw DomainError.conflict(field: field, message: "a contact with \(field) '\(value)' already exists")
+        }
+        return contact
+    }
+
+    public func existingContact(_ id: UUID) async throws -> Contact {
+        guard let contact = try await store.contact(id: id) else { throw DomainError.notFound(what: "contact", id: id.uuidString.lowercased()) }
+        return contact
+    }
+
+    public func updateContact(id: UUID, _ edit: (inout Contact) -> Void) async throws -> Contact {
+        let existing = try await existingContact(id)
+        var contact = existing
+        edit(&contact)
+        contact.id = existing.id
+        contact.createdAt = existing.createdAt
+        try contact.validate()
+        if contact == existing { return existing }
+        contact.updatedAt = now
+        do {
+            try await store.updateContact(contact)
+        } catch StoreError.duplicate(let field, let value) {
+            throw DomainError.conflict(field: field, message: "a contact with \(field) '\(value)' already exists")
+        }
+        return contact
+    }
+
+    // MARK: The one write path
+
+    /// Validates, reads the contact's current state, lets the state machine
+    /// decide each topic, builds the chained events and commits them with the
+    /// projection in one transaction. If another writer moved the contact's
+    /// chain head meanwhile, it starts again from the read; nothing is lost or
+    /// reordered. A request whose every topic is unchanged records nothing.
+    public func recordChange(_ request: ChangeRequest) async throws -> ChangeResult {
+        let at = now
+        let occurredAt = (request.occurredAt ?? at).truncatedToMilliseconds
+        try validate(request, occurredAt: occurredAt, now: at)
+        _ = try await existingContact(request.contactID)
+        let topics = try await resolveTopics(request)
+        guard let wrapped = try await store.wrappedKey(contactID: request.contactID) else {
+            throw DomainError.invalid(field: "contact", "this contact has been erased; its preferences cannot change")
+        }
+        let contactKey = try masterKey.unwrap(wrapped, contactID: request.contactID)
+
+        var attempt = 0
+        while true {
+            attempt += 1
+            let state = try await store.ledgerState(contactID: request.contactID)
+            let plan = try plan(request, topics: topics, state: state, occurredAt: occurredAt, recordedAt: at, key: contactKey)
+            if plan.events.isEmpty {
+                return ChangeResult(contactID: request.contactID, events: [], unchanged: plan.unchanged,
+                                    preferences: state.preferences.values.sorted { $0.topicKey < $1.topicKey })
+            }
+            do {
+                try await store.commit(LedgerCommit(contactID: request.contactID, expectedHead: state.head,
+                                                    events: plan.events, preferences: plan.changedPreferences))
+                var merged = state.preferences
+                for p in plan.changedPreferences { merged[p.topicKey] = p }
+                return ChangeResult(contactID: request.contactID, events: plan.events, unchanged: plan.unchanged,
+                                    preferences: merged.values.sorted { $0.topicKey < $1.topicKey })
+            } catch StoreError.concurrentModification {
+                if attempt >= maxAttempts { throw DomainError.contention(contactID: request.contactID) }
+                // Back off a little, with jitter, so that competing writers interleave.
+                let micros = UInt64.random(in: 0...UInt64(min(attempt, 20) * 500))
+                try await Task.sleep(nanoseconds: micros * 1_000)
+            }
+        }
+    }
+
+    private func validate(_ request: ChangeRequest, occurredAt: Date, now: Date) throws {
+        var problems: [ValidationError] = []
+        if request.changes.isEmpty {
+            problems.append(.init(field: request.changesField, "must name at least one topic"))
+        }
+        var seen: Set<String> = []
+        for (i, change) in request.changes.enumerated() where !seen.insert(change.topicKey).inserted {
+            problems.append(.init(field: "\(request.changesField)[\(i)].topic", "topic '\(change.topicKey)' appears more than once"))
+        }
+        if occurredAt.timeIntervalSince(now) > allowedClockSkew {
+            problems.append(.init(field: "occurredAt", "must not be in the future"))
+        }
+        if occurredAt.timeIntervalSince1970 < 946_684_800 {
+            problems.append(.init(field: "occurredAt", "must be after 2000-01-01"))
+        }
+        if request.source == .system && request.actor.kind != .system {
+            problems.append(.init(field: "source", "'system' is reserved for changes Assent makes itself"))
+        }
+        do { try request.evidence.validate(source: request.source, channel: request.channel) } catch let DomainError.invalid(e) { problems += e }
+        if let batchID = request.batchID {
+            do { try TextCheck.check(batchID, field: "batchId", max: 200) } catch let DomainError.invalid(e) { problems += e }
+        }
+        if !problems.isEmpty { throw DomainError.invalid(problems) }
+    }
+
+    private func resolveTopics(_ request: ChangeRequest) async throws -> [String: Topic] {
+        var topics: [String: Topic] = [:]
+        var problems: [ValidationError] = []
+        for (i, change) in request.changes.enumerated() {
+            let field = "\(request.changesField)[\(i)]"
+            guard let topic = try await store.topic(key: change.topicKey) else {
+                problems.append(.init(field: "\(field).topic", "unknown topic '\(change.topicKey)'"))
+                continue
+            }
+            if let version = change.noticeVersion, !(1...topic.currentNoticeVersion).contains(version) {
+                problems.append(.init(field: "\(field).noticeVersion", "topic '\(topic.key)' has notice versions 1...\(topic.currentNoticeVersion), not \(version)"))
+            }
+            topics[topic.key] = topic
+        }
+        if !problems.isEmpty { throw DomainError.invalid(problems) }
+        return topics
+    }
+
+    private struct Plan {
+        var events: [ConsentEvent] = []
+        var changedPreferences: [Preference] = []
+        var unchanged: [ChangeResult.Unchanged] = []
+    }
+
+    private func plan(_ request: ChangeRequest, topics: [String: Topic], state: LedgerState, occurredAt: Date,
+                      recordedAt: Date, key: ContactKey) throws -> Plan {
+        var plan = Plan()
+        var head = state.head
+        var preferences = state.preferences
+        var problems: [ValidationError] = []
+        for (i, change) in request.changes.enumerated() {
+            let topic = topics[change.topicKey]!
+            let current = preferences[topic.key]?.effectiveState(at: recordedAt) ?? .none
+            let decision: ConsentDecision
+            do {
+                decision = try ConsentPolicy.decide(current: current, intent: change.intent, topic: topic,
+                                                    field: "\(request.changesField)[\(i)].topic")
+            } catch let DomainError.invalid(e) {
+                problems += e
+                continue
+            }
+            switch decision {
+            case .unchanged(let reason):
+                plan.unchanged.append(.init(topicKey: topic.key, state: current, reason: reason))
+            case .change(let action, let to):
+                let id = environment.newID()
+                let expiresAt = to == .granted ? topic.consentLifetimeDays.map { occurredAt.addingTimeInterval(TimeInterval($0) * 86_400) } : nil
+                let sealed = request.evidence.personal.isEmpty
+                    ? nil : try key.seal(request.evidence.personal, eventID: id, contactID: request.contactID)
+                let event = ConsentEvent(
+                    id: id, contactID: request.contactID, seq: head.seq + 1, topicKey: topic.key, action: action,
+                    fromState: current, toState: to, source: request.source, channel: request.channel, actor: request.actor,
+                    occurredAt: occurredAt, recordedAt: recordedAt, expiresAt: expiresAt,
+                    noticeVersion: change.noticeVersion ?? topic.currentNoticeVersion,
+                    formID: request.evidence.formID, formVersion: request.evidence.formVersion, batchID: request.batchID,
+                    sealedEvidence: sealed, prevHash: head.hash
+                ).sealed()
+                head = ChainHead(contactID: request.contactID, seq: event.seq, hash: event.hash)
+                Projection.apply(event, to: &preferences)
+                plan.events.append(event)
+                plan.changedPreferences.removeAll { $0.topicKey == topic.key }
+                plan.changedPreferences.append(preferences[topic.key]!)
+            }
+        }
+        if !problems.isEmpty { throw DomainError.invalid(problems) }
+        return plan
+    }
+
+    // MARK: Reads
+
+    public func timeline(contactID: UUID, beforeSeq: Int64?, limit: Int) async throws -> [TimelineEntry] {
+        _ = try await existingContact(contactID)
+        let events = try await store.events(contactID: contactID, beforeSeq: beforeSeq, limit: limit)
+        let key = try await store.wrappedKey(contactID: contactID).map { try masterKey.unwrap($0, contactID: contactID) }
+        return try events.map { event in
+            guard let sealed = event.sealedEvidence else { return TimelineEntry(event: event, personal: nil, evidenceShredded: false) }
+            guard let key else { return TimelineEntry(event: event, personal: nil, evidenceShredded: true) }
+            return TimelineEntry(event: event, personal: try key.open(sealed, eventID: event.id, contactID: contactID), evidenceShredded: false)
+        }
+    }
+
+    public func check(email: EmailAddress, topicKey: String) async throws -> CheckResult {
+        let topic = try await existingTopic(topicKey)
+        guard let row = try await store.checkRow(email: email, topicKey: topicKey) else {
+            return CheckResult(allowed: false, reason: .unknown)
+        }
+        let at = now
+        if topic.status == .retired {
+            return CheckResult(allowed: false, reason: .retired, contactID: row.contactID, since: row.preference?.since)
+        }
+        guard let preference = row.preference else {
+            return CheckResult(allowed: false, reason: .none, contactID: row.contactID)
+        }
+        let state = preference.effectiveState(at: at)
+        let reason: CheckResult.Reason = switch state {
+        case .granted: .granted
+        case .none: .none
+        case .pending: .pending
+        case .withdrawn: .withdrawn
+        case .expired: .expired
+        }
+        return CheckResult(allowed: state == .granted, reason: reason, contactID: row.contactID,
+                           since: preference.since, expiresAt: preference.expiresAt)
+    }
+
+    /// Recomputes every chain, compares it with its stored head and the
+    /// projection, and reports the first break per contact.
+    public func verify() async throws -> VerifyReport {
+        let tally = VerifyTally()
+        try await store.scanChains { chain in
+            tally.add(chain.events.count, ChainVerifier.verify(chain))
+        }
+        return tally.report
+    }
+
+    private func validateAll(_ checks: [() throws -> Void]) throws {
+        var problems: [ValidationError] = []
+        for check in checks {
+            do { try check() } catch let DomainError.invalid(e) { problems += e }
+        }
+        if !problems.isEmpty { throw DomainError.invalid(problems) }
+    }
+}
+
+/// Accumulates a verification run; `scanChains` calls back synchronously.
+private final class VerifyTally: @unchecked Sendable {
+    private let lock = NSLock()
+    private var contacts = 0, events = 0
+    private var breaks: [ChainBreak] = []
+
+    func add(_ eventCount: Int, _ problem: ChainBreak?) {
+        lock.lock()
+        defer { lock.unlock() }
+        contacts += 1
+        events += eventCount
+        if let problem { breaks.append(problem) }
+    }
+
+    var report: VerifyReport {
+        lock.lock()
+        defer { lock.unlock() }
+        return VerifyReport(contacts: contacts, events: events, breaks: breaks)
+    }
+}

@@ -1,0 +1,145 @@
+import AssentCore
+import Foundation
+
+/// Errors every store reports the same way.
+public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The contact's chain head moved since it was read (optimistic concurrency).
+    case concurrentModification(contactID: UUID)
+    /// A unique value is already taken.
+    case duplicate(field: String, value: String)
+    case notFound(what: String, id: String)
+
+    public var description: String {
+        switch self {
+        case .concurrentModification(let id): "contact \(id) changed concurrently"
+        case .duplicate(let field, let value): "\(field) '\(value)' is already in use"
+        case .notFound(let what, let id): "\(what) '\(id)' not found"
+        }
+    }
+}
+
+/// One atomic append to a contact's ledger: the events, the projection rows
+/// they produce, and the new chain head, written together or not at all.
+public struct LedgerCommit: Sendable {
+    public var contactID: UUID
+    /// The head the events were built on; the store refuses the commit if it moved.
+    public var expectedHead: ChainHead
+    public var events: [ConsentEvent]
+    public var preferences: [Preference]
+
+    public init(contactID: UUID, expectedHead: ChainHead, events: [ConsentEvent], preferences: [Preference]) {
+        self.contactID = contactID
+        self.expectedHead = expectedHead
+        self.events = events
+        self.preferences = preferences
+    }
+
+    public var newHead: ChainHead {
+        guard let last = events.last else { return expectedHead }
+        return ChainHead(contactID: contactID, seq: last.seq, hash: last.hash)
+    }
+}
+
+/// A contact's head and current preferences, read together.
+public struct LedgerState: Sendable {
+    public var head: ChainHead
+    public var preferences: [String: Preference]
+
+    public init(head: ChainHead, preferences: [String: Preference]) {
+        self.head = head
+        self.preferences = preferences
+    }
+}
+
+/// The answer to "may I send topic T to this email?" as stored.
+public struct CheckRow: Sendable {
+    public var contactID: UUID
+    public var preference: Preference?
+
+    public init(contactID: UUID, preference: Preference?) {
+        self.contactID = contactID
+        self.preference = preference
+    }
+}
+
+/// What a stored idempotency key says about a new request carrying it.
+public enum IdempotencyBegin: Equatable, Sendable {
+    /// First time: go ahead, then call `completeIdempotency` or `abandonIdempotency`.
+    case started
+    /// Seen and finished: send this stored response again.
+    case replay(StoredResponse)
+    /// Another request with this key is still running.
+    case inProgress
+    /// The key was used for a different request.
+    case mismatch
+}
+
+public struct StoredResponse: Equatable, Sendable {
+    public var status: Int
+    public var contentType: String
+    public var body: Data
+
+    public init(status: Int, contentType: String, body: Data) {
+        self.status = status
+        self.contentType = contentType
+        self.body = body
+    }
+}
+
+/// Storage for the ledger. Every backend implements the whole protocol with the
+/// same semantics; the conformance suite in the tests holds them to it.
+public protocol LedgerStore: Sendable {
+    /// Creates or upgrades the schema (numbered migrations). Idempotent.
+    func migrate() async throws
+    /// Cheap round trip used by `/readyz`.
+    func ping() async throws
+
+    // MARK: Topics
+    /// Inserts a topic with its first notice version. Throws `duplicate(field: "key")`.
+    func insertTopic(_ topic: Topic, notice: Notice) async throws
+    /// Replaces a topic's mutable fields (not its notice version).
+    func updateTopic(_ topic: Topic) async throws
+    func topic(key: String) async throws -> Topic?
+    func topics(includeRetired: Bool) async throws -> [Topic]
+    /// Appends the next notice version and makes it the topic's current one, atomically.
+    func appendNotice(topicKey: String, text: String, at: Date) async throws -> Notice
+    func notices(topicKey: String) async throws -> [Notice]
+    func notice(topicKey: String, version: Int) async throws -> Notice?
+
+    // MARK: Contacts
+    /// Inserts a contact with its wrapped evidence key. Throws `duplicate(field: "email" | "externalId")`.
+    func insertContact(_ contact: Contact, wrappedKey: Data) async throws
+    func updateContact(_ contact: Contact) async throws
+    func contact(id: UUID) async throws -> Contact?
+    func contact(email: EmailAddress) async throws -> Contact?
+    func contact(externalID: String) async throws -> Contact?
+    /// Contacts ordered by id, after the given id (cursor pagination).
+    func contacts(after: UUID?, limit: Int) async throws -> [Contact]
+    func wrappedKey(contactID: UUID) async throws -> Data?
+
+    // MARK: Ledger
+    func ledgerState(contactID: UUID) async throws -> LedgerState
+    /// Appends events, upserts projection rows and moves the head in one
+    /// transaction; throws `concurrentModification` if the head moved.
+    func commit(_ commit: LedgerCommit) async throws
+    func preferences(contactID: UUID) async throws -> [Preference]
+    /// Events newest first, with `seq < beforeSeq` when given.
+    func events(contactID: UUID, beforeSeq: Int64?, limit: Int) async throws -> [ConsentEvent]
+    /// One indexed lookup for the send-time check; nil when no contact has this email.
+    func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow?
+    /// Streams every contact's chain (events in order, head, projection),
+    /// one contact at a time, without loading the whole ledger.
+    func scanChains(_ body: @Sendable (ChainSnapshot) throws -> Void) async throws
+
+    // MARK: API keys
+    func insertAPIKey(_ key: APIKey) async throws
+    func apiKey(id: String) async throws -> APIKey?
+    func apiKeys() async throws -> [APIKey]
+    /// Marks a key revoked; false when no such active key.
+    func revokeAPIKey(id: String, at: Date) async throws -> Bool
+
+    // MARK: Idempotency
+    func beginIdempotency(scope: String, key: String, requestHash: Data, now: Date) async throws -> IdempotencyBegin
+    func completeIdempotency(scope: String, key: String, response: StoredResponse) async throws
+    func abandonIdempotency(scope: String, key: String) async throws
+}

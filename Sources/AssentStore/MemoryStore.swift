@@ -1,0 +1,177 @@
+import AssentCore
+import Foundation
+
+/// A store in process memory: for tests and for trying things out. It keeps
+/// the same rules as the database stores (the conformance suite checks).
+public actor MemoryStore: LedgerStore {
+    private var topicsByKey: [String: Topic] = [:]
+    private var noticesByTopic: [String: [Notice]] = [:]
+    private var contactsByID: [UUID: Contact] = [:]
+    private var keysByContact: [UUID: Data] = [:]
+    private var eventsByContact: [UUID: [ConsentEvent]] = [:]
+    private var heads: [UUID: ChainHead] = [:]
+    private var preferencesByContact: [UUID: [String: Preference]] = [:]
+    private var apiKeysByID: [String: APIKey] = [:]
+    private var idempotency: [String: (hash: Data, response: StoredResponse?, at: Date)] = [:]
+
+    public init() {}
+
+    public func migrate() async throws {}
+    public func ping() async throws {}
+
+    // MARK: Topics
+
+    public func insertTopic(_ topic: Topic, notice: Notice) async throws {
+        guard topicsByKey[topic.key] == nil else { throw StoreError.duplicate(field: "key", value: topic.key) }
+        topicsByKey[topic.key] = topic
+        noticesByTopic[topic.key] = [notice]
+    }
+
+    public func updateTopic(_ topic: Topic) async throws {
+        guard topicsByKey[topic.key] != nil else { throw StoreError.notFound(what: "topic", id: topic.key) }
+        topicsByKey[topic.key] = topic
+    }
+
+    public func topic(key: String) async throws -> Topic? { topicsByKey[key] }
+
+    public func topics(includeRetired: Bool) async throws -> [Topic] {
+        topicsByKey.values.filter { includeRetired || $0.isActive }.sorted { ($0.category, $0.key) < ($1.category, $1.key) }
+    }
+
+    public func appendNotice(topicKey: String, text: String, at: Date) async throws -> Notice {
+        guard var topic = topicsByKey[topicKey] else { throw StoreError.notFound(what: "topic", id: topicKey) }
+        let notice = Notice(topicKey: topicKey, version: (noticesByTopic[topicKey]?.count ?? 0) + 1, text: text, createdAt: at)
+        noticesByTopic[topicKey, default: []].append(notice)
+        topic.currentNoticeVersion = notice.version
+        topic.updatedAt = at
+        topicsByKey[topicKey] = topic
+        return notice
+    }
+
+    public func notices(topicKey: String) async throws -> [Notice] { noticesByTopic[topicKey] ?? [] }
+
+    public func notice(topicKey: String, version: Int) async throws -> Notice? {
+        noticesByTopic[topicKey]?.first { $0.version == version }
+    }
+
+    // MARK: Contacts
+
+    private func checkUnique(_ contact: Contact) throws {
+        for other in contactsByID.values where other.id != contact.id {
+            if other.email == contact.email { throw StoreError.duplicate(field: "email", value: contact.email.value) }
+            if let ext = contact.externalID, other.externalID == ext { throw StoreError.duplicate(field: "externalId", value: ext) }
+        }
+    }
+
+    public func insertContact(_ contact: Contact, wrappedKey: Data) async throws {
+        guard contactsByID[contact.id] == nil else { throw StoreError.duplicate(field: "id", value: contact.id.uuidString) }
+        try checkUnique(contact)
+        contactsByID[contact.id] = contact
+        keysByContact[contact.id] = wrappedKey
+    }
+
+    public func updateContact(_ contact: Contact) async throws {
+        guard contactsByID[contact.id] != nil else { throw StoreError.notFound(what: "contact", id: contact.id.uuidString) }
+        try checkUnique(contact)
+        contactsByID[contact.id] = contact
+    }
+
+    public func contact(id: UUID) async throws -> Contact? { contactsByID[id] }
+    public func contact(email: EmailAddress) async throws -> Contact? { contactsByID.values.first { $0.email == email } }
+    public func contact(externalID: String) async throws -> Contact? { contactsByID.values.first { $0.externalID == externalID } }
+
+    public func contacts(after: UUID?, limit: Int) async throws -> [Contact] {
+        let sorted = contactsByID.values.sorted { $0.id.uuidString.lowercased() < $1.id.uuidString.lowercased() }
+        let start = after.map { a in sorted.firstIndex { $0.id.uuidString.lowercased() > a.uuidString.lowercased() } ?? sorted.count } ?? 0
+        return Array(sorted[start...].prefix(limit))
+    }
+
+    public func wrappedKey(contactID: UUID) async throws -> Data? { keysByContact[contactID] }
+
+    // MARK: Ledger
+
+    public func ledgerState(contactID: UUID) async throws -> LedgerState {
+        LedgerState(head: heads[contactID] ?? .empty(contactID), preferences: preferencesByContact[contactID] ?? [:])
+    }
+
+    public func commit(_ commit: LedgerCommit) async throws {
+        let current = heads[commit.contactID] ?? .empty(commit.contactID)
+        guard current == commit.expectedHead else { throw StoreError.concurrentModification(contactID: commit.contactID) }
+        eventsByContact[commit.contactID, default: []].append(contentsOf: commit.events)
+        for p in commit.preferences { preferencesByContact[commit.contactID, default: [:]][p.topicKey] = p }
+        heads[commit.contactID] = commit.newHead
+    }
+
+    public func preferences(contactID: UUID) async throws -> [Preference] {
+        (preferencesByContact[contactID] ?? [:]).values.sorted { $0.topicKey < $1.topicKey }
+    }
+
+    public func events(contactID: UUID, beforeSeq: Int64?, limit: Int) async throws -> [ConsentEvent] {
+        let all = eventsByContact[contactID] ?? []
+        return Array(all.reversed().filter { beforeSeq == nil || $0.seq < beforeSeq! }.prefix(limit))
+    }
+
+    public func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow? {
+        guard let contact = contactsByID.values.first(where: { $0.email == email }) else { return nil }
+        return CheckRow(contactID: contact.id, preference: preferencesByContact[contact.id]?[topicKey])
+    }
+
+    public func scanChains(_ body: @Sendable (ChainSnapshot) throws -> Void) async throws {
+        let ids = Set(eventsByContact.keys).union(heads.keys).union(preferencesByContact.keys)
+        for id in ids.sorted(by: { $0.uuidString.lowercased() < $1.uuidString.lowercased() }) {
+            try body(ChainSnapshot(contactID: id, events: eventsByContact[id] ?? [], head: heads[id],
+                                   preferences: Array((preferencesByContact[id] ?? [:]).values)))
+        }
+    }
+
+    // MARK: API keys
+
+    public func insertAPIKey(_ key: APIKey) async throws {
+        guard apiKeysByID[key.id] == nil else { throw StoreError.duplicate(field: "id", value: key.id) }
+        apiKeysByID[key.id] = key
+    }
+
+    public func apiKey(id: String) async throws -> APIKey? { apiKeysByID[id] }
+
+    public func apiKeys() async throws -> [APIKey] { apiKeysByID.values.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) } }
+
+    public func revokeAPIKey(id: String, at: Date) async throws -> Bool {
+        guard var key = apiKeysByID[id], key.revokedAt == nil else { return false }
+        key.revokedAt = at
+        apiKeysByID[id] = key
+        return true
+    }
+
+    // MARK: Idempotency
+
+    public func beginIdempotency(scope: String, key: String, requestHash: Data, now: Date) async throws -> IdempotencyBegin {
+        let k = scope + "\u{0}" + key
+        if let existing = idempotency[k] {
+            let stale = existing.response == nil && now.timeIntervalSince(existing.at) > IdempotencyPolicy.inProgressTimeout
+            let expired = now.timeIntervalSince(existing.at) > IdempotencyPolicy.retention
+            if !stale && !expired {
+                guard existing.hash == requestHash else { return .mismatch }
+                return existing.response.map { .replay($0) } ?? .inProgress
+            }
+        }
+        idempotency[k] = (requestHash, nil, now)
+        return .started
+    }
+
+    public func completeIdempotency(scope: String, key: String, response: StoredResponse) async throws {
+        let k = scope + "\u{0}" + key
+        if let existing = idempotency[k] { idempotency[k] = (existing.hash, response, existing.at) }
+    }
+
+    public func abandonIdempotency(scope: String, key: String) async throws {
+        idempotency[scope + "\u{0}" + key] = nil
+    }
+}
+
+/// How long idempotency keys are remembered, shared by every store.
+public enum IdempotencyPolicy {
+    /// A stored response is replayed for this long (24 h, as most payment APIs do).
+    public static let retention: TimeInterval = 24 * 3600
+    /// A request that never finished (crash) frees its key after this long.
+    public static let inProgressTimeout: TimeInterval = 60
+}

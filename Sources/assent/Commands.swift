@@ -1,0 +1,241 @@
+import AssentCore
+import AssentServer
+import AssentSQLite
+import AssentStore
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the HTTP API (migrates the database first).")
+
+    @OptionGroup var store: StoreOptions
+
+    @Option(help: ArgumentHelp("Address to listen on (env ASSENT_HOST).", valueName: "host"))
+    var host: String = ProcessInfo.processInfo.environment["ASSENT_HOST"] ?? "127.0.0.1"
+
+    @Option(help: ArgumentHelp("Port to listen on; 0 picks a free one (env ASSENT_PORT).", valueName: "port"))
+    var port: Int = Int(ProcessInfo.processInfo.environment["ASSENT_PORT"] ?? "") ?? 8080
+
+    @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (env ASSENT_LOG_LEVEL).", valueName: "level"))
+    var logLevel: String = ProcessInfo.processInfo.environment["ASSENT_LOG_LEVEL"] ?? "info"
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port: \(port) is not a port number (0-65535)") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: '\(logLevel)' is not a log level") }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "assent")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let ledger = try await reportingErrors { try await store.openLedger() }
+        let path = try store.databasePath()
+        if try await ledger.store.apiKeys().isEmpty {
+            let (key, token) = APIKey.generate(name: "initial admin", scope: .admin, now: Date().truncatedToMilliseconds)
+            try await ledger.store.insertAPIKey(key)
+            emit("""
+                First start: created an admin API key. It is shown only this once; keep it safe:
+
+                    \(token)
+
+                Use it as 'Authorization: Bearer <key>'. Create more with 'assent keys create'.
+
+                """)
+        }
+        let host = self.host
+        let app = try buildApplication(configuration: .init(host: host, port: port), ledger: ledger, logger: logger) { port in
+            emit("Assent is serving the API on http://\(host):\(port)/api/v1 (database \(path)); press Ctrl-C to stop.")
+        }
+        try await app.runService()
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create or upgrade the database schema.")
+    @OptionGroup var store: StoreOptions
+
+    func run() async throws {
+        let s = try await store.openStore()
+        let applied = try await s.appliedMigrations()
+        print("database \(try store.databasePath()) is at migration \(applied.last ?? "none") (\(applied.count) applied)")
+    }
+}
+
+struct Topics: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Manage topics (areas of interest).", subcommands: [Add.self, List.self, Retire.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Define a topic with its notice text.")
+        @OptionGroup var store: StoreOptions
+        @Argument(help: "A slug such as hr-training.") var key: String
+        @Option(help: "Title shown to people.") var title: String
+        @Option(help: "The exact statement shown when asking (notice version 1).") var notice: String
+        @Option(help: "Group of topics, e.g. training or news.") var category: String = "general"
+        @Option(help: "Longer description.") var description: String = ""
+        @Flag(help: "Opt-ins from forms and the portal must be confirmed by email.") var doubleOptIn = false
+        @Option(help: "Days a grant lasts before it expires.") var lifetimeDays: Int?
+
+        func run() async throws {
+            let ledger = try await store.openLedger()
+            let topic = try await reportingErrors {
+                try await ledger.createTopic(Topic(key: key, title: title, description: description, category: category,
+                                                   requiresDoubleOptIn: doubleOptIn, consentLifetimeDays: lifetimeDays, createdAt: Date()),
+                                             noticeText: notice)
+            }
+            print("created topic \(topic.key) (\(topic.category)): \(topic.title)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List topics grouped by category.")
+        @OptionGroup var store: StoreOptions
+        @Flag(help: "Include retired topics.") var all = false
+
+        func run() async throws {
+            let ledger = try await store.openLedger()
+            let topics = try await ledger.store.topics(includeRetired: all)
+            if topics.isEmpty { print("no topics yet; add one with 'assent topics add'") }
+            var category: String?
+            for t in topics {
+                if t.category != category {
+                    print("\(t.category):")
+                    category = t.category
+                }
+                let flags = [t.status == .retired ? "retired" : nil, t.requiresDoubleOptIn ? "double opt-in" : nil,
+                             t.consentLifetimeDays.map { "lasts \($0) days" }, "notice v\(t.currentNoticeVersion)"].compactMap { $0 }
+                print("  \(t.key)  \(t.title)  [\(flags.joined(separator: ", "))]")
+            }
+        }
+    }
+
+    struct Retire: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Retire a topic: history stays, new opt-ins are refused.")
+        @OptionGroup var store: StoreOptions
+        @Argument var key: String
+
+        func run() async throws {
+            let ledger = try await store.openLedger()
+            let topic = try await reportingErrors { try await ledger.retireTopic(key: key) }
+            print("retired topic \(topic.key)")
+        }
+    }
+}
+
+struct Contacts: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Manage contacts.", subcommands: [Add.self, Show.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a contact (every topic reads No).")
+        @OptionGroup var store: StoreOptions
+        @Argument var email: String
+        @Option var name: String?
+        @Option var externalId: String?
+        @Option var locale: String?
+
+        func run() async throws {
+            let ledger = try await store.openLedger()
+            let contact = try await reportingErrors {
+                try await ledger.createContact(email: EmailAddress(email), name: name, externalID: externalId, locale: locale)
+            }
+            print("created contact \(contact.id.uuidString.lowercased()) <\(contact.email)>")
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a contact's preferences and timeline.")
+        @OptionGroup var store: StoreOptions
+        @Argument(help: "Contact id, email or external id.") var contact: String
+
+        func run() async throws {
+            let ledger = try await store.openLedger()
+            let found: Contact? = if let id = UUID(uuidString: contact) { try await ledger.store.contact(id: id) }
+                else if let email = try? EmailAddress(contact), let c = try await ledger.store.contact(email: email) { c }
+                else { try await ledger.store.contact(externalID: contact) }
+            guard let c = found else { throw ValidationError("no contact matches '\(contact)'") }
+            print("\(c.id.uuidString.lowercased())  <\(c.email)>  \(c.name ?? "")\(c.externalID.map { "  external id \($0)" } ?? "")")
+            let prefs = Dictionary(try await ledger.store.preferences(contactID: c.id).map { ($0.topicKey, $0) }, uniquingKeysWith: { a, _ in a })
+            let now = Date()
+            print("preferences:")
+            for topic in try await ledger.store.topics(includeRetired: true) where topic.isActive || prefs[topic.key] != nil {
+                let p = prefs[topic.key]
+                let yes = topic.isActive && (p?.allowsSending(at: now) ?? false)
+                print("  \(topic.key): \(yes ? "Yes" : "No") (\(p?.effectiveState(at: now).rawValue ?? "none")\(p.map { " since \($0.since.display)" } ?? ""))")
+            }
+            print("timeline (newest first):")
+            for entry in try await ledger.timeline(contactID: c.id, beforeSeq: nil, limit: 1_000) {
+                let e = entry.event
+                var line = "  #\(e.seq) \(e.occurredAt.display) \(e.topicKey): \(e.fromState.rawValue) -> \(e.toState.rawValue) by \(e.source.rawValue)"
+                if let channel = e.channel { line += "/\(channel.rawValue)" }
+                line += " (\(e.actor.kind.rawValue)\(e.actor.id.map { " \($0)" } ?? ""))"
+                if let v = e.noticeVersion { line += " notice v\(v)" }
+                if let note = entry.personal?.note { line += " note: \(note)" }
+                print(line)
+            }
+        }
+    }
+}
+
+struct Keys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Manage API keys.", subcommands: [Create.self, List.self, Revoke.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an API key; the key is printed once.")
+        @OptionGroup var store: StoreOptions
+        @Option(help: "What the key is for.") var name: String
+        @Option(help: "read, write or admin.") var scope: String = "read"
+
+        func run() async throws {
+            guard let scope = APIScope(rawValue: scope) else { throw ValidationError("--scope: '\(scope)' must be read, write or admin") }
+            let ledger = try await store.openLedger()
+            try await reportingErrors { try APIKey.validateName(name) }
+            let (key, token) = APIKey.generate(name: name, scope: scope, now: Date().truncatedToMilliseconds)
+            try await ledger.store.insertAPIKey(key)
+            print(token)
+            FileHandle.standardError.write(Data("created \(scope.rawValue) key \(key.id) (\(name)); the key above is not shown again\n".utf8))
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List API keys (never their secrets).")
+        @OptionGroup var store: StoreOptions
+
+        func run() async throws {
+            let ledger = try await store.openLedger()
+            for k in try await ledger.store.apiKeys() {
+                print("\(k.id)  \(k.scope.rawValue)  \(k.name)  created \(k.createdAt.display)\(k.revokedAt.map { "  REVOKED \($0.display)" } ?? "")")
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke an API key.")
+        @OptionGroup var store: StoreOptions
+        @Argument var id: String
+
+        func run() async throws {
+            let ledger = try await store.openLedger()
+            guard try await ledger.store.revokeAPIKey(id: id, at: Date().truncatedToMilliseconds) else {
+                throw ValidationError("no active API key with id '\(id)'")
+            }
+            print("revoked key \(id)")
+        }
+    }
+}
+
+struct Verify: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Recompute every hash chain and report the first broken link per contact.")
+    @OptionGroup var store: StoreOptions
+
+    func run() async throws {
+        let ledger = try await store.openLedger()
+        let report = try await ledger.verify()
+        for problem in report.breaks { print("BROKEN \(problem)") }
+        if report.isIntact {
+            print("ok: \(report.contacts) contacts, \(report.events) events, every chain intact")
+        } else {
+            print("FAILED: \(report.breaks.count) of \(report.contacts) contacts have a broken chain (\(report.events) events read)")
+            throw ExitCode(2)
+        }
+    }
+}

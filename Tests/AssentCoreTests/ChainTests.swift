@@ -1,0 +1,160 @@
+import AssentCore
+import Crypto
+import Foundation
+import Testing
+
+/// Builds a valid chain of `count` events for one contact.
+func makeChain(count: Int, contactID: UUID = UUID()) -> [ConsentEvent] {
+    var prev = ConsentEvent.genesisHash
+    var state = PreferenceState.none
+    var events: [ConsentEvent] = []
+    for i in 1...count {
+        let to: PreferenceState = state == .granted ? .withdrawn : .granted
+        let event = ConsentEvent(
+            id: UUID(), contactID: contactID, seq: Int64(i), topicKey: "events", action: to == .granted ? .granted : .withdrawn,
+            fromState: state, toState: to, source: .api, channel: nil, actor: .apiKey("k1"),
+            occurredAt: Date(millisecondsSince1970: 1_700_000_000_000 + Int64(i)), recordedAt: Date(millisecondsSince1970: 1_700_000_000_000 + Int64(i)),
+            expiresAt: nil, noticeVersion: 1, formID: nil, formVersion: nil, batchID: nil, sealedEvidence: nil, prevHash: prev
+        ).sealed()
+        prev = event.hash
+        state = to
+        events.append(event)
+    }
+    return events
+}
+
+func snapshot(_ events: [ConsentEvent]) -> ChainSnapshot {
+    let id = events.first!.contactID
+    let last = events.last!
+    return ChainSnapshot(contactID: id, events: events, head: ChainHead(contactID: id, seq: last.seq, hash: last.hash),
+                         preferences: Array(Projection.replay(events).values))
+}
+
+@Suite struct ChainTests {
+    @Test func intactChainVerifies() {
+        #expect(ChainVerifier.verify(snapshot(makeChain(count: 5))) == nil)
+    }
+
+    @Test func everyFieldIsCoveredByTheHash() {
+        let base = makeChain(count: 1)[0]
+        var variants: [ConsentEvent] = []
+        func vary(_ edit: (inout ConsentEvent) -> Void) {
+            var e = base
+            edit(&e)
+            variants.append(e)
+        }
+        vary { $0.id = UUID() }
+        vary { $0.contactID = UUID() }
+        vary { $0.seq = 2 }
+        vary { $0.topicKey = "news" }
+        vary { $0.action = .confirmed }
+        vary { $0.fromState = .pending }
+        vary { $0.toState = .withdrawn }
+        vary { $0.source = .staff }
+        vary { $0.channel = .phone }
+        vary { $0.actor = .staff("k1") }
+        vary { $0.actor = .apiKey("k2") }
+        vary { $0.occurredAt = $0.occurredAt.addingTimeInterval(0.001) }
+        vary { $0.recordedAt = $0.recordedAt.addingTimeInterval(0.001) }
+        vary { $0.expiresAt = Date(millisecondsSince1970: 1) }
+        vary { $0.noticeVersion = 2 }
+        vary { $0.noticeVersion = nil }
+        vary { $0.formID = "f" }
+        vary { $0.formVersion = 1 }
+        vary { $0.batchID = "b" }
+        vary { $0.sealedEvidence = Data([1]) }
+        vary { $0.prevHash = Data(repeating: 1, count: 32) }
+        let hashes = Set(variants.map { $0.computeHash() })
+        #expect(hashes.count == variants.count)
+        #expect(!hashes.contains(base.hash))
+    }
+
+    @Test func absentAndEmptyValuesHashDifferently() {
+        var a = makeChain(count: 1)[0]
+        var b = a
+        a.formID = nil
+        b.formID = ""
+        #expect(a.computeHash() != b.computeHash())
+    }
+
+    @Test func editedEventIsNamed() {
+        var events = makeChain(count: 4)
+        events[2].topicKey = "news"
+        let problem = ChainVerifier.verify(snapshot(events))
+        #expect(problem?.kind == .edited)
+        #expect(problem?.seq == 3)
+    }
+
+    @Test func removedEventIsNamed() {
+        var events = makeChain(count: 4)
+        events.remove(at: 1)
+        let problem = ChainVerifier.verify(snapshot(events))
+        #expect(problem?.kind == .sequenceGap)
+        #expect(problem?.seq == 3)
+    }
+
+    @Test func reorderedEventsAreNamed() {
+        var events = makeChain(count: 4)
+        events.swapAt(1, 2)
+        (events[1].seq, events[2].seq) = (events[2].seq, events[1].seq)
+        let problem = ChainVerifier.verify(snapshot(events))
+        #expect(problem?.kind == .brokenLink || problem?.kind == .edited)
+        #expect(problem?.seq == 2)
+    }
+
+    @Test func truncatedTailIsCaughtByTheHead() {
+        let events = makeChain(count: 4)
+        var snap = snapshot(events)
+        snap.events.removeLast()
+        snap.preferences = Array(Projection.replay(snap.events).values)
+        #expect(ChainVerifier.verify(snap)?.kind == .headMismatch)
+    }
+
+    @Test func projectionThatDisagreesWithReplayIsCaught() {
+        var snap = snapshot(makeChain(count: 3))
+        snap.preferences[0].state = .withdrawn == snap.preferences[0].state ? .granted : .withdrawn
+        #expect(ChainVerifier.verify(snap)?.kind == .projectionMismatch)
+    }
+}
+
+@Suite struct SealingTests {
+    @Test func evidenceRoundTripsAndIsBoundToItsEvent() throws {
+        let key = ContactKey.generate()
+        let evidence = PersonalEvidence(ipAddress: "203.0.113.7", userAgent: "Mozilla/5.0", note: "Said yes at the stand")
+        let eventID = UUID(), contactID = UUID()
+        let sealed = try key.seal(evidence, eventID: eventID, contactID: contactID)
+        #expect(!String(decoding: sealed, as: UTF8.self).contains("203.0.113.7"))
+        #expect(try key.open(sealed, eventID: eventID, contactID: contactID) == evidence)
+        #expect(throws: (any Error).self) { try key.open(sealed, eventID: UUID(), contactID: contactID) }
+        #expect(throws: (any Error).self) { try ContactKey.generate().open(sealed, eventID: eventID, contactID: contactID) }
+    }
+
+    @Test func masterKeyWrapsContactKeys() throws {
+        let master = MasterKey.generate()
+        let contactID = UUID()
+        let wrapped = try master.wrap(.generate(), contactID: contactID)
+        _ = try master.unwrap(wrapped, contactID: contactID)
+        #expect(throws: (any Error).self) { try MasterKey.generate().unwrap(wrapped, contactID: contactID) }
+        #expect(throws: (any Error).self) { try master.unwrap(wrapped, contactID: UUID()) }
+        #expect(try MasterKey(base64: master.base64).base64 == master.base64)
+        #expect(throws: (any Error).self) { try MasterKey(base64: "c2hvcnQ=") }
+    }
+}
+
+@Suite struct EvidenceTests {
+    @Test func staffEntriesNeedAChannelAndANote() {
+        #expect(throws: DomainError.self) { try Evidence().validate(source: .staff, channel: .phone) }
+        #expect(throws: DomainError.self) { try Evidence(personal: .init(note: "yes please")).validate(source: .staff, channel: nil) }
+        #expect(throws: Never.self) { try Evidence(personal: .init(note: "yes please")).validate(source: .staff, channel: .phone) }
+    }
+
+    @Test(arguments: ["203.0.113.7", "::1", "2001:db8::8a2e:370:7334", "::ffff:192.0.2.1", "fe80::1"])
+    func acceptsIPAddresses(_ ip: String) throws {
+        try Evidence(personal: .init(ipAddress: ip)).validate(source: .form, channel: nil)
+    }
+
+    @Test(arguments: ["256.1.1.1", "1.2.3", "abc", "1:2:3:4:5:6:7:8:9", "1::2::3", "<script>", "' OR 1=1 --"])
+    func rejectsNonAddresses(_ ip: String) {
+        #expect(throws: DomainError.self) { try Evidence(personal: .init(ipAddress: ip)).validate(source: .form, channel: nil) }
+    }
+}

@@ -1,0 +1,101 @@
+import AssentCore
+import Foundation
+import Testing
+
+@Suite struct EmailAddressTests {
+    @Test func normalisesCaseAndWhitespace() throws {
+        #expect(try EmailAddress("  Ann.Lee@Example.COM ").value == "ann.lee@example.com")
+    }
+
+    @Test(arguments: ["", "ann", "ann@", "@example.com", "ann@example", "ann@@example.com", "a b@example.com",
+                      "ann@exa_mple.com", ".ann@example.com", "ann..lee@example.com", "ann@-example.com", "ann\u{0}@example.com"])
+    func rejectsMalformedAddresses(_ raw: String) {
+        #expect(throws: DomainError.self) { try EmailAddress(raw) }
+    }
+
+    @Test func errorNamesTheField() {
+        #expect(throws: DomainError.invalid(field: "email", "'nope' is not an email address (expected local@domain)")) {
+            try EmailAddress("nope")
+        }
+    }
+}
+
+@Suite struct TopicTests {
+    @Test(arguments: ["events", "hr-training", "a1", "residential-property"])
+    func acceptsSlugs(_ key: String) throws {
+        try Topic.validateKey(key)
+    }
+
+    @Test(arguments: ["", "Events", "1events", "hr_training", "hr--training", "hr-", "-hr", "hr training", String(repeating: "a", count: 65)])
+    func rejectsNonSlugs(_ key: String) {
+        #expect(throws: DomainError.self) { try Topic.validateKey(key) }
+    }
+
+    @Test func reportsEveryBadFieldAtOnce() {
+        let topic = Topic(key: "Bad Key", title: " ", category: "", consentLifetimeDays: 0, createdAt: Date())
+        do {
+            try topic.validate()
+            Issue.record("expected validation to fail")
+        } catch let DomainError.invalid(errors) {
+            #expect(Set(errors.map(\.field)) == ["key", "title", "category", "consentLifetimeDays"])
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+}
+
+@Suite struct ConsentPolicyTests {
+    let active = Topic(key: "events", title: "Events", createdAt: Date())
+    var retired: Topic {
+        var t = active
+        t.status = .retired
+        return t
+    }
+
+    @Test func optInFromEveryNonGrantedStateGrants() throws {
+        for state in [PreferenceState.none, .pending, .withdrawn, .expired] {
+            #expect(try ConsentPolicy.decide(current: state, intent: .optIn, topic: active) == .change(action: .granted, to: .granted))
+        }
+    }
+
+    @Test func sameValueRecordsNothingAndSaysWhy() throws {
+        #expect(try ConsentPolicy.decide(current: .granted, intent: .optIn, topic: active) == .unchanged(reason: "already granted"))
+        #expect(try ConsentPolicy.decide(current: .withdrawn, intent: .optOut, topic: active) == .unchanged(reason: "already withdrawn"))
+        #expect(try ConsentPolicy.decide(current: .none, intent: .optOut, topic: active) == .unchanged(reason: "not opted in"))
+    }
+
+    @Test func optOutWithdrawsGrantsAndPendingRequests() throws {
+        #expect(try ConsentPolicy.decide(current: .granted, intent: .optOut, topic: active) == .change(action: .withdrawn, to: .withdrawn))
+        #expect(try ConsentPolicy.decide(current: .pending, intent: .optOut, topic: active) == .change(action: .withdrawn, to: .withdrawn))
+    }
+
+    @Test func requestIsPendingAndConfirmGrants() throws {
+        #expect(try ConsentPolicy.decide(current: .none, intent: .request, topic: active) == .change(action: .requested, to: .pending))
+        #expect(try ConsentPolicy.decide(current: .pending, intent: .confirm, topic: active) == .change(action: .confirmed, to: .granted))
+        #expect(throws: DomainError.self) { try ConsentPolicy.decide(current: .none, intent: .confirm, topic: active) }
+    }
+
+    @Test func retiredTopicRefusesOptInButAllowsWithdrawal() throws {
+        #expect(throws: DomainError.self) { try ConsentPolicy.decide(current: .none, intent: .optIn, topic: retired) }
+        #expect(throws: DomainError.self) { try ConsentPolicy.decide(current: .none, intent: .request, topic: retired) }
+        #expect(try ConsentPolicy.decide(current: .granted, intent: .optOut, topic: retired) == .change(action: .withdrawn, to: .withdrawn))
+    }
+
+    @Test func onlyGrantsExpire() throws {
+        #expect(try ConsentPolicy.decide(current: .granted, intent: .expire, topic: active) == .change(action: .expired, to: .expired))
+        #expect(try ConsentPolicy.decide(current: .withdrawn, intent: .expire, topic: active) == .unchanged(reason: "not granted"))
+    }
+
+    @Test func grantedIsTheOnlySendableStateAndItLapses() {
+        let now = Date()
+        func pref(_ s: PreferenceState, expires: Date? = nil) -> Preference {
+            Preference(contactID: UUID(), topicKey: "t", state: s, since: now, expiresAt: expires, seq: 1)
+        }
+        for state in PreferenceState.allCases where state != .granted {
+            #expect(!pref(state).allowsSending(at: now))
+        }
+        #expect(pref(.granted).allowsSending(at: now))
+        #expect(!pref(.granted, expires: now).allowsSending(at: now))
+        #expect(pref(.granted, expires: now).effectiveState(at: now) == .expired)
+    }
+}

@@ -1,0 +1,350 @@
+import AssentCore
+@testable import AssentServer
+import AssentStore
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@Suite struct SeedScenarioTests {
+    /// The article's scenario end to end: topics, a contact, a form opt-in, a
+    /// verbal opt-in keyed in by staff with a note, a withdrawal, the timeline, the check.
+    @Test(arguments: Backend.allCases)
+    func formVerbalAndWithdrawalAreAllOnTheTimeline(_ backend: Backend) async throws {
+        try await withAPI(backend) { api in
+            try await api.createTopic("events")
+            try await api.createTopic("residential-property", category: "property")
+            let id = try await api.createContact("Jo.Bloggs@Example.com", externalId: "crm-0042")
+
+            let form = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: [
+                "source": "form",
+                "evidence": ["formId": "newsletter-signup", "formVersion": 3, "ip": "203.0.113.9", "userAgent": "Mozilla/5.0"],
+                "preferences": [["topic": "events", "granted": true]],
+            ])
+            #expect(form.status == .ok, "\(form.text)")
+            #expect((form.json["recorded"] as? [[String: Any]])?.count == 1)
+
+            let verbal = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: [
+                "source": "staff", "channel": "phone", "occurredAt": "2026-11-20T14:30:00Z",
+                "evidence": ["note": "Caller asked to hear about residential property; read script v2"],
+                "preferences": [["topic": "residential-property", "granted": true]],
+            ])
+            #expect(verbal.status == .ok, "\(verbal.text)")
+
+            let withdrawal = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: [
+                "source": "api", "preferences": [["topic": "events", "granted": false]],
+            ])
+            #expect((withdrawal.json["recorded"] as? [[String: Any]])?.first?["action"] as? String == "withdrawn")
+
+            let timeline = try await api.send(.get, "/api/v1/contacts/\(id)/timeline")
+            let events = timeline.items
+            #expect(events.map { $0["seq"] as? Int } == [3, 2, 1])
+            #expect(events.map { $0["source"] as? String } == ["api", "staff", "form"])
+            let staff = events[1]
+            #expect(staff["channel"] as? String == "phone")
+            #expect(staff["occurredAt"] as? String == "2026-11-20T14:30:00.000Z")
+            #expect((staff["evidence"] as? [String: Any])?["note"] as? String == "Caller asked to hear about residential property; read script v2")
+            #expect((events[2]["evidence"] as? [String: Any])?["ip"] as? String == "203.0.113.9")
+            #expect((events[2]["evidence"] as? [String: Any])?["formId"] as? String == "newsletter-signup")
+            #expect((events[2]["actor"] as? [String: Any])?["kind"] as? String == "api_key")
+            #expect(events[2]["noticeVersion"] as? Int == 1)
+            #expect(events[1]["prevHash"] as? String == events[2]["hash"] as? String)
+
+            let events1 = try await api.send(.get, "/api/v1/check?email=jo.bloggs%40example.com&topic=events")
+            #expect(events1.json["allowed"] as? Bool == false)
+            #expect(events1.json["reason"] as? String == "withdrawn")
+            let property = try await api.send(.get, "/api/v1/check?email=JO.BLOGGS@example.com&topic=residential-property")
+            #expect(property.json["allowed"] as? Bool == true)
+            let stranger = try await api.send(.get, "/api/v1/check?email=nobody@example.com&topic=events")
+            #expect(stranger.json["allowed"] as? Bool == false && stranger.json["reason"] as? String == "unknown")
+
+            let prefs = try await api.send(.get, "/api/v1/contacts/\(id)/preferences").items
+            #expect(prefs.count == 2)
+            #expect(prefs.first { $0["topic"] as? String == "events" }?["mayEmail"] as? Bool == false)
+            #expect(prefs.first { $0["topic"] as? String == "residential-property" }?["mayEmail"] as? Bool == true)
+            #expect(try await api.ledger.verify().isIntact)
+        }
+    }
+
+    @Test func sameValueSaysNothingChanged() async throws {
+        try await withAPI { api in
+            try await api.createTopic("news")
+            let id = try await api.createContact("ann@example.com")
+            let body: [String: Any] = ["source": "api", "preferences": [["topic": "news", "granted": true]]]
+            _ = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: body)
+            let again = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: body)
+            #expect(again.status == .ok)
+            #expect((again.json["recorded"] as? [Any])?.isEmpty == true)
+            #expect(again.json["message"] as? String == "nothing changed: news already granted")
+            #expect(try await api.send(.get, "/api/v1/contacts/\(id)/timeline").items.count == 1)
+        }
+    }
+}
+
+@Suite struct AuthTests {
+    @Test func missingOrWrongKeysAreRefused() async throws {
+        try await withAPI { api in
+            let none = try await api.client.executeRequest(uri: "/api/v1/topics", method: .get, headers: [:], body: nil)
+            #expect(none.status == .unauthorized)
+            #expect(none.headers[.wwwAuthenticate] == "Bearer realm=\"assent\"")
+            #expect(none.headers[.contentType] == "application/problem+json")
+            #expect(try await api.send(.get, "/api/v1/topics", token: "assent_nope_nope").status == .unauthorized)
+            #expect(try await api.send(.get, "/api/v1/topics", token: "garbage").status == .unauthorized)
+            // Public routes need no key.
+            let health = try await api.client.executeRequest(uri: "/healthz", method: .get, headers: [:], body: nil)
+            #expect(health.status == .ok)
+            let ready = try await api.client.executeRequest(uri: "/readyz", method: .get, headers: [:], body: nil)
+            #expect(ready.status == .ok)
+        }
+    }
+
+    @Test func scopesAreEnforced() async throws {
+        try await withAPI { api in
+            let read = try await api.newKey(.read)
+            let write = try await api.newKey(.write)
+            #expect(try await api.send(.get, "/api/v1/topics", token: read).status == .ok)
+            let denied = try await api.send(.post, "/api/v1/contacts", json: ["email": "a@example.com"], token: read)
+            #expect(denied.status == .forbidden)
+            #expect(try await api.send(.post, "/api/v1/contacts", json: ["email": "a@example.com"], token: write).status == .created)
+            #expect(try await api.send(.post, "/api/v1/topics", json: ["key": "x", "title": "X", "notice": "n"], token: write).status == .forbidden)
+            #expect(try await api.send(.get, "/api/v1/keys", token: write).status == .forbidden)
+        }
+    }
+
+    @Test func revokedKeysStopWorking() async throws {
+        try await withAPI { api in
+            let created = try await api.send(.post, "/api/v1/keys", json: ["name": "crm", "scope": "read"])
+            #expect(created.status == .created)
+            let token = try #require(created.json["token"] as? String)
+            let id = try #require(created.json["id"] as? String)
+            #expect(try await api.send(.get, "/api/v1/topics", token: token).status == .ok)
+            let listed = try await api.send(.get, "/api/v1/keys")
+            #expect(!listed.text.contains(token.split(separator: "_").last!))
+            #expect(try await api.send(.delete, "/api/v1/keys/\(id)").status == .ok)
+            let after = try await api.send(.get, "/api/v1/topics", token: token)
+            #expect(after.status == .unauthorized)
+            #expect(after.json["detail"] as? String == "the API key has been revoked")
+        }
+    }
+}
+
+@Suite struct BadInputTests {
+    struct Case: Sendable, CustomStringConvertible {
+        let name: String
+        let body: String
+        let contentType: String
+        let status: Int
+        let field: String?
+        var description: String { name }
+    }
+
+    static let cases: [Case] = [
+        Case(name: "unknown topic", body: #"{"source":"api","preferences":[{"topic":"evnts","granted":true}]}"#, contentType: "application/json", status: 422, field: "preferences[0].topic"),
+        Case(name: "unknown source", body: #"{"source":"carrier-pigeon","preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 422, field: "source"),
+        Case(name: "staff without note", body: #"{"source":"staff","channel":"phone","preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 422, field: "evidence.note"),
+        Case(name: "staff without channel", body: #"{"source":"staff","evidence":{"note":"said yes"},"preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 422, field: "channel"),
+        Case(name: "unknown channel", body: #"{"source":"staff","channel":"fax","evidence":{"note":"x"},"preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 422, field: "channel"),
+        Case(name: "granted is a string", body: #"{"source":"api","preferences":[{"topic":"news","granted":"yes"}]}"#, contentType: "application/json", status: 400, field: "preferences[0].granted"),
+        Case(name: "preferences is an object", body: #"{"source":"api","preferences":{"news":true}}"#, contentType: "application/json", status: 400, field: "preferences"),
+        Case(name: "missing source", body: #"{"preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 400, field: "source"),
+        Case(name: "unknown field", body: #"{"source":"api","evidnce":{},"preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 400, field: "evidnce"),
+        Case(name: "unknown evidence field", body: #"{"source":"api","evidence":{"ipaddress":"1.2.3.4"},"preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 400, field: "evidence.ipaddress"),
+        Case(name: "bad ip", body: #"{"source":"api","evidence":{"ip":"999.1.1.1"},"preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 422, field: "evidence.ip"),
+        Case(name: "bad timestamp", body: #"{"source":"api","occurredAt":"yesterday","preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 400, field: "occurredAt"),
+        Case(name: "future timestamp", body: #"{"source":"api","occurredAt":"2999-01-01T00:00:00Z","preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 422, field: "occurredAt"),
+        Case(name: "huge number", body: #"{"source":"api","preferences":[{"topic":"news","granted":true,"noticeVersion":99999999999999999999999}]}"#, contentType: "application/json", status: 400, field: "body"),
+        Case(name: "empty preferences", body: #"{"source":"api","preferences":[]}"#, contentType: "application/json", status: 422, field: "preferences"),
+        Case(name: "duplicate topic", body: #"{"source":"api","preferences":[{"topic":"news","granted":true},{"topic":"news","granted":false}]}"#, contentType: "application/json", status: 422, field: "preferences[1].topic"),
+        Case(name: "not json", body: "source=api", contentType: "application/json", status: 400, field: "body"),
+        Case(name: "form encoded", body: "source=api", contentType: "application/x-www-form-urlencoded", status: 415, field: nil),
+        Case(name: "NUL in note", body: #"{"source":"staff","channel":"phone","evidence":{"note":"a\u0000b"},"preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 422, field: "evidence.note"),
+        Case(name: "overlong note", body: #"{"source":"staff","channel":"phone","evidence":{"note":""# + String(repeating: "x", count: 5_000) + #""},"preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 422, field: "evidence.note"),
+        Case(name: "oversized body", body: #"{"source":"api","evidence":{"note":""# + String(repeating: "x", count: 70_000) + #""},"preferences":[]}"#, contentType: "application/json", status: 413, field: nil),
+        Case(name: "deeply nested", body: String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000), contentType: "application/json", status: 400, field: nil),
+    ]
+
+    @Test(arguments: cases)
+    func badPreferenceWritesAreRefusedAndChangeNothing(_ c: Case) async throws {
+        try await withAPI { api in
+            try await api.createTopic("news")
+            let id = try await api.createContact("ann@example.com")
+            var headers: HTTPFields = [:]
+            headers[.contentType] = c.contentType
+            let reply = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", raw: c.body, headers: headers)
+            #expect(Int(reply.status.code) == c.status, "\(reply.text)")
+            #expect(reply.headers[.contentType] == "application/problem+json")
+            if let field = c.field { #expect(reply.problemFields.contains(field), "\(reply.text)") }
+            #expect(try await api.send(.get, "/api/v1/contacts/\(id)/timeline").items.isEmpty)
+            #expect(try await api.ledger.store.preferences(contactID: UUID(uuidString: id)!).isEmpty)
+        }
+    }
+
+    @Test func badContactsAreRefusedAndCreateNothing() async throws {
+        try await withAPI { api in
+            let malformed = try await api.send(.post, "/api/v1/contacts", json: ["email": "not-an-email"])
+            #expect(malformed.status == .unprocessableContent && malformed.problemFields == ["email"])
+            let wrongType = try await api.send(.post, "/api/v1/contacts", json: ["email": 42])
+            #expect(wrongType.status == .badRequest && wrongType.problemFields == ["email"])
+            let badLocale = try await api.send(.post, "/api/v1/contacts", json: ["email": "a@example.com", "locale": "english please"])
+            #expect(badLocale.status == .unprocessableContent && badLocale.problemFields == ["locale"])
+            _ = try await api.createContact("taken@example.com", externalId: "crm-1")
+            let duplicate = try await api.send(.post, "/api/v1/contacts", json: ["email": "TAKEN@example.com"])
+            #expect(duplicate.status == .conflict && duplicate.problemFields == ["email"])
+            let duplicateExternal = try await api.send(.post, "/api/v1/contacts", json: ["email": "b@example.com", "externalId": "crm-1"])
+            #expect(duplicateExternal.status == .conflict && duplicateExternal.problemFields == ["externalId"])
+            #expect(try await api.send(.get, "/api/v1/contacts").items.count == 1)
+            #expect(try await api.send(.get, "/api/v1/contacts/not-a-uuid").status == .badRequest)
+            #expect(try await api.send(.get, "/api/v1/contacts/\(UUID())").status == .notFound)
+        }
+    }
+
+    @Test func badTopicsAreRefused() async throws {
+        try await withAPI { api in
+            let badKey = try await api.send(.post, "/api/v1/topics", json: ["key": "HR Training", "title": "HR", "notice": "n"])
+            #expect(badKey.status == .unprocessableContent && badKey.problemFields == ["key"])
+            let noNotice = try await api.send(.post, "/api/v1/topics", json: ["key": "hr", "title": "HR"])
+            #expect(noNotice.status == .badRequest && noNotice.problemFields == ["notice"])
+            let blankNotice = try await api.send(.post, "/api/v1/topics", json: ["key": "hr", "title": "HR", "notice": "  "])
+            #expect(blankNotice.status == .unprocessableContent && blankNotice.problemFields == ["notice"])
+            #expect(try await api.send(.get, "/api/v1/topics").items.isEmpty)
+            let check = try await api.send(.get, "/api/v1/check?email=a@example.com&topic=nope")
+            #expect(check.status == .unprocessableContent && check.problemFields == ["topic"])
+            let noEmail = try await api.send(.get, "/api/v1/check?topic=nope")
+            #expect(noEmail.status == .badRequest && noEmail.problemFields == ["email"])
+            #expect(try await api.send(.get, "/api/v1/nowhere").status == .notFound)
+        }
+    }
+}
+
+@Suite struct ResourceTests {
+    @Test func topicsAndNoticesLifecycle() async throws {
+        try await withAPI { api in
+            try await api.createTopic("events")
+            let patched = try await api.send(.patch, "/api/v1/topics/events", json: ["title": "Events & webinars", "consentLifetimeDays": 730])
+            #expect(patched.json["title"] as? String == "Events & webinars" && patched.json["consentLifetimeDays"] as? Int == 730)
+            let cleared = try await api.send(.patch, "/api/v1/topics/events", json: ["consentLifetimeDays": NSNull()])
+            #expect(cleared.json["consentLifetimeDays"] is NSNull)
+            let v2 = try await api.send(.post, "/api/v1/topics/events/notices", json: ["text": "Updated wording."])
+            #expect(v2.status == .created && v2.json["version"] as? Int == 2)
+            #expect(try await api.send(.get, "/api/v1/topics/events/notices/1").json["text"] as? String == "We will email you about events.")
+            #expect(try await api.send(.get, "/api/v1/topics/events/notices").items.count == 2)
+            #expect(try await api.send(.get, "/api/v1/topics/events/notices/3").status == .notFound)
+            let topic = try await api.send(.get, "/api/v1/topics/events")
+            #expect((topic.json["notice"] as? [String: Any])?["version"] as? Int == 2)
+            let retired = try await api.send(.delete, "/api/v1/topics/events")
+            #expect(retired.json["status"] as? String == "retired")
+            #expect(try await api.send(.get, "/api/v1/topics").items.isEmpty)
+            #expect(try await api.send(.get, "/api/v1/topics?includeRetired=true").items.count == 1)
+            let id = try await api.createContact("ann@example.com")
+            let refused = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "api", "preferences": [["topic": "events", "granted": true]]])
+            #expect(refused.status == .unprocessableContent && refused.problemFields == ["preferences[0].topic"])
+        }
+    }
+
+    @Test func contactsAreFoundByEmailAndExternalIdAndEditable() async throws {
+        try await withAPI { api in
+            let id = try await api.createContact("Ann@Example.com", externalId: "crm-7")
+            #expect(try await api.send(.get, "/api/v1/contacts?email=ann%40example.com").items.first?["id"] as? String == id)
+            #expect(try await api.send(.get, "/api/v1/contacts?externalId=crm-7").items.first?["id"] as? String == id)
+            #expect(try await api.send(.get, "/api/v1/contacts?externalId=crm-8").items.isEmpty)
+            let edited = try await api.send(.patch, "/api/v1/contacts/\(id)", json: ["name": "Ann Lee", "externalId": NSNull()])
+            #expect(edited.json["name"] as? String == "Ann Lee" && edited.json["externalId"] is NSNull)
+            #expect(try await api.send(.get, "/api/v1/contacts/\(id)").json["name"] as? String == "Ann Lee")
+        }
+    }
+
+    @Test func listsPageWithCursors() async throws {
+        try await withAPI(.sqlite) { api in
+            try await api.createTopic("news")
+            let id = try await api.createContact("ann@example.com")
+            for i in 0..<7 {
+                _ = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "api", "preferences": [["topic": "news", "granted": i.isMultiple(of: 2)]]])
+            }
+            var seqs: [Int] = []
+            var cursor: String?
+            repeat {
+                let page = try await api.send(.get, "/api/v1/contacts/\(id)/timeline?limit=3" + (cursor.map { "&cursor=\($0)" } ?? ""))
+                seqs += page.items.compactMap { $0["seq"] as? Int }
+                cursor = page.json["nextCursor"] as? String
+            } while cursor != nil
+            #expect(seqs == [7, 6, 5, 4, 3, 2, 1])
+            #expect(try await api.send(.get, "/api/v1/contacts/\(id)/timeline?limit=0").status == .badRequest)
+            #expect(try await api.send(.get, "/api/v1/contacts/\(id)/timeline?cursor=%%%").status == .badRequest)
+            for i in 0..<4 { _ = try await api.createContact("p\(i)@example.com") }
+            var emails: [String] = []
+            cursor = nil
+            repeat {
+                let page = try await api.send(.get, "/api/v1/contacts?limit=2" + (cursor.map { "&cursor=\($0)" } ?? ""))
+                emails += page.items.compactMap { $0["email"] as? String }
+                cursor = page.json["nextCursor"] as? String
+            } while cursor != nil
+            #expect(emails.count == 5 && Set(emails).count == 5)
+        }
+    }
+}
+
+@Suite struct IdempotencyTests {
+    @Test(arguments: Backend.allCases)
+    func retriedWriteRecordsOnceAndReplaysTheResponse(_ backend: Backend) async throws {
+        try await withAPI(backend) { api in
+            try await api.createTopic("news")
+            var headers: HTTPFields = [:]
+            headers[.idempotencyKey] = "create-ann-1"
+            let first = try await api.send(.post, "/api/v1/contacts", json: ["email": "ann@example.com"], headers: headers)
+            let retry = try await api.send(.post, "/api/v1/contacts", json: ["email": "ann@example.com"], headers: headers)
+            #expect(first.status == .created && retry.status == .created)
+            #expect(first.body == retry.body)
+            #expect(retry.headers[.idempotentReplayed] == "true")
+            let id = try #require(first.json["id"] as? String)
+
+            headers[.idempotencyKey] = "ann-opt-in-1"
+            let body: [String: Any] = ["source": "form", "preferences": [["topic": "news", "granted": true]]]
+            let a = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: body, headers: headers)
+            // Someone withdraws in between; a late retry of the opt-in must not re-grant.
+            _ = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "api", "preferences": [["topic": "news", "granted": false]]])
+            let b = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: body, headers: headers)
+            #expect(a.body == b.body, "\(b.text)")
+            #expect(try await api.send(.get, "/api/v1/contacts/\(id)/timeline").items.count == 2)
+
+            let misuse = try await api.send(.put, "/api/v1/contacts/\(id)/preferences",
+                                            json: ["source": "form", "preferences": [["topic": "news", "granted": false]]], headers: headers)
+            #expect(misuse.status == .unprocessableContent && misuse.problemFields == ["Idempotency-Key"])
+        }
+    }
+
+    @Test func failedRequestDoesNotBurnItsKey() async throws {
+        try await withAPI { api in
+            var headers: HTTPFields = [:]
+            headers[.idempotencyKey] = "k-1"
+            let bad = try await api.send(.post, "/api/v1/contacts", json: ["email": "nope"], headers: headers)
+            #expect(bad.status == .unprocessableContent)
+            let good = try await api.send(.post, "/api/v1/contacts", json: ["email": "ann@example.com"], headers: headers)
+            #expect(good.status == .created)
+        }
+    }
+}
+
+@Suite struct OpenAPITests {
+    /// The document and the route table describe the same API: every served
+    /// route is documented and every documented route is served.
+    @Test func everyRouteIsDocumentedAndViceVersa() throws {
+        let document = try JSONSerialization.jsonObject(with: openAPIDocument()) as? [String: Any]
+        #expect(document?["openapi"] as? String == "3.1.0")
+        let paths = document?["paths"] as? [String: [String: Any]] ?? [:]
+        let verbs: Set<String> = ["get", "put", "post", "delete", "patch", "head", "options"]
+        let documented = Set(paths.flatMap { path, ops in ops.keys.filter(verbs.contains).map { "\($0.uppercased()) \(path)" } })
+        let api = API(ledger: Ledger(store: MemoryStore(), masterKey: .generate()), openAPIDocument: Data())
+        let served = Set(api.routes.map { "\($0.method.rawValue) \($0.path)" })
+        #expect(served.subtracting(documented).sorted() == [], "served but not documented")
+        #expect(documented.subtracting(served).sorted() == [], "documented but not served")
+        #expect(served.count == api.routes.count, "no route is registered twice")
+    }
+
+    @Test func documentIsServed() async throws {
+        try await withAPI { api in
+            let response = try await api.client.executeRequest(uri: "/api/v1/openapi.json", method: .get, headers: [:], body: nil)
+            #expect(response.status == .ok)
+            #expect(Data(response.body.readableBytesView) == (try openAPIDocument()))
+        }
+    }
+}
