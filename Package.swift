@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // Pure domain: types, state machine, canonical encoding, hashing, sealing.
@@ -39,6 +41,27 @@ let package = Package(
             dependencies: ["AssentCore", "AssentStore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
+        // postgres-nio backend: for several instances on one database.
+        .target(
+            name: "AssentPostgres",
+            dependencies: [
+                "AssentCore", "AssentStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // What tests share: a factory for every store, throwaway PostgreSQL databases.
+        .target(
+            name: "AssentTestSupport",
+            dependencies: [
+                "AssentCore", "AssentStore", "AssentSQLite", "AssentPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // HTTP: JSON API on Hummingbird 2; wiring in buildApplication.
         .target(
             name: "AssentServer",
@@ -54,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "assent",
             dependencies: [
-                "AssentCore", "AssentStore", "AssentSQLite", "AssentServer",
+                "AssentCore", "AssentStore", "AssentSQLite", "AssentPostgres", "AssentServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -65,20 +88,21 @@ let package = Package(
         .testTarget(name: "AssentCoreTests", dependencies: ["AssentCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "AssentStoreTests",
-            dependencies: ["AssentCore", "AssentStore", "AssentSQLite", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["AssentCore", "AssentStore", "AssentSQLite", "AssentPostgres", "AssentTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "AssentServerTests",
             dependencies: [
-                "AssentServer", "AssentSQLite",
+                "AssentServer", "AssentSQLite", "AssentTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "AssentCLITests",
-            dependencies: ["AssentCore", "AssentSQLite", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["AssentCore", "AssentSQLite", "AssentPostgres", "AssentTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "PostgresNIO", package: "postgres-nio")],
             swiftSettings: swiftSettings
         ),
     ]

@@ -197,6 +197,14 @@ public final class SQLiteStore: LedgerStore {
         try await pool.read { db in try Data.fetchOne(db, sql: "SELECT wrapped_key FROM contact_keys WHERE contact_id = ?", arguments: [contactID.db]) }
     }
 
+    public func sampleWrappedKey() async throws -> (contactID: UUID, wrappedKey: Data)? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT contact_id, wrapped_key FROM contact_keys LIMIT 1").flatMap { row in
+                UUID(uuidString: row["contact_id"]).map { ($0, row["wrapped_key"] as Data) }
+            }
+        }
+    }
+
     // MARK: Ledger
 
     public func ledgerState(contactID: UUID) async throws -> LedgerState {

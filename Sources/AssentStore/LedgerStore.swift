@@ -91,6 +91,8 @@ public struct StoredResponse: Equatable, Sendable {
 public protocol LedgerStore: Sendable {
     /// Creates or upgrades the schema (numbered migrations). Idempotent.
     func migrate() async throws
+    /// Migrations applied so far, oldest first.
+    func appliedMigrations() async throws -> [String]
     /// Cheap round trip used by `/readyz`.
     func ping() async throws
 
@@ -116,6 +118,8 @@ public protocol LedgerStore: Sendable {
     /// Contacts ordered by id, after the given id (cursor pagination).
     func contacts(after: UUID?, limit: Int) async throws -> [Contact]
     func wrappedKey(contactID: UUID) async throws -> Data?
+    /// Any one stored contact key, to check at start-up that the master key fits the database.
+    func sampleWrappedKey() async throws -> (contactID: UUID, wrappedKey: Data)?
 
     // MARK: Ledger
     func ledgerState(contactID: UUID) async throws -> LedgerState

@@ -17,6 +17,7 @@ public actor MemoryStore: LedgerStore {
     public init() {}
 
     public func migrate() async throws {}
+    public func appliedMigrations() async throws -> [String] { [] }
     public func ping() async throws {}
 
     // MARK: Topics
@@ -87,6 +88,10 @@ public actor MemoryStore: LedgerStore {
     }
 
     public func wrappedKey(contactID: UUID) async throws -> Data? { keysByContact[contactID] }
+
+    public func sampleWrappedKey() async throws -> (contactID: UUID, wrappedKey: Data)? {
+        keysByContact.first.map { ($0.key, $0.value) }
+    }
 
     // MARK: Ledger
 

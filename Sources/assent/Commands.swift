@@ -30,7 +30,7 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "assent")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let ledger = try await reportingErrors { try await store.openLedger() }
-        let path = try store.databasePath()
+        let database = try store.databaseDescription()
         if try await ledger.store.apiKeys().isEmpty {
             let (key, token) = APIKey.generate(name: "initial admin", scope: .admin, now: Date().truncatedToMilliseconds)
             try await ledger.store.insertAPIKey(key)
@@ -45,7 +45,7 @@ struct Serve: AsyncParsableCommand {
         }
         let host = self.host
         let app = try buildApplication(configuration: .init(host: host, port: port), ledger: ledger, logger: logger) { port in
-            emit("Assent is serving the API on http://\(host):\(port)/api/v1 (database \(path)); press Ctrl-C to stop.")
+            emit("Assent is serving the API on http://\(host):\(port)/api/v1 (\(database)); press Ctrl-C to stop.")
         }
         try await app.runService()
     }
@@ -58,7 +58,7 @@ struct Migrate: AsyncParsableCommand {
     func run() async throws {
         let s = try await store.openStore()
         let applied = try await s.appliedMigrations()
-        print("database \(try store.databasePath()) is at migration \(applied.last ?? "none") (\(applied.count) applied)")
+        print("\(try store.databaseDescription()) is at migration \(applied.last ?? "none") (\(applied.count) applied)")
     }
 }
 

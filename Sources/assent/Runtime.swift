@@ -1,9 +1,9 @@
 import AssentCore
+import AssentPostgres
 import AssentSQLite
 import AssentStore
 import ArgumentParser
 import Foundation
-import GRDB
 
 /// Options every command that opens the database shares. Flags win over
 /// `ASSENT_*` environment variables, which win over the defaults.
@@ -17,29 +17,64 @@ struct StoreOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("SQLite durability: FULL fsyncs every commit (default), NORMAL survives a process crash but not power loss (env ASSENT_SQLITE_SYNCHRONOUS).", valueName: "mode"))
     var synchronous: String = ProcessInfo.processInfo.environment["ASSENT_SQLITE_SYNCHRONOUS"] ?? "FULL"
 
-    /// `ASSENT_DATABASE_URL` may name the SQLite file as `sqlite:///abs/path` or `sqlite:relative/path`.
-    func databasePath() throws -> String {
-        guard let url = ProcessInfo.processInfo.environment["ASSENT_DATABASE_URL"], !url.isEmpty else { return database }
-        if url.hasPrefix("sqlite://") { return String(url.dropFirst("sqlite://".count)) }
-        if url.hasPrefix("sqlite:") { return String(url.dropFirst("sqlite:".count)) }
-        if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-            throw ValidationError("ASSENT_DATABASE_URL: PostgreSQL is not supported by this build yet; use sqlite:PATH or unset it")
-        }
-        throw ValidationError("ASSENT_DATABASE_URL: '\(url)' is not a database URL (expected sqlite:PATH)")
+    /// Which database to use: `ASSENT_DATABASE_URL` (`postgres://...` or
+    /// `sqlite:PATH`) when set, else the SQLite file `--database`.
+    enum Target {
+        case sqlite(path: String)
+        case postgres(PostgresLocation, read: PostgresLocation?)
     }
 
-    func openStore() async throws -> SQLiteStore {
-        guard let durability = SQLiteStore.Durability(rawValue: synchronous.uppercased()) else {
-            throw ValidationError("--synchronous: '\(synchronous)' must be FULL or NORMAL")
+    func target() throws -> Target {
+        let env = ProcessInfo.processInfo.environment
+        guard let url = env["ASSENT_DATABASE_URL"], !url.isEmpty else { return .sqlite(path: database) }
+        if url.hasPrefix("sqlite://") { return .sqlite(path: String(url.dropFirst("sqlite://".count))) }
+        if url.hasPrefix("sqlite:") { return .sqlite(path: String(url.dropFirst("sqlite:".count))) }
+        if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+            do {
+                let primary = try PostgresLocation(url: url)
+                let read = try env["ASSENT_DATABASE_READ_URL"].flatMap { $0.isEmpty ? nil : $0 }.map { text in
+                    do { return try PostgresLocation(url: text) } catch let error as DomainError {
+                        throw ValidationError("ASSENT_DATABASE_READ_URL: \(error.description.replacingOccurrences(of: "ASSENT_DATABASE_URL: ", with: ""))")
+                    }
+                }
+                return .postgres(primary, read: read)
+            } catch let error as DomainError {
+                throw ValidationError(error.description)
+            }
         }
-        let path = try databasePath()
-        let store: SQLiteStore
+        throw ValidationError("ASSENT_DATABASE_URL: '\(PostgresLocation.redacted(url))' is not a database URL (expected postgres://user:password@host:5432/database or sqlite:PATH)")
+    }
+
+    /// A description of the database for messages, without any password.
+    func databaseDescription() throws -> String {
+        switch try target() {
+        case .sqlite(let path): "SQLite \(path)"
+        case .postgres(let location, _): "PostgreSQL \(location.username)@\(location.host):\(location.port)/\(location.database)"
+        }
+    }
+
+    func openStore() async throws -> any LedgerStore {
+        let store: any LedgerStore
+        switch try target() {
+        case .sqlite(let path):
+            guard let durability = SQLiteStore.Durability(rawValue: synchronous.uppercased()) else {
+                throw ValidationError("--synchronous: '\(synchronous)' must be FULL or NORMAL")
+            }
+            do {
+                store = try SQLiteStore(path: path, durability: durability)
+            } catch {
+                throw ValidationError("--database: cannot open '\(path)': \(error)")
+            }
+        case .postgres(let location, let read):
+            store = PostgresStore(location: location, readLocation: read)
+        }
         do {
-            store = try SQLiteStore(path: path, durability: durability)
+            try await store.migrate()
+        } catch let error as ArgumentParser.ValidationError {
+            throw error
         } catch {
-            throw ValidationError("--database: cannot open '\(path)': \(error)")
+            throw ValidationError("cannot migrate \(try databaseDescription()): \(String(reflecting: error))")
         }
-        try await store.migrate()
         return store
     }
 
@@ -50,16 +85,22 @@ struct StoreOptions: ParsableArguments {
         return Ledger(store: store, masterKey: masterKey)
     }
 
-    private func loadMasterKey(for store: SQLiteStore) async throws -> MasterKey {
-        let sample = try await store.pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT contact_id, wrapped_key FROM contact_keys LIMIT 1")
-                .map { (UUID(uuidString: $0["contact_id"])!, $0["wrapped_key"] as Data) }
+    /// The master key file's default place: beside the SQLite file, or in the
+    /// working directory for PostgreSQL (where ASSENT_MASTER_KEY is the better choice).
+    func defaultKeyFile() throws -> String {
+        switch try target() {
+        case .sqlite(let path): path + ".key"
+        case .postgres(let location, _): "assent-\(location.database).key"
         }
+    }
+
+    private func loadMasterKey(for store: any LedgerStore) async throws -> MasterKey {
+        let sample = try await store.sampleWrappedKey()
         let key: MasterKey
         if let env = ProcessInfo.processInfo.environment["ASSENT_MASTER_KEY"], !env.isEmpty {
             do { key = try MasterKey(base64: env) } catch { throw ValidationError("ASSENT_MASTER_KEY: \(error)") }
         } else {
-            let path = try keyFile.isEmpty ? databasePath() + ".key" : keyFile
+            let path = try keyFile.isEmpty ? defaultKeyFile() : keyFile
             if FileManager.default.fileExists(atPath: path) {
                 let text = try String(contentsOfFile: path, encoding: .utf8)
                 do { key = try MasterKey(base64: text) } catch { throw ValidationError("key file \(path): \(error)") }

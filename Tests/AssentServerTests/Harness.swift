@@ -2,6 +2,7 @@ import AssentCore
 import AssentServer
 import AssentSQLite
 import AssentStore
+import AssentTestSupport
 import Foundation
 import Hummingbird
 import HummingbirdTesting
@@ -61,23 +62,9 @@ struct APIHarness {
     }
 }
 
-enum Backend: String, CaseIterable {
-    case memory, sqlite
+typealias Backend = StoreKind
 
-    func makeStore() async throws -> any LedgerStore {
-        switch self {
-        case .memory: return MemoryStore()
-        case .sqlite:
-            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("assent-api-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            let store = try SQLiteStore(path: dir.appendingPathComponent("ledger.sqlite").path)
-            try await store.migrate()
-            return store
-        }
-    }
-}
-
-func withAPI(_ backend: Backend = .memory, _ body: @Sendable (APIHarness) async throws -> Void) async throws {
+func withAPI(_ backend: StoreKind = .memory, _ body: @Sendable (APIHarness) async throws -> Void) async throws {
     let store = try await backend.makeStore()
     let ledger = Ledger(store: store, masterKey: .generate())
     let (key, token) = APIKey.generate(name: "admin", scope: .admin, now: Date())

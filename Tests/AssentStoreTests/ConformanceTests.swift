@@ -1,11 +1,12 @@
 import AssentCore
 import AssentStore
+import AssentTestSupport
 import Foundation
 import Testing
 
 /// The storage conformance suite: written once, run against every backend.
 @Suite struct ConformanceTests {
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func newContactReadsNoForEveryTopic(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
         try await seedTopics(ledger)
@@ -18,7 +19,7 @@ import Testing
         #expect(try await ledger.store.events(contactID: contact.id, beforeSeq: nil, limit: 10).isEmpty)
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func topicKeysAndContactEmailsAreUnique(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
         try await seedTopics(ledger)
@@ -38,7 +39,7 @@ import Testing
         #expect(try await ledger.store.contact(email: EmailAddress("bob@example.com")) == nil)
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func noticesAreVersionedAndOldVersionsStayReadable(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
         try await seedTopics(ledger)
@@ -51,7 +52,7 @@ import Testing
         #expect(try await ledger.publishNotice(topicKey: "events", text: "New wording, v2.").version == 2)
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func optInRecordsAnAttributedEventAndTheProjection(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
         try await seedTopics(ledger)
@@ -75,7 +76,7 @@ import Testing
         #expect(check.allowed && check.reason == .granted && check.since == spokeAt)
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func sameValueRecordsNothingAndSaysSo(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
         try await seedTopics(ledger)
@@ -89,7 +90,7 @@ import Testing
         #expect(try await ledger.store.events(contactID: contact.id, beforeSeq: nil, limit: 10).count == 1)
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func withdrawalStopsSendingAndTimelineIsNewestFirst(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
         try await seedTopics(ledger)
@@ -105,7 +106,7 @@ import Testing
         #expect(page2.map(\.seq) == [1])
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func badInputChangesNothing(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
         try await seedTopics(ledger)
@@ -143,7 +144,7 @@ import Testing
         #expect(try await ledger.store.preferences(contactID: contact.id).isEmpty)
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func retiredTopicKeepsHistoryAndRefusesNewOptIns(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
         try await seedTopics(ledger)
@@ -159,7 +160,7 @@ import Testing
         #expect(try await ledger.store.topics(includeRetired: true).map(\.key).contains("events"))
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func consentLifetimeSetsExpiry(_ kind: StoreKind) async throws {
         let clock = TestClock(Date(timeIntervalSince1970: 1_800_000_000))
         let ledger = try await kind.makeLedger(now: { clock.now })
@@ -175,7 +176,7 @@ import Testing
         #expect(try await ledger.verify().isIntact)
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func commitRefusesAMovedHead(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
         try await seedTopics(ledger)
@@ -193,7 +194,7 @@ import Testing
 
     /// Many writers on one contact at once: nothing lost, nothing reordered,
     /// the projection equals a replay and the chain verifies.
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func concurrentWritersOnOneContactLoseNothing(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
         try await seedTopics(ledger)
@@ -224,7 +225,7 @@ import Testing
         #expect(recorded > 3)
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func idempotencyKeysReplayAndRefuseMismatches(_ kind: StoreKind) async throws {
         let store = try await kind.makeStore()
         let now = Date()
@@ -244,7 +245,7 @@ import Testing
         #expect(try await store.beginIdempotency(scope: "k1", key: "abc", requestHash: Data([9]), now: now.addingTimeInterval(2 * 86_400)) == .started)
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func apiKeysAreStoredHashedAndRevocable(_ kind: StoreKind) async throws {
         let store = try await kind.makeStore()
         let (key, token) = APIKey.generate(name: "crm sync", scope: .write, now: Date().truncatedToMilliseconds)
@@ -260,7 +261,7 @@ import Testing
         #expect(try await store.apiKey(id: key.id)?.isActive == false)
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func contactsPageInIdOrder(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
         for i in 0..<5 {

@@ -1,6 +1,7 @@
 import AssentCore
 import AssentSQLite
 import AssentStore
+import AssentTestSupport
 import Foundation
 import GRDB
 import Testing

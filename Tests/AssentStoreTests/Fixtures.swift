@@ -1,32 +1,8 @@
 import AssentCore
 import AssentSQLite
 import AssentStore
+import AssentTestSupport
 import Foundation
-
-/// Every backend the conformance suite runs against. A new store joins by
-/// adding a case here; every test below then runs on it too.
-enum StoreKind: String, CaseIterable {
-    case memory
-    case sqlite
-
-    func makeStore() async throws -> any LedgerStore {
-        switch self {
-        case .memory:
-            return MemoryStore()
-        case .sqlite:
-            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("assent-tests-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            let store = try SQLiteStore(path: dir.appendingPathComponent("ledger.sqlite").path)
-            try await store.migrate()
-            return store
-        }
-    }
-
-    func makeLedger(now: @escaping @Sendable () -> Date = { Date() }) async throws -> Ledger {
-        Ledger(store: try await makeStore(), masterKey: .generate(), environment: LedgerEnvironment(now: now))
-    }
-}
-
 
 /// Seeds the topics of the seed scenario.
 func seedTopics(_ ledger: Ledger) async throws {

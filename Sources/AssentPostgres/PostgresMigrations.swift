@@ -1,0 +1,132 @@
+/// Numbered migrations for PostgreSQL. Never edit one that has shipped: add
+/// the next. Each is a list of statements (the extended protocol runs one
+/// statement per query), applied in one transaction with its version row.
+///
+/// Every table that holds per-contact rows has `contact_id` in its primary
+/// key, so that the schema distributes by contact (Citus) with no cross-shard
+/// transaction on the write path.
+enum PostgresMigrations {
+    static let all: [(version: String, statements: [String])] = [
+        ("0001_ledger", [
+            """
+            CREATE TABLE topics (
+                key TEXT PRIMARY KEY CHECK (length(key) BETWEEN 1 AND 64),
+                title TEXT NOT NULL,
+                description TEXT NOT NULL,
+                category TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+                requires_double_opt_in BOOLEAN NOT NULL,
+                consent_lifetime_days BIGINT CHECK (consent_lifetime_days > 0),
+                current_notice_version BIGINT NOT NULL CHECK (current_notice_version >= 1),
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE notices (
+                topic_key TEXT NOT NULL REFERENCES topics(key),
+                version BIGINT NOT NULL CHECK (version >= 1),
+                text TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (topic_key, version)
+            )
+            """,
+            """
+            CREATE TABLE contacts (
+                id UUID PRIMARY KEY,
+                email TEXT UNIQUE,
+                name TEXT,
+                external_id TEXT UNIQUE,
+                locale TEXT,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE contact_keys (
+                contact_id UUID PRIMARY KEY REFERENCES contacts(id),
+                wrapped_key BYTEA NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE consent_events (
+                contact_id UUID NOT NULL REFERENCES contacts(id),
+                seq BIGINT NOT NULL CHECK (seq >= 1),
+                id UUID NOT NULL,
+                topic_key TEXT NOT NULL REFERENCES topics(key),
+                action TEXT NOT NULL CHECK (action IN ('requested', 'granted', 'confirmed', 'withdrawn', 'expired')),
+                from_state TEXT NOT NULL CHECK (from_state IN ('none', 'pending', 'granted', 'withdrawn', 'expired')),
+                to_state TEXT NOT NULL CHECK (to_state IN ('none', 'pending', 'granted', 'withdrawn', 'expired')),
+                source TEXT NOT NULL,
+                channel TEXT,
+                actor_kind TEXT NOT NULL,
+                actor_id TEXT,
+                occurred_at BIGINT NOT NULL,
+                recorded_at BIGINT NOT NULL,
+                expires_at BIGINT,
+                notice_version BIGINT,
+                form_id TEXT,
+                form_version BIGINT,
+                batch_id TEXT,
+                sealed_evidence BYTEA,
+                prev_hash BYTEA NOT NULL,
+                hash BYTEA NOT NULL,
+                PRIMARY KEY (contact_id, seq),
+                UNIQUE (contact_id, id)
+            )
+            """,
+            "CREATE INDEX consent_events_recorded_at ON consent_events (recorded_at)",
+            """
+            CREATE FUNCTION assent_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION '% rows are immutable', TG_TABLE_NAME;
+            END
+            $$
+            """,
+            // The ledger is append-only. A superuser can drop these; `assent verify` is what catches that.
+            "CREATE TRIGGER consent_events_immutable BEFORE UPDATE OR DELETE ON consent_events FOR EACH ROW EXECUTE FUNCTION assent_refuse_change()",
+            "CREATE TRIGGER notices_immutable BEFORE UPDATE OR DELETE ON notices FOR EACH ROW EXECUTE FUNCTION assent_refuse_change()",
+            """
+            CREATE TABLE chain_heads (
+                contact_id UUID PRIMARY KEY REFERENCES contacts(id),
+                seq BIGINT NOT NULL,
+                hash BYTEA NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE preferences (
+                contact_id UUID NOT NULL REFERENCES contacts(id),
+                topic_key TEXT NOT NULL REFERENCES topics(key),
+                state TEXT NOT NULL CHECK (state IN ('none', 'pending', 'granted', 'withdrawn', 'expired')),
+                since BIGINT NOT NULL,
+                expires_at BIGINT,
+                seq BIGINT NOT NULL,
+                PRIMARY KEY (contact_id, topic_key)
+            )
+            """,
+            """
+            CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                scope TEXT NOT NULL CHECK (scope IN ('read', 'write', 'admin')),
+                secret_hash BYTEA NOT NULL,
+                created_at BIGINT NOT NULL,
+                revoked_at BIGINT
+            )
+            """,
+            """
+            CREATE TABLE idempotency_keys (
+                scope TEXT NOT NULL,
+                key TEXT NOT NULL,
+                request_hash BYTEA NOT NULL,
+                status BIGINT,
+                content_type TEXT,
+                body BYTEA,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (scope, key)
+            )
+            """,
+            "CREATE INDEX idempotency_keys_created_at ON idempotency_keys (created_at)",
+        ]),
+    ]
+}

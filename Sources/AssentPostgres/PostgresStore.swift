@@ -1,0 +1,584 @@
+import AssentCore
+import AssentStore
+import Foundation
+import Logging
+import NIOSSL
+import PostgresNIO
+
+/// Where a PostgreSQL database is, parsed from `postgres://user:pass@host:port/db?sslmode=...`.
+public struct PostgresLocation: Sendable, Equatable {
+    public enum TLSMode: String, Sendable {
+        case disable, prefer, require
+    }
+
+    public var host: String
+    public var port: Int
+    public var username: String
+    public var password: String?
+    public var database: String
+    public var tls: TLSMode
+
+    public init(host: String, port: Int = 5432, username: String, password: String?, database: String, tls: TLSMode = .prefer) {
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.database = database
+        self.tls = tls
+    }
+
+    public init(url text: String) throws {
+        guard let url = URLComponents(string: text), ["postgres", "postgresql"].contains(url.scheme ?? "") else {
+            throw DomainError.invalid(field: "ASSENT_DATABASE_URL", "'\(Self.redacted(text))' is not a postgres:// URL")
+        }
+        guard let host = url.host, !host.isEmpty else { throw DomainError.invalid(field: "ASSENT_DATABASE_URL", "names no host") }
+        let database = String(url.path.drop { $0 == "/" })
+        guard !database.isEmpty else { throw DomainError.invalid(field: "ASSENT_DATABASE_URL", "names no database (postgres://user@host/DATABASE)") }
+        var tls = TLSMode.prefer
+        if let mode = url.queryItems?.first(where: { $0.name == "sslmode" })?.value {
+            switch mode {
+            case "disable": tls = .disable
+            case "prefer", "allow": tls = .prefer
+            case "require", "verify-ca", "verify-full": tls = .require
+            default: throw DomainError.invalid(field: "ASSENT_DATABASE_URL", "sslmode '\(mode)' must be disable, prefer or require")
+            }
+        }
+        self.init(host: host, port: url.port ?? 5432, username: url.user ?? "postgres", password: url.password,
+                  database: database, tls: tls)
+    }
+
+    /// The URL with its password hidden, for messages and logs.
+    public static func redacted(_ text: String) -> String {
+        guard var url = URLComponents(string: text), url.password != nil else { return text }
+        url.password = "***"
+        return url.string ?? "postgres://***"
+    }
+
+    public var isLocal: Bool { ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host) }
+
+    var clientConfiguration: PostgresClient.Configuration {
+        let tlsSetting: PostgresClient.Configuration.TLS = switch tls {
+        case .disable: .disable
+        case .prefer: .prefer(.makeClientConfiguration())
+        case .require: .require(.makeClientConfiguration())
+        }
+        return PostgresClient.Configuration(host: host, port: port, username: username, password: password, database: database, tls: tlsSetting)
+    }
+}
+
+/// The PostgreSQL store: the same ledger for several `assent serve`
+/// instances on one database. Every rule the SQLite store keeps holds here
+/// too (the conformance suite runs against both); concurrency across
+/// processes rests on row locks and the `(contact_id, seq)` primary key.
+public final class PostgresStore: LedgerStore {
+    let client: PostgresClient
+    /// Heavy reads (verify, exports) go here; the primary when no replica is configured.
+    let readClient: PostgresClient
+    private let runTask: Task<Void, Never>
+    let logger: Logger
+
+    public init(location: PostgresLocation, readLocation: PostgresLocation? = nil, maxConnections: Int = 20,
+                logger: Logger = Logger(label: "assent.postgres")) {
+        var config = location.clientConfiguration
+        config.options.maximumConnections = maxConnections
+        let client = PostgresClient(configuration: config)
+        let reader = readLocation.map { location -> PostgresClient in
+            var config = location.clientConfiguration
+            config.options.maximumConnections = max(2, maxConnections / 2)
+            return PostgresClient(configuration: config)
+        }
+        self.client = client
+        self.readClient = reader ?? client
+        self.logger = logger
+        self.runTask = Task {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await client.run() }
+                if let reader { group.addTask { await reader.run() } }
+            }
+        }
+    }
+
+    /// Closes every connection. The store cannot be used afterwards.
+    public func shutdown() {
+        runTask.cancel()
+    }
+
+    deinit { runTask.cancel() }
+
+    // MARK: Plumbing
+
+    /// A transaction that rethrows the body's own error (postgres-nio's
+    /// `withTransaction` wraps it), so callers can match `StoreError`.
+    func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await client.withConnection { connection in
+            try await connection.query("BEGIN", logger: logger)
+            do {
+                let value = try await body(connection)
+                try await connection.query("COMMIT", logger: logger)
+                return value
+            } catch {
+                _ = try? await connection.query("ROLLBACK", logger: logger)
+                throw error
+            }
+        }
+    }
+
+    /// All rows of a query, each as random access by column name.
+    func rows(_ query: PostgresQuery, on connection: PostgresConnection? = nil, reader: Bool = false) async throws -> [PostgresRandomAccessRow] {
+        var result: [PostgresRandomAccessRow] = []
+        let sequence = if let connection {
+            try await connection.query(query, logger: logger)
+        } else {
+            try await (reader ? readClient : client).query(query, logger: logger)
+        }
+        for try await row in sequence { result.append(row.makeRandomAccess()) }
+        return result
+    }
+
+    static func uniqueViolation(_ error: any Error) -> String? {
+        guard let error = error as? PSQLError, error.serverInfo?[.sqlState] == "23505" else { return nil }
+        return error.serverInfo?[.constraintName] ?? ""
+    }
+
+    /// Maps a unique violation to `StoreError.duplicate` naming the field.
+    func mapUnique<T>(value: (String) -> String, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch {
+            guard let constraint = Self.uniqueViolation(error) else { throw error }
+            let field = constraint.contains("email") ? "email" : constraint.contains("external_id") ? "externalId"
+                : constraint.hasPrefix("topics") ? "key" : "id"
+            throw StoreError.duplicate(field: field, value: value(field))
+        }
+    }
+
+    // MARK: Schema
+
+    static let migrationLock: Int64 = 0x4153_5345_4E54  // "ASSENT"
+
+    public func migrate() async throws {
+        try await client.withConnection { connection in
+            // One migrator at a time across every instance starting together.
+            try await connection.query("SELECT pg_advisory_lock(\(Self.migrationLock))", logger: logger)
+            do {
+                try await connection.query("CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)", logger: logger)
+                var applied: Set<String> = []
+                for try await version in try await connection.query("SELECT version FROM schema_migrations", logger: logger).decode(String.self) {
+                    applied.insert(version)
+                }
+                for migration in PostgresMigrations.all where !applied.contains(migration.version) {
+                    try await connection.query("BEGIN", logger: logger)
+                    do {
+                        for statement in migration.statements {
+                            try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                        }
+                        let now = Date().millisecondsSince1970
+                        try await connection.query("INSERT INTO schema_migrations (version, applied_at) VALUES (\(migration.version), \(now))", logger: logger)
+                        try await connection.query("COMMIT", logger: logger)
+                    } catch {
+                        _ = try? await connection.query("ROLLBACK", logger: logger)
+                        throw error
+                    }
+                }
+            } catch {
+                _ = try? await connection.query("SELECT pg_advisory_unlock(\(Self.migrationLock))", logger: logger)
+                throw error
+            }
+            try await connection.query("SELECT pg_advisory_unlock(\(Self.migrationLock))", logger: logger)
+        }
+    }
+
+    public func appliedMigrations() async throws -> [String] {
+        try await rows("SELECT version FROM schema_migrations ORDER BY version").map { try $0["version"].decode(String.self) }
+    }
+
+    public func ping() async throws {
+        _ = try await rows("SELECT 1 AS one")
+    }
+
+    // MARK: Topics
+
+    public func insertTopic(_ topic: Topic, notice: Notice) async throws {
+        try await mapUnique(value: { _ in topic.key }) {
+            try await transaction { c in
+                try await c.query("""
+                    INSERT INTO topics (key, title, description, category, status, requires_double_opt_in, consent_lifetime_days,
+                        current_notice_version, created_at, updated_at)
+                    VALUES (\(topic.key), \(topic.title), \(topic.description), \(topic.category), \(topic.status.rawValue),
+                        \(topic.requiresDoubleOptIn), \(topic.consentLifetimeDays), \(topic.currentNoticeVersion),
+                        \(topic.createdAt.millisecondsSince1970), \(topic.updatedAt.millisecondsSince1970))
+                    """, logger: logger)
+                try await c.query("""
+                    INSERT INTO notices (topic_key, version, text, created_at)
+                    VALUES (\(notice.topicKey), \(notice.version), \(notice.text), \(notice.createdAt.millisecondsSince1970))
+                    """, logger: logger)
+            }
+        }
+    }
+
+    public func updateTopic(_ topic: Topic) async throws {
+        let updated = try await rows("""
+            UPDATE topics SET title = \(topic.title), description = \(topic.description), category = \(topic.category),
+                status = \(topic.status.rawValue), requires_double_opt_in = \(topic.requiresDoubleOptIn),
+                consent_lifetime_days = \(topic.consentLifetimeDays), updated_at = \(topic.updatedAt.millisecondsSince1970)
+            WHERE key = \(topic.key) RETURNING key
+            """)
+        if updated.isEmpty { throw StoreError.notFound(what: "topic", id: topic.key) }
+    }
+
+    public func topic(key: String) async throws -> Topic? {
+        try await rows("SELECT * FROM topics WHERE key = \(key)").first.map(Self.topic)
+    }
+
+    public func topics(includeRetired: Bool) async throws -> [Topic] {
+        try await rows("SELECT * FROM topics WHERE \(includeRetired) OR status = 'active' ORDER BY category, key").map(Self.topic)
+    }
+
+    static func topic(_ r: PostgresRandomAccessRow) throws -> Topic {
+        Topic(key: try r["key"].decode(String.self), title: try r["title"].decode(String.self),
+              description: try r["description"].decode(String.self), category: try r["category"].decode(String.self),
+              status: Topic.Status(rawValue: try r["status"].decode(String.self)) ?? .retired,
+              requiresDoubleOptIn: try r["requires_double_opt_in"].decode(Bool.self),
+              consentLifetimeDays: try r["consent_lifetime_days"].decode(Int?.self),
+              currentNoticeVersion: try r["current_notice_version"].decode(Int.self),
+              createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+              updatedAt: Date(millisecondsSince1970: try r["updated_at"].decode(Int64.self)))
+    }
+
+    public func appendNotice(topicKey: String, text: String, at: Date) async throws -> Notice {
+        try await transaction { c in
+            // Locking the topic row serialises concurrent publishers of the same topic.
+            guard let current = try await rows("SELECT current_notice_version FROM topics WHERE key = \(topicKey) FOR UPDATE", on: c).first else {
+                throw StoreError.notFound(what: "topic", id: topicKey)
+            }
+            let version = try current["current_notice_version"].decode(Int.self) + 1
+            let ms = at.millisecondsSince1970
+            try await c.query("INSERT INTO notices (topic_key, version, text, created_at) VALUES (\(topicKey), \(version), \(text), \(ms))", logger: logger)
+            try await c.query("UPDATE topics SET current_notice_version = \(version), updated_at = \(ms) WHERE key = \(topicKey)", logger: logger)
+            return Notice(topicKey: topicKey, version: version, text: text, createdAt: at)
+        }
+    }
+
+    public func notices(topicKey: String) async throws -> [Notice] {
+        try await rows("SELECT * FROM notices WHERE topic_key = \(topicKey) ORDER BY version").map(Self.notice)
+    }
+
+    public func notice(topicKey: String, version: Int) async throws -> Notice? {
+        try await rows("SELECT * FROM notices WHERE topic_key = \(topicKey) AND version = \(version)").first.map(Self.notice)
+    }
+
+    static func notice(_ r: PostgresRandomAccessRow) throws -> Notice {
+        Notice(topicKey: try r["topic_key"].decode(String.self), version: try r["version"].decode(Int.self),
+               text: try r["text"].decode(String.self), createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)))
+    }
+
+    // MARK: Contacts
+
+    public func insertContact(_ contact: Contact, wrappedKey: Data) async throws {
+        try await mapUnique(value: { field in field == "email" ? contact.email.value : field == "externalId" ? contact.externalID ?? "" : contact.id.uuidString.lowercased() }) {
+            try await transaction { c in
+                try await c.query("""
+                    INSERT INTO contacts (id, email, name, external_id, locale, created_at, updated_at)
+                    VALUES (\(contact.id), \(contact.email.value), \(contact.name), \(contact.externalID), \(contact.locale),
+                        \(contact.createdAt.millisecondsSince1970), \(contact.updatedAt.millisecondsSince1970))
+                    """, logger: logger)
+                try await c.query("INSERT INTO contact_keys (contact_id, wrapped_key) VALUES (\(contact.id), \(wrappedKey))", logger: logger)
+            }
+        }
+    }
+
+    public func updateContact(_ contact: Contact) async throws {
+        let updated = try await mapUnique(value: { field in field == "email" ? contact.email.value : contact.externalID ?? "" }) {
+            try await rows("""
+                UPDATE contacts SET email = \(contact.email.value), name = \(contact.name), external_id = \(contact.externalID),
+                    locale = \(contact.locale), updated_at = \(contact.updatedAt.millisecondsSince1970)
+                WHERE id = \(contact.id) RETURNING id
+                """)
+        }
+        if updated.isEmpty { throw StoreError.notFound(what: "contact", id: contact.id.uuidString.lowercased()) }
+    }
+
+    public func contact(id: UUID) async throws -> Contact? {
+        try await rows("SELECT * FROM contacts WHERE id = \(id)").first.flatMap(Self.contact)
+    }
+
+    public func contact(email: EmailAddress) async throws -> Contact? {
+        try await rows("SELECT * FROM contacts WHERE email = \(email.value)").first.flatMap(Self.contact)
+    }
+
+    public func contact(externalID: String) async throws -> Contact? {
+        try await rows("SELECT * FROM contacts WHERE external_id = \(externalID)").first.flatMap(Self.contact)
+    }
+
+    public func contacts(after: UUID?, limit: Int) async throws -> [Contact] {
+        let rows = if let after {
+            try await rows("SELECT * FROM contacts WHERE id > \(after) ORDER BY id LIMIT \(limit)")
+        } else {
+            try await rows("SELECT * FROM contacts ORDER BY id LIMIT \(limit)")
+        }
+        return try rows.compactMap(Self.contact)
+    }
+
+    static func contact(_ r: PostgresRandomAccessRow) throws -> Contact? {
+        guard let emailText = try r["email"].decode(String?.self), let email = try? EmailAddress(emailText) else { return nil }
+        return Contact(id: try r["id"].decode(UUID.self), email: email, name: try r["name"].decode(String?.self),
+                       externalID: try r["external_id"].decode(String?.self), locale: try r["locale"].decode(String?.self),
+                       createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+                       updatedAt: Date(millisecondsSince1970: try r["updated_at"].decode(Int64.self)))
+    }
+
+    public func wrappedKey(contactID: UUID) async throws -> Data? {
+        try await rows("SELECT wrapped_key FROM contact_keys WHERE contact_id = \(contactID)").first.map { try $0["wrapped_key"].decode(Data.self) }
+    }
+
+    public func sampleWrappedKey() async throws -> (contactID: UUID, wrappedKey: Data)? {
+        try await rows("SELECT contact_id, wrapped_key FROM contact_keys LIMIT 1").first.map {
+            (try $0["contact_id"].decode(UUID.self), try $0["wrapped_key"].decode(Data.self))
+        }
+    }
+
+    // MARK: Ledger
+
+    public func ledgerState(contactID: UUID) async throws -> LedgerState {
+        // One round trip: the head (if any) and every preference row.
+        let rows = try await rows("""
+            SELECT h.seq AS head_seq, h.hash AS head_hash, p.topic_key, p.state, p.since, p.expires_at, p.seq
+            FROM (SELECT \(contactID)::uuid AS contact_id) AS c
+            LEFT JOIN chain_heads h ON h.contact_id = c.contact_id
+            LEFT JOIN preferences p ON p.contact_id = c.contact_id
+            """)
+        var head = ChainHead.empty(contactID)
+        var preferences: [String: Preference] = [:]
+        for r in rows {
+            if let seq = try r["head_seq"].decode(Int64?.self) {
+                head = ChainHead(contactID: contactID, seq: seq, hash: try r["head_hash"].decode(Data.self))
+            }
+            if try r["topic_key"].decode(String?.self) != nil {
+                let p = try Self.preference(r, contactID: contactID)
+                preferences[p.topicKey] = p
+            }
+        }
+        return LedgerState(head: head, preferences: preferences)
+    }
+
+    public func commit(_ commit: LedgerCommit) async throws {
+        do {
+            try await transaction { c in
+                let id = commit.contactID
+                // Lock the head row: a concurrent writer of the same contact waits here, then sees the moved head.
+                let current = try await rows("SELECT seq FROM chain_heads WHERE contact_id = \(id) FOR UPDATE", on: c)
+                    .first.map { try $0["seq"].decode(Int64.self) } ?? 0
+                guard current == commit.expectedHead.seq else { throw StoreError.concurrentModification(contactID: id) }
+                for e in commit.events {
+                    try await c.query("""
+                        INSERT INTO consent_events (contact_id, seq, id, topic_key, action, from_state, to_state, source, channel,
+                            actor_kind, actor_id, occurred_at, recorded_at, expires_at, notice_version, form_id, form_version, batch_id,
+                            sealed_evidence, prev_hash, hash)
+                        VALUES (\(id), \(e.seq), \(e.id), \(e.topicKey), \(e.action.rawValue), \(e.fromState.rawValue), \(e.toState.rawValue),
+                            \(e.source.rawValue), \(e.channel?.rawValue), \(e.actor.kind.rawValue), \(e.actor.id),
+                            \(e.occurredAt.millisecondsSince1970), \(e.recordedAt.millisecondsSince1970), \(e.expiresAt?.millisecondsSince1970),
+                            \(e.noticeVersion), \(e.formID), \(e.formVersion), \(e.batchID), \(e.sealedEvidence), \(e.prevHash), \(e.hash))
+                        """, logger: logger)
+                }
+                for p in commit.preferences {
+                    try await c.query("""
+                        INSERT INTO preferences (contact_id, topic_key, state, since, expires_at, seq)
+                        VALUES (\(id), \(p.topicKey), \(p.state.rawValue), \(p.since.millisecondsSince1970), \(p.expiresAt?.millisecondsSince1970), \(p.seq))
+                        ON CONFLICT (contact_id, topic_key) DO UPDATE SET state = excluded.state, since = excluded.since,
+                            expires_at = excluded.expires_at, seq = excluded.seq
+                        """, logger: logger)
+                }
+                let head = commit.newHead
+                try await c.query("""
+                    INSERT INTO chain_heads (contact_id, seq, hash) VALUES (\(id), \(head.seq), \(head.hash))
+                    ON CONFLICT (contact_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
+                    """, logger: logger)
+            }
+        } catch {
+            // Two first writers of a contact both found no head to lock; the
+            // primary key (contact_id, seq) lets one win and refuses the other.
+            if Self.uniqueViolation(error) != nil { throw StoreError.concurrentModification(contactID: commit.contactID) }
+            throw error
+        }
+    }
+
+    public func preferences(contactID: UUID) async throws -> [Preference] {
+        try await rows("SELECT * FROM preferences WHERE contact_id = \(contactID) ORDER BY topic_key").map { try Self.preference($0, contactID: contactID) }
+    }
+
+    static func preference(_ r: PostgresRandomAccessRow, contactID: UUID) throws -> Preference {
+        Preference(contactID: contactID, topicKey: try r["topic_key"].decode(String.self),
+                   state: PreferenceState(rawValue: try r["state"].decode(String.self)) ?? .none,
+                   since: Date(millisecondsSince1970: try r["since"].decode(Int64.self)),
+                   expiresAt: try r["expires_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)),
+                   seq: try r["seq"].decode(Int64.self))
+    }
+
+    public func events(contactID: UUID, beforeSeq: Int64?, limit: Int) async throws -> [ConsentEvent] {
+        try await rows("""
+            SELECT * FROM consent_events WHERE contact_id = \(contactID) AND seq < \(beforeSeq ?? Int64.max) ORDER BY seq DESC LIMIT \(limit)
+            """).map(Self.event)
+    }
+
+    static func event(_ r: PostgresRandomAccessRow) throws -> ConsentEvent {
+        ConsentEvent(
+            id: try r["id"].decode(UUID.self), contactID: try r["contact_id"].decode(UUID.self), seq: try r["seq"].decode(Int64.self),
+            topicKey: try r["topic_key"].decode(String.self),
+            action: ConsentAction(rawValue: try r["action"].decode(String.self)) ?? .granted,
+            fromState: PreferenceState(rawValue: try r["from_state"].decode(String.self)) ?? .none,
+            toState: PreferenceState(rawValue: try r["to_state"].decode(String.self)) ?? .none,
+            source: ConsentSource(rawValue: try r["source"].decode(String.self)) ?? .api,
+            channel: try r["channel"].decode(String?.self).flatMap(StaffChannel.init(rawValue:)),
+            actor: Actor(kind: Actor.Kind(rawValue: try r["actor_kind"].decode(String.self)) ?? .system, id: try r["actor_id"].decode(String?.self)),
+            occurredAt: Date(millisecondsSince1970: try r["occurred_at"].decode(Int64.self)),
+            recordedAt: Date(millisecondsSince1970: try r["recorded_at"].decode(Int64.self)),
+            expiresAt: try r["expires_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)),
+            noticeVersion: try r["notice_version"].decode(Int?.self), formID: try r["form_id"].decode(String?.self),
+            formVersion: try r["form_version"].decode(Int?.self), batchID: try r["batch_id"].decode(String?.self),
+            sealedEvidence: try r["sealed_evidence"].decode(Data?.self), prevHash: try r["prev_hash"].decode(Data.self),
+            hash: try r["hash"].decode(Data.self))
+    }
+
+    public func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow? {
+        guard let r = try await rows("""
+            SELECT c.id AS cid, p.topic_key, p.state, p.since, p.expires_at, p.seq
+            FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = \(topicKey)
+            WHERE c.email = \(email.value)
+            """).first else { return nil }
+        let contactID = try r["cid"].decode(UUID.self)
+        let preference = try r["state"].decode(String?.self) == nil ? nil : try Self.preference(r, contactID: contactID)
+        return CheckRow(contactID: contactID, preference: preference)
+    }
+
+    /// Reads every chain in one consistent snapshot (a REPEATABLE READ,
+    /// read-only transaction, on the read replica when configured), a page of
+    /// contacts at a time, so memory stays bounded however large the ledger.
+    public func scanChains(_ body: @Sendable (ChainSnapshot) throws -> Void) async throws {
+        let page = 500
+        try await readClient.withConnection { c in
+            try await c.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+            do {
+                var after: UUID?
+                while true {
+                    let heads = if let after {
+                        try await rows("SELECT * FROM chain_heads WHERE contact_id > \(after) ORDER BY contact_id LIMIT \(page)", on: c)
+                    } else {
+                        try await rows("SELECT * FROM chain_heads ORDER BY contact_id LIMIT \(page)", on: c)
+                    }
+                    if heads.isEmpty { break }
+                    let ids = try heads.map { try $0["contact_id"].decode(UUID.self) }
+                    var events: [UUID: [ConsentEvent]] = [:]
+                    for r in try await rows("SELECT * FROM consent_events WHERE contact_id = ANY(\(ids)) ORDER BY contact_id, seq", on: c) {
+                        let e = try Self.event(r)
+                        events[e.contactID, default: []].append(e)
+                    }
+                    var preferences: [UUID: [Preference]] = [:]
+                    for r in try await rows("SELECT * FROM preferences WHERE contact_id = ANY(\(ids))", on: c) {
+                        let id = try r["contact_id"].decode(UUID.self)
+                        preferences[id, default: []].append(try Self.preference(r, contactID: id))
+                    }
+                    for (id, h) in zip(ids, heads) {
+                        let head = ChainHead(contactID: id, seq: try h["seq"].decode(Int64.self), hash: try h["hash"].decode(Data.self))
+                        try body(ChainSnapshot(contactID: id, events: events[id] ?? [], head: head, preferences: preferences[id] ?? []))
+                    }
+                    after = ids.last
+                }
+                // Events or preferences whose contact has no head at all: the head row was removed.
+                let orphans = try await rows("""
+                    SELECT DISTINCT contact_id FROM consent_events e WHERE NOT EXISTS (SELECT 1 FROM chain_heads h WHERE h.contact_id = e.contact_id)
+                    UNION
+                    SELECT DISTINCT contact_id FROM preferences p WHERE NOT EXISTS (SELECT 1 FROM chain_heads h WHERE h.contact_id = p.contact_id)
+                    ORDER BY contact_id
+                    """, on: c)
+                for o in orphans {
+                    let id = try o["contact_id"].decode(UUID.self)
+                    let events = try await rows("SELECT * FROM consent_events WHERE contact_id = \(id) ORDER BY seq", on: c).map(Self.event)
+                    let preferences = try await rows("SELECT * FROM preferences WHERE contact_id = \(id)", on: c).map { try Self.preference($0, contactID: id) }
+                    try body(ChainSnapshot(contactID: id, events: events, head: nil, preferences: preferences))
+                }
+                try await c.query("COMMIT", logger: logger)
+            } catch {
+                _ = try? await c.query("ROLLBACK", logger: logger)
+                throw error
+            }
+        }
+    }
+
+    // MARK: API keys
+
+    public func insertAPIKey(_ key: APIKey) async throws {
+        try await mapUnique(value: { _ in key.id }) {
+            try await client.query("""
+                INSERT INTO api_keys (id, name, scope, secret_hash, created_at, revoked_at)
+                VALUES (\(key.id), \(key.name), \(key.scope.rawValue), \(key.secretHash), \(key.createdAt.millisecondsSince1970), \(key.revokedAt?.millisecondsSince1970))
+                """, logger: logger)
+        }
+    }
+
+    public func apiKey(id: String) async throws -> APIKey? {
+        try await rows("SELECT * FROM api_keys WHERE id = \(id)").first.map(Self.apiKey)
+    }
+
+    public func apiKeys() async throws -> [APIKey] {
+        try await rows("SELECT * FROM api_keys ORDER BY created_at, id").map(Self.apiKey)
+    }
+
+    static func apiKey(_ r: PostgresRandomAccessRow) throws -> APIKey {
+        APIKey(id: try r["id"].decode(String.self), name: try r["name"].decode(String.self),
+               scope: APIScope(rawValue: try r["scope"].decode(String.self)) ?? .read, secretHash: try r["secret_hash"].decode(Data.self),
+               createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+               revokedAt: try r["revoked_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)))
+    }
+
+    public func revokeAPIKey(id: String, at: Date) async throws -> Bool {
+        !(try await rows("UPDATE api_keys SET revoked_at = \(at.millisecondsSince1970) WHERE id = \(id) AND revoked_at IS NULL RETURNING id").isEmpty)
+    }
+
+    // MARK: Idempotency
+
+    public func beginIdempotency(scope: String, key: String, requestHash: Data, now: Date) async throws -> IdempotencyBegin {
+        try await transaction { c in
+            let ms = now.millisecondsSince1970
+            let inserted = try await rows("""
+                INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES (\(scope), \(key), \(requestHash), \(ms))
+                ON CONFLICT (scope, key) DO NOTHING RETURNING key
+                """, on: c)
+            if !inserted.isEmpty {
+                if Int.random(in: 0..<100) == 0 {
+                    let cutoff = now.addingTimeInterval(-IdempotencyPolicy.retention).millisecondsSince1970
+                    try await c.query("DELETE FROM idempotency_keys WHERE created_at < \(cutoff)", logger: logger)
+                }
+                return .started
+            }
+            guard let r = try await rows("SELECT * FROM idempotency_keys WHERE scope = \(scope) AND key = \(key) FOR UPDATE", on: c).first else {
+                return .inProgress
+            }
+            let at = Date(millisecondsSince1970: try r["created_at"].decode(Int64.self))
+            let status = try r["status"].decode(Int?.self)
+            let stale = status == nil && now.timeIntervalSince(at) > IdempotencyPolicy.inProgressTimeout
+            let expired = now.timeIntervalSince(at) > IdempotencyPolicy.retention
+            if !stale && !expired {
+                guard try r["request_hash"].decode(Data.self) == requestHash else { return .mismatch }
+                guard let status else { return .inProgress }
+                return .replay(StoredResponse(status: status, contentType: try r["content_type"].decode(String?.self) ?? "application/json",
+                                              body: try r["body"].decode(Data?.self) ?? Data()))
+            }
+            try await c.query("""
+                UPDATE idempotency_keys SET request_hash = \(requestHash), status = NULL, content_type = NULL, body = NULL, created_at = \(ms)
+                WHERE scope = \(scope) AND key = \(key)
+                """, logger: logger)
+            return .started
+        }
+    }
+
+    public func completeIdempotency(scope: String, key: String, response: StoredResponse) async throws {
+        try await client.query("""
+            UPDATE idempotency_keys SET status = \(response.status), content_type = \(response.contentType), body = \(response.body)
+            WHERE scope = \(scope) AND key = \(key)
+            """, logger: logger)
+    }
+
+    public func abandonIdempotency(scope: String, key: String) async throws {
+        try await client.query("DELETE FROM idempotency_keys WHERE scope = \(scope) AND key = \(key)", logger: logger)
+    }
+}

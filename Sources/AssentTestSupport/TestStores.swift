@@ -1,0 +1,130 @@
+import AssentCore
+import AssentPostgres
+import AssentSQLite
+import AssentStore
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Every backend the tests run against. A new store joins by adding a case;
+/// every conformance and API test then runs on it too.
+public enum StoreKind: String, CaseIterable, Sendable, CustomStringConvertible {
+    case memory
+    case sqlite
+    case postgres
+
+    public var description: String { rawValue }
+
+    /// The stores this run can use. PostgreSQL needs `ASSENT_TEST_POSTGRES_URL`
+    /// (set by `scripts/test`, which starts a throwaway server); under `CI=true`
+    /// it is always included, so a missing server fails the run instead of
+    /// silently skipping.
+    public static var available: [StoreKind] {
+        if TestPostgres.url != nil || TestPostgres.isCI { return allCases }
+        return [.memory, .sqlite]
+    }
+
+    /// The database stores only (for tests about files, processes, SQL).
+    public static var databases: [StoreKind] { available.filter { $0 != .memory } }
+
+    public func makeStore() async throws -> any LedgerStore {
+        switch self {
+        case .memory:
+            return MemoryStore()
+        case .sqlite:
+            let store = try SQLiteStore(path: try TestDirectory.make().appendingPathComponent("ledger.sqlite").path)
+            try await store.migrate()
+            return store
+        case .postgres:
+            let store = PostgresStore(location: try await TestPostgres.freshDatabase(), maxConnections: 8)
+            try await store.migrate()
+            return store
+        }
+    }
+
+    public func makeLedger(now: @escaping @Sendable () -> Date = { Date() }) async throws -> Ledger {
+        Ledger(store: try await makeStore(), masterKey: .generate(), environment: LedgerEnvironment(now: now))
+    }
+}
+
+public enum TestDirectory {
+    public static func make() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("assent-tests-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+}
+
+public enum TestPostgresError: Error, CustomStringConvertible {
+    case missing
+    case notLocal(String)
+
+    public var description: String {
+        switch self {
+        case .missing:
+            "CI=true but ASSENT_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts a throwaway PostgreSQL server"
+        case .notLocal(let host):
+            "ASSENT_TEST_POSTGRES_URL points at '\(host)': tests create and drop databases, so only 127.0.0.1/localhost is allowed"
+        }
+    }
+}
+
+/// Throwaway databases on the test server: one fresh database per store.
+public enum TestPostgres {
+    public static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
+    public static var url: String? {
+        ProcessInfo.processInfo.environment["ASSENT_TEST_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// The server's location, refusing anything but this machine.
+    public static func server() throws -> PostgresLocation {
+        guard let url else { throw TestPostgresError.missing }
+        let location = try PostgresLocation(url: url)
+        guard location.isLocal else { throw TestPostgresError.notLocal(location.host) }
+        return location
+    }
+
+    /// Creates an empty database with a unique name and returns its location.
+    public static func freshDatabase() async throws -> PostgresLocation {
+        var location = try server()
+        let name = "assent_t_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        let admin = try await AdminConnection.shared()
+        try await admin.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
+        location.database = name
+        return location
+    }
+}
+
+/// One connection to the server's maintenance database, shared by the tests of a process.
+actor AdminConnection {
+    private static let holder = Holder()
+    private let connection: PostgresConnection
+
+    private init(connection: PostgresConnection) { self.connection = connection }
+
+    static func shared() async throws -> AdminConnection { try await holder.get() }
+
+    func query(_ query: PostgresQuery) async throws {
+        try await connection.query(query, logger: Logger(label: "assent.tests"))
+    }
+
+    /// Connects once; concurrent first callers await the same connection
+    /// (an actor is reentrant across `await`, so a plain optional would race).
+    actor Holder {
+        private var pending: Task<AdminConnection, any Error>?
+
+        func get() async throws -> AdminConnection {
+            if let pending { return try await pending.value }
+            let task = Task<AdminConnection, any Error> {
+                let location = try TestPostgres.server()
+                let connection = try await PostgresConnection.connect(
+                    configuration: .init(host: location.host, port: location.port, username: location.username, password: location.password,
+                                         database: location.database, tls: .disable),
+                    id: 1, logger: Logger(label: "assent.tests"))
+                return AdminConnection(connection: connection)
+            }
+            pending = task
+            return try await task.value
+        }
+    }
+}
