@@ -58,6 +58,7 @@ let package = Package(
             dependencies: [
                 "AssentCore", "AssentStore", "AssentSQLite", "AssentPostgres",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -152,6 +152,12 @@ public final class PostgresStore: LedgerStore {
         }
     }
 
+    /// Runs SQL text as is. For tests that play an attacker with database
+    /// access, and operators' tooling; never called with user input.
+    public func unsafeExecute(_ sql: String) async throws {
+        try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+    }
+
     // MARK: Schema
 
     static let migrationLock: Int64 = 0x4153_5345_4E54  // "ASSENT"

@@ -3,6 +3,7 @@ import AssentPostgres
 import AssentSQLite
 import AssentStore
 import Foundation
+import GRDB
 import Logging
 import PostgresNIO
 
@@ -126,5 +127,27 @@ actor AdminConnection {
             pending = task
             return try await task.value
         }
+    }
+}
+
+/// Raw SQL against a database store, as someone with direct access could run it.
+public func tamper(_ store: any LedgerStore, _ statements: String...) async throws {
+    if let sqlite = store as? SQLiteStore {
+        try await sqlite.pool.write { db in
+            for statement in statements { try db.execute(sql: statement) }
+        }
+    } else if let postgres = store as? PostgresStore {
+        for statement in statements { try await postgres.unsafeExecute(statement) }
+    } else {
+        throw TestPostgresError.missing
+    }
+}
+
+/// Drops the triggers that keep events immutable, as an attacker would first.
+public func dropImmutabilityTriggers(_ store: any LedgerStore) async throws {
+    if store is SQLiteStore {
+        try await tamper(store, "DROP TRIGGER consent_events_immutable_update", "DROP TRIGGER consent_events_immutable_delete")
+    } else {
+        try await tamper(store, "DROP TRIGGER consent_events_immutable ON consent_events")
     }
 }
