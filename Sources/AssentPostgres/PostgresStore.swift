@@ -54,7 +54,28 @@ public struct PostgresLocation: Sendable, Equatable {
         return url.string ?? "postgres://***"
     }
 
+    /// The URL form, as `ASSENT_DATABASE_URL` takes it.
+    public var url: String {
+        var components = URLComponents()
+        components.scheme = "postgres"
+        components.user = username
+        components.password = password
+        components.host = host
+        components.port = port
+        components.path = "/" + database
+        components.queryItems = [URLQueryItem(name: "sslmode", value: tls.rawValue)]
+        return components.string ?? "postgres://\(host)/\(database)"
+    }
+
     public var isLocal: Bool { ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host) }
+
+    func connectionTLS() throws -> PostgresConnection.Configuration.TLS {
+        switch tls {
+        case .disable: .disable
+        case .prefer: .prefer(try NIOSSLContext(configuration: .makeClientConfiguration()))
+        case .require: .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
+        }
+    }
 
     var clientConfiguration: PostgresClient.Configuration {
         let tlsSetting: PostgresClient.Configuration.TLS = switch tls {
@@ -76,6 +97,7 @@ public final class PostgresStore: LedgerStore {
     let readClient: PostgresClient
     private let runTask: Task<Void, Never>
     let logger: Logger
+    let location: PostgresLocation
 
     public init(location: PostgresLocation, readLocation: PostgresLocation? = nil, maxConnections: Int = 20,
                 logger: Logger = Logger(label: "assent.postgres")) {
@@ -88,6 +110,7 @@ public final class PostgresStore: LedgerStore {
             return PostgresClient(configuration: config)
         }
         self.client = client
+        self.location = location
         self.readClient = reader ?? client
         self.logger = logger
         self.runTask = Task {
@@ -162,7 +185,32 @@ public final class PostgresStore: LedgerStore {
 
     static let migrationLock: Int64 = 0x4153_5345_4E54  // "ASSENT"
 
+    /// One direct connection attempt, so that a wrong host, port or password
+    /// is reported at once (the pool would keep retrying in the background).
+    public func checkReachable() async throws {
+        let location = self.location
+        let config = PostgresConnection.Configuration(
+            host: location.host, port: location.port, username: location.username, password: location.password,
+            database: location.database, tls: try location.connectionTLS())
+        do {
+            let connection = try await PostgresConnection.connect(configuration: config, id: 0, logger: logger)
+            try await connection.close()
+        } catch {
+            throw StoreError.unavailable("cannot connect to PostgreSQL at \(location.username)@\(location.host):\(location.port)/\(location.database): \(Self.describe(error))")
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] { return message }
+            if let underlying = error.underlying { return String(describing: underlying) }
+            return String(describing: error.code)
+        }
+        return String(describing: error)
+    }
+
     public func migrate() async throws {
+        try await checkReachable()
         try await client.withConnection { connection in
             // One migrator at a time across every instance starting together.
             try await connection.query("SELECT pg_advisory_lock(\(Self.migrationLock))", logger: logger)

@@ -38,6 +38,15 @@ public final class SQLiteStore: LedgerStore {
         try await pool.read { db in try SQLiteMigrations.migrator.appliedMigrations(db) }
     }
 
+    /// Copies the live database to `path` with SQLite's online backup API:
+    /// a consistent snapshot, taken while the server keeps serving.
+    public func backup(to path: String) async throws {
+        let destination = try DatabaseQueue(path: path)
+        let pool = self.pool
+        try await Task.detached { try pool.backup(to: destination) }.value
+        try destination.close()
+    }
+
     public func ping() async throws {
         _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
     }

@@ -77,6 +77,7 @@ public struct APIError: Error, HTTPResponseError, Sendable {
                 return APIError(.conflict, detail: "\(field) '\(value)' is already in use", errors: [ValidationError(field: field, "'\(value)' is already in use")])
             case .notFound(let what, let id): return APIError(.notFound, detail: "\(what) '\(id)' not found")
             case .concurrentModification: return APIError(.serviceUnavailable, detail: "concurrent modification; retry")
+            case .unavailable: return APIError(.serviceUnavailable, detail: "the database is not reachable")
             }
         case let e as HTTPError:
             let status = e.status

@@ -8,12 +8,15 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A unique value is already taken.
     case duplicate(field: String, value: String)
     case notFound(what: String, id: String)
+    /// The database cannot be reached; the text says where and why.
+    case unavailable(String)
 
     public var description: String {
         switch self {
         case .concurrentModification(let id): "contact \(id) changed concurrently"
         case .duplicate(let field, let value): "\(field) '\(value)' is already in use"
         case .notFound(let what, let id): "\(what) '\(id)' not found"
+        case .unavailable(let why): why
         }
     }
 }

@@ -62,6 +62,28 @@ struct Migrate: AsyncParsableCommand {
     }
 }
 
+struct Backup: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Copy the SQLite database to a file while Assent keeps running (online backup).",
+        discussion: "Back up the master key file separately: without it the evidence in the copy cannot be read. On PostgreSQL use pg_dump.")
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "Where to write the copy; must not exist yet.") var destination: String
+
+    func run() async throws {
+        guard case .sqlite = try store.target() else {
+            throw ValidationError("assent backup copies SQLite files; on PostgreSQL use pg_dump, e.g. pg_dump --format=custom --file=assent.dump \"$ASSENT_DATABASE_URL\"")
+        }
+        guard !FileManager.default.fileExists(atPath: destination) else {
+            throw ValidationError("\(destination) already exists; choose a new file name")
+        }
+        guard let sqlite = try await store.openStore() as? SQLiteStore else { return }
+        try await sqlite.backup(to: destination)
+        let copy = try SQLiteStore(path: destination)
+        let applied = try await copy.appliedMigrations()
+        print("backed up \(sqlite.path) to \(destination) (schema \(applied.last ?? "none")); keep the master key (\(store.keyFile.isEmpty ? sqlite.path + ".key" : store.keyFile) or ASSENT_MASTER_KEY) with it, stored apart")
+    }
+}
+
 struct Topics: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Manage topics (areas of interest).", subcommands: [Add.self, List.self, Retire.self])
 

@@ -72,6 +72,8 @@ struct StoreOptions: ParsableArguments {
             try await store.migrate()
         } catch let error as ArgumentParser.ValidationError {
             throw error
+        } catch let error as StoreError {
+            throw ArgumentParser.ValidationError(error.description)
         } catch {
             throw ValidationError("cannot migrate \(try databaseDescription()): \(String(reflecting: error))")
         }

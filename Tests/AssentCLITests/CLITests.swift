@@ -144,6 +144,21 @@ struct CLI {
         #expect(try await second.get("/api/v1/topics", token: first.token).status == 200)
     }
 
+    @Test func backupCopiesALiveDatabaseThatVerifies() throws {
+        let cli = try CLI()
+        try cli.run(["topics", "add", "news", "--title", "News", "--notice", "News by email."])
+        try cli.run(["contacts", "add", "ann@example.com"])
+        let copy = cli.directory.appendingPathComponent("copy.sqlite").path
+        let backup = try cli.run(["backup", copy])
+        #expect(backup.status == 0, "\(backup.stderr)")
+        let shown = try cli.run(["contacts", "show", "ann@example.com", "--database", copy, "--key-file", cli.databasePath + ".key"])
+        #expect(shown.status == 0 && shown.stdout.contains("<ann@example.com>"), "\(shown.stderr)")
+        let again = try cli.run(["backup", copy])
+        #expect(again.status != 0 && again.stderr.contains("already exists"))
+        let onPostgres = try cli.run(["backup", "x.sqlite"], environment: ["ASSENT_DATABASE_URL": "postgres://127.0.0.1/x"])
+        #expect(onPostgres.status != 0 && onPostgres.stderr.contains("pg_dump"))
+    }
+
     @Test func serveRefusesBadFlags() throws {
         let cli = try CLI()
         let badPort = try cli.run(["serve", "--port", "70000"])
@@ -160,11 +175,11 @@ final class ServerProcess: @unchecked Sendable {
     let output: String
     let token: String?
 
-    init(cli: CLI) throws {
+    init(cli: CLI, environment: [String: String] = [:]) throws {
         process.executableURL = CLI.executable
         process.arguments = ["serve", "--port", "0", "--log-level", "warning"]
         process.currentDirectoryURL = cli.directory
-        process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ASSENT_") }
+        process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ASSENT_") }.merging(environment) { _, new in new }
         let out = Pipe()
         process.standardOutput = out
         try process.run()
@@ -199,7 +214,7 @@ final class ServerProcess: @unchecked Sendable {
         try await request("GET", path, token: token, body: nil)
     }
 
-    func request(_ method: String, _ path: String, token: String?, body: [String: Any]?) async throws -> (status: Int, body: Data) {
+    func request(_ method: String, _ path: String, token: String?, body: Any?) async throws -> (status: Int, body: Data) {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
         request.httpMethod = method
         if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
