@@ -98,6 +98,7 @@ public final class PostgresStore: LedgerStore {
     private let runTask: Task<Void, Never>
     let logger: Logger
     let location: PostgresLocation
+    let readLocation: PostgresLocation?
 
     public init(location: PostgresLocation, readLocation: PostgresLocation? = nil, maxConnections: Int = 20,
                 logger: Logger = Logger(label: "assent.postgres")) {
@@ -111,6 +112,7 @@ public final class PostgresStore: LedgerStore {
         }
         self.client = client
         self.location = location
+        self.readLocation = readLocation
         self.readClient = reader ?? client
         self.logger = logger
         self.runTask = Task {
@@ -188,15 +190,16 @@ public final class PostgresStore: LedgerStore {
     /// One direct connection attempt, so that a wrong host, port or password
     /// is reported at once (the pool would keep retrying in the background).
     public func checkReachable() async throws {
-        let location = self.location
-        let config = PostgresConnection.Configuration(
-            host: location.host, port: location.port, username: location.username, password: location.password,
-            database: location.database, tls: try location.connectionTLS())
-        do {
-            let connection = try await PostgresConnection.connect(configuration: config, id: 0, logger: logger)
-            try await connection.close()
-        } catch {
-            throw StoreError.unavailable("cannot connect to PostgreSQL at \(location.username)@\(location.host):\(location.port)/\(location.database): \(Self.describe(error))")
+        for (location, role) in [(location, "PostgreSQL"), readLocation.map { ($0, "the PostgreSQL read replica") }].compactMap({ $0 }) {
+            let config = PostgresConnection.Configuration(
+                host: location.host, port: location.port, username: location.username, password: location.password,
+                database: location.database, tls: try location.connectionTLS())
+            do {
+                let connection = try await PostgresConnection.connect(configuration: config, id: 0, logger: logger)
+                try await connection.close()
+            } catch {
+                throw StoreError.unavailable("cannot connect to \(role) at \(location.username)@\(location.host):\(location.port)/\(location.database): \(Self.describe(error))")
+            }
         }
     }
 

@@ -76,6 +76,20 @@ import Testing
         #expect(verified.stdout.contains("ok: 4 contacts, \(acknowledged.count) events"), "\(verified.stdout)")
     }
 
+    /// Heavy reads go to ASSENT_DATABASE_READ_URL: verify works through it, and a wrong one is named at once.
+    @Test func verifyReadsThroughTheReadURL() async throws {
+        let database = try await TestPostgres.freshDatabase()
+        let cli = try CLI()
+        let environment = ["ASSENT_DATABASE_URL": database.url, "ASSENT_DATABASE_READ_URL": database.url]
+        #expect(try cli.run(["contacts", "add", "ann@example.com"], environment: environment).status == 0)
+        let verified = try cli.run(["verify"], environment: environment)
+        #expect(verified.status == 0 && verified.stdout.contains("ok:"), "\(verified.stderr)")
+        var unreachable = environment
+        unreachable["ASSENT_DATABASE_READ_URL"] = "postgres://postgres@127.0.0.1:1/replica?sslmode=disable"
+        let refused = try cli.run(["verify"], environment: unreachable)
+        #expect(refused.status != 0 && refused.stderr.contains("read replica at postgres@127.0.0.1:1/replica"), "\(refused.stderr)")
+    }
+
     @Test func migrateReportsThePostgresSchema() async throws {
         let database = try await TestPostgres.freshDatabase()
         let cli = try CLI()
