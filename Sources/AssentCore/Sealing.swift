@@ -63,6 +63,17 @@ public struct MasterKey: Sendable {
 
     public var base64: String { key.withUnsafeBytes { Data($0).base64EncodedString() } }
 
+    /// Seals any bytes (an outbox payload) bound to `context`, e.g. the item's id.
+    public func seal(_ data: Data, context: UUID) throws -> Data {
+        let box = try AES.GCM.seal(data, using: key, authenticating: Data(context.uuidString.lowercased().utf8))
+        guard let combined = box.combined else { throw SealingError.malformed }
+        return combined
+    }
+
+    public func open(_ sealed: Data, context: UUID) throws -> Data {
+        try AES.GCM.open(AES.GCM.SealedBox(combined: sealed), using: key, authenticating: Data(context.uuidString.lowercased().utf8))
+    }
+
     public func wrap(_ contactKey: ContactKey, contactID: UUID) throws -> Data {
         let raw = contactKey.key.withUnsafeBytes { Data($0) }
         let box = try AES.GCM.seal(raw, using: key, authenticating: Data(contactID.uuidString.lowercased().utf8))

@@ -128,5 +128,37 @@ enum PostgresMigrations {
             """,
             "CREATE INDEX idempotency_keys_created_at ON idempotency_keys (created_at)",
         ]),
+        ("0002_outbox_and_confirmations", [
+            """
+            CREATE TABLE outbox (
+                id UUID PRIMARY KEY,
+                contact_id UUID REFERENCES contacts(id),
+                kind TEXT NOT NULL,
+                payload BYTEA NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'dead')),
+                attempts BIGINT NOT NULL DEFAULT 0,
+                next_attempt_at BIGINT NOT NULL,
+                claimed_until BIGINT,
+                last_error TEXT,
+                created_at BIGINT NOT NULL,
+                sent_at BIGINT
+            )
+            """,
+            // Workers look for due pending items only; a partial index keeps that small.
+            "CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE status = 'pending'",
+            "CREATE INDEX outbox_created_at ON outbox (created_at)",
+            """
+            CREATE TABLE confirmation_tokens (
+                hash BYTEA PRIMARY KEY,
+                contact_id UUID NOT NULL REFERENCES contacts(id),
+                topics TEXT[] NOT NULL,
+                confirmed_topics TEXT[] NOT NULL DEFAULT '{}',
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                superseded_at BIGINT
+            )
+            """,
+            "CREATE INDEX confirmation_tokens_contact ON confirmation_tokens (contact_id)",
+        ]),
     ]
 }

@@ -426,6 +426,32 @@ public final class PostgresStore: LedgerStore {
                 let current = try await rows("SELECT seq FROM chain_heads WHERE contact_id = \(id) FOR UPDATE", on: c)
                     .first.map { try $0["seq"].decode(Int64.self) } ?? 0
                 guard current == commit.expectedHead.seq else { throw StoreError.concurrentModification(contactID: id) }
+                if let consume = commit.consumeToken {
+                    let updated = try await rows("""
+                        UPDATE confirmation_tokens
+                        SET confirmed_topics = ARRAY(SELECT DISTINCT unnest(confirmed_topics || \(consume.topics)) ORDER BY 1)
+                        WHERE hash = \(consume.hash) RETURNING hash
+                        """, on: c)
+                    if updated.isEmpty { throw StoreError.notFound(what: "confirmation link", id: "") }
+                }
+                if let token = commit.issueToken {
+                    try await c.query("""
+                        UPDATE confirmation_tokens SET superseded_at = \(token.createdAt.millisecondsSince1970)
+                        WHERE contact_id = \(id) AND superseded_at IS NULL
+                        """, logger: logger)
+                    try await c.query("""
+                        INSERT INTO confirmation_tokens (hash, contact_id, topics, confirmed_topics, created_at, expires_at)
+                        VALUES (\(token.hash), \(id), \(token.topics), \(token.confirmedTopics), \(token.createdAt.millisecondsSince1970),
+                            \(token.expiresAt.millisecondsSince1970))
+                        """, logger: logger)
+                }
+                for item in commit.outbox {
+                    try await c.query("""
+                        INSERT INTO outbox (id, contact_id, kind, payload, status, attempts, next_attempt_at, created_at)
+                        VALUES (\(item.id), \(item.contactID), \(item.kind), \(item.payload), \(item.status.rawValue), \(item.attempts),
+                            \(item.nextAttemptAt.millisecondsSince1970), \(item.createdAt.millisecondsSince1970))
+                        """, logger: logger)
+                }
                 for e in commit.events {
                     try await c.query("""
                         INSERT INTO consent_events (contact_id, seq, id, topic_key, action, from_state, to_state, source, channel,
@@ -559,6 +585,85 @@ public final class PostgresStore: LedgerStore {
                 throw error
             }
         }
+    }
+
+    // MARK: Double opt-in and outbox
+
+    public func confirmationToken(hash: Data) async throws -> ConfirmationToken? {
+        try await rows("SELECT * FROM confirmation_tokens WHERE hash = \(hash)").first.map { r in
+            ConfirmationToken(hash: try r["hash"].decode(Data.self), contactID: try r["contact_id"].decode(UUID.self),
+                              topics: try r["topics"].decode([String].self), confirmedTopics: try r["confirmed_topics"].decode([String].self),
+                              createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+                              expiresAt: Date(millisecondsSince1970: try r["expires_at"].decode(Int64.self)),
+                              supersededAt: try r["superseded_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)))
+        }
+    }
+
+    /// `FOR UPDATE SKIP LOCKED`: any number of workers in any number of
+    /// processes claim disjoint items with no coordinator; the lease in
+    /// `claimed_until` hands an item back if its worker dies mid-send.
+    public func claimOutbox(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxItem] {
+        let ms = now.millisecondsSince1970
+        return try await rows("""
+            UPDATE outbox SET attempts = attempts + 1, claimed_until = \(now.addingTimeInterval(lease).millisecondsSince1970)
+            WHERE id IN (
+                SELECT id FROM outbox
+                WHERE status = 'pending' AND next_attempt_at <= \(ms) AND (claimed_until IS NULL OR claimed_until < \(ms))
+                ORDER BY next_attempt_at, created_at LIMIT \(limit)
+                FOR UPDATE SKIP LOCKED)
+            RETURNING *
+            """).map(Self.outboxItem).sorted { ($0.nextAttemptAt, $0.createdAt) < ($1.nextAttemptAt, $1.createdAt) }
+    }
+
+    static func outboxItem(_ r: PostgresRandomAccessRow) throws -> OutboxItem {
+        OutboxItem(id: try r["id"].decode(UUID.self), contactID: try r["contact_id"].decode(UUID?.self), kind: try r["kind"].decode(String.self),
+                   payload: try r["payload"].decode(Data.self), status: OutboxItem.Status(rawValue: try r["status"].decode(String.self)) ?? .dead,
+                   attempts: try r["attempts"].decode(Int.self),
+                   nextAttemptAt: Date(millisecondsSince1970: try r["next_attempt_at"].decode(Int64.self)),
+                   lastError: try r["last_error"].decode(String?.self),
+                   createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+                   sentAt: try r["sent_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)))
+    }
+
+    public func completeOutbox(id: UUID, at: Date, payload: Data) async throws {
+        try await client.query("""
+            UPDATE outbox SET status = 'sent', sent_at = \(at.millisecondsSince1970), payload = \(payload), last_error = NULL, claimed_until = NULL
+            WHERE id = \(id)
+            """, logger: logger)
+    }
+
+    public func failOutbox(id: UUID, error: String, retryAt: Date?) async throws {
+        if let retryAt {
+            try await client.query("""
+                UPDATE outbox SET last_error = \(error), next_attempt_at = \(retryAt.millisecondsSince1970), claimed_until = NULL WHERE id = \(id)
+                """, logger: logger)
+        } else {
+            try await client.query("UPDATE outbox SET last_error = \(error), status = 'dead', claimed_until = NULL WHERE id = \(id)", logger: logger)
+        }
+    }
+
+    public func outboxItems(status: OutboxItem.Status?, limit: Int) async throws -> [OutboxItem] {
+        let rows = if let status {
+            try await rows("SELECT * FROM outbox WHERE status = \(status.rawValue) ORDER BY created_at DESC, id DESC LIMIT \(limit)")
+        } else {
+            try await rows("SELECT * FROM outbox ORDER BY created_at DESC, id DESC LIMIT \(limit)")
+        }
+        return try rows.map(Self.outboxItem)
+    }
+
+    public func retryOutbox(id: UUID?, now: Date) async throws -> Int {
+        let rows = if let id {
+            try await rows("""
+                UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = \(now.millisecondsSince1970), claimed_until = NULL
+                WHERE status = 'dead' AND id = \(id) RETURNING id
+                """)
+        } else {
+            try await rows("""
+                UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = \(now.millisecondsSince1970), claimed_until = NULL
+                WHERE status = 'dead' RETURNING id
+                """)
+        }
+        return rows.count
     }
 
     // MARK: API keys

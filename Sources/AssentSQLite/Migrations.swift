@@ -115,6 +115,36 @@ enum SQLiteMigrations {
                 CREATE INDEX idempotency_keys_created_at ON idempotency_keys(created_at);
                 """)
         }
+        migrator.registerMigration("0002_outbox_and_confirmations") { db in
+            try db.execute(sql: """
+                CREATE TABLE outbox (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    contact_id TEXT REFERENCES contacts(id),
+                    kind TEXT NOT NULL,
+                    payload BLOB NOT NULL,
+                    status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'dead')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at INTEGER NOT NULL,
+                    claimed_until INTEGER,
+                    last_error TEXT,
+                    created_at INTEGER NOT NULL,
+                    sent_at INTEGER
+                );
+                CREATE INDEX outbox_due ON outbox(status, next_attempt_at);
+                CREATE INDEX outbox_created_at ON outbox(created_at);
+
+                CREATE TABLE confirmation_tokens (
+                    hash BLOB PRIMARY KEY NOT NULL,
+                    contact_id TEXT NOT NULL REFERENCES contacts(id),
+                    topics TEXT NOT NULL,
+                    confirmed_topics TEXT NOT NULL DEFAULT '',
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    superseded_at INTEGER
+                ) WITHOUT ROWID;
+                CREATE INDEX confirmation_tokens_contact ON confirmation_tokens(contact_id);
+                """)
+        }
         return migrator
     }
 }

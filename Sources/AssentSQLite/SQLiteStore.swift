@@ -241,6 +241,28 @@ public final class SQLiteStore: LedgerStore {
         let id = commit.contactID.db
         let currentSeq = try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM chain_heads WHERE contact_id = ?"), arguments: [id]) ?? 0
         guard currentSeq == commit.expectedHead.seq else { throw StoreError.concurrentModification(contactID: commit.contactID) }
+        if let consume = commit.consumeToken {
+            guard let row = try Row.fetchOne(db, sql: "SELECT confirmed_topics FROM confirmation_tokens WHERE hash = ?", arguments: [consume.hash]) else {
+                throw StoreError.notFound(what: "confirmation link", id: "")
+            }
+            var confirmed = TopicList.decode(row["confirmed_topics"])
+            confirmed += consume.topics.filter { !confirmed.contains($0) }
+            try db.execute(sql: "UPDATE confirmation_tokens SET confirmed_topics = ? WHERE hash = ?", arguments: [TopicList.encode(confirmed), consume.hash])
+        }
+        if let token = commit.issueToken {
+            try db.execute(sql: "UPDATE confirmation_tokens SET superseded_at = ? WHERE contact_id = ? AND superseded_at IS NULL",
+                           arguments: [token.createdAt.millisecondsSince1970, id])
+            try db.execute(sql: """
+                INSERT INTO confirmation_tokens (hash, contact_id, topics, confirmed_topics, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+                """, arguments: [token.hash, id, TopicList.encode(token.topics), TopicList.encode(token.confirmedTopics),
+                                 token.createdAt.millisecondsSince1970, token.expiresAt.millisecondsSince1970])
+        }
+        for item in commit.outbox {
+            try db.execute(sql: """
+                INSERT INTO outbox (id, contact_id, kind, payload, status, attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [item.id.db, item.contactID?.db, item.kind, item.payload, item.status.rawValue, item.attempts,
+                                 item.nextAttemptAt.millisecondsSince1970, item.createdAt.millisecondsSince1970])
+        }
         let insertEvent = try db.cachedStatement(sql: """
             INSERT INTO consent_events (id, contact_id, seq, topic_key, action, from_state, to_state, source, channel,
                 actor_kind, actor_id, occurred_at, recorded_at, expires_at, notice_version, form_id, form_version, batch_id,
@@ -342,6 +364,79 @@ public final class SQLiteStore: LedgerStore {
                 let preferences = try prefs.take(while: current).map { Self.preference($0, contactID: contactID) }
                 try body(ChainSnapshot(contactID: contactID, events: chainEvents, head: head, preferences: preferences))
             }
+        }
+    }
+
+    // MARK: Double opt-in and outbox
+
+    public func confirmationToken(hash: Data) async throws -> ConfirmationToken? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM confirmation_tokens WHERE hash = ?", arguments: [hash]).flatMap { row in
+                guard let contactID = UUID(uuidString: row["contact_id"]) else { return nil }
+                return ConfirmationToken(hash: row["hash"], contactID: contactID, topics: TopicList.decode(row["topics"]),
+                                         confirmedTopics: TopicList.decode(row["confirmed_topics"]),
+                                         createdAt: Date(millisecondsSince1970: row["created_at"]),
+                                         expiresAt: Date(millisecondsSince1970: row["expires_at"]),
+                                         supersededAt: (row["superseded_at"] as Int64?).map(Date.init(millisecondsSince1970:)))
+            }
+        }
+    }
+
+    public func claimOutbox(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxItem] {
+        // One writer at a time in SQLite: the select and the claim are atomic together.
+        try await pool.write { db in
+            let ms = now.millisecondsSince1970
+            let rows = try Row.fetchAll(db, sql: """
+                UPDATE outbox SET attempts = attempts + 1, claimed_until = ?
+                WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?
+                             AND (claimed_until IS NULL OR claimed_until < ?) ORDER BY next_attempt_at, created_at LIMIT ?)
+                RETURNING *
+                """, arguments: [now.addingTimeInterval(lease).millisecondsSince1970, ms, ms, limit])
+            return rows.compactMap(Self.outboxItem).sorted { ($0.nextAttemptAt, $0.createdAt) < ($1.nextAttemptAt, $1.createdAt) }
+        }
+    }
+
+    static func outboxItem(_ row: Row) -> OutboxItem? {
+        guard let id = UUID(uuidString: row["id"]) else { return nil }
+        return OutboxItem(id: id, contactID: (row["contact_id"] as String?).flatMap(UUID.init(uuidString:)), kind: row["kind"],
+                          payload: row["payload"], status: OutboxItem.Status(rawValue: row["status"]) ?? .dead, attempts: row["attempts"],
+                          nextAttemptAt: Date(millisecondsSince1970: row["next_attempt_at"]), lastError: row["last_error"],
+                          createdAt: Date(millisecondsSince1970: row["created_at"]),
+                          sentAt: (row["sent_at"] as Int64?).map(Date.init(millisecondsSince1970:)))
+    }
+
+    public func completeOutbox(id: UUID, at: Date, payload: Data) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE outbox SET status = 'sent', sent_at = ?, payload = ?, last_error = NULL, claimed_until = NULL WHERE id = ?",
+                           arguments: [at.millisecondsSince1970, payload, id.db])
+        }
+    }
+
+    public func failOutbox(id: UUID, error: String, retryAt: Date?) async throws {
+        try await pool.write { db in
+            if let retryAt {
+                try db.execute(sql: "UPDATE outbox SET last_error = ?, next_attempt_at = ?, claimed_until = NULL WHERE id = ?",
+                               arguments: [error, retryAt.millisecondsSince1970, id.db])
+            } else {
+                try db.execute(sql: "UPDATE outbox SET last_error = ?, status = 'dead', claimed_until = NULL WHERE id = ?", arguments: [error, id.db])
+            }
+        }
+    }
+
+    public func outboxItems(status: OutboxItem.Status?, limit: Int) async throws -> [OutboxItem] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM outbox WHERE ? IS NULL OR status = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+                             arguments: [status?.rawValue, status?.rawValue, limit]).compactMap(Self.outboxItem)
+        }
+    }
+
+    public func retryOutbox(id: UUID?, now: Date) async throws -> Int {
+        try await pool.write { db in
+            try db.execute(sql: """
+                UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?, claimed_until = NULL
+                WHERE status = 'dead' AND (? IS NULL OR id = ?)
+                """, arguments: [now.millisecondsSince1970, id?.db, id?.db])
+            return db.changesCount
         }
     }
 
@@ -449,4 +544,10 @@ private final class PeekingCursor {
         }
         return rows
     }
+}
+
+/// Topic keys in one text column: keys are slugs, so a comma never appears in one.
+enum TopicList {
+    static func encode(_ keys: [String]) -> String { keys.joined(separator: ",") }
+    static func decode(_ text: String?) -> [String] { (text ?? "").split(separator: ",").map(String.init) }
 }

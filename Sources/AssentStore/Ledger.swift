@@ -65,6 +65,8 @@ public struct ChangeResult: Sendable {
     public var events: [ConsentEvent]
     public var unchanged: [Unchanged]
     public var preferences: [Preference]
+    /// When a confirmation email was queued: every topic it asks to confirm.
+    public var confirmationRequestedFor: [String] = []
 }
 
 /// An event with its evidence opened for reading.
@@ -110,6 +112,52 @@ public struct VerifyReport: Sendable {
     public var isIntact: Bool { breaks.isEmpty }
 }
 
+/// The outbox payload of a double opt-in email.
+public struct ConfirmationEmail: Codable, Sendable, Equatable {
+    public static let kind = "email.confirmation"
+    public var contactID: UUID
+    public var to: String
+    public var name: String?
+    public var locale: String?
+    /// The link's secret; scrubbed from the outbox once sent.
+    public var token: String
+    public var topics: [String]
+    public var expiresAt: Date
+
+    /// Opens an outbox item's sealed payload.
+    public static func open(_ item: OutboxItem, masterKey: MasterKey) throws -> ConfirmationEmail {
+        try JSONDecoder.iso.decode(ConfirmationEmail.self, from: masterKey.open(item.payload, context: item.id))
+    }
+
+    /// The payload to keep once sent: the same facts without the link's secret.
+    public func scrubbed(masterKey: MasterKey, itemID: UUID) throws -> Data {
+        var copy = self
+        copy.token = "[sent]"
+        return try masterKey.seal(JSONEncoder.sortedISO.encode(copy), context: itemID)
+    }
+}
+
+extension ConfirmationToken {
+    public static func hash(_ token: String) -> Data { APIKey.hash(secret: token) }
+}
+
+extension JSONEncoder {
+    static let sortedISO: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.dateEncodingStrategy = .millisecondsSince1970
+        return encoder
+    }()
+}
+
+extension JSONDecoder {
+    static let iso: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .millisecondsSince1970
+        return decoder
+    }()
+}
+
 /// Injectable clock and identifier source, so tests fix time and ids.
 public struct LedgerEnvironment: Sendable {
     public var now: @Sendable () -> Date
@@ -134,6 +182,11 @@ public struct Ledger: Sendable {
     public var maxAttempts = 64
     /// How far in the future `occurredAt` may be, for clock skew between systems.
     public var allowedClockSkew: TimeInterval = 300
+    /// How long a double opt-in link stays valid.
+    public var confirmationLifetime: TimeInterval = 7 * 86_400
+    /// Sources whose opt-ins need email confirmation when the topic asks for
+    /// it; staff, API and import entries record `granted` with their evidence.
+    public var confirmationSources: Set<ConsentSource> = [.form, .portal]
 
     public init(store: any LedgerStore, masterKey: MasterKey, environment: LedgerEnvironment = .live) {
         self.store = store
@@ -250,36 +303,150 @@ public struct Ledger: Sendable {
         let at = now
         let occurredAt = (request.occurredAt ?? at).truncatedToMilliseconds
         try validate(request, occurredAt: occurredAt, now: at)
-        _ = try await existingContact(request.contactID)
+        let contact = try await existingContact(request.contactID)
         let topics = try await resolveTopics(request)
-        guard let wrapped = try await store.wrappedKey(contactID: request.contactID) else {
-            throw DomainError.invalid(field: "contact", "this contact has been erased; its preferences cannot change")
+        let contactKey = try await contactKey(request.contactID)
+        // An opt-in from a source that cannot prove inbox ownership becomes a
+        // request that the person confirms by email (double opt-in).
+        var request = request
+        for i in request.changes.indices where request.changes[i].intent == .optIn {
+            if topics[request.changes[i].topicKey]?.requiresDoubleOptIn == true && confirmationSources.contains(request.source) {
+                request.changes[i].intent = .request
+            }
         }
-        let contactKey = try masterKey.unwrap(wrapped, contactID: request.contactID)
+        let asked = Set(request.changes.filter { $0.intent == .request }.map(\.topicKey))
 
+        return try await writeWithRetry(request.contactID) { state in
+            var decided = try plan(request, topics: topics, state: state, occurredAt: occurredAt, recordedAt: at, key: contactKey)
+            // Every pending topic of the contact goes into one new link, which
+            // replaces older ones: a re-request re-sends and invalidates.
+            let pending = decided.preferences(after: state).values.filter { $0.state == .pending }.map(\.topicKey).sorted()
+            if !asked.isEmpty && !Set(pending).isDisjoint(with: asked) {
+                let (token, item) = try confirmationRequest(contact: contact, topics: pending, at: at)
+                decided.issueToken = token.record
+                decided.outbox.append(item)
+                decided.confirmationTopics = pending
+            }
+            return decided
+        }
+    }
+
+    /// Runs read -> decide -> commit, starting again from the read whenever
+    /// another writer moved the contact's chain head in between.
+    private func writeWithRetry(_ contactID: UUID, _ decide: (LedgerState) async throws -> Plan) async throws -> ChangeResult {
         var attempt = 0
         while true {
             attempt += 1
-            let state = try await store.ledgerState(contactID: request.contactID)
-            let plan = try plan(request, topics: topics, state: state, occurredAt: occurredAt, recordedAt: at, key: contactKey)
-            if plan.events.isEmpty {
-                return ChangeResult(contactID: request.contactID, events: [], unchanged: plan.unchanged,
-                                    preferences: state.preferences.values.sorted { $0.topicKey < $1.topicKey })
-            }
+            let state = try await store.ledgerState(contactID: contactID)
+            let plan = try await decide(state)
+            let preferences = plan.preferences(after: state).values.sorted { $0.topicKey < $1.topicKey }
+            let result = ChangeResult(contactID: contactID, events: plan.events, unchanged: plan.unchanged, preferences: preferences,
+                                      confirmationRequestedFor: plan.confirmationTopics)
+            if plan.isEmpty { return result }
             do {
-                try await store.commit(LedgerCommit(contactID: request.contactID, expectedHead: state.head,
-                                                    events: plan.events, preferences: plan.changedPreferences))
-                var merged = state.preferences
-                for p in plan.changedPreferences { merged[p.topicKey] = p }
-                return ChangeResult(contactID: request.contactID, events: plan.events, unchanged: plan.unchanged,
-                                    preferences: merged.values.sorted { $0.topicKey < $1.topicKey })
+                try await store.commit(LedgerCommit(contactID: contactID, expectedHead: state.head, events: plan.events,
+                                                    preferences: plan.changedPreferences, outbox: plan.outbox,
+                                                    issueToken: plan.issueToken, consumeToken: plan.consumeToken))
+                return result
             } catch StoreError.concurrentModification {
-                if attempt >= maxAttempts { throw DomainError.contention(contactID: request.contactID) }
+                if attempt >= maxAttempts { throw DomainError.contention(contactID: contactID) }
                 // Back off a little, with jitter, so that competing writers interleave.
                 let micros = UInt64.random(in: 0...UInt64(min(attempt, 20) * 500))
                 try await Task.sleep(nanoseconds: micros * 1_000)
             }
         }
+    }
+
+    private func contactKey(_ contactID: UUID) async throws -> ContactKey {
+        guard let wrapped = try await store.wrappedKey(contactID: contactID) else {
+            throw DomainError.invalid(field: "contact", "this contact has been erased; its preferences cannot change")
+        }
+        return try masterKey.unwrap(wrapped, contactID: contactID)
+    }
+
+    /// A new confirmation link for `topics` and the email that carries it.
+    private func confirmationRequest(contact: Contact, topics: [String], at: Date) throws -> (token: (text: String, record: ConfirmationToken), item: OutboxItem) {
+        let text = randomToken(bytes: 32)
+        let record = ConfirmationToken(hash: ConfirmationToken.hash(text), contactID: contact.id, topics: topics, createdAt: at,
+                                       expiresAt: at.addingTimeInterval(confirmationLifetime))
+        let email = ConfirmationEmail(contactID: contact.id, to: contact.email.value, name: contact.name, locale: contact.locale,
+                                      token: text, topics: topics, expiresAt: record.expiresAt)
+        let id = environment.newID()
+        let payload = try masterKey.seal(JSONEncoder.sortedISO.encode(email), context: id)
+        let item = OutboxItem(id: id, contactID: contact.id, kind: ConfirmationEmail.kind, payload: payload, nextAttemptAt: at, createdAt: at)
+        return ((text, record), item)
+    }
+
+    /// What a confirmation link can do now.
+    public enum LinkStatus: Sendable, Equatable {
+        case valid(ConfirmationToken)
+        case unknown
+        case expired
+        case superseded
+        case used
+    }
+
+    public func linkStatus(token: String) async throws -> LinkStatus {
+        guard let record = try await store.confirmationToken(hash: ConfirmationToken.hash(token)) else { return .unknown }
+        if record.supersededAt != nil { return .superseded }
+        if record.isUsedUp { return .used }
+        if record.expiresAt <= now { return .expired }
+        return .valid(record)
+    }
+
+    /// Confirms pending topics through an emailed link (all of its remaining
+    /// topics, or the chosen ones), recording `confirmed` with source
+    /// `email_link` and the click's evidence. A link that is unknown, expired,
+    /// superseded or used up changes nothing and says which.
+    public func confirm(token: String, topics chosen: [String]? = nil, ipAddress: String?, userAgent: String?) async throws -> (LinkStatus, ChangeResult?) {
+        let hash = ConfirmationToken.hash(token)
+        let evidence = Evidence(personal: PersonalEvidence(ipAddress: ipAddress, userAgent: userAgent.map { String($0.prefix(Limits.userAgentLength)) }))
+        try evidence.validate(source: .emailLink, channel: nil)
+        let status = try await linkStatus(token: token)
+        guard case .valid(let record) = status else { return (status, nil) }
+        if let chosen {
+            let unknown = chosen.filter { !record.remainingTopics.contains($0) }
+            if !unknown.isEmpty || chosen.isEmpty {
+                throw DomainError.invalid(field: "topics", "choose among the link's remaining topics: \(record.remainingTopics.joined(separator: ", "))")
+            }
+        }
+        let contactKey = try await contactKey(record.contactID)
+        let at = now
+        var outcome: LinkStatus = status
+        let result = try await writeWithRetry(record.contactID) { state in
+            // Read the link again on every attempt: a concurrent click may have used it.
+            let current = try await linkStatus(token: token)
+            guard case .valid(let fresh) = current else {
+                outcome = current
+                return Plan()
+            }
+            outcome = current
+            let selection = (chosen ?? fresh.remainingTopics).filter { fresh.remainingTopics.contains($0) }
+            var topics: [String: Topic] = [:]
+            var changes: [TopicChange] = []
+            var skipped: [ChangeResult.Unchanged] = []
+            for key in selection {
+                guard let topic = try await store.topic(key: key) else { continue }
+                let state = state.preferences[key]?.effectiveState(at: at) ?? .none
+                if state == .pending && topic.isActive {
+                    topics[key] = topic
+                    changes.append(TopicChange(topicKey: key, intent: .confirm))
+                } else {
+                    skipped.append(.init(topicKey: key, state: state, reason: topic.isActive ? "no longer pending (\(state.rawValue))" : "topic retired"))
+                }
+            }
+            var decided = Plan()
+            if !changes.isEmpty {
+                decided = try plan(ChangeRequest(contactID: record.contactID, changes: changes, source: .emailLink, actor: Actor(kind: .subject, id: nil),
+                                              evidence: evidence, changesField: "topics"),
+                                topics: topics, state: state, occurredAt: at, recordedAt: at, key: contactKey)
+            }
+            decided.unchanged += skipped
+            decided.consumeToken = (hash, selection)
+            return decided
+        }
+        if case .valid = outcome { return (.valid(record), result) }
+        return (outcome, nil)
     }
 
     private func validate(_ request: ChangeRequest, occurredAt: Date, now: Date) throws {
@@ -325,10 +492,22 @@ public struct Ledger: Sendable {
         return topics
     }
 
-    private struct Plan {
+    struct Plan {
         var events: [ConsentEvent] = []
         var changedPreferences: [Preference] = []
         var unchanged: [ChangeResult.Unchanged] = []
+        var outbox: [OutboxItem] = []
+        var issueToken: ConfirmationToken?
+        var consumeToken: (hash: Data, topics: [String])?
+        var confirmationTopics: [String] = []
+
+        var isEmpty: Bool { events.isEmpty && outbox.isEmpty && issueToken == nil && consumeToken == nil }
+
+        func preferences(after state: LedgerState) -> [String: Preference] {
+            var merged = state.preferences
+            for p in changedPreferences { merged[p.topicKey] = p }
+            return merged
+        }
     }
 
     private func plan(_ request: ChangeRequest, topics: [String: Topic], state: LedgerState, occurredAt: Date,

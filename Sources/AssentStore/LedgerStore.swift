@@ -29,12 +29,22 @@ public struct LedgerCommit: Sendable {
     public var expectedHead: ChainHead
     public var events: [ConsentEvent]
     public var preferences: [Preference]
+    /// Work to enqueue with the events (emails).
+    public var outbox: [OutboxItem]
+    /// A new confirmation link; the contact's other open links are superseded.
+    public var issueToken: ConfirmationToken?
+    /// Topics confirmed through an existing link (by its hash).
+    public var consumeToken: (hash: Data, topics: [String])?
 
-    public init(contactID: UUID, expectedHead: ChainHead, events: [ConsentEvent], preferences: [Preference]) {
+    public init(contactID: UUID, expectedHead: ChainHead, events: [ConsentEvent], preferences: [Preference],
+                outbox: [OutboxItem] = [], issueToken: ConfirmationToken? = nil, consumeToken: (hash: Data, topics: [String])? = nil) {
         self.contactID = contactID
         self.expectedHead = expectedHead
         self.events = events
         self.preferences = preferences
+        self.outbox = outbox
+        self.issueToken = issueToken
+        self.consumeToken = consumeToken
     }
 
     public var newHead: ChainHead {
@@ -137,6 +147,20 @@ public protocol LedgerStore: Sendable {
     /// Streams every contact's chain (events in order, head, projection),
     /// one contact at a time, without loading the whole ledger.
     func scanChains(_ body: @Sendable (ChainSnapshot) throws -> Void) async throws
+
+    // MARK: Double opt-in and outbox
+    func confirmationToken(hash: Data) async throws -> ConfirmationToken?
+    /// Claims up to `limit` due pending items for `lease` seconds and counts an
+    /// attempt on each. Concurrent workers (other processes too) never get the same item.
+    func claimOutbox(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxItem]
+    /// Marks an item sent and replaces its payload (secrets scrubbed).
+    func completeOutbox(id: UUID, at: Date, payload: Data) async throws
+    /// Records a failed attempt: pending again at `retryAt`, or dead when nil.
+    func failOutbox(id: UUID, error: String, retryAt: Date?) async throws
+    /// Items newest first, optionally of one status.
+    func outboxItems(status: OutboxItem.Status?, limit: Int) async throws -> [OutboxItem]
+    /// Makes dead items (one, or all when nil) pending again, due now; returns how many.
+    func retryOutbox(id: UUID?, now: Date) async throws -> Int
 
     // MARK: API keys
     func insertAPIKey(_ key: APIKey) async throws

@@ -12,6 +12,9 @@ public actor MemoryStore: LedgerStore {
     private var heads: [UUID: ChainHead] = [:]
     private var preferencesByContact: [UUID: [String: Preference]] = [:]
     private var apiKeysByID: [String: APIKey] = [:]
+    private var outbox: [UUID: OutboxItem] = [:]
+    private var claimedUntil: [UUID: Date] = [:]
+    private var tokens: [Data: ConfirmationToken] = [:]
     private var idempotency: [String: (hash: Data, response: StoredResponse?, at: Date)] = [:]
 
     public init() {}
@@ -102,9 +105,72 @@ public actor MemoryStore: LedgerStore {
     public func commit(_ commit: LedgerCommit) async throws {
         let current = heads[commit.contactID] ?? .empty(commit.contactID)
         guard current == commit.expectedHead else { throw StoreError.concurrentModification(contactID: commit.contactID) }
+        if let consume = commit.consumeToken {
+            guard var token = tokens[consume.hash] else { throw StoreError.notFound(what: "confirmation link", id: "") }
+            token.confirmedTopics += consume.topics.filter { !token.confirmedTopics.contains($0) }
+            tokens[consume.hash] = token
+        }
         eventsByContact[commit.contactID, default: []].append(contentsOf: commit.events)
         for p in commit.preferences { preferencesByContact[commit.contactID, default: [:]][p.topicKey] = p }
         heads[commit.contactID] = commit.newHead
+        if let issued = commit.issueToken {
+            for (hash, token) in tokens where token.contactID == issued.contactID && token.supersededAt == nil {
+                tokens[hash]?.supersededAt = issued.createdAt
+            }
+            tokens[issued.hash] = issued
+        }
+        for item in commit.outbox { outbox[item.id] = item }
+    }
+
+    // MARK: Double opt-in and outbox
+
+    public func confirmationToken(hash: Data) async throws -> ConfirmationToken? { tokens[hash] }
+
+    public func claimOutbox(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxItem] {
+        let due = outbox.values
+            .filter { $0.status == .pending && $0.nextAttemptAt <= now && (claimedUntil[$0.id].map { $0 < now } ?? true) }
+            .sorted { ($0.nextAttemptAt, $0.createdAt) < ($1.nextAttemptAt, $1.createdAt) }
+            .prefix(limit)
+        return due.map { item in
+            var claimed = item
+            claimed.attempts += 1
+            outbox[item.id] = claimed
+            claimedUntil[item.id] = now.addingTimeInterval(lease)
+            return claimed
+        }
+    }
+
+    public func completeOutbox(id: UUID, at: Date, payload: Data) async throws {
+        outbox[id]?.status = .sent
+        outbox[id]?.sentAt = at
+        outbox[id]?.payload = payload
+        outbox[id]?.lastError = nil
+        claimedUntil[id] = nil
+    }
+
+    public func failOutbox(id: UUID, error: String, retryAt: Date?) async throws {
+        outbox[id]?.lastError = error
+        if let retryAt {
+            outbox[id]?.nextAttemptAt = retryAt
+        } else {
+            outbox[id]?.status = .dead
+        }
+        claimedUntil[id] = nil
+    }
+
+    public func outboxItems(status: OutboxItem.Status?, limit: Int) async throws -> [OutboxItem] {
+        Array(outbox.values.filter { status == nil || $0.status == status }.sorted { ($0.createdAt, $0.id.uuidString) > ($1.createdAt, $1.id.uuidString) }.prefix(limit))
+    }
+
+    public func retryOutbox(id: UUID?, now: Date) async throws -> Int {
+        var count = 0
+        for (key, item) in outbox where item.status == .dead && (id == nil || id == key) {
+            outbox[key]?.status = .pending
+            outbox[key]?.attempts = 0
+            outbox[key]?.nextAttemptAt = now
+            count += 1
+        }
+        return count
     }
 
     public func preferences(contactID: UUID) async throws -> [Preference] {
