@@ -20,6 +20,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // Pure domain: types, state machine, canonical encoding, hashing, sealing.
@@ -52,6 +55,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Email: MIME messages, Mustache templates, file and SMTP transports, the outbox worker.
+        .target(
+            name: "AssentMail",
+            dependencies: [
+                "AssentCore", "AssentStore",
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.copy("Templates")],
+            swiftSettings: swiftSettings
+        ),
         // What tests share: a factory for every store, throwaway PostgreSQL databases.
         .target(
             name: "AssentTestSupport",
@@ -67,18 +85,20 @@ let package = Package(
         .target(
             name: "AssentServer",
             dependencies: [
-                "AssentCore", "AssentStore", "AssentSQLite",
+                "AssentCore", "AssentStore", "AssentSQLite", "AssentMail",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            resources: [.copy("Resources/openapi.json")],
+            resources: [.copy("Resources/openapi.json"), .copy("Resources/pages"), .copy("Resources/assent.css")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "assent",
             dependencies: [
-                "AssentCore", "AssentStore", "AssentSQLite", "AssentPostgres", "AssentServer",
+                "AssentCore", "AssentStore", "AssentSQLite", "AssentPostgres", "AssentServer", "AssentMail",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -88,6 +108,11 @@ let package = Package(
         ),
         .testTarget(name: "AssentCoreTests", dependencies: ["AssentCore"], swiftSettings: swiftSettings),
         .testTarget(
+            name: "AssentMailTests",
+            dependencies: ["AssentMail", "AssentStore", "AssentCore", "AssentTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "AssentStoreTests",
             dependencies: ["AssentCore", "AssentStore", "AssentSQLite", "AssentPostgres", "AssentTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
@@ -95,7 +120,7 @@ let package = Package(
         .testTarget(
             name: "AssentServerTests",
             dependencies: [
-                "AssentServer", "AssentSQLite", "AssentTestSupport",
+                "AssentServer", "AssentSQLite", "AssentTestSupport", "AssentMail",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings

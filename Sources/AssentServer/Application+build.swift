@@ -5,6 +5,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import ServiceLifecycle
 
 /// Where and how the server listens.
 public struct ServerConfiguration: Sendable {
@@ -27,7 +28,7 @@ public func openAPIDocument() throws -> Data {
 
 /// Builds the router: every route of the table, behind problem rendering,
 /// API-key authentication with scopes, and idempotent replay of writes.
-public func buildRouter(ledger: Ledger) throws -> Router<AssentRequestContext> {
+public func buildRouter(ledger: Ledger) async throws -> Router<AssentRequestContext> {
     let router = Router(context: AssentRequestContext.self)
     router.add(middleware: ProblemMiddleware())
     let api = API(ledger: ledger, openAPIDocument: try openAPIDocument())
@@ -38,18 +39,30 @@ public func buildRouter(ledger: Ledger) throws -> Router<AssentRequestContext> {
             try await gate.handle(route, request, context).response
         }
     }
+    // Pages people open from emails (not part of the JSON API).
+    let confirmation = try await ConfirmationPages(ledger: ledger)
+    router.get("/confirm/{token}") { request, context in try await confirmation.show(request, context) }
+    router.post("/confirm/{token}") { request, context in try await confirmation.confirm(request, context) }
+    let stylesheet = try Data(contentsOf: Bundle.module.url(forResource: "assent", withExtension: "css")!)
+    router.get("/assets/assent.css") { _, _ in
+        var headers = HTTPFields()
+        headers[.contentType] = "text/css; charset=utf-8"
+        headers[.cacheControl] = "public, max-age=3600"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: stylesheet)))
+    }
     return router
 }
 
 /// The whole application, every dependency a parameter (STYLE.md #1).
 public func buildApplication(
-    configuration: ServerConfiguration, ledger: Ledger, logger: Logger,
+    configuration: ServerConfiguration, ledger: Ledger, services: [any Service] = [], logger: Logger,
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
-) throws -> some ApplicationProtocol {
-    let router = try buildRouter(ledger: ledger)
+) async throws -> some ApplicationProtocol {
+    let router = try await buildRouter(ledger: ledger)
     return Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "Assent"),
+        services: services,
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )

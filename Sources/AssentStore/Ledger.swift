@@ -124,6 +124,16 @@ public struct ConfirmationEmail: Codable, Sendable, Equatable {
     public var topics: [String]
     public var expiresAt: Date
 
+    public init(contactID: UUID, to: String, name: String?, locale: String?, token: String, topics: [String], expiresAt: Date) {
+        self.contactID = contactID
+        self.to = to
+        self.name = name
+        self.locale = locale
+        self.token = token
+        self.topics = topics
+        self.expiresAt = expiresAt
+    }
+
     /// Opens an outbox item's sealed payload.
     public static func open(_ item: OutboxItem, masterKey: MasterKey) throws -> ConfirmationEmail {
         try JSONDecoder.iso.decode(ConfirmationEmail.self, from: masterKey.open(item.payload, context: item.id))

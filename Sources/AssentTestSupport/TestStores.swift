@@ -151,3 +151,14 @@ public func dropImmutabilityTriggers(_ store: any LedgerStore) async throws {
         try await tamper(store, "DROP TRIGGER consent_events_immutable ON consent_events")
     }
 }
+
+/// A settable clock for tests.
+public final class TestClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Date
+    public init(_ start: Date) { value = start }
+    public var now: Date {
+        get { lock.withLock { value } }
+        set { lock.withLock { value = newValue } }
+    }
+}

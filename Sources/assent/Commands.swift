@@ -1,4 +1,5 @@
 import AssentCore
+import AssentMail
 import AssentServer
 import AssentSQLite
 import AssentStore
@@ -11,6 +12,7 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the HTTP API (migrates the database first).")
 
     @OptionGroup var store: StoreOptions
+    @OptionGroup var mail: MailOptions
 
     @Option(help: ArgumentHelp("Address to listen on (env ASSENT_HOST).", valueName: "host"))
     var host: String = ProcessInfo.processInfo.environment["ASSENT_HOST"] ?? "127.0.0.1"
@@ -29,7 +31,8 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "assent")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        let ledger = try await reportingErrors { try await store.openLedger() }
+        var ledger = try await reportingErrors { try await store.openLedger() }
+        ledger.confirmationLifetime = TimeInterval(mail.confirmationDays) * 86_400
         let database = try store.databaseDescription()
         if try await ledger.store.apiKeys().isEmpty {
             let (key, token) = APIKey.generate(name: "initial admin", scope: .admin, now: Date().truncatedToMilliseconds)
@@ -44,8 +47,21 @@ struct Serve: AsyncParsableCommand {
                 """)
         }
         let host = self.host
-        let app = try buildApplication(configuration: .init(host: host, port: port), ledger: ledger, logger: logger) { port in
-            emit("Assent is serving the API on http://\(host):\(port)/api/v1 (\(database)); press Ctrl-C to stop.")
+        // With --port 0 the real port is known only once listening; links need it.
+        let publicURL = PublicURL(mail.publicURL.isEmpty ? nil : mail.publicURL)
+        let templates: MailTemplates
+        do {
+            templates = try await MailTemplates(overrides: mail.templates.isEmpty ? nil : mail.templates)
+        } catch {
+            throw ValidationError("--templates: \(error)")
+        }
+        let transport = try mail.transport(logger: logger)
+        let composer = MailComposer(templates: templates, settings: MailSettings(from: MailAddress(parsing: mail.mailFrom), organisation: mail.organisation,
+                                                                                 publicURL: { publicURL.value }), store: ledger.store)
+        let worker = OutboxWorker(store: ledger.store, masterKey: ledger.masterKey, transport: transport, composer: composer, logger: logger)
+        let app = try await buildApplication(configuration: .init(host: host, port: port), ledger: ledger, services: [worker], logger: logger) { port in
+            publicURL.setDefault("http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)")
+            emit("Assent is serving the API on http://\(host):\(port)/api/v1 (\(database)); emails: \(transport.summary); press Ctrl-C to stop.")
         }
         try await app.runService()
     }
@@ -258,6 +274,57 @@ struct Verify: AsyncParsableCommand {
         } else {
             print("FAILED: \(report.breaks.count) of \(report.contacts) contacts have a broken chain (\(report.events) events read)")
             throw ExitCode(2)
+        }
+    }
+}
+
+struct Outbox: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "See and retry queued emails.", subcommands: [List.self, Retry.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List outbox items, newest first.")
+        @OptionGroup var store: StoreOptions
+        @Option(help: "Only items with this status: pending, sent or dead.") var status: String?
+        @Option(help: "How many to show.") var limit: Int = 50
+
+        func validate() throws {
+            if let status, OutboxItem.Status(rawValue: status) == nil { throw ValidationError("--status: '\(status)' must be pending, sent or dead") }
+            guard (1...10_000).contains(limit) else { throw ValidationError("--limit: must be from 1 to 10000") }
+        }
+
+        func run() async throws {
+            let ledger = try await store.openLedger()
+            let items = try await ledger.store.outboxItems(status: status.flatMap(OutboxItem.Status.init(rawValue:)), limit: limit)
+            if items.isEmpty { print("the outbox is empty\(status.map { " (no \($0) items)" } ?? "")") }
+            for item in items {
+                var line = "\(item.id.uuidString.lowercased())  \(item.status.rawValue)  \(item.kind)  created \(item.createdAt.display)  attempts \(item.attempts)"
+                switch item.status {
+                case .pending: line += "  next \(item.nextAttemptAt.display)"
+                case .sent: line += item.sentAt.map { "  sent \($0.display)" } ?? ""
+                case .dead: break
+                }
+                if let error = item.lastError { line += "  last error: \(error)" }
+                print(line)
+            }
+        }
+    }
+
+    struct Retry: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Send dead items again (one by id, or all with --all).")
+        @OptionGroup var store: StoreOptions
+        @Argument(help: "The item's id.") var id: String?
+        @Flag(help: "Retry every dead item.") var all = false
+
+        func validate() throws {
+            guard (id != nil) != all else { throw ValidationError("give an item id or --all") }
+            if let id, UUID(uuidString: id) == nil { throw ValidationError("'\(id)' is not an outbox item id") }
+        }
+
+        func run() async throws {
+            let ledger = try await store.openLedger()
+            let count = try await ledger.store.retryOutbox(id: id.flatMap(UUID.init(uuidString:)), now: Date())
+            if count == 0 && id != nil { throw ValidationError("no dead outbox item with id \(id!)") }
+            print("\(count) item\(count == 1 ? "" : "s") will be sent again by the running server")
         }
     }
 }

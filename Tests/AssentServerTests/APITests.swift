@@ -349,3 +349,64 @@ import Testing
         }
     }
 }
+
+@Suite struct ConfirmationPageTests {
+    /// Makes a pending double opt-in and returns the emailed link's path.
+    func pendingLink(_ api: APIHarness, topics: [String] = ["events"]) async throws -> (contact: String, path: String) {
+        for topic in topics {
+            let r = try await api.send(.post, "/api/v1/topics", json: ["key": topic, "title": topic.capitalized, "requiresDoubleOptIn": true, "notice": "About \(topic)."])
+            #expect(r.status == .created)
+        }
+        let id = try await api.createContact("jo@example.com")
+        let put = try await api.send(.put, "/api/v1/contacts/\(id)/preferences",
+                                     json: ["source": "form", "preferences": topics.map { ["topic": $0, "granted": true] }])
+        #expect(put.items.isEmpty && (put.json["recorded"] as? [[String: Any]])?.allSatisfy { $0["to"] as? String == "pending" } == true)
+        let item = try #require(try await api.ledger.store.outboxItems(status: .pending, limit: 1).first)
+        let email = try ConfirmationEmail.open(item, masterKey: api.ledger.masterKey)
+        return (id, "/confirm/\(email.token)")
+    }
+
+    func page(_ api: APIHarness, _ method: HTTPRequest.Method, _ path: String, form: String? = nil) async throws -> (HTTPResponse.Status, HTTPFields, String) {
+        var headers: HTTPFields = [:]
+        if form != nil { headers[.contentType] = "application/x-www-form-urlencoded" }
+        let r = try await api.client.executeRequest(uri: path, method: method, headers: headers, body: form.map { ByteBuffer(string: $0) })
+        return (r.status, r.headers, String(buffer: r.body))
+    }
+
+    @Test(arguments: StoreKind.available)
+    func getShowsAButtonAndChangesNothingPostConfirms(_ kind: StoreKind) async throws {
+        try await withAPI(kind) { api in
+            let (id, path) = try await pendingLink(api, topics: ["events", "news"])
+            let (status, headers, html) = try await page(api, .get, path)
+            #expect(status == .ok && html.contains("<form method=\"post\" action=\"\(path)\">") && html.contains("About events."))
+            #expect(headers[.contentSecurityPolicy]?.contains("default-src 'none'") == true && headers.contains { $0.name.canonicalName == "referrer-policy" && $0.value == "no-referrer" })
+            #expect(try await api.send(.get, "/api/v1/check?email=jo%40example.com&topic=events").json["reason"] as? String == "pending")
+            // One by one: confirm news only.
+            let (one, _, thanks) = try await page(api, .post, path, form: "topic=news&scope=selected")
+            #expect(one == .ok && thanks.contains("Thank you") && thanks.contains("News") && thanks.contains("Still waiting"))
+            #expect(try await api.send(.get, "/api/v1/check?email=jo%40example.com&topic=news").json["allowed"] as? Bool == true)
+            #expect(try await api.send(.get, "/api/v1/check?email=jo%40example.com&topic=events").json["reason"] as? String == "pending")
+            let (rest, _, _) = try await page(api, .post, path, form: "topic=events&scope=selected")
+            #expect(rest == .ok)
+            let timeline = try await api.send(.get, "/api/v1/contacts/\(id)/timeline").items
+            #expect(timeline.prefix(2).allSatisfy { $0["source"] as? String == "email_link" && $0["action"] as? String == "confirmed" })
+            // Reuse changes nothing and says so.
+            let (again, _, used) = try await page(api, .post, path, form: "topic=events&scope=selected")
+            #expect(again == .gone && used.contains("Already confirmed"))
+            #expect(try await api.send(.get, "/api/v1/contacts/\(id)/timeline").items.count == 4)
+        }
+    }
+
+    @Test func unknownAndEmptySelectionsAreClearPages() async throws {
+        try await withAPI { api in
+            let (_, path) = try await pendingLink(api)
+            let (none, _, noneHTML) = try await page(api, .post, path, form: "scope=selected")
+            #expect(none == .unprocessableContent && noneHTML.contains("Please choose at least one topic."))
+            let (unknown, _, unknownHTML) = try await page(api, .get, "/confirm/not-a-real-token")
+            #expect(unknown == .notFound && unknownHTML.contains("This link is not valid"))
+            let (bogusPost, _, _) = try await page(api, .post, "/confirm/not-a-real-token", form: "topic=events")
+            #expect(bogusPost == .notFound)
+            #expect(try await api.send(.get, "/api/v1/check?email=jo%40example.com&topic=events").json["reason"] as? String == "pending")
+        }
+    }
+}

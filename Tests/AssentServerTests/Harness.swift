@@ -69,7 +69,7 @@ func withAPI(_ backend: StoreKind = .memory, _ body: @Sendable (APIHarness) asyn
     let ledger = Ledger(store: store, masterKey: .generate())
     let (key, token) = APIKey.generate(name: "admin", scope: .admin, now: Date())
     try await store.insertAPIKey(key)
-    let app = Application(router: try buildRouter(ledger: ledger))
+    let app = Application(router: try await buildRouter(ledger: ledger))
     try await app.test(.router) { client in
         try await body(APIHarness(client: client, ledger: ledger, adminToken: token))
     }

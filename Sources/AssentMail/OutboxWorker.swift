@@ -1,0 +1,137 @@
+import AssentCore
+import AssentStore
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// Everything the worker needs to turn outbox items into emails.
+public struct MailSettings: Sendable {
+    /// The sender, e.g. `Example Ltd <privacy@example.com>`.
+    public var from: MailAddress
+    /// The organisation's name as people know it.
+    public var organisation: String
+    /// Where people reach this server, for links in emails; read at send time
+    /// (a server started on port 0 learns its port only once listening).
+    public var publicURL: @Sendable () -> String
+
+    public init(from: MailAddress, organisation: String, publicURL: @escaping @Sendable () -> String) {
+        self.from = from
+        self.organisation = organisation
+        self.publicURL = publicURL
+    }
+}
+
+/// Builds the emails for outbox items from templates and the ledger.
+public struct MailComposer: Sendable {
+    public let templates: MailTemplates
+    public let settings: MailSettings
+    let store: any LedgerStore
+
+    public init(templates: MailTemplates, settings: MailSettings, store: any LedgerStore) {
+        self.templates = templates
+        self.settings = settings
+        self.store = store
+    }
+
+    public func confirmationLink(token: String) -> String {
+        let base = settings.publicURL()
+        return (base.hasSuffix("/") ? String(base.dropLast()) : base) + "/confirm/\(token)"
+    }
+
+    public func confirmation(_ email: ConfirmationEmail, messageID: String, date: Date) async throws -> MailMessage {
+        let locale = templates.locale(for: email.locale)
+        var topics: [[String: Any]] = []
+        for key in email.topics {
+            guard let topic = try await store.topic(key: key) else { continue }
+            let notice = try await store.notice(topicKey: key, version: topic.currentNoticeVersion)
+            topics.append(["title": topic.title, "notice": notice?.text ?? ""])
+        }
+        let expires = email.expiresAt.formatted(Date.FormatStyle(date: .long, time: .shortened, locale: Locale(identifier: locale),
+                                                                  timeZone: TimeZone(identifier: "UTC")!)) + " UTC"
+        var model: [String: Any] = ["organisation": settings.organisation, "topics": topics, "link": confirmationLink(token: email.token),
+                                    "expires": expires]
+        if let name = email.name { model["name"] = name }
+        return MailMessage(
+            from: settings.from, to: MailAddress(email.to, name: email.name),
+            subject: try templates.render("confirmation", part: "subject", locale: locale, model: model).trimmingCharacters(in: .whitespacesAndNewlines),
+            text: try templates.render("confirmation", part: "text", locale: locale, model: model),
+            html: try templates.render("confirmation", part: "html", locale: locale, model: model),
+            messageID: messageID, date: date)
+    }
+}
+
+/// Drains the outbox: claims due items, sends them, and records the outcome.
+/// Runs in every `assent serve`; several instances share the work safely
+/// (claims are exclusive and leased). A failed send is retried on the
+/// schedule of `OutboxItem.retryDelay`, then left dead for `assent outbox retry`.
+public struct OutboxWorker: Service {
+    let store: any LedgerStore
+    let masterKey: MasterKey
+    let transport: any MailTransport
+    let composer: MailComposer
+    let now: @Sendable () -> Date
+    let logger: Logger
+    public var pollInterval: Duration = .seconds(1)
+    public var batchSize = 20
+
+    public init(store: any LedgerStore, masterKey: MasterKey, transport: any MailTransport, composer: MailComposer,
+                now: @escaping @Sendable () -> Date = { Date() }, logger: Logger = Logger(label: "assent.outbox")) {
+        self.store = store
+        self.masterKey = masterKey
+        self.transport = transport
+        self.composer = composer
+        self.now = now
+        self.logger = logger
+    }
+
+    /// Processes the items due now; returns how many it attempted.
+    @discardableResult
+    public func runOnce() async throws -> Int {
+        let at = now()
+        let items = try await store.claimOutbox(now: at, limit: batchSize, lease: OutboxItem.claimLease)
+        for item in items {
+            await process(item, at: at)
+        }
+        return items.count
+    }
+
+    private func process(_ item: OutboxItem, at: Date) async {
+        do {
+            guard item.kind == ConfirmationEmail.kind else { throw MailError.permanent("unknown outbox kind '\(item.kind)'") }
+            let email = try ConfirmationEmail.open(item, masterKey: masterKey)
+            let domain = composer.settings.from.address.split(separator: "@").last.map(String.init) ?? "assent.invalid"
+            let message = try await composer.confirmation(email, messageID: "\(item.id.uuidString.lowercased())@\(domain)", date: at)
+            try await transport.send(message)
+            try await store.completeOutbox(id: item.id, at: now(), payload: email.scrubbed(masterKey: masterKey, itemID: item.id))
+            logger.info("sent \(item.kind) \(item.id) to contact \(item.contactID?.uuidString.lowercased() ?? "-")")
+        } catch {
+            let permanent: Bool = if case MailError.permanent = error { true } else { false }
+            let retryAt = permanent ? nil : OutboxItem.retryDelay(afterAttempt: item.attempts).map { at.addingTimeInterval($0) }
+            let reason = String(describing: error).prefix(1_000)
+            logger.warning("\(item.kind) \(item.id) attempt \(item.attempts) failed: \(reason)\(retryAt == nil ? "; giving up (dead)" : "")")
+            do {
+                try await store.failOutbox(id: item.id, error: String(reason), retryAt: retryAt)
+            } catch {
+                // The lease runs out and another attempt will claim it.
+                logger.error("could not record the failure of \(item.id): \(error)")
+            }
+        }
+    }
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let processed: Int
+                do {
+                    processed = try await runOnce()
+                } catch {
+                    logger.error("outbox poll failed: \(error)")
+                    processed = 0
+                }
+                if processed == 0 {
+                    try? await Task.sleep(for: pollInterval)
+                }
+            }
+        }
+    }
+}

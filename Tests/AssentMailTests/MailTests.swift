@@ -1,0 +1,242 @@
+import AssentCore
+@testable import AssentMail
+import AssentStore
+import AssentTestSupport
+import Foundation
+import Testing
+
+@Suite struct MIMETests {
+    @Test func messagesAreMultipartUTF8WithIdAndDate() throws {
+        var message = MailMessage(from: MailAddress("privacy@example.com", name: "Example, Ltd"), to: MailAddress("jo@example.com", name: "Jo Müller"),
+                                  subject: "Bitte bestätigen Sie Ihr Abonnement", text: "Hallo\n.\nZeile", html: "<p>Hallo</p>",
+                                  messageID: "abc@example.com", date: Date(timeIntervalSince1970: 1_795_000_000))
+        message.headers = [("List-Unsubscribe", "<https://example.com/u>"), ("Bad Header", "x")]
+        let raw = String(decoding: message.rendered(boundary: "b1"), as: UTF8.self)
+        #expect(raw.contains("From: \"Example, Ltd\" <privacy@example.com>\r\n"))
+        #expect(raw.contains("To: =?UTF-8?B?"))
+        #expect(raw.contains("Subject: =?UTF-8?B?"))
+        #expect(!raw.contains("bestätigen"), "non-ASCII never appears raw")
+        #expect(raw.contains("Message-ID: <abc@example.com>\r\n"))
+        #expect(raw.contains("Date: Wed, 18 Nov 2026 "))
+        #expect(raw.contains("Content-Type: multipart/alternative; boundary=\"b1\""))
+        #expect(raw.contains("List-Unsubscribe: <https://example.com/u>"))
+        #expect(!raw.contains("Bad Header"))
+        #expect(plainTextPart(of: raw) == "Hallo\r\n.\r\nZeile")
+        #expect(raw.allSatisfy { $0.isASCII })
+        // Subject words decode back to the original.
+        let subjectLine = raw.components(separatedBy: "\r\n").drop { !$0.hasPrefix("Subject:") }.prefix { !$0.hasPrefix("Date:") }.joined()
+        let decoded = subjectLine.components(separatedBy: "=?UTF-8?B?").dropFirst().compactMap { part in
+            Data(base64Encoded: String(part.prefix { $0 != "?" })).map { String(decoding: $0, as: UTF8.self) }
+        }.joined()
+        #expect(decoded == "Bitte bestätigen Sie Ihr Abonnement")
+    }
+
+    @Test func addressesParse() {
+        #expect(MailAddress(parsing: "Assent <no-reply@assent.localhost>") == MailAddress("no-reply@assent.localhost", name: "Assent"))
+        #expect(MailAddress(parsing: "a@b.com") == MailAddress("a@b.com"))
+    }
+
+    @Test func smtpURLsParseAndBadOnesAreNamed() throws {
+        let starttls = try SMTPConfiguration(url: "smtp://user%40x:p%3Ass@mail.example.com")
+        #expect(starttls.port == 587 && starttls.security == .startTLSRequired && starttls.username == "user@x" && starttls.password == "p:ss")
+        #expect(try SMTPConfiguration(url: "smtps://mail.example.com").security == .implicitTLS)
+        #expect(try SMTPConfiguration(url: "smtps://mail.example.com").port == 465)
+        #expect(try SMTPConfiguration(url: "smtp://127.0.0.1:2525?starttls=none").security == .none)
+        #expect(throws: MailError.self) { try SMTPConfiguration(url: "http://mail.example.com") }
+        #expect(throws: MailError.self) { try SMTPConfiguration(url: "smtp://mail.example.com?starttls=maybe") }
+        #expect(throws: MailError.self) { try SMTPConfiguration(url: "smtp://mail.example.com?tls=1") }
+        #expect(throws: MailError.self) { try SMTPConfiguration(url: "smtp://mail.example.com?ca=/nope.pem") }
+    }
+}
+
+@Suite struct TemplateTests {
+    func store() async throws -> (Ledger, MailComposer) {
+        let ledger = Ledger(store: MemoryStore(), masterKey: .generate())
+        _ = try await ledger.createTopic(Topic(key: "events", title: "Events <&>", createdAt: Date()), noticeText: "We send invitations.")
+        let composer = MailComposer(templates: try await MailTemplates(), settings: MailSettings(from: MailAddress("p@example.com"), organisation: "Example",
+                                                                                               publicURL: { "https://consent.example.com/" }), store: ledger.store)
+        return (ledger, composer)
+    }
+
+    func email(locale: String?) -> ConfirmationEmail {
+        ConfirmationEmail(contactID: UUID(), to: "jo@example.com", name: "Jo", locale: locale, token: "TOKEN123", topics: ["events"],
+                          expiresAt: Date(timeIntervalSince1970: 1_795_000_000))
+    }
+
+    @Test func englishAndGermanAreShippedAndLocalesFallBack() async throws {
+        let (_, composer) = try await store()
+        let en = try await composer.confirmation(email(locale: nil), messageID: "1@x", date: Date())
+        #expect(en.subject == "Please confirm your subscription to Example")
+        #expect(en.text.contains("https://consent.example.com/confirm/TOKEN123"))
+        #expect(en.text.contains("Events <&>") && en.text.contains("We send invitations."))
+        #expect(en.html.contains("Events &lt;&amp;&gt;"), "HTML is escaped")
+        let de = try await composer.confirmation(email(locale: "de-AT"), messageID: "2@x", date: Date())
+        #expect(de.subject == "Bitte bestätigen Sie Ihr Abonnement bei Example")
+        #expect(de.text.contains("Guten Tag Jo"))
+        #expect(try await composer.confirmation(email(locale: "fr"), messageID: "3@x", date: Date()).subject.hasPrefix("Please confirm"))
+    }
+
+    @Test func anOrganisationsFolderOverridesShippedTemplates() async throws {
+        let dir = try TestDirectory.make()
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("en"), withIntermediateDirectories: true)
+        try "Confirm, {{{name}}}!".write(to: dir.appendingPathComponent("en/confirmation.subject.mustache"), atomically: true, encoding: .utf8)
+        let templates = try await MailTemplates(overrides: dir.path)
+        #expect(try templates.render("confirmation", part: "subject", locale: "en", model: ["name": "Jo"]) == "Confirm, Jo!")
+        #expect(try templates.render("confirmation", part: "text", locale: "en", model: ["name": "Jo", "link": "L"]).contains("L"))
+        await #expect(throws: MailError.self) { _ = try await MailTemplates(overrides: dir.appendingPathComponent("missing").path) }
+    }
+}
+
+/// Records what it is asked to send; optionally fails.
+final class RecordingTransport: MailTransport, @unchecked Sendable {
+    private let lock = NSLock()
+    private var sent: [MailMessage] = []
+    var failure: MailError?
+    var summary: String { "recording" }
+
+    var messages: [MailMessage] { lock.withLock { sent } }
+
+    func send(_ message: MailMessage) async throws {
+        if let failure = lock.withLock({ failure }) { throw failure }
+        lock.withLock { sent.append(message) }
+    }
+
+    func fail(with error: MailError?) { lock.withLock { failure = error } }
+}
+
+@Suite struct OutboxWorkerTests {
+    struct Setup {
+        let ledger: Ledger
+        let worker: OutboxWorker
+        let transport: RecordingTransport
+        let clock: TestClock
+        let contact: Contact
+    }
+
+    func setup(_ kind: StoreKind) async throws -> Setup {
+        let clock = TestClock(Date().truncatedToMilliseconds)
+        let ledger = try await kind.makeLedger(now: { clock.now })
+        _ = try await ledger.createTopic(Topic(key: "events", title: "Events", requiresDoubleOptIn: true, createdAt: Date()), noticeText: "Invitations.")
+        let contact = try await ledger.createContact(email: EmailAddress("jo@example.com"), name: "Jo", externalID: nil, locale: nil)
+        let transport = RecordingTransport()
+        let composer = MailComposer(templates: try await MailTemplates(), settings: MailSettings(from: MailAddress("p@example.com"), organisation: "Example",
+                                                                                               publicURL: { "http://127.0.0.1:8080" }), store: ledger.store)
+        let worker = OutboxWorker(store: ledger.store, masterKey: ledger.masterKey, transport: transport, composer: composer, now: { clock.now })
+        _ = try await ledger.recordChange(ChangeRequest(contactID: contact.id, changes: [.init(topicKey: "events", intent: .optIn)], source: .form, actor: .apiKey("k")))
+        return Setup(ledger: ledger, worker: worker, transport: transport, clock: clock, contact: contact)
+    }
+
+    @Test(arguments: StoreKind.available)
+    func sendsOnceAndScrubsTheLinkFromTheOutbox(_ kind: StoreKind) async throws {
+        let s = try await setup(kind)
+        #expect(try await s.worker.runOnce() == 1)
+        #expect(try await s.worker.runOnce() == 0, "sent items are not sent again")
+        let message = try #require(s.transport.messages.first)
+        #expect(s.transport.messages.count == 1 && message.to.address == "jo@example.com")
+        let token = try #require(message.text.components(separatedBy: "/confirm/").last?.prefix { !$0.isWhitespace })
+        guard case .valid = try await s.ledger.linkStatus(token: String(token)) else { Issue.record("the emailed link must work"); return }
+        let item = try #require(try await s.ledger.store.outboxItems(status: .sent, limit: 1).first)
+        #expect(try ConfirmationEmail.open(item, masterKey: s.ledger.masterKey).token == "[sent]")
+    }
+
+    @Test(arguments: StoreKind.available)
+    func transientFailuresRetryOnScheduleAndPermanentOnesDie(_ kind: StoreKind) async throws {
+        let s = try await setup(kind)
+        s.transport.fail(with: .transient("421 busy"))
+        #expect(try await s.worker.runOnce() == 1)
+        let pending = try #require(try await s.ledger.store.outboxItems(status: .pending, limit: 1).first)
+        #expect(pending.lastError == "421 busy" && pending.nextAttemptAt == s.clock.now.addingTimeInterval(30))
+        #expect(try await s.worker.runOnce() == 0, "not due yet")
+        s.clock.now = s.clock.now.addingTimeInterval(30)
+        s.transport.fail(with: .permanent("550 mailbox unavailable"))
+        #expect(try await s.worker.runOnce() == 1)
+        let dead = try #require(try await s.ledger.store.outboxItems(status: .dead, limit: 1).first)
+        #expect(dead.lastError == "550 mailbox unavailable" && dead.attempts == 2)
+        s.transport.fail(with: nil)
+        #expect(try await s.ledger.store.retryOutbox(id: dead.id, now: s.clock.now) == 1)
+        #expect(try await s.worker.runOnce() == 1)
+        #expect(s.transport.messages.count == 1)
+    }
+
+    @Test func retriesEndInTheDeadState() {
+        #expect(OutboxItem.retryDelay(afterAttempt: 1) == 30)
+        #expect(OutboxItem.retryDelay(afterAttempt: 8) == 28_800)
+        #expect(OutboxItem.retryDelay(afterAttempt: 9) == nil)
+    }
+}
+
+@Suite(.enabled(if: SMTPTestServer.shouldRun, "needs python3 with aiosmtpd: run scripts/test, which installs it and sets ASSENT_TEST_SMTP=1"))
+struct SMTPTests {
+    func message(to: String = "jo@example.com") -> MailMessage {
+        MailMessage(from: MailAddress("privacy@example.com"), to: MailAddress(to), subject: "Grüße", text: "Hello\n.leading dot\nbye",
+                    html: "<p>Hello</p>", messageID: "\(UUID().uuidString)@example.com", date: Date())
+    }
+
+    @Test func deliversWithAuthOverPlainSMTP() async throws {
+        let server = try SMTPTestServer(user: "assent", password: "s3cret")
+        defer { server.stop() }
+        let transport = SMTPTransport(configuration: try SMTPConfiguration(url: "smtp://assent:s3cret@127.0.0.1:\(server.port)?starttls=none"))
+        try await transport.send(message())
+        let received = try await server.waitForMessages(1)
+        #expect(received.count == 1)
+        #expect(plainTextPart(of: try #require(received.first)) == "Hello\r\n.leading dot\r\nbye", "dot-stuffing is undone by the server")
+    }
+
+    @Test func wrongPasswordIsAPermanentError() async throws {
+        let server = try SMTPTestServer(user: "assent", password: "s3cret")
+        defer { server.stop() }
+        let transport = SMTPTransport(configuration: try SMTPConfiguration(url: "smtp://assent:wrong@127.0.0.1:\(server.port)?starttls=none"))
+        await #expect(throws: MailError.self) { try await transport.send(message()) }
+        #expect(server.messages().isEmpty)
+    }
+
+    @Test func upgradesWithSTARTTLSAndVerifiesTheCertificate() async throws {
+        let server = try SMTPTestServer(starttls: true, user: "assent", password: "s3cret")
+        defer { server.stop() }
+        let ca = try #require(server.certificate).path
+        let transport = SMTPTransport(configuration: try SMTPConfiguration(url: "smtp://assent:s3cret@localhost:\(server.port)?ca=\(ca)"))
+        try await transport.send(message())
+        #expect(try await server.waitForMessages(1).count == 1)
+        // Without trusting the test CA the upgrade must fail, and nothing is sent in clear text.
+        let untrusting = SMTPTransport(configuration: try SMTPConfiguration(url: "smtp://assent:s3cret@localhost:\(server.port)"))
+        await #expect(throws: (any Error).self) { try await untrusting.send(message()) }
+        #expect(server.messages().count == 1)
+    }
+
+    @Test func requiredSTARTTLSRefusesAServerWithoutIt() async throws {
+        let server = try SMTPTestServer()
+        defer { server.stop() }
+        let transport = SMTPTransport(configuration: try SMTPConfiguration(url: "smtp://127.0.0.1:\(server.port)"))
+        await #expect(throws: MailError.permanent("the SMTP server does not offer STARTTLS, which is required (use ?starttls=opportunistic to allow plain text)")) {
+            try await transport.send(message())
+        }
+        #expect(server.messages().isEmpty)
+    }
+
+    /// The server is down when the email is due: nothing is lost; once it is
+    /// back, the retry delivers.
+    @Test(arguments: StoreKind.available)
+    func anOutageLosesNothing(_ kind: StoreKind) async throws {
+        let port = try SMTPTestServer.freePort()
+        let clock = TestClock(Date().truncatedToMilliseconds)
+        let ledger = try await kind.makeLedger(now: { clock.now })
+        _ = try await ledger.createTopic(Topic(key: "events", title: "Events", requiresDoubleOptIn: true, createdAt: Date()), noticeText: "Invitations.")
+        let contact = try await ledger.createContact(email: EmailAddress("jo@example.com"), name: nil, externalID: nil, locale: nil)
+        _ = try await ledger.recordChange(ChangeRequest(contactID: contact.id, changes: [.init(topicKey: "events", intent: .optIn)], source: .form, actor: .apiKey("k")))
+        let transport = SMTPTransport(configuration: try SMTPConfiguration(url: "smtp://127.0.0.1:\(port)?starttls=none"))
+        let composer = MailComposer(templates: try await MailTemplates(), settings: MailSettings(from: MailAddress("p@example.com"), organisation: "Example",
+                                                                                               publicURL: { "http://127.0.0.1:8080" }), store: ledger.store)
+        let worker = OutboxWorker(store: ledger.store, masterKey: ledger.masterKey, transport: transport, composer: composer, now: { clock.now })
+
+        #expect(try await worker.runOnce() == 1)
+        let waiting = try #require(try await ledger.store.outboxItems(status: .pending, limit: 1).first)
+        #expect(waiting.lastError?.contains("cannot connect") == true)
+
+        let server = try SMTPTestServer(port: port)
+        defer { server.stop() }
+        clock.now = clock.now.addingTimeInterval(31)
+        #expect(try await worker.runOnce() == 1)
+        #expect(try await server.waitForMessages(1).count == 1)
+        #expect(try await ledger.store.outboxItems(status: .sent, limit: 1).count == 1)
+    }
+}
