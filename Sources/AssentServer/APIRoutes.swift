@@ -77,7 +77,7 @@ struct API: Sendable {
         let body = try await request.decodeJSON(CreateTopicBody.self, context: context)
         let topic = try await ledger.createTopic(
             Topic(key: body.key, title: body.title, description: body.description ?? "", category: body.category ?? "general",
-                  requiresDoubleOptIn: body.requiresDoubleOptIn ?? false, consentLifetimeDays: body.consentLifetimeDays, createdAt: Date()),
+                  requiresDoubleOptIn: body.requiresDoubleOptIn ?? true, consentLifetimeDays: body.consentLifetimeDays, createdAt: Date()),
             noticeText: body.notice)
         let notice = try await ledger.store.notice(topicKey: topic.key, version: 1)
         var response = try APIResponse(status: .created, json: TopicJSON(topic, notice: notice))
@@ -246,13 +246,17 @@ struct API: Sendable {
             batchID: body.batchId))
         let personal = PersonalEvidence(ipAddress: evidence?.ip, userAgent: evidence?.userAgent, note: evidence?.note)
         let recorded = result.events.map { EventJSON($0, personal: $0.sealedEvidence == nil ? nil : personal, shredded: false) }
-        let message = result.events.isEmpty
+        var message = result.events.isEmpty
             ? "nothing changed: " + result.unchanged.map { "\($0.topicKey) \($0.reason)" }.joined(separator: "; ")
             : "recorded \(result.events.count) change\(result.events.count == 1 ? "" : "s")"
+        if !result.confirmationRequestedFor.isEmpty {
+            message += "; a confirmation email was queued for " + result.confirmationRequestedFor.joined(separator: ", ")
+        }
         return try APIResponse(json: ChangeResultJSON(
             contactId: id.uuidString.lowercased(), recorded: recorded,
             unchanged: result.unchanged.map { UnchangedJSON(topic: $0.topicKey, state: $0.state.rawValue, reason: $0.reason) },
-            message: message, preferences: try await preferenceGrid(result.preferences)))
+            message: message, preferences: try await preferenceGrid(result.preferences),
+            confirmationRequestedFor: result.confirmationRequestedFor))
     }
 
     func timeline(_ request: Request, _ context: AssentRequestContext) async throws -> APIResponse {

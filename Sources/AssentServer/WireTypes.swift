@@ -335,6 +335,8 @@ struct ChangeResultJSON: Encodable {
     var unchanged: [UnchangedJSON]
     var message: String
     var preferences: [PreferenceJSON]
+    /// Topics a confirmation email was queued for (double opt-in).
+    var confirmationRequestedFor: [String]
 }
 
 struct PageJSON<Item: Encodable>: Encodable {

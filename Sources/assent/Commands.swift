@@ -111,7 +111,7 @@ struct Topics: AsyncParsableCommand {
         @Option(help: "The exact statement shown when asking (notice version 1).") var notice: String
         @Option(help: "Group of topics, e.g. training or news.") var category: String = "general"
         @Option(help: "Longer description.") var description: String = ""
-        @Flag(help: "Opt-ins from forms and the portal must be confirmed by email.") var doubleOptIn = false
+        @Flag(inversion: .prefixedNo, help: "Opt-ins from forms and the portal must be confirmed by email (default on).") var doubleOptIn = true
         @Option(help: "Days a grant lasts before it expires.") var lifetimeDays: Int?
 
         func run() async throws {
