@@ -160,5 +160,16 @@ enum PostgresMigrations {
             """,
             "CREATE INDEX confirmation_tokens_contact ON confirmation_tokens (contact_id)",
         ]),
+        ("0003_signing_keys", [
+            """
+            CREATE TABLE signing_keys (
+                key_id TEXT PRIMARY KEY,
+                sealed_private_key BYTEA NOT NULL,
+                created_at BIGINT NOT NULL
+            )
+            """,
+            // Receipts are fetched by event id alone.
+            "CREATE INDEX consent_events_id ON consent_events (id)",
+        ]),
     ]
 }

@@ -666,6 +666,27 @@ public final class PostgresStore: LedgerStore {
         return rows.count
     }
 
+    // MARK: Receipts
+
+    public func signingKeys() async throws -> [SigningKeyRecord] {
+        try await rows("SELECT * FROM signing_keys ORDER BY created_at, key_id").map {
+            SigningKeyRecord(keyID: try $0["key_id"].decode(String.self), sealedPrivateKey: try $0["sealed_private_key"].decode(Data.self),
+                             createdAt: Date(millisecondsSince1970: try $0["created_at"].decode(Int64.self)))
+        }
+    }
+
+    public func insertSigningKey(_ key: SigningKeyRecord) async throws {
+        try await mapUnique(value: { _ in key.keyID }) {
+            try await client.query("""
+                INSERT INTO signing_keys (key_id, sealed_private_key, created_at) VALUES (\(key.keyID), \(key.sealedPrivateKey), \(key.createdAt.millisecondsSince1970))
+                """, logger: logger)
+        }
+    }
+
+    public func event(id: UUID) async throws -> ConsentEvent? {
+        try await rows("SELECT * FROM consent_events WHERE id = \(id)").first.map(Self.event)
+    }
+
     // MARK: API keys
 
     public func insertAPIKey(_ key: APIKey) async throws {

@@ -145,6 +145,15 @@ enum SQLiteMigrations {
                 CREATE INDEX confirmation_tokens_contact ON confirmation_tokens(contact_id);
                 """)
         }
+        migrator.registerMigration("0003_signing_keys") { db in
+            try db.execute(sql: """
+                CREATE TABLE signing_keys (
+                    key_id TEXT PRIMARY KEY NOT NULL,
+                    sealed_private_key BLOB NOT NULL,
+                    created_at INTEGER NOT NULL
+                );
+                """)
+        }
         return migrator
     }
 }

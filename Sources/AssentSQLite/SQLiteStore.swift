@@ -440,6 +440,29 @@ public final class SQLiteStore: LedgerStore {
         }
     }
 
+    // MARK: Receipts
+
+    public func signingKeys() async throws -> [SigningKeyRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM signing_keys ORDER BY created_at, key_id").map {
+                SigningKeyRecord(keyID: $0["key_id"], sealedPrivateKey: $0["sealed_private_key"], createdAt: Date(millisecondsSince1970: $0["created_at"]))
+            }
+        }
+    }
+
+    public func insertSigningKey(_ key: SigningKeyRecord) async throws {
+        try await mapUnique({
+            try await pool.write { db in
+                try db.execute(sql: "INSERT INTO signing_keys (key_id, sealed_private_key, created_at) VALUES (?, ?, ?)",
+                               arguments: [key.keyID, key.sealedPrivateKey, key.createdAt.millisecondsSince1970])
+            }
+        }, value: { _ in key.keyID })
+    }
+
+    public func event(id: UUID) async throws -> ConsentEvent? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM consent_events WHERE id = ?", arguments: [id.db]).flatMap(Self.event) }
+    }
+
     // MARK: API keys
 
     public func insertAPIKey(_ key: APIKey) async throws {

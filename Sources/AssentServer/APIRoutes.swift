@@ -23,6 +23,7 @@ struct APIRoute: Sendable {
 struct API: Sendable {
     let ledger: Ledger
     let openAPIDocument: Data
+    var issuer: ReceiptIssuer = .unconfigured
 
     var routes: [APIRoute] {
         [
@@ -47,6 +48,8 @@ struct API: Sendable {
             APIRoute(method: .put, path: "/api/v1/contacts/{id}/preferences", scope: .write) { r, c in try await setPreferences(r, c) },
             APIRoute(method: .get, path: "/api/v1/contacts/{id}/timeline", scope: .read) { r, c in try await timeline(r, c) },
             APIRoute(method: .get, path: "/api/v1/check", scope: .read) { r, _ in try await check(r) },
+            APIRoute(method: .get, path: "/api/v1/receipts/{id}", scope: .read) { _, c in try await receipt(c) },
+            APIRoute(method: .get, path: "/.well-known/jwks.json", scope: nil) { _, _ in try await jwks() },
             APIRoute(method: .get, path: "/api/v1/keys", scope: .admin) { _, _ in try await listKeys() },
             APIRoute(method: .post, path: "/api/v1/keys", scope: .admin, replayable: false) { r, c in try await createKey(r, c) },
             APIRoute(method: .delete, path: "/api/v1/keys/{id}", scope: .admin) { _, c in try await revokeKey(c) },
@@ -288,6 +291,21 @@ struct API: Sendable {
         }
         return try APIResponse(json: CheckJSON(email: email.value, topic: topicKey, allowed: result.allowed, reason: result.reason.rawValue,
                                                contactId: result.contactID?.uuidString.lowercased(), since: result.since, expiresAt: result.expiresAt))
+    }
+
+    // MARK: Receipts
+
+    func receipt(_ context: AssentRequestContext) async throws -> APIResponse {
+        let text = try context.parameters.require("id")
+        guard let id = UUID(uuidString: text) else { throw APIError.badRequest(field: "id", "'\(text.prefix(64))' is not a receipt id (an event id)") }
+        let (receipt, jws) = try await ledger.receipt(eventID: id, issuer: issuer)
+        return try APIResponse(json: ReceiptJSON(id: receipt.consentReceiptID, receipt: receipt, jws: jws))
+    }
+
+    func jwks() async throws -> APIResponse {
+        var response = try APIResponse(json: ["keys": try await ledger.receiptSigners().map(\.publicJWK)])
+        response.contentType = "application/jwk-set+json"
+        return response
     }
 
     // MARK: API keys

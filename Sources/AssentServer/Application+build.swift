@@ -28,10 +28,11 @@ public func openAPIDocument() throws -> Data {
 
 /// Builds the router: every route of the table, behind problem rendering,
 /// API-key authentication with scopes, and idempotent replay of writes.
-public func buildRouter(ledger: Ledger) async throws -> Router<AssentRequestContext> {
+public func buildRouter(ledger: Ledger, issuer: ReceiptIssuer? = nil) async throws -> Router<AssentRequestContext> {
     let router = Router(context: AssentRequestContext.self)
     router.add(middleware: ProblemMiddleware())
-    let api = API(ledger: ledger, openAPIDocument: try openAPIDocument())
+    var api = API(ledger: ledger, openAPIDocument: try openAPIDocument())
+    if let issuer { api.issuer = issuer }
     let gate = Gate(store: ledger.store)
     for route in api.routes {
         let hbPath = RouterPath(stringLiteral: route.path)
@@ -55,10 +56,10 @@ public func buildRouter(ledger: Ledger) async throws -> Router<AssentRequestCont
 
 /// The whole application, every dependency a parameter (STYLE.md #1).
 public func buildApplication(
-    configuration: ServerConfiguration, ledger: Ledger, services: [any Service] = [], logger: Logger,
+    configuration: ServerConfiguration, ledger: Ledger, issuer: ReceiptIssuer? = nil, services: [any Service] = [], logger: Logger,
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> some ApplicationProtocol {
-    let router = try await buildRouter(ledger: ledger)
+    let router = try await buildRouter(ledger: ledger, issuer: issuer)
     return Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "Assent"),

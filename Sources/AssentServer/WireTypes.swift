@@ -413,3 +413,17 @@ struct KeyJSON: Encodable {
 struct HealthJSON: Encodable {
     var status: String
 }
+
+struct ReceiptJSON: Encodable {
+    var id: String
+    var receipt: ConsentReceipt
+    /// The receipt signed as a compact JWS (EdDSA); verify with /.well-known/jwks.json.
+    var jws: String
+}
+
+extension ReceiptIssuer {
+    /// Placeholders for tests and for servers not told who they are.
+    static let unconfigured = ReceiptIssuer(
+        controller: .init(piiController: "Assent", contact: "Assent", address: "", email: "no-reply@assent.localhost", phone: "", piiControllerUrl: nil),
+        jurisdiction: "EU", policyURL: "about:blank")
+}

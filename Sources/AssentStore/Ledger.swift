@@ -564,6 +564,46 @@ public struct Ledger: Sendable {
         return plan
     }
 
+    // MARK: Receipts
+
+    /// The instance's signing key: the oldest stored one, created on first use.
+    /// Instances starting together may each create one; all are published and
+    /// the oldest signs, so they agree.
+    public func receiptSigner() async throws -> ReceiptSigner {
+        if let stored = try await store.signingKeys().first {
+            return try ReceiptSigner(keyID: stored.keyID, rawPrivateKey: masterKey.open(stored.sealedPrivateKey, context: Self.signingContext))
+        }
+        let (keyID, raw) = ReceiptSigner.generate()
+        try await store.insertSigningKey(SigningKeyRecord(keyID: keyID, sealedPrivateKey: try masterKey.seal(raw, context: Self.signingContext),
+                                                          createdAt: now))
+        return try await receiptSigner()
+    }
+
+    /// Every published signing key, for the JWK set.
+    public func receiptSigners() async throws -> [ReceiptSigner] {
+        _ = try await receiptSigner()
+        return try await store.signingKeys().map {
+            try ReceiptSigner(keyID: $0.keyID, rawPrivateKey: masterKey.open($0.sealedPrivateKey, context: Self.signingContext))
+        }
+    }
+
+    private static let signingContext = UUID(uuidString: "a55e0700-0000-4000-8000-000000000001")!
+
+    /// The signed consent receipt for a grant, confirmation or withdrawal.
+    public func receipt(eventID: UUID, issuer: ReceiptIssuer) async throws -> (receipt: ConsentReceipt, jws: String) {
+        guard let event = try await store.event(id: eventID) else { throw DomainError.notFound(what: "receipt", id: eventID.uuidString.lowercased()) }
+        guard [.granted, .confirmed, .withdrawn].contains(event.action) else {
+            throw DomainError.notFound(what: "receipt", id: "\(eventID.uuidString.lowercased()) (receipts are issued for grants, confirmations and withdrawals, not '\(event.action.rawValue)')")
+        }
+        let contact = try await existingContact(event.contactID)
+        let topic = try await existingTopic(event.topicKey)
+        let notice = try await event.noticeVersion.asyncFlatMap { try await store.notice(topicKey: topic.key, version: $0) }
+        let receipt = ConsentReceipt(event: event, contact: contact, topic: topic, noticeText: notice?.text ?? "", issuer: issuer)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (receipt, try await receiptSigner().sign(encoder.encode(receipt)))
+    }
+
     // MARK: Reads
 
     public func timeline(contactID: UUID, beforeSeq: Int64?, limit: Int) async throws -> [TimelineEntry] {
@@ -638,5 +678,12 @@ private final class VerifyTally: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return VerifyReport(contacts: contacts, events: events, breaks: breaks)
+    }
+}
+
+extension Optional {
+    func asyncFlatMap<U>(_ transform: (Wrapped) async throws -> U?) async rethrows -> U? {
+        guard let value = self else { return nil }
+        return try await transform(value)
     }
 }

@@ -162,6 +162,12 @@ public protocol LedgerStore: Sendable {
     /// Makes dead items (one, or all when nil) pending again, due now; returns how many.
     func retryOutbox(id: UUID?, now: Date) async throws -> Int
 
+    // MARK: Receipts
+    /// Signing keys, oldest first (the oldest signs; all are published).
+    func signingKeys() async throws -> [SigningKeyRecord]
+    func insertSigningKey(_ key: SigningKeyRecord) async throws
+    func event(id: UUID) async throws -> ConsentEvent?
+
     // MARK: API keys
     func insertAPIKey(_ key: APIKey) async throws
     func apiKey(id: String) async throws -> APIKey?

@@ -195,6 +195,21 @@ public actor MemoryStore: LedgerStore {
         }
     }
 
+    // MARK: Receipts
+
+    private var signing: [SigningKeyRecord] = []
+
+    public func signingKeys() async throws -> [SigningKeyRecord] { signing }
+
+    public func insertSigningKey(_ key: SigningKeyRecord) async throws {
+        guard !signing.contains(where: { $0.keyID == key.keyID }) else { throw StoreError.duplicate(field: "keyID", value: key.keyID) }
+        signing.append(key)
+    }
+
+    public func event(id: UUID) async throws -> ConsentEvent? {
+        eventsByContact.values.lazy.flatMap { $0 }.first { $0.id == id }
+    }
+
     // MARK: API keys
 
     public func insertAPIKey(_ key: APIKey) async throws {

@@ -71,6 +71,19 @@ public struct ConfirmationToken: Sendable, Equatable {
     public var isUsedUp: Bool { remainingTopics.isEmpty }
 }
 
+/// The instance's receipt-signing key, its private half sealed with the master key.
+public struct SigningKeyRecord: Sendable, Equatable {
+    public var keyID: String
+    public var sealedPrivateKey: Data
+    public var createdAt: Date
+
+    public init(keyID: String, sealedPrivateKey: Data, createdAt: Date) {
+        self.keyID = keyID
+        self.sealedPrivateKey = sealedPrivateKey
+        self.createdAt = createdAt
+    }
+}
+
 extension OutboxItem {
     /// How long a claimed item stays invisible to other workers; a worker that
     /// crashes mid-send releases it when this runs out.

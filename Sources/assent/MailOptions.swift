@@ -28,6 +28,18 @@ struct MailOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Folder of Mustache templates overriding the shipped ones, laid out as <locale>/<name>.<part>.mustache (env ASSENT_TEMPLATES_DIR).", valueName: "path"))
     var templates: String = env["ASSENT_TEMPLATES_DIR"] ?? ""
 
+    @Option(help: ArgumentHelp("Privacy policy URL named in consent receipts (env ASSENT_POLICY_URL).", valueName: "url"))
+    var policyURL: String = env["ASSENT_POLICY_URL"] ?? ""
+
+    @Option(help: ArgumentHelp("Jurisdiction named in consent receipts (env ASSENT_JURISDICTION).", valueName: "code"))
+    var jurisdiction: String = env["ASSENT_JURISDICTION"] ?? "EU"
+
+    @Option(help: ArgumentHelp("The controller's postal address in receipts (env ASSENT_CONTROLLER_ADDRESS).", valueName: "text"))
+    var controllerAddress: String = env["ASSENT_CONTROLLER_ADDRESS"] ?? ""
+
+    @Option(help: ArgumentHelp("The controller's phone number in receipts (env ASSENT_CONTROLLER_PHONE).", valueName: "text"))
+    var controllerPhone: String = env["ASSENT_CONTROLLER_PHONE"] ?? ""
+
     @Option(help: ArgumentHelp("Days a double opt-in link stays valid (env ASSENT_CONFIRMATION_DAYS).", valueName: "days"))
     var confirmationDays: Int = Int(env["ASSENT_CONFIRMATION_DAYS"] ?? "") ?? 7
 

@@ -410,3 +410,82 @@ import Testing
         }
     }
 }
+
+@Suite struct ReceiptTests {
+    /// Verifies a compact JWS against a JWK set with joserfc, an independent
+    /// JOSE implementation (Python); returns its verdict and payload.
+    func verifyWithJoserfc(jws: String, jwks: String) throws -> (ok: Bool, output: String) {
+        let dir = try TestDirectory.make()
+        try jws.write(to: dir.appendingPathComponent("receipt.jws"), atomically: true, encoding: .utf8)
+        try jwks.write(to: dir.appendingPathComponent("jwks.json"), atomically: true, encoding: .utf8)
+        let script = """
+        import json, sys
+        from joserfc import jws
+        from joserfc.jwk import KeySet
+        keys = KeySet.import_key_set(json.load(open(sys.argv[1] + "/jwks.json")))
+        try:
+            token = jws.deserialize_compact(open(sys.argv[1] + "/receipt.jws").read(), keys, algorithms=["Ed25519"])
+        except Exception as e:
+            print("INVALID", type(e).__name__); sys.exit(1)
+        print(json.loads(token.payload)["consentReceiptID"])
+        """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", script, dir.path]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus == 0, String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    @Test(.enabled(if: SMTPTestServer.shouldRun, "needs python3 with joserfc: run scripts/test"), arguments: StoreKind.available)
+    func receiptsAreSignedAndVerifyWithAnIndependentJOSELibrary(_ kind: StoreKind) async throws {
+        try await withAPI(kind) { api in
+            _ = try await api.send(.post, "/api/v1/topics", json: ["key": "news", "title": "News", "requiresDoubleOptIn": false, "notice": "Monthly news by email."])
+            let id = try await api.createContact("jo@example.com")
+            let put = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "staff", "channel": "phone",
+                                                                                          "evidence": ["note": "said yes"], "preferences": [["topic": "news", "granted": true]]])
+            let eventID = try #require((put.json["recorded"] as? [[String: Any]])?.first?["id"] as? String)
+            let reply = try await api.send(.get, "/api/v1/receipts/\(eventID)")
+            #expect(reply.status == .ok)
+            let receipt = try #require(reply.json["receipt"] as? [String: Any])
+            #expect(receipt["version"] as? String == "KI-CR-v1.1.0" && receipt["consentReceiptID"] as? String == eventID)
+            #expect(receipt["piiPrincipalId"] as? String == "jo@example.com" && receipt["collectionMethod"] as? String == "staff/phone")
+            let purpose = ((receipt["services"] as? [[String: Any]])?.first?["purposes"] as? [[String: Any]])?.first
+            #expect(purpose?["purpose"] as? String == "Monthly news by email." && purpose?["termination"] as? String == "until withdrawn")
+            let jws = try #require(reply.json["jws"] as? String)
+
+            let jwksReply = try await api.client.executeRequest(uri: "/.well-known/jwks.json", method: .get, headers: [:], body: nil)
+            #expect(jwksReply.status == .ok && jwksReply.headers[.contentType] == "application/jwk-set+json")
+            let jwks = String(buffer: jwksReply.body)
+            let verdict = try verifyWithJoserfc(jws: jws, jwks: jwks)
+            #expect(verdict.ok && verdict.output == eventID, "\(verdict.output)")
+
+            // A forged payload with the original signature must fail.
+            let parts = jws.split(separator: ".").map(String.init)
+            let forged = Data(#"{"consentReceiptID":"forged"}"#.utf8).base64EncodedString().replacingOccurrences(of: "=", with: "")
+                .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            let rejected = try verifyWithJoserfc(jws: [parts[0], forged, parts[2]].joined(separator: "."), jwks: jwks)
+            #expect(!rejected.ok && rejected.output.hasPrefix("INVALID"), "\(rejected.output)")
+
+            // The same key keeps signing.
+            let again = try await api.send(.get, "/api/v1/receipts/\(eventID)")
+            #expect((again.json["jws"] as? String)?.split(separator: ".").first == parts.first.map { Substring($0) })
+        }
+    }
+
+    @Test func onlyGrantsConfirmationsAndWithdrawalsHaveReceipts() async throws {
+        try await withAPI { api in
+            _ = try await api.send(.post, "/api/v1/topics", json: ["key": "news", "title": "News", "notice": "News."])
+            let id = try await api.createContact("jo@example.com")
+            let put = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "form", "preferences": [["topic": "news", "granted": true]]])
+            let requested = try #require((put.json["recorded"] as? [[String: Any]])?.first?["id"] as? String)
+            #expect(try await api.send(.get, "/api/v1/receipts/\(requested)").status == .notFound)
+            #expect(try await api.send(.get, "/api/v1/receipts/\(UUID())").status == .notFound)
+            #expect(try await api.send(.get, "/api/v1/receipts/nope").status == .badRequest)
+        }
+    }
+}

@@ -1,0 +1,143 @@
+import Crypto
+import Foundation
+
+/// A consent receipt with the fields of the Kantara Initiative Consent
+/// Receipt Specification v1.1, plus the ledger event it proves (`assentEvent`).
+public struct ConsentReceipt: Codable, Sendable, Equatable {
+    public struct Controller: Codable, Sendable, Equatable {
+        public var piiController: String
+        public var contact: String
+        public var address: String
+        public var email: String
+        public var phone: String
+        public var piiControllerUrl: String?
+
+        public init(piiController: String, contact: String, address: String, email: String, phone: String, piiControllerUrl: String?) {
+            self.piiController = piiController
+            self.contact = contact
+            self.address = address
+            self.email = email
+            self.phone = phone
+            self.piiControllerUrl = piiControllerUrl
+        }
+    }
+
+    public struct Purpose: Codable, Sendable, Equatable {
+        public var purpose: String
+        public var purposeCategory: [String]
+        public var consentType: String
+        public var piiCategory: [String]
+        public var primaryPurpose: Bool
+        public var termination: String
+        public var thirdPartyDisclosure: Bool
+    }
+
+    public struct Service: Codable, Sendable, Equatable {
+        public var service: String
+        public var purposes: [Purpose]
+    }
+
+    /// What happened in the ledger, so a receipt can be checked against it.
+    public struct EventReference: Codable, Sendable, Equatable {
+        public var topic: String
+        public var action: String
+        public var fromState: String
+        public var toState: String
+        public var noticeVersion: Int?
+        public var seq: Int64
+        public var hash: String
+    }
+
+    public var version: String
+    public var jurisdiction: String
+    public var consentTimestamp: Int64
+    public var collectionMethod: String
+    public var consentReceiptID: String
+    public var publicKey: String?
+    public var language: String
+    public var piiPrincipalId: String
+    public var piiControllers: [Controller]
+    public var policyUrl: String
+    public var services: [Service]
+    public var sensitive: Bool
+    public var spiCat: [String]
+    public var assentEvent: EventReference
+
+    public static let specVersion = "KI-CR-v1.1.0"
+}
+
+/// Who the organisation is, as receipts name it.
+public struct ReceiptIssuer: Sendable, Equatable {
+    public var controller: ConsentReceipt.Controller
+    public var jurisdiction: String
+    public var policyURL: String
+
+    public init(controller: ConsentReceipt.Controller, jurisdiction: String, policyURL: String) {
+        self.controller = controller
+        self.jurisdiction = jurisdiction
+        self.policyURL = policyURL
+    }
+}
+
+extension ConsentReceipt {
+    /// The receipt for one event: a grant, confirmation or withdrawal.
+    public init(event: ConsentEvent, contact: Contact, topic: Topic, noticeText: String, issuer: ReceiptIssuer) {
+        let granted = event.toState == .granted
+        let termination: String = if !granted { "withdrawn" }
+            else if let days = topic.consentLifetimeDays { "expires after \(days) days unless renewed; withdraw at any time" }
+            else { "until withdrawn" }
+        self.init(
+            version: Self.specVersion, jurisdiction: issuer.jurisdiction, consentTimestamp: event.occurredAt.millisecondsSince1970 / 1000,
+            collectionMethod: event.source.rawValue + (event.channel.map { "/" + $0.rawValue } ?? ""),
+            consentReceiptID: event.id.uuidString.lowercased(), publicKey: nil, language: contact.locale ?? "en",
+            piiPrincipalId: contact.email.value, piiControllers: [issuer.controller], policyUrl: issuer.policyURL,
+            services: [Service(service: topic.title, purposes: [Purpose(
+                purpose: noticeText, purposeCategory: [topic.category], consentType: "EXPLICIT", piiCategory: ["email address"],
+                primaryPurpose: true, termination: termination, thirdPartyDisclosure: false)])],
+            sensitive: false, spiCat: [],
+            assentEvent: EventReference(topic: topic.key, action: event.action.rawValue, fromState: event.fromState.rawValue,
+                                        toState: event.toState.rawValue, noticeVersion: event.noticeVersion, seq: event.seq,
+                                        hash: event.hash.hexString))
+    }
+}
+
+/// The instance's Ed25519 signing key and compact JWS (RFC 7515). The
+/// algorithm is named `Ed25519`, the fully-specified name of RFC 9864, which
+/// deprecates the polymorphic `EdDSA` of RFC 8037.
+public struct ReceiptSigner: Sendable {
+    public let keyID: String
+    let key: Curve25519.Signing.PrivateKey
+
+    public init(keyID: String, rawPrivateKey: Data) throws {
+        self.keyID = keyID
+        self.key = try Curve25519.Signing.PrivateKey(rawRepresentation: rawPrivateKey)
+    }
+
+    public static func generate() -> (keyID: String, rawPrivateKey: Data) {
+        let key = Curve25519.Signing.PrivateKey()
+        let raw = key.publicKey.rawRepresentation
+        // RFC 7638-style thumbprint as the key id: stable and unique per key.
+        let thumbprint = Data(SHA256.hash(data: Data("{\"crv\":\"Ed25519\",\"kty\":\"OKP\",\"x\":\"\(raw.base64URL)\"}".utf8))).base64URL
+        return (thumbprint, key.rawRepresentation)
+    }
+
+    /// The public key as a JWK (for `/.well-known/jwks.json`).
+    public var publicJWK: [String: String] {
+        ["kty": "OKP", "crv": "Ed25519", "x": key.publicKey.rawRepresentation.base64URL, "kid": keyID, "alg": "Ed25519", "use": "sig"]
+    }
+
+    /// `BASE64URL(header).BASE64URL(payload).BASE64URL(signature)`.
+    public func sign(_ payload: Data) throws -> String {
+        let header = try JSONSerialization.data(withJSONObject: ["alg": "Ed25519", "typ": "JWT", "kid": keyID], options: [.sortedKeys])
+        let input = header.base64URL + "." + payload.base64URL
+        let signature = try key.signature(for: Data(input.utf8))
+        return input + "." + Data(signature).base64URL
+    }
+}
+
+extension Data {
+    /// Base64url without padding (RFC 4648 section 5).
+    public var base64URL: String {
+        base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+}
