@@ -12,6 +12,20 @@ public struct MailMessage: Sendable, Equatable {
     public var date: Date
     /// Extra headers (List-Unsubscribe, ...); names are checked to be tokens.
     public var headers: [(String, String)] = []
+    /// Files attached after the text and HTML bodies.
+    public var attachments: [Attachment] = []
+
+    public struct Attachment: Sendable, Equatable {
+        public var filename: String
+        public var contentType: String
+        public var data: Data
+
+        public init(filename: String, contentType: String, data: Data) {
+            self.filename = filename
+            self.contentType = contentType
+            self.data = data
+        }
+    }
 
     public init(from: MailAddress, to: MailAddress, subject: String, text: String, html: String, messageID: String, date: Date) {
         self.from = from
@@ -26,6 +40,7 @@ public struct MailMessage: Sendable, Equatable {
     public static func == (a: MailMessage, b: MailMessage) -> Bool {
         a.from == b.from && a.to == b.to && a.subject == b.subject && a.text == b.text && a.html == b.html
             && a.messageID == b.messageID && a.date == b.date && a.headers.elementsEqual(b.headers, by: { $0 == $1 })
+            && a.attachments == b.attachments
     }
 
     /// The RFC 5322 / MIME bytes, CRLF line endings, 7-bit safe.
@@ -40,6 +55,11 @@ public struct MailMessage: Sendable, Equatable {
         ]
         for (name, value) in headers where MIME.isToken(name) {
             lines.append("\(name): \(value.replacingOccurrences(of: "\r", with: "").replacingOccurrences(of: "\n", with: " "))")
+        }
+        // With attachments: multipart/mixed around the multipart/alternative bodies.
+        let mixed = boundary + "-mixed"
+        if !attachments.isEmpty {
+            lines += ["Content-Type: multipart/mixed; boundary=\"\(mixed)\"", "", "This is a multi-part message in MIME format.", "--\(mixed)"]
         }
         lines += [
             "Content-Type: multipart/alternative; boundary=\"\(boundary)\"",
@@ -58,7 +78,21 @@ public struct MailMessage: Sendable, Equatable {
             "",
         ]
         lines += MIME.base64Lines(html)
-        lines += ["--\(boundary)--", ""]
+        lines += ["--\(boundary)--"]
+        if !attachments.isEmpty {
+            for attachment in attachments {
+                let name = attachment.filename.filter { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
+                lines += ["", "--\(mixed)", "Content-Type: \(attachment.contentType); name=\"\(name)\"",
+                          "Content-Disposition: attachment; filename=\"\(name)\"", "Content-Transfer-Encoding: base64", ""]
+                let encoded = attachment.data.base64EncodedString()
+                lines += stride(from: 0, to: encoded.count, by: 76).map { start in
+                    let from = encoded.index(encoded.startIndex, offsetBy: start)
+                    return String(encoded[from..<encoded.index(from, offsetBy: min(76, encoded.count - start))])
+                }
+            }
+            lines += ["--\(mixed)--"]
+        }
+        lines += [""]
         return Data(lines.joined(separator: "\r\n").utf8)
     }
 }

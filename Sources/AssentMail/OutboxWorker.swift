@@ -26,11 +26,44 @@ public struct MailComposer: Sendable {
     public let templates: MailTemplates
     public let settings: MailSettings
     let store: any LedgerStore
+    /// Signs a receipt for an event (the ledger's `receipt(eventID:issuer:)`).
+    let receipts: (@Sendable (UUID) async throws -> (ConsentReceipt, String))?
 
-    public init(templates: MailTemplates, settings: MailSettings, store: any LedgerStore) {
+    public init(templates: MailTemplates, settings: MailSettings, store: any LedgerStore,
+                receipts: (@Sendable (UUID) async throws -> (ConsentReceipt, String))? = nil) {
         self.templates = templates
         self.settings = settings
         self.store = store
+        self.receipts = receipts
+    }
+
+    /// The person's signed receipts, summarised in the text and attached as `.jws` and `.json` files.
+    public func receipt(_ email: ReceiptEmail, messageID: String, date: Date) async throws -> MailMessage {
+        guard let receipts else { throw MailError.permanent("this server cannot sign receipts") }
+        let locale = templates.locale(for: email.locale)
+        var rows: [[String: Any]] = []
+        var attachments: [MailMessage.Attachment] = []
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        for id in email.eventIDs {
+            let (receipt, jws) = try await receipts(id)
+            let when = Date(timeIntervalSince1970: TimeInterval(receipt.consentTimestamp))
+                .formatted(Date.FormatStyle(date: .long, time: .shortened, locale: Locale(identifier: locale), timeZone: TimeZone(identifier: "UTC")!)) + " UTC"
+            rows.append(["service": receipt.services.first?.service ?? "", "state": receipt.assentEvent.toState, "when": when,
+                         "id": receipt.consentReceiptID, "purpose": receipt.services.first?.purposes.first?.purpose ?? ""])
+            attachments.append(.init(filename: "receipt-\(receipt.consentReceiptID).jws", contentType: "application/jose", data: Data(jws.utf8)))
+            attachments.append(.init(filename: "receipt-\(receipt.consentReceiptID).json", contentType: "application/json", data: try encoder.encode(receipt)))
+        }
+        var model: [String: Any] = ["organisation": settings.organisation, "receipts": rows, "jwks": settings.publicURL() + "/.well-known/jwks.json"]
+        if let name = email.name { model["name"] = name }
+        var message = MailMessage(
+            from: settings.from, to: MailAddress(email.to, name: email.name),
+            subject: try templates.render("receipt", part: "subject", locale: locale, model: model).trimmingCharacters(in: .whitespacesAndNewlines),
+            text: try templates.render("receipt", part: "text", locale: locale, model: model),
+            html: try templates.render("receipt", part: "html", locale: locale, model: model),
+            messageID: messageID, date: date)
+        message.attachments = attachments
+        return message
     }
 
     public func confirmationLink(token: String) -> String {
@@ -97,12 +130,20 @@ public struct OutboxWorker: Service {
 
     private func process(_ item: OutboxItem, at: Date) async {
         do {
-            guard item.kind == ConfirmationEmail.kind else { throw MailError.permanent("unknown outbox kind '\(item.kind)'") }
-            let email = try ConfirmationEmail.open(item, masterKey: masterKey)
             let domain = composer.settings.from.address.split(separator: "@").last.map(String.init) ?? "assent.invalid"
-            let message = try await composer.confirmation(email, messageID: "\(item.id.uuidString.lowercased())@\(domain)", date: at)
-            try await transport.send(message)
-            try await store.completeOutbox(id: item.id, at: now(), payload: email.scrubbed(masterKey: masterKey, itemID: item.id))
+            let messageID = "\(item.id.uuidString.lowercased())@\(domain)"
+            switch item.kind {
+            case ConfirmationEmail.kind:
+                let email = try ConfirmationEmail.open(item, masterKey: masterKey)
+                try await transport.send(try await composer.confirmation(email, messageID: messageID, date: at))
+                try await store.completeOutbox(id: item.id, at: now(), payload: email.scrubbed(masterKey: masterKey, itemID: item.id))
+            case ReceiptEmail.kind:
+                let email = try ReceiptEmail.open(item, masterKey: masterKey)
+                try await transport.send(try await composer.receipt(email, messageID: messageID, date: at))
+                try await store.completeOutbox(id: item.id, at: now(), payload: item.payload)
+            default:
+                throw MailError.permanent("unknown outbox kind '\(item.kind)'")
+            }
             logger.info("sent \(item.kind) \(item.id) to contact \(item.contactID?.uuidString.lowercased() ?? "-")")
         } catch {
             let permanent: Bool = if case MailError.permanent = error { true } else { false }

@@ -147,6 +147,28 @@ public struct ConfirmationEmail: Codable, Sendable, Equatable {
     }
 }
 
+/// The outbox payload of a receipt email: the events whose signed receipts to send.
+public struct ReceiptEmail: Codable, Sendable, Equatable {
+    public static let kind = "email.receipt"
+    public var contactID: UUID
+    public var to: String
+    public var name: String?
+    public var locale: String?
+    public var eventIDs: [UUID]
+
+    public init(contactID: UUID, to: String, name: String?, locale: String?, eventIDs: [UUID]) {
+        self.contactID = contactID
+        self.to = to
+        self.name = name
+        self.locale = locale
+        self.eventIDs = eventIDs
+    }
+
+    public static func open(_ item: OutboxItem, masterKey: MasterKey) throws -> ReceiptEmail {
+        try JSONDecoder.iso.decode(ReceiptEmail.self, from: masterKey.open(item.payload, context: item.id))
+    }
+}
+
 extension ConfirmationToken {
     public static func hash(_ token: String) -> Data { APIKey.hash(secret: token) }
 }
@@ -197,6 +219,8 @@ public struct Ledger: Sendable {
     /// Sources whose opt-ins need email confirmation when the topic asks for
     /// it; staff, API and import entries record `granted` with their evidence.
     public var confirmationSources: Set<ConsentSource> = [.form, .portal]
+    /// Whether a person who confirms by email is sent their signed receipts.
+    public var emailReceiptsAfterConfirmation = true
 
     public init(store: any LedgerStore, masterKey: MasterKey, environment: LedgerEnvironment = .live) {
         self.store = store
@@ -453,6 +477,14 @@ public struct Ledger: Sendable {
             }
             decided.unchanged += skipped
             decided.consumeToken = (hash, selection)
+            if emailReceiptsAfterConfirmation && !decided.events.isEmpty, let contact = try await store.contact(id: record.contactID) {
+                let receipt = ReceiptEmail(contactID: contact.id, to: contact.email.value, name: contact.name, locale: contact.locale,
+                                           eventIDs: decided.events.map(\.id))
+                let itemID = environment.newID()
+                decided.outbox.append(OutboxItem(id: itemID, contactID: contact.id, kind: ReceiptEmail.kind,
+                                                 payload: try masterKey.seal(JSONEncoder.sortedISO.encode(receipt), context: itemID),
+                                                 nextAttemptAt: at, createdAt: at))
+            }
             return decided
         }
         if case .valid = outcome { return (.valid(record), result) }

@@ -55,16 +55,17 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw ValidationError("--templates: \(error)")
         }
-        let transport = try mail.transport(logger: logger)
-        let composer = MailComposer(templates: templates, settings: MailSettings(from: MailAddress(parsing: mail.mailFrom), organisation: mail.organisation,
-                                                                                 publicURL: { publicURL.value }), store: ledger.store)
-        let worker = OutboxWorker(store: ledger.store, masterKey: ledger.masterKey, transport: transport, composer: composer, logger: logger)
         let from = MailAddress(parsing: mail.mailFrom)
         let issuer = ReceiptIssuer(
             controller: .init(piiController: mail.organisation, contact: mail.organisation, address: mail.controllerAddress, email: from.address,
                               phone: mail.controllerPhone, piiControllerUrl: mail.publicURL.isEmpty ? nil : mail.publicURL),
             jurisdiction: mail.jurisdiction, policyURL: mail.policyURL.isEmpty ? (mail.publicURL.isEmpty ? "about:blank" : mail.publicURL) : mail.policyURL)
         _ = try await ledger.receiptSigner()
+        let transport = try mail.transport(logger: logger)
+        let composer = MailComposer(templates: templates, settings: MailSettings(from: MailAddress(parsing: mail.mailFrom), organisation: mail.organisation,
+                                                                                 publicURL: { publicURL.value }), store: ledger.store,
+                                    receipts: { [ledger] id in try await ledger.receipt(eventID: id, issuer: issuer) })
+        let worker = OutboxWorker(store: ledger.store, masterKey: ledger.masterKey, transport: transport, composer: composer, logger: logger)
         let app = try await buildApplication(configuration: .init(host: host, port: port), ledger: ledger, issuer: issuer, services: [worker], logger: logger) { port in
             publicURL.setDefault("http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)")
             emit("Assent is serving the API on http://\(host):\(port)/api/v1 (\(database)); emails: \(transport.summary); press Ctrl-C to stop.")

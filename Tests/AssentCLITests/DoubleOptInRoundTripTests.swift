@@ -53,9 +53,12 @@ struct DoubleOptInRoundTripTests {
         #expect(first?["source"] as? String == "email_link" && (first?["evidence"] as? [String: Any])?["ip"] as? String == "127.0.0.1")
         let reused = try await server.postForm(path, form: "topic=events&scope=selected")
         #expect(reused.status == 410)
+        // The confirmation is followed by the signed receipt, attached.
+        let both = try await smtp.waitForMessages(2)
+        #expect(both.count == 2 && both.contains { $0.contains("Subject: Your consent receipt from Example Ltd") && $0.contains("application/jose") })
         server.stop()
         let outbox = try cli.run(["outbox", "list", "--status", "sent"])
-        #expect(outbox.stdout.contains("sent  email.confirmation"), "\(outbox.stdout)")
+        #expect(outbox.stdout.contains("sent  email.confirmation") && outbox.stdout.contains("sent  email.receipt"), "\(outbox.stdout)")
     }
 }
 

@@ -240,3 +240,37 @@ struct SMTPTests {
         #expect(try await ledger.store.outboxItems(status: .sent, limit: 1).count == 1)
     }
 }
+
+@Suite struct ReceiptEmailTests {
+    @Test(arguments: StoreKind.available)
+    func confirmingSendsTheSignedReceiptsAsAttachments(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        _ = try await ledger.createTopic(Topic(key: "events", title: "Events", requiresDoubleOptIn: true, createdAt: Date()), noticeText: "Invitations.")
+        let contact = try await ledger.createContact(email: EmailAddress("jo@example.com"), name: "Jo", externalID: nil, locale: "de")
+        _ = try await ledger.recordChange(ChangeRequest(contactID: contact.id, changes: [.init(topicKey: "events", intent: .optIn)], source: .form, actor: .apiKey("k")))
+        let transport = RecordingTransport()
+        let issuer = ReceiptIssuer(controller: .init(piiController: "Example", contact: "DPO", address: "1 Road", email: "dpo@example.com", phone: "", piiControllerUrl: nil),
+                                   jurisdiction: "EU", policyURL: "https://example.com/privacy")
+        let composer = MailComposer(templates: try await MailTemplates(), settings: MailSettings(from: MailAddress("p@example.com"), organisation: "Example",
+                                                                                               publicURL: { "http://127.0.0.1:8080" }), store: ledger.store,
+                                    receipts: { id in try await ledger.receipt(eventID: id, issuer: issuer) })
+        let worker = OutboxWorker(store: ledger.store, masterKey: ledger.masterKey, transport: transport, composer: composer)
+        #expect(try await worker.runOnce() == 1)
+        let link = try #require(transport.messages.first?.text.components(separatedBy: "/confirm/").last?.prefix { !$0.isWhitespace })
+        let (_, result) = try await ledger.confirm(token: String(link), ipAddress: "192.0.2.1", userAgent: "test")
+        let event = try #require(result?.events.first)
+        #expect(try await worker.runOnce() == 1)
+        let receiptMail = try #require(transport.messages.last)
+        #expect(transport.messages.count == 2 && receiptMail.subject == "Ihre Einwilligungsquittung von Example")
+        #expect(receiptMail.attachments.map(\.filename) == ["receipt-\(event.id.uuidString.lowercased()).jws", "receipt-\(event.id.uuidString.lowercased()).json"])
+        let jws = String(decoding: try #require(receiptMail.attachments.first).data, as: UTF8.self)
+        let payload = try #require(jws.split(separator: ".").dropFirst().first)
+        var base64 = payload.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while !base64.count.isMultiple(of: 4) { base64 += "=" }
+        let receipt = try JSONDecoder().decode(ConsentReceipt.self, from: try #require(Data(base64Encoded: base64)))
+        #expect(receipt.consentReceiptID == event.id.uuidString.lowercased() && receipt.collectionMethod == "email_link")
+        #expect(receipt.piiControllers.first?.email == "dpo@example.com" && receipt.services.first?.purposes.first?.purpose == "Invitations.")
+        let raw = String(decoding: receiptMail.rendered(), as: UTF8.self)
+        #expect(raw.contains("multipart/mixed") && raw.contains("Content-Disposition: attachment; filename=\"receipt-"))
+    }
+}
