@@ -105,7 +105,8 @@ public struct OutboxWorker: Service {
     let now: @Sendable () -> Date
     let logger: Logger
     public var pollInterval: Duration = .seconds(1)
-    public var batchSize = 20
+    /// Small batches keep every claimed item well inside its lease.
+    public var batchSize = 5
 
     public init(store: any LedgerStore, masterKey: MasterKey, transport: any MailTransport, composer: MailComposer,
                 now: @escaping @Sendable () -> Date = { Date() }, logger: Logger = Logger(label: "assent.outbox")) {
@@ -135,16 +136,21 @@ public struct OutboxWorker: Service {
             switch item.kind {
             case ConfirmationEmail.kind:
                 let email = try ConfirmationEmail.open(item, masterKey: masterKey)
+                let scrubbed = try email.scrubbed(masterKey: masterKey, itemID: item.id)
+                // A link replaced, used or expired since it was queued is not worth sending.
+                guard case .valid = try await linkStatus(email.token) else {
+                    logger.info("skipped \(item.kind) \(item.id): its link is no longer valid")
+                    return await complete(item, payload: scrubbed)
+                }
                 try await transport.send(try await composer.confirmation(email, messageID: messageID, date: at))
-                try await store.completeOutbox(id: item.id, at: now(), payload: email.scrubbed(masterKey: masterKey, itemID: item.id))
+                await complete(item, payload: scrubbed)
             case ReceiptEmail.kind:
                 let email = try ReceiptEmail.open(item, masterKey: masterKey)
                 try await transport.send(try await composer.receipt(email, messageID: messageID, date: at))
-                try await store.completeOutbox(id: item.id, at: now(), payload: item.payload)
+                await complete(item, payload: item.payload)
             default:
                 throw MailError.permanent("unknown outbox kind '\(item.kind)'")
             }
-            logger.info("sent \(item.kind) \(item.id) to contact \(item.contactID?.uuidString.lowercased() ?? "-")")
         } catch {
             let permanent: Bool = if case MailError.permanent = error { true } else { false }
             let retryAt = permanent ? nil : OutboxItem.retryDelay(afterAttempt: item.attempts).map { at.addingTimeInterval($0) }
@@ -157,6 +163,30 @@ public struct OutboxWorker: Service {
                 logger.error("could not record the failure of \(item.id): \(error)")
             }
         }
+    }
+
+    /// Records a sent item. A failure here must not count as a failed send
+    /// (that would send it again): retry a few times, then leave it to the
+    /// lease, logging loudly.
+    private func complete(_ item: OutboxItem, payload: Data) async {
+        for attempt in 1...3 {
+            do {
+                try await store.completeOutbox(id: item.id, at: now(), payload: payload)
+                logger.info("sent \(item.kind) \(item.id) to contact \(item.contactID?.uuidString.lowercased() ?? "-")")
+                return
+            } catch {
+                logger.error("sent \(item.id) but could not record it (attempt \(attempt)): \(error)")
+                try? await Task.sleep(for: .milliseconds(200 * attempt))
+            }
+        }
+    }
+
+    private func linkStatus(_ token: String) async throws -> Ledger.LinkStatus {
+        guard let record = try await store.confirmationToken(hash: ConfirmationToken.hash(token)) else { return .unknown }
+        if record.supersededAt != nil { return .superseded }
+        if record.isUsedUp { return .used }
+        if record.expiresAt <= now() { return .expired }
+        return .valid(record)
     }
 
     public func run() async throws {

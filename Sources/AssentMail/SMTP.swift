@@ -95,7 +95,15 @@ public struct SMTPTransport: MailTransport {
     }
 
     public func send(_ message: MailMessage) async throws {
-        let session = try await SMTPSession.connect(configuration, logger: logger)
+        let session: SMTPSession
+        do {
+            session = try await SMTPSession.connect(configuration, logger: logger)
+        } catch MailError.permanent(let why) {
+            // Trouble with the session (greeting, AUTH, STARTTLS) is the
+            // server's or the configuration's, not this message's: retry,
+            // rather than killing every queued email at once.
+            throw MailError.transient(why)
+        }
         do {
             try await session.deliver(message)
             await session.close()
@@ -140,6 +148,9 @@ final class SMTPReplyHandler: ChannelInboundHandler {
     private func deliver(_ reply: SMTPReply) {
         if waiters.isEmpty { ready.append(reply) } else { waiters.removeFirst().succeed(reply) }
     }
+
+    /// True when bytes or replies arrived that nobody asked for yet.
+    var hasUnreadInput: Bool { !pending.isEmpty || !ready.isEmpty || !current.isEmpty }
 
     func next(on loop: any EventLoop) -> EventLoopFuture<SMTPReply> {
         if !ready.isEmpty { return loop.makeSucceededFuture(ready.removeFirst()) }
@@ -236,7 +247,13 @@ struct SMTPSession: Sendable {
             if offersStartTLS {
                 _ = try await expect(command("STARTTLS"), 220, "STARTTLS")
                 let host = configuration.host
+                let handler = self.handler
                 try await channel.eventLoop.submit { [channel] in
+                    // Anything already buffered came before encryption and could
+                    // be an injected answer to the EHLO below (RFC 3207 section 6).
+                    guard !handler.value.hasUnreadInput else {
+                        throw MailError.transient("the SMTP server sent data after agreeing to STARTTLS; refusing the session")
+                    }
                     try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: Self.sniName(host)),
                                                                    position: .first)
                 }.get()
@@ -267,7 +284,8 @@ struct SMTPSession: Sendable {
     }
 
     func deliver(_ message: MailMessage) async throws {
-        _ = try await expect(command("MAIL FROM:<\(message.from.address)>"), 250, "MAIL FROM")
+        let from = try await command("MAIL FROM:<\(message.from.address)>")
+        guard from.code == 250 else { throw MailError.transient(classify(from, "MAIL FROM").description) }
         let rcpt = try await command("RCPT TO:<\(message.to.address)>")
         guard rcpt.code == 250 || rcpt.code == 251 else { throw classify(rcpt, "RCPT TO") }
         _ = try await expect(command("DATA"), 354, "DATA")

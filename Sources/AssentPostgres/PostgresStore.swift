@@ -430,9 +430,10 @@ public final class PostgresStore: LedgerStore {
                     let updated = try await rows("""
                         UPDATE confirmation_tokens
                         SET confirmed_topics = ARRAY(SELECT DISTINCT unnest(confirmed_topics || \(consume.topics)) ORDER BY 1)
-                        WHERE hash = \(consume.hash) RETURNING hash
+                        WHERE hash = \(consume.hash) AND superseded_at IS NULL RETURNING hash
                         """, on: c)
-                    if updated.isEmpty { throw StoreError.notFound(what: "confirmation link", id: "") }
+                    // Missing or replaced since it was read: let the caller re-read and see which.
+                    if updated.isEmpty { throw StoreError.concurrentModification(contactID: id) }
                 }
                 if let token = commit.issueToken {
                     try await c.query("""
@@ -599,6 +600,12 @@ public final class PostgresStore: LedgerStore {
         }
     }
 
+    public func supersedeConfirmationTokens(contactID: UUID, at: Date) async throws {
+        try await client.query("""
+            UPDATE confirmation_tokens SET superseded_at = \(at.millisecondsSince1970) WHERE contact_id = \(contactID) AND superseded_at IS NULL
+            """, logger: logger)
+    }
+
     /// `FOR UPDATE SKIP LOCKED`: any number of workers in any number of
     /// processes claim disjoint items with no coordinator; the lease in
     /// `claimed_until` hands an item back if its worker dies mid-send.
@@ -628,17 +635,17 @@ public final class PostgresStore: LedgerStore {
     public func completeOutbox(id: UUID, at: Date, payload: Data) async throws {
         try await client.query("""
             UPDATE outbox SET status = 'sent', sent_at = \(at.millisecondsSince1970), payload = \(payload), last_error = NULL, claimed_until = NULL
-            WHERE id = \(id)
+            WHERE id = \(id) AND status = 'pending'
             """, logger: logger)
     }
 
     public func failOutbox(id: UUID, error: String, retryAt: Date?) async throws {
         if let retryAt {
             try await client.query("""
-                UPDATE outbox SET last_error = \(error), next_attempt_at = \(retryAt.millisecondsSince1970), claimed_until = NULL WHERE id = \(id)
+                UPDATE outbox SET last_error = \(error), next_attempt_at = \(retryAt.millisecondsSince1970), claimed_until = NULL WHERE id = \(id) AND status = 'pending'
                 """, logger: logger)
         } else {
-            try await client.query("UPDATE outbox SET last_error = \(error), status = 'dead', claimed_until = NULL WHERE id = \(id)", logger: logger)
+            try await client.query("UPDATE outbox SET last_error = \(error), status = 'dead', claimed_until = NULL WHERE id = \(id) AND status = 'pending'", logger: logger)
         }
     }
 

@@ -242,9 +242,11 @@ public final class SQLiteStore: LedgerStore {
         let currentSeq = try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM chain_heads WHERE contact_id = ?"), arguments: [id]) ?? 0
         guard currentSeq == commit.expectedHead.seq else { throw StoreError.concurrentModification(contactID: commit.contactID) }
         if let consume = commit.consumeToken {
-            guard let row = try Row.fetchOne(db, sql: "SELECT confirmed_topics FROM confirmation_tokens WHERE hash = ?", arguments: [consume.hash]) else {
+            guard let row = try Row.fetchOne(db, sql: "SELECT confirmed_topics, superseded_at FROM confirmation_tokens WHERE hash = ?", arguments: [consume.hash]) else {
                 throw StoreError.notFound(what: "confirmation link", id: "")
             }
+            // Replaced since it was read: let the caller re-read and see it.
+            if (row["superseded_at"] as Int64?) != nil { throw StoreError.concurrentModification(contactID: commit.contactID) }
             var confirmed = TopicList.decode(row["confirmed_topics"])
             confirmed += consume.topics.filter { !confirmed.contains($0) }
             try db.execute(sql: "UPDATE confirmation_tokens SET confirmed_topics = ? WHERE hash = ?", arguments: [TopicList.encode(confirmed), consume.hash])
@@ -382,6 +384,13 @@ public final class SQLiteStore: LedgerStore {
         }
     }
 
+    public func supersedeConfirmationTokens(contactID: UUID, at: Date) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE confirmation_tokens SET superseded_at = ? WHERE contact_id = ? AND superseded_at IS NULL",
+                           arguments: [at.millisecondsSince1970, contactID.db])
+        }
+    }
+
     public func claimOutbox(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxItem] {
         // One writer at a time in SQLite: the select and the claim are atomic together.
         try await pool.write { db in
@@ -407,7 +416,7 @@ public final class SQLiteStore: LedgerStore {
 
     public func completeOutbox(id: UUID, at: Date, payload: Data) async throws {
         try await pool.write { db in
-            try db.execute(sql: "UPDATE outbox SET status = 'sent', sent_at = ?, payload = ?, last_error = NULL, claimed_until = NULL WHERE id = ?",
+            try db.execute(sql: "UPDATE outbox SET status = 'sent', sent_at = ?, payload = ?, last_error = NULL, claimed_until = NULL WHERE id = ? AND status = 'pending'",
                            arguments: [at.millisecondsSince1970, payload, id.db])
         }
     }
@@ -415,10 +424,10 @@ public final class SQLiteStore: LedgerStore {
     public func failOutbox(id: UUID, error: String, retryAt: Date?) async throws {
         try await pool.write { db in
             if let retryAt {
-                try db.execute(sql: "UPDATE outbox SET last_error = ?, next_attempt_at = ?, claimed_until = NULL WHERE id = ?",
+                try db.execute(sql: "UPDATE outbox SET last_error = ?, next_attempt_at = ?, claimed_until = NULL WHERE id = ? AND status = 'pending'",
                                arguments: [error, retryAt.millisecondsSince1970, id.db])
             } else {
-                try db.execute(sql: "UPDATE outbox SET last_error = ?, status = 'dead', claimed_until = NULL WHERE id = ?", arguments: [error, id.db])
+                try db.execute(sql: "UPDATE outbox SET last_error = ?, status = 'dead', claimed_until = NULL WHERE id = ? AND status = 'pending'", arguments: [error, id.db])
             }
         }
     }

@@ -141,15 +141,20 @@ struct Gate: Sendable {
             throw APIError(.unprocessableContent, detail: "this Idempotency-Key was used for a different request",
                            errors: [ValidationError(field: "Idempotency-Key", "was used for a different request")])
         case .started:
+            let response: APIResponse
             do {
-                let response = try await route.handler(request, context)
-                try await store.completeIdempotency(scope: scope, key: idempotencyKey, response: StoredResponse(
-                    status: Int(response.status.code), contentType: response.contentType, body: response.body))
-                return response
+                response = try await route.handler(request, context)
             } catch {
+                // Nothing was done: free the key so a corrected request can use it.
                 try? await store.abandonIdempotency(scope: scope, key: idempotencyKey)
                 throw error
             }
+            // The work is done; never free the key now (a retry would do it twice).
+            // If storing the response fails, the key stays "in progress" until its
+            // timeout, and retries get 409 rather than a second execution.
+            try? await store.completeIdempotency(scope: scope, key: idempotencyKey, response: StoredResponse(
+                status: Int(response.status.code), contentType: response.contentType, body: response.body))
+            return response
         }
     }
 }

@@ -41,8 +41,15 @@ struct ConfirmationPages: Sendable {
             return try await render(status: .unprocessableContent, strings: strings, title: strings.confirmTitle, message: strings.chooseOne,
                                     confirmed: [], pending: record.remainingTopics, action: "/confirm/\(token)")
         }
-        let (outcome, result) = try await ledger.confirm(token: token, topics: chosen, ipAddress: context.remoteIP,
+        let outcome: Ledger.LinkStatus, result: ChangeResult?
+        do {
+            (outcome, result) = try await ledger.confirm(token: token, topics: chosen, ipAddress: context.remoteIP,
                                                          userAgent: request.headers[.userAgent])
+        } catch let error as DomainError {
+            // A person clicking gets a page, not a JSON problem.
+            return try await render(status: .unprocessableContent, strings: strings, title: strings.confirmTitle, message: error.description,
+                                    confirmed: [], pending: [], action: "")
+        }
         guard case .valid = outcome, let result else { return try await page(for: outcome, request: request) }
         let confirmed = result.events.map(\.topicKey)
         let after = try await ledger.linkStatus(token: token)

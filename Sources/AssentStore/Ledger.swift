@@ -323,6 +323,10 @@ public struct Ledger: Sendable {
         } catch StoreError.duplicate(let field, let value) {
             throw DomainError.conflict(field: field, message: "a contact with \(field) '\(value)' already exists")
         }
+        // Links sent to the old address must not prove ownership of the new one.
+        if contact.email != existing.email {
+            try await store.supersedeConfirmationTokens(contactID: contact.id, at: contact.updatedAt)
+        }
         return contact
     }
 
@@ -434,8 +438,10 @@ public struct Ledger: Sendable {
     /// superseded or used up changes nothing and says which.
     public func confirm(token: String, topics chosen: [String]? = nil, ipAddress: String?, userAgent: String?) async throws -> (LinkStatus, ChangeResult?) {
         let hash = ConfirmationToken.hash(token)
-        let evidence = Evidence(personal: PersonalEvidence(ipAddress: ipAddress, userAgent: userAgent.map { String($0.prefix(Limits.userAgentLength)) }))
-        try evidence.validate(source: .emailLink, channel: nil)
+        // A click's details are evidence, not input to refuse: keep what is valid.
+        let cleanAgent = userAgent.map { String(String($0.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }).prefix(Limits.userAgentLength)) }
+        let cleanIP = ipAddress.flatMap { (try? Evidence(personal: PersonalEvidence(ipAddress: $0)).validate(source: .emailLink, channel: nil)) != nil ? $0 : nil }
+        let evidence = Evidence(personal: PersonalEvidence(ipAddress: cleanIP, userAgent: cleanAgent))
         let status = try await linkStatus(token: token)
         guard case .valid(let record) = status else { return (status, nil) }
         if let chosen {
@@ -509,6 +515,9 @@ public struct Ledger: Sendable {
         if request.source == .system && request.actor.kind != .system {
             problems.append(.init(field: "source", "'system' is reserved for changes Assent makes itself"))
         }
+        if request.source == .emailLink && request.actor.kind != .subject {
+            problems.append(.init(field: "source", "'email_link' is recorded by Assent's own confirmation links only"))
+        }
         do { try request.evidence.validate(source: request.source, channel: request.channel) } catch let DomainError.invalid(e) { problems += e }
         if let batchID = request.batchID {
             do { try TextCheck.check(batchID, field: "batchId", max: 200) } catch let DomainError.invalid(e) { problems += e }
@@ -561,6 +570,13 @@ public struct Ledger: Sendable {
         for (i, change) in request.changes.enumerated() {
             let topic = topics[change.topicKey]!
             let current = preferences[topic.key]?.effectiveState(at: recordedAt) ?? .none
+            // A change the person made earlier than the current state's cause
+            // (a verbal instruction keyed in late) never overrides a newer one.
+            if let since = preferences[topic.key]?.since, occurredAt < since {
+                plan.unchanged.append(.init(topicKey: topic.key, state: current,
+                                            reason: "a newer change (\(current.rawValue) since \(since.millisecondsSince1970 / 1000)) takes precedence over one made earlier"))
+                continue
+            }
             let decision: ConsentDecision
             do {
                 decision = try ConsentPolicy.decide(current: current, intent: change.intent, topic: topic,

@@ -150,12 +150,14 @@ public protocol LedgerStore: Sendable {
 
     // MARK: Double opt-in and outbox
     func confirmationToken(hash: Data) async throws -> ConfirmationToken?
+    /// Invalidates every open confirmation link of a contact (its email changed).
+    func supersedeConfirmationTokens(contactID: UUID, at: Date) async throws
     /// Claims up to `limit` due pending items for `lease` seconds and counts an
     /// attempt on each. Concurrent workers (other processes too) never get the same item.
     func claimOutbox(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxItem]
-    /// Marks an item sent and replaces its payload (secrets scrubbed).
+    /// Marks a pending item sent and replaces its payload (secrets scrubbed).
     func completeOutbox(id: UUID, at: Date, payload: Data) async throws
-    /// Records a failed attempt: pending again at `retryAt`, or dead when nil.
+    /// Records a failed attempt of a pending item: pending again at `retryAt`, or dead when nil.
     func failOutbox(id: UUID, error: String, retryAt: Date?) async throws
     /// Items newest first, optionally of one status.
     func outboxItems(status: OutboxItem.Status?, limit: Int) async throws -> [OutboxItem]

@@ -107,6 +107,8 @@ public actor MemoryStore: LedgerStore {
         guard current == commit.expectedHead else { throw StoreError.concurrentModification(contactID: commit.contactID) }
         if let consume = commit.consumeToken {
             guard var token = tokens[consume.hash] else { throw StoreError.notFound(what: "confirmation link", id: "") }
+            // Replaced since it was read: let the caller re-read and see it.
+            guard token.supersededAt == nil else { throw StoreError.concurrentModification(contactID: commit.contactID) }
             token.confirmedTopics += consume.topics.filter { !token.confirmedTopics.contains($0) }
             tokens[consume.hash] = token
         }
@@ -126,6 +128,10 @@ public actor MemoryStore: LedgerStore {
 
     public func confirmationToken(hash: Data) async throws -> ConfirmationToken? { tokens[hash] }
 
+    public func supersedeConfirmationTokens(contactID: UUID, at: Date) async throws {
+        for (hash, token) in tokens where token.contactID == contactID && token.supersededAt == nil { tokens[hash]?.supersededAt = at }
+    }
+
     public func claimOutbox(now: Date, limit: Int, lease: TimeInterval) async throws -> [OutboxItem] {
         let due = outbox.values
             .filter { $0.status == .pending && $0.nextAttemptAt <= now && (claimedUntil[$0.id].map { $0 < now } ?? true) }
@@ -141,6 +147,7 @@ public actor MemoryStore: LedgerStore {
     }
 
     public func completeOutbox(id: UUID, at: Date, payload: Data) async throws {
+        guard outbox[id]?.status == .pending else { return }
         outbox[id]?.status = .sent
         outbox[id]?.sentAt = at
         outbox[id]?.payload = payload
@@ -149,6 +156,7 @@ public actor MemoryStore: LedgerStore {
     }
 
     public func failOutbox(id: UUID, error: String, retryAt: Date?) async throws {
+        guard outbox[id]?.status == .pending else { return }
         outbox[id]?.lastError = error
         if let retryAt {
             outbox[id]?.nextAttemptAt = retryAt

@@ -87,7 +87,9 @@ public struct SigningKeyRecord: Sendable, Equatable {
 extension OutboxItem {
     /// How long a claimed item stays invisible to other workers; a worker that
     /// crashes mid-send releases it when this runs out.
-    public static let claimLease: TimeInterval = 120
+    /// Long enough for a whole claimed batch on a slow SMTP server, so that no
+    /// other instance sends the same email meanwhile.
+    public static let claimLease: TimeInterval = 900
 
     /// Retry schedule after a failed attempt: 30 s, 2 min, 10 min, 30 min,
     /// 1 h, 2 h, 4 h, 8 h, then dead (about 16 hours in all).

@@ -207,7 +207,7 @@ struct SMTPTests {
         let server = try SMTPTestServer()
         defer { server.stop() }
         let transport = SMTPTransport(configuration: try SMTPConfiguration(url: "smtp://127.0.0.1:\(server.port)"))
-        await #expect(throws: MailError.permanent("the SMTP server does not offer STARTTLS, which is required (use ?starttls=opportunistic to allow plain text)")) {
+        await #expect(throws: MailError.transient("the SMTP server does not offer STARTTLS, which is required (use ?starttls=opportunistic to allow plain text)")) {
             try await transport.send(message())
         }
         #expect(server.messages().isEmpty)

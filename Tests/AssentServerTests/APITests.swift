@@ -144,6 +144,7 @@ import Testing
         Case(name: "unknown source", body: #"{"source":"carrier-pigeon","preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 422, field: "source"),
         Case(name: "staff without note", body: #"{"source":"staff","channel":"phone","preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 422, field: "evidence.note"),
         Case(name: "staff without channel", body: #"{"source":"staff","evidence":{"note":"said yes"},"preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 422, field: "channel"),
+        Case(name: "source reserved for confirmation links", body: #"{"source":"email_link","preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 422, field: "source"),
         Case(name: "unknown channel", body: #"{"source":"staff","channel":"fax","evidence":{"note":"x"},"preferences":[{"topic":"news","granted":true}]}"#, contentType: "application/json", status: 422, field: "channel"),
         Case(name: "granted is a string", body: #"{"source":"api","preferences":[{"topic":"news","granted":"yes"}]}"#, contentType: "application/json", status: 400, field: "preferences[0].granted"),
         Case(name: "preferences is an object", body: #"{"source":"api","preferences":{"news":true}}"#, contentType: "application/json", status: 400, field: "preferences"),

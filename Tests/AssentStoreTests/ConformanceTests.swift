@@ -90,6 +90,22 @@ import Testing
         #expect(try await ledger.store.events(contactID: contact.id, beforeSeq: nil, limit: 10).count == 1)
     }
 
+    /// A verbal opt-in keyed in late never overrides a newer withdrawal.
+    @Test(arguments: StoreKind.available)
+    func anOlderChangeNeverOverridesANewerOne(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        try await seedTopics(ledger)
+        let contact = try await ledger.createContact(email: EmailAddress("ann@example.com"), name: nil, externalID: nil, locale: nil)
+        _ = try await optIn(ledger, contact, ["events"])
+        _ = try await optOut(ledger, contact, ["events"])
+        let late = try await ledger.recordChange(ChangeRequest(
+            contactID: contact.id, changes: [.init(topicKey: "events", intent: .optIn)], source: .staff, channel: .phone, actor: .staff("agent"),
+            occurredAt: Date().addingTimeInterval(-86_400), evidence: Evidence(personal: .init(note: "said yes yesterday"))))
+        #expect(late.events.isEmpty)
+        #expect(late.unchanged.first?.reason.hasPrefix("a newer change (withdrawn since") == true)
+        #expect(try await ledger.check(email: contact.email, topicKey: "events").reason == .withdrawn)
+    }
+
     @Test(arguments: StoreKind.available)
     func withdrawalStopsSendingAndTimelineIsNewestFirst(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()

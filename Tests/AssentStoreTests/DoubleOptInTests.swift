@@ -141,6 +141,17 @@ import Testing
     }
 
     @Test(arguments: StoreKind.available)
+    func changingTheEmailInvalidatesLinksSentToTheOldAddress(_ kind: StoreKind) async throws {
+        let (ledger, contact) = try await ledgerWithDOITopics(kind)
+        _ = try await formOptIn(ledger, contact, ["events"])
+        let email = try #require(try await queuedEmails(ledger).first)
+        _ = try await ledger.updateContact(id: contact.id) { $0.email = try! EmailAddress("new@example.com") }
+        let (status, result) = try await ledger.confirm(token: email.token, ipAddress: nil, userAgent: nil)
+        #expect(status == .superseded && result == nil)
+        #expect(try await ledger.check(email: EmailAddress("new@example.com"), topicKey: "events").reason == .pending)
+    }
+
+    @Test(arguments: StoreKind.available)
     func concurrentClicksConfirmOnce(_ kind: StoreKind) async throws {
         let (ledger, contact) = try await ledgerWithDOITopics(kind)
         _ = try await formOptIn(ledger, contact, ["events", "news"])
