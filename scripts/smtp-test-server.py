@@ -48,6 +48,8 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--maildir", required=True)
     parser.add_argument("--starttls", metavar="CERT_OUT")
+    parser.add_argument("--implicit-tls", metavar="CERT_OUT", help="TLS from the first byte (SMTPS, port 465 style)")
+    parser.add_argument("--login-only", action="store_true", help="offer AUTH LOGIN but not PLAIN")
     parser.add_argument("--user")
     parser.add_argument("--password")
     args = parser.parse_args()
@@ -56,6 +58,10 @@ def main():
     if args.starttls:
         kwargs["tls_context"] = make_certificate(args.starttls)
         kwargs["require_starttls"] = True
+    if args.implicit_tls:
+        kwargs["ssl_context"] = make_certificate(args.implicit_tls)
+    if args.login_only:
+        kwargs["auth_exclude_mechanism"] = ["PLAIN"]
     if args.user:
         def authenticator(server, session, envelope, mechanism, auth_data):
             ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == args.user \
@@ -63,6 +69,7 @@ def main():
             return AuthResult(success=ok, handled=False)
         kwargs["authenticator"] = authenticator
         kwargs["auth_required"] = True
+        # aiosmtpd counts only STARTTLS as TLS for AUTH; implicit TLS is encrypted from the start anyway.
         kwargs["auth_require_tls"] = bool(args.starttls)
 
     controller = Controller(Mailbox(args.maildir), hostname="127.0.0.1", port=args.port, **kwargs)

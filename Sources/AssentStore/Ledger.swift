@@ -219,8 +219,10 @@ public struct Ledger: Sendable {
     /// Sources whose opt-ins need email confirmation when the topic asks for
     /// it; staff, API and import entries record `granted` with their evidence.
     public var confirmationSources: Set<ConsentSource> = [.form, .portal]
-    /// Whether a person who confirms by email is sent their signed receipts.
-    public var emailReceiptsAfterConfirmation = true
+    /// Which changes send the person their signed receipt by email. By
+    /// default a double opt-in confirmation; add `granted` (staff, API) and
+    /// `withdrawn` to send receipts for those too.
+    public var receiptEmailActions: Set<ConsentAction> = [.confirmed]
 
     public init(store: any LedgerStore, masterKey: MasterKey, environment: LedgerEnvironment = .live) {
         self.store = store
@@ -365,8 +367,22 @@ public struct Ledger: Sendable {
                 decided.outbox.append(item)
                 decided.confirmationTopics = pending
             }
+            if let item = try receiptEmail(for: decided.events, contact: contact, at: at) {
+                decided.outbox.append(item)
+            }
             return decided
         }
+    }
+
+    /// An outbox item that emails the person the receipts of those of `events`
+    /// whose action is in `receiptEmailActions`; nil when there are none.
+    private func receiptEmail(for events: [ConsentEvent], contact: Contact, at: Date) throws -> OutboxItem? {
+        let chosen = events.filter { receiptEmailActions.contains($0.action) }
+        guard !chosen.isEmpty else { return nil }
+        let receipt = ReceiptEmail(contactID: contact.id, to: contact.email.value, name: contact.name, locale: contact.locale, eventIDs: chosen.map(\.id))
+        let itemID = environment.newID()
+        return OutboxItem(id: itemID, contactID: contact.id, kind: ReceiptEmail.kind,
+                          payload: try masterKey.seal(JSONEncoder.sortedISO.encode(receipt), context: itemID), nextAttemptAt: at, createdAt: at)
     }
 
     /// Runs read -> decide -> commit, starting again from the read whenever
@@ -483,13 +499,8 @@ public struct Ledger: Sendable {
             }
             decided.unchanged += skipped
             decided.consumeToken = (hash, selection)
-            if emailReceiptsAfterConfirmation && !decided.events.isEmpty, let contact = try await store.contact(id: record.contactID) {
-                let receipt = ReceiptEmail(contactID: contact.id, to: contact.email.value, name: contact.name, locale: contact.locale,
-                                           eventIDs: decided.events.map(\.id))
-                let itemID = environment.newID()
-                decided.outbox.append(OutboxItem(id: itemID, contactID: contact.id, kind: ReceiptEmail.kind,
-                                                 payload: try masterKey.seal(JSONEncoder.sortedISO.encode(receipt), context: itemID),
-                                                 nextAttemptAt: at, createdAt: at))
+            if let contact = try await store.contact(id: record.contactID), let item = try receiptEmail(for: decided.events, contact: contact, at: at) {
+                decided.outbox.append(item)
             }
             return decided
         }

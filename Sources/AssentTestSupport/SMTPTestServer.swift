@@ -27,16 +27,18 @@ public final class SMTPTestServer: @unchecked Sendable {
     }
 
     /// Starts on `port` (a free one when nil) and waits until it listens.
-    public init(port: Int? = nil, starttls: Bool = false, user: String? = nil, password: String? = nil, directory: URL? = nil) throws {
+    public init(port: Int? = nil, starttls: Bool = false, implicitTLS: Bool = false, loginOnly: Bool = false,
+                user: String? = nil, password: String? = nil, directory: URL? = nil) throws {
         let dir = try directory ?? TestDirectory.make()
         self.port = try port ?? Self.freePort()
         self.maildir = dir.appendingPathComponent("maildir")
-        self.certificate = starttls ? dir.appendingPathComponent("smtp-ca.pem") : nil
+        self.certificate = starttls || implicitTLS ? dir.appendingPathComponent("smtp-ca.pem") : nil
         self.user = user
         self.password = password
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         var arguments = ["python3", Self.script.path, "--port", String(self.port), "--maildir", maildir.path]
-        if let certificate { arguments += ["--starttls", certificate.path] }
+        if let certificate { arguments += [implicitTLS ? "--implicit-tls" : "--starttls", certificate.path] }
+        if loginOnly { arguments.append("--login-only") }
         if let user, let password { arguments += ["--user", user, "--password", password] }
         process.arguments = arguments
         let out = Pipe()

@@ -33,6 +33,7 @@ struct Serve: AsyncParsableCommand {
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         var ledger = try await reportingErrors { try await store.openLedger() }
         ledger.confirmationLifetime = TimeInterval(mail.confirmationDays) * 86_400
+        ledger.receiptEmailActions = try mail.receiptActions()
         let database = try store.databaseDescription()
         if try await ledger.store.apiKeys().isEmpty {
             let (key, token) = APIKey.generate(name: "initial admin", scope: .admin, now: Date().truncatedToMilliseconds)

@@ -43,7 +43,23 @@ struct MailOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Days a double opt-in link stays valid (env ASSENT_CONFIRMATION_DAYS).", valueName: "days"))
     var confirmationDays: Int = Int(env["ASSENT_CONFIRMATION_DAYS"] ?? "") ?? 7
 
+    @Option(help: ArgumentHelp("Changes that email the person their signed receipt: a comma-separated list of confirmed, granted, withdrawn (env ASSENT_RECEIPT_EMAILS; default confirmed; 'none' for none).", valueName: "actions"))
+    var receiptEmails: String = env["ASSENT_RECEIPT_EMAILS"] ?? "confirmed"
+
+    func receiptActions() throws -> Set<ConsentAction> {
+        if receiptEmails.trimmingCharacters(in: .whitespaces) == "none" { return [] }
+        var actions: Set<ConsentAction> = []
+        for part in receiptEmails.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            guard let action = ConsentAction(rawValue: part), [.confirmed, .granted, .withdrawn].contains(action) else {
+                throw ValidationError("--receipt-emails: '\(part)' must be confirmed, granted or withdrawn (or 'none')")
+            }
+            actions.insert(action)
+        }
+        return actions
+    }
+
     func validate() throws {
+        _ = try receiptActions()
         guard (1...90).contains(confirmationDays) else { throw ValidationError("--confirmation-days: must be from 1 to 90") }
         let from = MailAddress(parsing: mailFrom)
         guard (try? EmailAddress(from.address)) != nil else { throw ValidationError("--mail-from: '\(mailFrom)' has no valid email address") }

@@ -165,6 +165,12 @@ struct CLI {
         #expect(badPort.status != 0 && badPort.stderr.contains("--port"))
         let badLevel = try cli.run(["serve", "--log-level", "loud"])
         #expect(badLevel.status != 0 && badLevel.stderr.contains("--log-level"))
+        let badReceipts = try cli.run(["serve", "--receipt-emails", "granted,requested"])
+        #expect(badReceipts.status != 0 && badReceipts.stderr.contains("--receipt-emails: 'requested'"), "\(badReceipts.stderr)")
+        let badSMTP = try cli.run(["serve"], environment: ["ASSENT_SMTP_URL": "smtp://mail.example.com?starttls=maybe"])
+        #expect(badSMTP.status != 0 && badSMTP.stderr.contains("--smtp-url"), "\(badSMTP.stderr)")
+        let badFrom = try cli.run(["serve", "--mail-from", "nobody"])
+        #expect(badFrom.status != 0 && badFrom.stderr.contains("--mail-from"))
     }
 }
 

@@ -203,6 +203,23 @@ struct SMTPTests {
         #expect(server.messages().count == 1)
     }
 
+    @Test func deliversOverImplicitTLS() async throws {
+        let server = try SMTPTestServer(implicitTLS: true, user: "assent", password: "s3cret")
+        defer { server.stop() }
+        let ca = try #require(server.certificate).path
+        let transport = SMTPTransport(configuration: try SMTPConfiguration(url: "smtps://assent:s3cret@localhost:\(server.port)?ca=\(ca)"))
+        try await transport.send(message())
+        #expect(try await server.waitForMessages(1).count == 1)
+    }
+
+    @Test func authenticatesWithLOGINWhenPLAINIsNotOffered() async throws {
+        let server = try SMTPTestServer(loginOnly: true, user: "assent", password: "s3cret")
+        defer { server.stop() }
+        let transport = SMTPTransport(configuration: try SMTPConfiguration(url: "smtp://assent:s3cret@127.0.0.1:\(server.port)?starttls=none"))
+        try await transport.send(message())
+        #expect(try await server.waitForMessages(1).count == 1)
+    }
+
     @Test func requiredSTARTTLSRefusesAServerWithoutIt() async throws {
         let server = try SMTPTestServer()
         defer { server.stop() }
@@ -272,5 +289,22 @@ struct SMTPTests {
         #expect(receipt.piiControllers.first?.email == "dpo@example.com" && receipt.services.first?.purposes.first?.purpose == "Invitations.")
         let raw = String(decoding: receiptMail.rendered(), as: UTF8.self)
         #expect(raw.contains("multipart/mixed") && raw.contains("Content-Disposition: attachment; filename=\"receipt-"))
+    }
+
+    @Test(arguments: StoreKind.available)
+    func withdrawalsAndGrantsEmailReceiptsWhenConfigured(_ kind: StoreKind) async throws {
+        var ledger = try await kind.makeLedger()
+        ledger.receiptEmailActions = [.granted, .withdrawn]
+        _ = try await ledger.createTopic(Topic(key: "events", title: "Events", createdAt: Date()), noticeText: "Invitations.")
+        let contact = try await ledger.createContact(email: EmailAddress("jo@example.com"), name: nil, externalID: nil, locale: nil)
+        let granted = try await ledger.recordChange(ChangeRequest(contactID: contact.id, changes: [.init(topicKey: "events", intent: .optIn)], source: .staff,
+                                                                  channel: .phone, actor: .staff("agent"), evidence: Evidence(personal: .init(note: "yes"))))
+        let withdrawn = try await ledger.recordChange(ChangeRequest(contactID: contact.id, changes: [.init(topicKey: "events", intent: .optOut)], source: .api, actor: .apiKey("k")))
+        let items = try await ledger.store.outboxItems(status: .pending, limit: 10)
+        let receipts = try items.map { try ReceiptEmail.open($0, masterKey: ledger.masterKey).eventIDs }
+        #expect(Set(receipts.flatMap { $0 }) == Set([granted.events[0].id, withdrawn.events[0].id]))
+        ledger.receiptEmailActions = []
+        _ = try await ledger.recordChange(ChangeRequest(contactID: contact.id, changes: [.init(topicKey: "events", intent: .optIn)], source: .api, actor: .apiKey("k")))
+        #expect(try await ledger.store.outboxItems(status: .pending, limit: 10).count == 2)
     }
 }
