@@ -63,7 +63,7 @@ public enum TestPostgresError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .missing:
-            "CI=true but ASSENT_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts a throwaway PostgreSQL server"
+            "ASSENT_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts a throwaway PostgreSQL server"
         case .notLocal(let host):
             "ASSENT_TEST_POSTGRES_URL points at '\(host)': tests create and drop databases, so only 127.0.0.1/localhost is allowed"
         }
