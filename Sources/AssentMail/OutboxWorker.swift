@@ -183,10 +183,7 @@ public struct OutboxWorker: Service {
 
     private func linkStatus(_ token: String) async throws -> Ledger.LinkStatus {
         guard let record = try await store.confirmationToken(hash: ConfirmationToken.hash(token)) else { return .unknown }
-        if record.supersededAt != nil { return .superseded }
-        if record.isUsedUp { return .used }
-        if record.expiresAt <= now() { return .expired }
-        return .valid(record)
+        return record.status(at: now())
     }
 
     public func run() async throws {

@@ -171,6 +171,14 @@ public struct ReceiptEmail: Codable, Sendable, Equatable {
 
 extension ConfirmationToken {
     public static func hash(_ token: String) -> Data { APIKey.hash(secret: token) }
+
+    /// What the link can do at `now`.
+    public func status(at now: Date) -> Ledger.LinkStatus {
+        if supersededAt != nil { return .superseded }
+        if isUsedUp { return .used }
+        if expiresAt <= now { return .expired }
+        return .valid(self)
+    }
 }
 
 extension JSONEncoder {
@@ -442,10 +450,7 @@ public struct Ledger: Sendable {
 
     public func linkStatus(token: String) async throws -> LinkStatus {
         guard let record = try await store.confirmationToken(hash: ConfirmationToken.hash(token)) else { return .unknown }
-        if record.supersededAt != nil { return .superseded }
-        if record.isUsedUp { return .used }
-        if record.expiresAt <= now { return .expired }
-        return .valid(record)
+        return record.status(at: now)
     }
 
     /// Confirms pending topics through an emailed link (all of its remaining
