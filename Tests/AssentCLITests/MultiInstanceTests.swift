@@ -77,6 +77,53 @@ struct MultiInstanceTests {
         #expect(verified.stdout.contains("ok: 4 contacts, \(acknowledged.count) events"), "\(verified.stdout)")
     }
 
+    /// Both servers' outbox workers drain one queue: every confirmation email
+    /// is sent exactly once (FOR UPDATE SKIP LOCKED claims), whichever server
+    /// took the request.
+    @Test(.enabled(if: SMTPTestServer.shouldRun, "needs aiosmtpd: run scripts/test"))
+    func twoServersSendEachEmailOnce() async throws {
+        let smtp = try SMTPTestServer()
+        defer { smtp.stop() }
+        let database = try await TestPostgres.freshDatabase()
+        let environment = ["ASSENT_DATABASE_URL": database.url, "ASSENT_MASTER_KEY": MasterKey.generate().base64,
+                           "ASSENT_SMTP_URL": "smtp://127.0.0.1:\(smtp.port)?starttls=none"]
+        let cli = try CLI()
+        let a = try ServerProcess(cli: cli, environment: environment)
+        defer { a.stop() }
+        let token = try #require(a.token)
+        let b = try ServerProcess(cli: cli, environment: environment)
+        defer { b.stop() }
+        let topic = try await a.request("POST", "/api/v1/topics", token: token, body: ["key": "news", "title": "News", "notice": "News by email."])
+        #expect(topic.status == 201)
+
+        let count = 30
+        let servers = [a, b]
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<count {
+                group.addTask {
+                    let server = servers[i % 2]
+                    let created = try await server.request("POST", "/api/v1/contacts", token: token, body: ["email": "reader\(i)@example.com"])
+                    let id = try #require((try JSONSerialization.jsonObject(with: created.body) as? [String: Any])?["id"] as? String)
+                    let put = try await server.request("PUT", "/api/v1/contacts/\(id)/preferences", token: token,
+                                                       body: ["source": "form", "preferences": [["topic": "news", "granted": true]]])
+                    #expect(put.status == 200)
+                }
+            }
+            try await group.waitForAll()
+        }
+        let messages = try await smtp.waitForMessages(count, timeout: 30)
+        // Give a would-be duplicate time to arrive before counting.
+        try await Task.sleep(for: .seconds(2))
+        let all = smtp.messages()
+        let recipients = all.compactMap { raw in raw.components(separatedBy: "\n").first { $0.hasPrefix("To: ") } }
+        #expect(messages.count >= count && all.count == count, "\(all.count) emails for \(count) requests")
+        #expect(Set(recipients).count == count, "one email per person")
+        a.stop()
+        b.stop()
+        let outbox = try cli.run(["outbox", "list", "--status", "pending"], environment: environment)
+        #expect(outbox.stdout.contains("the outbox is empty"), "\(outbox.stdout)")
+    }
+
     /// Heavy reads go to ASSENT_DATABASE_READ_URL: verify works through it, and a wrong one is named at once.
     @Test func verifyReadsThroughTheReadURL() async throws {
         let database = try await TestPostgres.freshDatabase()
