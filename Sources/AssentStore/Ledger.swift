@@ -351,20 +351,24 @@ public struct Ledger: Sendable {
         let at = now
         let occurredAt = (request.occurredAt ?? at).truncatedToMilliseconds
         try validate(request, occurredAt: occurredAt, now: at)
-        let contact = try await existingContact(request.contactID)
-        let topics = try await resolveTopics(request)
+        _ = try await existingContact(request.contactID)
         let contactKey = try await contactKey(request.contactID)
-        // An opt-in from a source that cannot prove inbox ownership becomes a
-        // request that the person confirms by email (double opt-in).
-        var request = request
-        for i in request.changes.indices where request.changes[i].intent == .optIn {
-            if topics[request.changes[i].topicKey]?.requiresDoubleOptIn == true && confirmationSources.contains(request.source) {
-                request.changes[i].intent = .request
-            }
-        }
-        let asked = Set(request.changes.filter { $0.intent == .request }.map(\.topicKey))
+        let original = request
 
         return try await writeWithRetry(request.contactID) { state in
+            // Read the contact and topics on every attempt, so that a retry
+            // sees a topic retired or an email changed in the meantime.
+            let contact = try await existingContact(original.contactID)
+            let topics = try await resolveTopics(original)
+            // An opt-in from a source that cannot prove inbox ownership becomes a
+            // request that the person confirms by email (double opt-in).
+            var request = original
+            for i in request.changes.indices where request.changes[i].intent == .optIn {
+                if topics[request.changes[i].topicKey]?.requiresDoubleOptIn == true && confirmationSources.contains(request.source) {
+                    request.changes[i].intent = .request
+                }
+            }
+            let asked = Set(request.changes.filter { $0.intent == .request }.map(\.topicKey))
             var decided = try plan(request, topics: topics, state: state, occurredAt: occurredAt, recordedAt: at, key: contactKey)
             // Every pending topic of the contact goes into one new link, which
             // replaces older ones: a re-request re-sends and invalidates.
