@@ -58,6 +58,8 @@ public struct Actor: Equatable, Sendable, Codable {
     }
 
     public static let system = Actor(kind: .system, id: nil)
+    /// The person themselves (forms, links, the portal).
+    public static let subject = Actor(kind: .subject, id: nil)
     public static func apiKey(_ id: String) -> Actor { Actor(kind: .apiKey, id: id) }
     public static func staff(_ id: String) -> Actor { Actor(kind: .staff, id: id) }
 }

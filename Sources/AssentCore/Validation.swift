@@ -20,6 +20,8 @@ public enum DomainError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalid([ValidationError])
     case notFound(what: String, id: String)
     case conflict(field: String, message: String)
+    /// It existed but is no longer available (a retired form).
+    case gone(what: String, id: String)
     /// The same contact changed under us too many times in a row.
     case contention(contactID: UUID)
 
@@ -32,6 +34,7 @@ public enum DomainError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalid(let errors): errors.map(\.description).joined(separator: "; ")
         case .notFound(let what, let id): "\(what) '\(id)' not found"
         case .conflict(let field, let message): "\(field): \(message)"
+        case .gone(let what, let id): "\(what) '\(id)' is no longer available"
         case .contention(let id): "contact \(id) is being changed concurrently; try again"
         }
     }
@@ -51,6 +54,9 @@ public enum Limits {
     public static let formIDLength = 200
     public static let categoryLength = 64
     public static let localeLength = 35
+    public static let urlLength = 2_000
+    public static let topicsPerForm = 100
+    public static let originsPerForm = 50
 }
 
 public enum TextCheck {

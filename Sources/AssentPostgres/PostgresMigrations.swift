@@ -171,5 +171,34 @@ enum PostgresMigrations {
             // Receipts are fetched by event id alone.
             "CREATE INDEX consent_events_id ON consent_events (id)",
         ]),
+        ("0004_forms_and_links", [
+            """
+            CREATE TABLE forms (
+                id TEXT PRIMARY KEY,
+                current_version BIGINT NOT NULL CHECK (current_version >= 1),
+                status TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL
+            )
+            """,
+            // Every saved version is kept: events name the form version a person used.
+            """
+            CREATE TABLE form_versions (
+                form_id TEXT NOT NULL REFERENCES forms(id),
+                version BIGINT NOT NULL CHECK (version >= 1),
+                definition TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (form_id, version)
+            )
+            """,
+            "CREATE TRIGGER form_versions_immutable BEFORE UPDATE OR DELETE ON form_versions FOR EACH ROW EXECUTE FUNCTION assent_refuse_change()",
+            """
+            CREATE TABLE contact_link_secrets (
+                contact_id UUID PRIMARY KEY REFERENCES contacts(id),
+                secret BYTEA NOT NULL,
+                created_at BIGINT NOT NULL
+            )
+            """,
+        ]),
     ]
 }

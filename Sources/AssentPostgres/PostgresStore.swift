@@ -694,6 +694,122 @@ public final class PostgresStore: LedgerStore {
         try await rows("SELECT * FROM consent_events WHERE id = \(id)").first.map(Self.event)
     }
 
+    // MARK: Forms
+
+    public func insertForm(_ form: Form) async throws {
+        let definition = try FormJSON.encode(form.definition)
+        try await mapUnique(value: { _ in form.id }) {
+            try await transaction { c in
+                try await c.query("""
+                    INSERT INTO forms (id, current_version, status, created_at, updated_at)
+                    VALUES (\(form.id), \(form.version), \(form.status.rawValue), \(form.createdAt.millisecondsSince1970),
+                        \(form.versionCreatedAt.millisecondsSince1970))
+                    """, logger: logger)
+                try await c.query("""
+                    INSERT INTO form_versions (form_id, version, definition, created_at)
+                    VALUES (\(form.id), \(form.version), \(definition), \(form.versionCreatedAt.millisecondsSince1970))
+                    """, logger: logger)
+            }
+        }
+    }
+
+    public func appendFormVersion(_ form: Form) async throws {
+        let definition = try FormJSON.encode(form.definition)
+        do {
+            try await transaction { c in
+                // The row lock orders concurrent saves of one form.
+                guard let current = try await rows("SELECT current_version FROM forms WHERE id = \(form.id) FOR UPDATE", on: c).first
+                else { throw StoreError.notFound(what: "form", id: form.id) }
+                guard form.version == (try current["current_version"].decode(Int.self)) + 1 else {
+                    throw StoreError.duplicate(field: "version", value: "\(form.version)")
+                }
+                try await c.query("""
+                    INSERT INTO form_versions (form_id, version, definition, created_at)
+                    VALUES (\(form.id), \(form.version), \(definition), \(form.versionCreatedAt.millisecondsSince1970))
+                    """, logger: logger)
+                try await c.query("""
+                    UPDATE forms SET current_version = \(form.version), updated_at = \(form.versionCreatedAt.millisecondsSince1970)
+                    WHERE id = \(form.id)
+                    """, logger: logger)
+            }
+        } catch where Self.uniqueViolation(error) != nil {
+            throw StoreError.duplicate(field: "version", value: "\(form.version)")
+        }
+    }
+
+    public func setFormStatus(id: String, status: Form.Status, at: Date) async throws {
+        let updated = try await rows("UPDATE forms SET status = \(status.rawValue), updated_at = \(at.millisecondsSince1970) WHERE id = \(id) RETURNING id")
+        if updated.isEmpty { throw StoreError.notFound(what: "form", id: id) }
+    }
+
+    public func form(id: String) async throws -> Form? {
+        try await rows("""
+            SELECT f.id, f.status, f.created_at, v.version, v.definition, v.created_at AS version_created_at
+            FROM forms f JOIN form_versions v ON v.form_id = f.id
+            WHERE f.id = \(id) AND v.version = f.current_version
+            """).first.map(Self.form)
+    }
+
+    public func form(id: String, version: Int) async throws -> Form? {
+        try await rows("""
+            SELECT f.id, f.status, f.created_at, v.version, v.definition, v.created_at AS version_created_at
+            FROM forms f JOIN form_versions v ON v.form_id = f.id
+            WHERE f.id = \(id) AND v.version = \(version)
+            """).first.map(Self.form)
+    }
+
+    public func forms(includeRetired: Bool) async throws -> [Form] {
+        try await rows("""
+            SELECT f.id, f.status, f.created_at, v.version, v.definition, v.created_at AS version_created_at
+            FROM forms f JOIN form_versions v ON v.form_id = f.id
+            WHERE v.version = f.current_version AND (\(includeRetired) OR f.status = 'active')
+            ORDER BY f.id
+            """).map(Self.form)
+    }
+
+    static func form(_ r: PostgresRandomAccessRow) throws -> Form {
+        Form(id: try r["id"].decode(String.self), version: try r["version"].decode(Int.self),
+             status: Form.Status(rawValue: try r["status"].decode(String.self)) ?? .active,
+             definition: try FormJSON.decode(try r["definition"].decode(String.self)),
+             createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+             versionCreatedAt: Date(millisecondsSince1970: try r["version_created_at"].decode(Int64.self)))
+    }
+
+    // MARK: Contact links
+
+    public func linkSecret(contactID: UUID) async throws -> Data? {
+        try await rows("SELECT secret FROM contact_link_secrets WHERE contact_id = \(contactID)").first.map { try $0["secret"].decode(Data.self) }
+    }
+
+    public func ensureLinkSecret(contactID: UUID, candidate: Data, at: Date) async throws -> Data {
+        do {
+            // A no-op update on conflict makes RETURNING give the stored secret in one round trip.
+            let row = try await rows("""
+                INSERT INTO contact_link_secrets (contact_id, secret, created_at) VALUES (\(contactID), \(candidate), \(at.millisecondsSince1970))
+                ON CONFLICT (contact_id) DO UPDATE SET secret = contact_link_secrets.secret
+                RETURNING secret
+                """).first
+            return try row?["secret"].decode(Data.self) ?? candidate
+        } catch where Self.foreignKeyViolation(error) {
+            throw StoreError.notFound(what: "contact", id: contactID.uuidString.lowercased())
+        }
+    }
+
+    public func replaceLinkSecret(contactID: UUID, secret: Data, at: Date) async throws {
+        do {
+            try await client.query("""
+                INSERT INTO contact_link_secrets (contact_id, secret, created_at) VALUES (\(contactID), \(secret), \(at.millisecondsSince1970))
+                ON CONFLICT (contact_id) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at
+                """, logger: logger)
+        } catch where Self.foreignKeyViolation(error) {
+            throw StoreError.notFound(what: "contact", id: contactID.uuidString.lowercased())
+        }
+    }
+
+    static func foreignKeyViolation(_ error: any Error) -> Bool {
+        (error as? PSQLError)?.serverInfo?[.sqlState] == "23503"
+    }
+
     // MARK: API keys
 
     public func insertAPIKey(_ key: APIKey) async throws {

@@ -154,6 +154,36 @@ enum SQLiteMigrations {
                 );
                 """)
         }
+        migrator.registerMigration("0004_forms_and_links") { db in
+            try db.execute(sql: """
+                CREATE TABLE forms (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    current_version INTEGER NOT NULL CHECK (current_version >= 1),
+                    status TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                );
+
+                -- Every saved version is kept: events name the form version a person used.
+                CREATE TABLE form_versions (
+                    form_id TEXT NOT NULL REFERENCES forms(id),
+                    version INTEGER NOT NULL CHECK (version >= 1),
+                    definition TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    PRIMARY KEY (form_id, version)
+                ) WITHOUT ROWID;
+                CREATE TRIGGER form_versions_no_update BEFORE UPDATE ON form_versions
+                BEGIN SELECT RAISE(ABORT, 'form versions are immutable'); END;
+                CREATE TRIGGER form_versions_no_delete BEFORE DELETE ON form_versions
+                BEGIN SELECT RAISE(ABORT, 'form versions are immutable'); END;
+
+                CREATE TABLE contact_link_secrets (
+                    contact_id TEXT PRIMARY KEY NOT NULL REFERENCES contacts(id),
+                    secret BLOB NOT NULL,
+                    created_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }

@@ -472,6 +472,105 @@ public final class SQLiteStore: LedgerStore {
         try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM consent_events WHERE id = ?", arguments: [id.db]).flatMap(Self.event) }
     }
 
+    // MARK: Forms
+
+    public func insertForm(_ form: Form) async throws {
+        let definition = try FormJSON.encode(form.definition)
+        try await mapUnique({
+            try await pool.write { db in
+                try db.execute(sql: "INSERT INTO forms (id, current_version, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [form.id, form.version, form.status.rawValue, form.createdAt.millisecondsSince1970,
+                                           form.versionCreatedAt.millisecondsSince1970])
+                try db.execute(sql: "INSERT INTO form_versions (form_id, version, definition, created_at) VALUES (?, ?, ?, ?)",
+                               arguments: [form.id, form.version, definition, form.versionCreatedAt.millisecondsSince1970])
+            }
+        }, value: { _ in form.id })
+    }
+
+    public func appendFormVersion(_ form: Form) async throws {
+        let definition = try FormJSON.encode(form.definition)
+        try await pool.write { db in
+            guard let current = try Int.fetchOne(db, sql: "SELECT current_version FROM forms WHERE id = ?", arguments: [form.id]) else {
+                throw StoreError.notFound(what: "form", id: form.id)
+            }
+            guard form.version == current + 1 else { throw StoreError.duplicate(field: "version", value: "\(form.version)") }
+            try db.execute(sql: "INSERT INTO form_versions (form_id, version, definition, created_at) VALUES (?, ?, ?, ?)",
+                           arguments: [form.id, form.version, definition, form.versionCreatedAt.millisecondsSince1970])
+            try db.execute(sql: "UPDATE forms SET current_version = ?, updated_at = ? WHERE id = ?",
+                           arguments: [form.version, form.versionCreatedAt.millisecondsSince1970, form.id])
+        }
+    }
+
+    public func setFormStatus(id: String, status: Form.Status, at: Date) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE forms SET status = ?, updated_at = ? WHERE id = ?", arguments: [status.rawValue, at.millisecondsSince1970, id])
+            if db.changesCount == 0 { throw StoreError.notFound(what: "form", id: id) }
+        }
+    }
+
+    private static let formSelect = """
+        SELECT f.id, f.status, f.created_at, v.version, v.definition, v.created_at AS version_created_at
+        FROM forms f JOIN form_versions v ON v.form_id = f.id
+        """
+
+    public func form(id: String) async throws -> Form? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: Self.formSelect + " WHERE f.id = ? AND v.version = f.current_version", arguments: [id]).map(Self.form)
+        }
+    }
+
+    public func form(id: String, version: Int) async throws -> Form? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: Self.formSelect + " WHERE f.id = ? AND v.version = ?", arguments: [id, version]).map(Self.form)
+        }
+    }
+
+    public func forms(includeRetired: Bool) async throws -> [Form] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: Self.formSelect + " WHERE v.version = f.current_version" + (includeRetired ? "" : " AND f.status = 'active'")
+                                + " ORDER BY f.id").map(Self.form)
+        }
+    }
+
+    static func form(_ row: Row) throws -> Form {
+        Form(id: row["id"], version: row["version"], status: Form.Status(rawValue: row["status"]) ?? .active,
+             definition: try FormJSON.decode(row["definition"]), createdAt: Date(millisecondsSince1970: row["created_at"]),
+             versionCreatedAt: Date(millisecondsSince1970: row["version_created_at"]))
+    }
+
+    // MARK: Contact links
+
+    public func linkSecret(contactID: UUID) async throws -> Data? {
+        try await pool.read { db in
+            try Data.fetchOne(db, sql: "SELECT secret FROM contact_link_secrets WHERE contact_id = ?", arguments: [contactID.db])
+        }
+    }
+
+    public func ensureLinkSecret(contactID: UUID, candidate: Data, at: Date) async throws -> Data {
+        try await pool.write { db in
+            try Self.requireContact(contactID, db)
+            try db.execute(sql: "INSERT INTO contact_link_secrets (contact_id, secret, created_at) VALUES (?, ?, ?) ON CONFLICT (contact_id) DO NOTHING",
+                           arguments: [contactID.db, candidate, at.millisecondsSince1970])
+            return try Data.fetchOne(db, sql: "SELECT secret FROM contact_link_secrets WHERE contact_id = ?", arguments: [contactID.db]) ?? candidate
+        }
+    }
+
+    public func replaceLinkSecret(contactID: UUID, secret: Data, at: Date) async throws {
+        try await pool.write { db in
+            try Self.requireContact(contactID, db)
+            try db.execute(sql: """
+                INSERT INTO contact_link_secrets (contact_id, secret, created_at) VALUES (?, ?, ?)
+                ON CONFLICT (contact_id) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at
+                """, arguments: [contactID.db, secret, at.millisecondsSince1970])
+        }
+    }
+
+    private static func requireContact(_ id: UUID, _ db: Database) throws {
+        guard try Bool.fetchOne(db, sql: "SELECT 1 FROM contacts WHERE id = ?", arguments: [id.db]) == true else {
+            throw StoreError.notFound(what: "contact", id: id.uuidString.lowercased())
+        }
+    }
+
     // MARK: API keys
 
     public func insertAPIKey(_ key: APIKey) async throws {

@@ -38,9 +38,11 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         case 403: "urn:assent:problem:forbidden"
         case 404: "urn:assent:problem:not-found"
         case 409: "urn:assent:problem:conflict"
+        case 410: "urn:assent:problem:gone"
         case 413: "urn:assent:problem:body-too-large"
         case 415: "urn:assent:problem:unsupported-media-type"
         case 422: "urn:assent:problem:validation"
+        case 429: "urn:assent:problem:rate-limited"
         case 503: "urn:assent:problem:unavailable"
         default: status.code >= 500 ? "urn:assent:problem:internal" : "about:blank"
         }
@@ -70,6 +72,7 @@ public struct APIError: Error, HTTPResponseError, Sendable {
             case .conflict(let field, let message):
                 return APIError(.conflict, detail: "\(field): \(message)", errors: [ValidationError(field: field, message)])
             case .contention: return APIError(.serviceUnavailable, detail: e.description)
+            case .gone: return APIError(.gone, detail: e.description)
             }
         case let e as StoreError:
             switch e {

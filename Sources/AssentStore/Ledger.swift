@@ -29,11 +29,14 @@ public struct ChangeRequest: Sendable {
     public var batchID: String?
     /// The JSON path prefix naming `changes` in error messages.
     public var changesField: String
+    /// Ask for email confirmation of every opt-in from a confirming source
+    /// (a form set to double opt-in), not only for topics that require it.
+    public var requireConfirmation = false
 
     public init(
         contactID: UUID, changes: [TopicChange], source: ConsentSource, channel: StaffChannel? = nil,
         actor: Actor, occurredAt: Date? = nil, evidence: Evidence = Evidence(), batchID: String? = nil,
-        changesField: String = "preferences"
+        changesField: String = "preferences", requireConfirmation: Bool = false
     ) {
         self.contactID = contactID
         self.changes = changes
@@ -44,6 +47,7 @@ public struct ChangeRequest: Sendable {
         self.evidence = evidence
         self.batchID = batchID
         self.changesField = changesField
+        self.requireConfirmation = requireConfirmation
     }
 }
 
@@ -364,7 +368,8 @@ public struct Ledger: Sendable {
             // request that the person confirms by email (double opt-in).
             var request = original
             for i in request.changes.indices where request.changes[i].intent == .optIn {
-                if topics[request.changes[i].topicKey]?.requiresDoubleOptIn == true && confirmationSources.contains(request.source) {
+                let needed = topics[request.changes[i].topicKey]?.requiresDoubleOptIn == true || request.requireConfirmation
+                if needed && confirmationSources.contains(request.source) {
                     request.changes[i].intent = .request
                 }
             }

@@ -170,6 +170,30 @@ public protocol LedgerStore: Sendable {
     func insertSigningKey(_ key: SigningKeyRecord) async throws
     func event(id: UUID) async throws -> ConsentEvent?
 
+    // MARK: Forms
+    /// Inserts a form with its first version. Throws `duplicate(field: "id")`.
+    func insertForm(_ form: Form) async throws
+    /// Saves `form` as its form's next version (`version` = current + 1) and
+    /// makes it current, atomically. Throws `duplicate(field: "version")` when
+    /// another save took that version first, `notFound` for an unknown form.
+    func appendFormVersion(_ form: Form) async throws
+    func setFormStatus(id: String, status: Form.Status, at: Date) async throws
+    /// The current version of a form.
+    func form(id: String) async throws -> Form?
+    /// One saved version of a form (with the form's current status).
+    func form(id: String, version: Int) async throws -> Form?
+    /// Current versions, ordered by id.
+    func forms(includeRetired: Bool) async throws -> [Form]
+
+    // MARK: Contact links
+    /// The secret that signs a contact's preference-centre and unsubscribe links; nil before first use.
+    func linkSecret(contactID: UUID) async throws -> Data?
+    /// Stores `candidate` unless the contact already has a secret, and returns the stored one
+    /// (two instances making a first link at once agree on one secret).
+    func ensureLinkSecret(contactID: UUID, candidate: Data, at: Date) async throws -> Data
+    /// Replaces the secret: every link made with the old one stops working.
+    func replaceLinkSecret(contactID: UUID, secret: Data, at: Date) async throws
+
     // MARK: API keys
     func insertAPIKey(_ key: APIKey) async throws
     func apiKey(id: String) async throws -> APIKey?

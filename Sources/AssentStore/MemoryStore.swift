@@ -16,6 +16,9 @@ public actor MemoryStore: LedgerStore {
     private var claimedUntil: [UUID: Date] = [:]
     private var tokens: [Data: ConfirmationToken] = [:]
     private var idempotency: [String: (hash: Data, response: StoredResponse?, at: Date)] = [:]
+    private var formVersions: [String: [Form]] = [:]
+    private var formStatus: [String: Form.Status] = [:]
+    private var linkSecrets: [UUID: Data] = [:]
 
     public init() {}
 
@@ -216,6 +219,61 @@ public actor MemoryStore: LedgerStore {
 
     public func event(id: UUID) async throws -> ConsentEvent? {
         eventsByContact.values.lazy.flatMap { $0 }.first { $0.id == id }
+    }
+
+    // MARK: Forms
+
+    public func insertForm(_ form: Form) async throws {
+        guard formVersions[form.id] == nil else { throw StoreError.duplicate(field: "id", value: form.id) }
+        formVersions[form.id] = [form]
+        formStatus[form.id] = form.status
+    }
+
+    public func appendFormVersion(_ form: Form) async throws {
+        guard let versions = formVersions[form.id] else { throw StoreError.notFound(what: "form", id: form.id) }
+        guard form.version == versions.count + 1 else { throw StoreError.duplicate(field: "version", value: "\(form.version)") }
+        formVersions[form.id, default: []].append(form)
+    }
+
+    public func setFormStatus(id: String, status: Form.Status, at: Date) async throws {
+        guard formStatus[id] != nil else { throw StoreError.notFound(what: "form", id: id) }
+        formStatus[id] = status
+    }
+
+    public func form(id: String) async throws -> Form? {
+        guard var form = formVersions[id]?.last else { return nil }
+        form.status = formStatus[id] ?? .active
+        return form
+    }
+
+    public func form(id: String, version: Int) async throws -> Form? {
+        guard var form = formVersions[id]?.first(where: { $0.version == version }) else { return nil }
+        form.status = formStatus[id] ?? .active
+        return form
+    }
+
+    public func forms(includeRetired: Bool) async throws -> [Form] {
+        var result: [Form] = []
+        for id in formVersions.keys.sorted() {
+            if let form = try await form(id: id), includeRetired || form.isActive { result.append(form) }
+        }
+        return result
+    }
+
+    // MARK: Contact links
+
+    public func linkSecret(contactID: UUID) async throws -> Data? { linkSecrets[contactID] }
+
+    public func ensureLinkSecret(contactID: UUID, candidate: Data, at: Date) async throws -> Data {
+        guard contactsByID[contactID] != nil else { throw StoreError.notFound(what: "contact", id: contactID.uuidString) }
+        if let existing = linkSecrets[contactID] { return existing }
+        linkSecrets[contactID] = candidate
+        return candidate
+    }
+
+    public func replaceLinkSecret(contactID: UUID, secret: Data, at: Date) async throws {
+        guard contactsByID[contactID] != nil else { throw StoreError.notFound(what: "contact", id: contactID.uuidString) }
+        linkSecrets[contactID] = secret
     }
 
     // MARK: API keys

@@ -1,0 +1,92 @@
+import Crypto
+import Foundation
+
+/// A signed, long-lived link for one contact: the preference centre
+/// (`/p/{token}`) or one-click unsubscribe (`/u/{token}`). Nothing is stored
+/// per link: the token carries its purpose, the contact id and (for
+/// unsubscribe) the topic, authenticated by an HMAC over those and the
+/// contact's link secret. Rotating that secret revokes every link of the
+/// contact at once; a link made for one purpose never works for another.
+public struct ContactLink: Equatable, Sendable {
+    public enum Purpose: UInt8, Sendable {
+        case preferenceCentre = 0x70 // "p"
+        case unsubscribe = 0x75 // "u"
+    }
+
+    public var purpose: Purpose
+    public var contactID: UUID
+    /// For unsubscribe links: the topic; nil = every topic.
+    public var topicKey: String?
+
+    public init(purpose: Purpose, contactID: UUID, topicKey: String? = nil) {
+        self.purpose = purpose
+        self.contactID = contactID
+        self.topicKey = purpose == .unsubscribe ? topicKey : nil
+    }
+
+    /// 128 bits of HMAC-SHA256 are kept: forging one is a 2^128 guess per try.
+    static let macLength = 16
+
+    private var payload: Data {
+        var data = Data([purpose.rawValue])
+        withUnsafeBytes(of: contactID.uuid) { data.append(contentsOf: $0) }
+        if let topicKey { data.append(contentsOf: Data(topicKey.utf8)) }
+        return data
+    }
+
+    private func mac(secret: Data, key: SymmetricKey) -> Data {
+        var hmac = HMAC<SHA256>(key: key)
+        hmac.update(data: payload)
+        hmac.update(data: Data([0]))
+        hmac.update(data: secret)
+        return Data(hmac.finalize()).prefix(Self.macLength)
+    }
+
+    /// The URL-safe token for this link under the contact's current secret.
+    public func token(secret: Data, key: SymmetricKey) -> String {
+        (payload + mac(secret: secret, key: key)).base64URL
+    }
+
+    /// Reads a token's claims without checking them; `verify` must follow.
+    /// Nil when the text cannot be a token of this purpose.
+    public static func parse(_ token: String, purpose: Purpose) -> (link: ContactLink, mac: Data)? {
+        guard token.count <= 200, let data = Data(base64URL: token), data.count >= 1 + 16 + macLength,
+              data.first == purpose.rawValue else { return nil }
+        let bytes = [UInt8](data)
+        let uuidBytes = Array(bytes[1..<17])
+        let id = UUID(uuid: (uuidBytes[0], uuidBytes[1], uuidBytes[2], uuidBytes[3], uuidBytes[4], uuidBytes[5], uuidBytes[6], uuidBytes[7],
+                             uuidBytes[8], uuidBytes[9], uuidBytes[10], uuidBytes[11], uuidBytes[12], uuidBytes[13], uuidBytes[14], uuidBytes[15]))
+        let topicBytes = bytes[17..<(bytes.count - macLength)]
+        var topic: String?
+        if !topicBytes.isEmpty {
+            guard purpose == .unsubscribe, let text = String(bytes: topicBytes, encoding: .utf8), (try? Topic.validateKey(text)) != nil else { return nil }
+            topic = text
+        }
+        return (ContactLink(purpose: purpose, contactID: id, topicKey: topic), Data(bytes.suffix(macLength)))
+    }
+
+    /// Whether `mac` was made for this link with this secret (constant time).
+    public func verify(mac given: Data, secret: Data, key: SymmetricKey) -> Bool {
+        let expected = mac(secret: secret, key: key)
+        guard given.count == expected.count else { return false }
+        return zip(given, expected).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+}
+
+extension MasterKey {
+    /// A key for one job, derived from the master key (HKDF-SHA256), so that
+    /// link signatures and sealed data never share key material.
+    public func derivedKey(purpose: String) -> SymmetricKey {
+        HKDF<SHA256>.deriveKey(inputKeyMaterial: key, info: Data("assent/\(purpose)".utf8), outputByteCount: 32)
+    }
+}
+
+extension Data {
+    /// Decodes base64url without padding (RFC 4648 §5).
+    public init?(base64URL text: String) {
+        guard text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else { return nil }
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64.append("=") }
+        self.init(base64Encoded: base64)
+    }
+}
