@@ -92,7 +92,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            resources: [.copy("Resources/openapi.json"), .copy("Resources/pages"), .copy("Resources/assent.css")],
+            resources: [.copy("Resources/openapi.json"), .copy("Resources/pages"), .copy("Resources/words"), .copy("Resources/assent.css")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

@@ -24,6 +24,9 @@ struct API: Sendable {
     let ledger: Ledger
     let openAPIDocument: Data
     var issuer: ReceiptIssuer = .unconfigured
+    var site = SiteConfiguration()
+    /// Renders a form's embeddable HTML (the pages' templates).
+    var embed: @Sendable (Form) async throws -> String = { _ in throw APIError(.notImplemented, detail: "form pages are not configured") }
 
     var routes: [APIRoute] {
         [
@@ -53,7 +56,7 @@ struct API: Sendable {
             APIRoute(method: .get, path: "/api/v1/keys", scope: .admin) { _, _ in try await listKeys() },
             APIRoute(method: .post, path: "/api/v1/keys", scope: .admin, replayable: false) { r, c in try await createKey(r, c) },
             APIRoute(method: .delete, path: "/api/v1/keys/{id}", scope: .admin) { _, c in try await revokeKey(c) },
-        ]
+        ] + formRoutes
     }
 
     // MARK: Health

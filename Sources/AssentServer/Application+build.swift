@@ -28,11 +28,15 @@ public func openAPIDocument() throws -> Data {
 
 /// Builds the router: every route of the table, behind problem rendering,
 /// API-key authentication with scopes, and idempotent replay of writes.
-public func buildRouter(ledger: Ledger, issuer: ReceiptIssuer? = nil) async throws -> Router<AssentRequestContext> {
+public func buildRouter(ledger: Ledger, issuer: ReceiptIssuer? = nil, site: SiteConfiguration = SiteConfiguration()) async throws -> Router<AssentRequestContext> {
     let router = Router(context: AssentRequestContext.self)
     router.add(middleware: ProblemMiddleware())
+    let pages = try await Pages(site: site)
+    let forms = FormPages(ledger: ledger, pages: pages, limiter: RateLimiter(limit: site.formPostsPerMinute))
     var api = API(ledger: ledger, openAPIDocument: try openAPIDocument())
     if let issuer { api.issuer = issuer }
+    api.site = site
+    api.embed = { form in try await forms.embedSnippet(form) }
     let gate = Gate(store: ledger.store)
     for route in api.routes {
         let hbPath = RouterPath(stringLiteral: route.path)
@@ -41,9 +45,17 @@ public func buildRouter(ledger: Ledger, issuer: ReceiptIssuer? = nil) async thro
         }
     }
     // Pages people open from emails (not part of the JSON API).
-    let confirmation = try await ConfirmationPages(ledger: ledger)
+    let confirmation = ConfirmationPages(ledger: ledger, pages: pages)
     router.get("/confirm/{token}") { request, context in try await confirmation.show(request, context) }
     router.post("/confirm/{token}") { request, context in try await confirmation.confirm(request, context) }
+    router.get("/f/{id}") { request, context in await forms.show(request, context) }
+    router.post("/f/{id}") { request, context in await forms.submit(request, context) }
+    router.on("/f/{id}", method: .options) { request, context in await forms.preflight(request, context) }
+    let preferences = PreferencePages(ledger: ledger, pages: pages, limiter: RateLimiter(limit: site.linkPostsPerMinute))
+    router.get("/p/{token}") { request, context in await preferences.showCentre(request, context) }
+    router.post("/p/{token}") { request, context in await preferences.saveCentre(request, context) }
+    router.get("/u/{token}") { request, context in await preferences.showUnsubscribe(request, context) }
+    router.post("/u/{token}") { request, context in await preferences.unsubscribe(request, context) }
     let stylesheet = try Data(contentsOf: Bundle.module.url(forResource: "assent", withExtension: "css")!)
     router.get("/assets/assent.css") { _, _ in
         var headers = HTTPFields()
@@ -56,10 +68,10 @@ public func buildRouter(ledger: Ledger, issuer: ReceiptIssuer? = nil) async thro
 
 /// The whole application, every dependency a parameter (STYLE.md #1).
 public func buildApplication(
-    configuration: ServerConfiguration, ledger: Ledger, issuer: ReceiptIssuer? = nil, services: [any Service] = [], logger: Logger,
-    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    configuration: ServerConfiguration, ledger: Ledger, issuer: ReceiptIssuer? = nil, site: SiteConfiguration = SiteConfiguration(),
+    services: [any Service] = [], logger: Logger, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> some ApplicationProtocol {
-    let router = try await buildRouter(ledger: ledger, issuer: issuer)
+    let router = try await buildRouter(ledger: ledger, issuer: issuer, site: site)
     return Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "Assent"),
@@ -162,4 +174,10 @@ struct Gate: Sendable {
 extension HTTPField.Name {
     static let idempotencyKey = Self("Idempotency-Key")!
     static let idempotentReplayed = Self("Idempotent-Replayed")!
+}
+
+/// The HTML to paste into a web page for a form (what `GET /api/v1/forms/{id}/embed` returns).
+public func formEmbedHTML(ledger: Ledger, form: Form, site: SiteConfiguration) async throws -> String {
+    let pages = try await Pages(site: site)
+    return try await FormPages(ledger: ledger, pages: pages, limiter: RateLimiter(limit: 1)).embedSnippet(form)
 }

@@ -57,10 +57,11 @@ extension Ledger {
     public func createForm(id: String, definition: FormDefinition) async throws -> Form {
         var problems: [ValidationError] = []
         do { try Topic.validateKey(id, field: "id") } catch let DomainError.invalid(e) { problems += e }
-        do { try definition.validate() } catch let DomainError.invalid(e) { problems += e }
+        var pinned = definition
+        do { pinned = try await checked(definition) } catch let DomainError.invalid(e) { problems += e }
         if !problems.isEmpty { throw DomainError.invalid(problems) }
         let at = now
-        let form = Form(id: id, version: 1, definition: try await pinNotices(definition), createdAt: at)
+        let form = Form(id: id, version: 1, definition: pinned, createdAt: at)
         do {
             try await store.insertForm(form)
         } catch StoreError.duplicate {
@@ -81,8 +82,7 @@ extension Ledger {
             let current = try await existingForm(id)
             var definition = current.definition
             edit(&definition)
-            try definition.validate()
-            definition = try await pinNotices(definition)
+            definition = try await checked(definition)
             if definition == current.definition { return current }
             let next = Form(id: id, version: current.version + 1, status: current.status, definition: definition,
                             createdAt: current.createdAt, versionCreatedAt: now)
@@ -105,11 +105,14 @@ extension Ledger {
         return form
     }
 
-    /// Checks every topic exists and is active, and pins open notice versions to the current ones.
-    private func pinNotices(_ definition: FormDefinition) async throws -> FormDefinition {
+    /// Checks the definition's shape and that every topic exists and is
+    /// active, reporting all problems at once, and pins open notice versions
+    /// to the current ones.
+    private func checked(_ definition: FormDefinition) async throws -> FormDefinition {
         var definition = definition
         var problems: [ValidationError] = []
-        for i in definition.topics.indices {
+        do { try definition.validate() } catch let DomainError.invalid(e) { problems += e }
+        for i in definition.topics.indices where (try? Topic.validateKey(definition.topics[i].key)) != nil {
             let field = "topics[\(i)]"
             guard let topic = try await store.topic(key: definition.topics[i].key) else {
                 problems.append(.init(field: "\(field).key", "unknown topic '\(definition.topics[i].key)'"))

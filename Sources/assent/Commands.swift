@@ -23,8 +23,16 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (env ASSENT_LOG_LEVEL).", valueName: "level"))
     var logLevel: String = ProcessInfo.processInfo.environment["ASSENT_LOG_LEVEL"] ?? "info"
 
+    @Option(help: ArgumentHelp("Form posts accepted per client address per minute (env ASSENT_FORM_POSTS_PER_MINUTE).", valueName: "n"))
+    var formPostsPerMinute: Int = Int(ProcessInfo.processInfo.environment["ASSENT_FORM_POSTS_PER_MINUTE"] ?? "") ?? 20
+
+    @Option(help: ArgumentHelp("Preference-centre and unsubscribe posts per client address per minute (env ASSENT_LINK_POSTS_PER_MINUTE).", valueName: "n"))
+    var linkPostsPerMinute: Int = Int(ProcessInfo.processInfo.environment["ASSENT_LINK_POSTS_PER_MINUTE"] ?? "") ?? 60
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port: \(port) is not a port number (0-65535)") }
+        guard (1...100_000).contains(formPostsPerMinute) else { throw ValidationError("--form-posts-per-minute: must be from 1 to 100000") }
+        guard (1...100_000).contains(linkPostsPerMinute) else { throw ValidationError("--link-posts-per-minute: must be from 1 to 100000") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: '\(logLevel)' is not a log level") }
     }
 
@@ -67,7 +75,10 @@ struct Serve: AsyncParsableCommand {
                                                                                  publicURL: { publicURL.value }), store: ledger.store,
                                     receipts: { [ledger] id in try await ledger.receipt(eventID: id, issuer: issuer) })
         let worker = OutboxWorker(store: ledger.store, masterKey: ledger.masterKey, transport: transport, composer: composer, logger: logger)
-        let app = try await buildApplication(configuration: .init(host: host, port: port), ledger: ledger, issuer: issuer, services: [worker], logger: logger) { port in
+        let site = SiteConfiguration(publicURL: { publicURL.value }, organisation: mail.organisation,
+                                     formPostsPerMinute: formPostsPerMinute, linkPostsPerMinute: linkPostsPerMinute)
+        let app = try await buildApplication(configuration: .init(host: host, port: port), ledger: ledger, issuer: issuer, site: site,
+                                             services: [worker], logger: logger) { port in
             publicURL.setDefault("http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)")
             emit("Assent is serving the API on http://\(host):\(port)/api/v1 (\(database)); emails: \(transport.summary); press Ctrl-C to stop.")
         }
@@ -169,7 +180,7 @@ struct Topics: AsyncParsableCommand {
 }
 
 struct Contacts: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Manage contacts.", subcommands: [Add.self, Show.self])
+    static let configuration = CommandConfiguration(abstract: "Manage contacts.", subcommands: [Add.self, Show.self, ContactLinks.self])
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a contact (every topic reads No).")
@@ -195,10 +206,7 @@ struct Contacts: AsyncParsableCommand {
 
         func run() async throws {
             let ledger = try await store.openLedger()
-            let found: Contact? = if let id = UUID(uuidString: contact) { try await ledger.store.contact(id: id) }
-                else if let email = try? EmailAddress(contact), let c = try await ledger.store.contact(email: email) { c }
-                else { try await ledger.store.contact(externalID: contact) }
-            guard let c = found else { throw ValidationError("no contact matches '\(contact)'") }
+            let c = try await findContact(contact, in: ledger)
             print("\(c.id.uuidString.lowercased())  <\(c.email)>  \(c.name ?? "")\(c.externalID.map { "  external id \($0)" } ?? "")")
             let prefs = Dictionary(try await ledger.store.preferences(contactID: c.id).map { ($0.topicKey, $0) }, uniquingKeysWith: { a, _ in a })
             let now = Date()

@@ -42,14 +42,23 @@ struct APIHarness {
         return Reply(status: response.status, headers: response.headers, body: Data(response.body.readableBytesView))
     }
 
+    /// A browser-like request to a page: form-encoded body, no API key.
+    func page(_ method: HTTPRequest.Method, _ path: String, form: String? = nil, headers extra: HTTPFields = [:]) async throws -> Reply {
+        var headers = extra
+        if form != nil && headers[.contentType] == nil { headers[.contentType] = "application/x-www-form-urlencoded" }
+        let response = try await client.executeRequest(uri: path, method: method, headers: headers, body: form.map { ByteBuffer(string: $0) })
+        return Reply(status: response.status, headers: response.headers, body: Data(response.body.readableBytesView))
+    }
+
     func newKey(_ scope: APIScope) async throws -> String {
         let (key, token) = APIKey.generate(name: "\(scope) test key", scope: scope, now: Date())
         try await ledger.store.insertAPIKey(key)
         return token
     }
 
-    func createTopic(_ key: String, category: String = "news") async throws {
-        let r = try await send(.post, "/api/v1/topics", json: ["key": key, "title": key.capitalized, "category": category, "notice": "We will email you about \(key)."])
+    func createTopic(_ key: String, category: String = "news", doubleOptIn: Bool = true) async throws {
+        let r = try await send(.post, "/api/v1/topics", json: ["key": key, "title": key.capitalized, "category": category, "notice": "We will email you about \(key).",
+                                                               "requiresDoubleOptIn": doubleOptIn])
         #expect(r.status == .created, "\(r.text)")
     }
 
@@ -64,12 +73,13 @@ struct APIHarness {
 
 typealias Backend = StoreKind
 
-func withAPI(_ backend: StoreKind = .memory, _ body: @Sendable (APIHarness) async throws -> Void) async throws {
+func withAPI(_ backend: StoreKind = .memory, site: SiteConfiguration = SiteConfiguration(),
+             _ body: @Sendable (APIHarness) async throws -> Void) async throws {
     let store = try await backend.makeStore()
     let ledger = Ledger(store: store, masterKey: .generate())
     let (key, token) = APIKey.generate(name: "admin", scope: .admin, now: Date())
     try await store.insertAPIKey(key)
-    let app = Application(router: try await buildRouter(ledger: ledger))
+    let app = Application(router: try await buildRouter(ledger: ledger, site: site))
     try await app.test(.router) { client in
         try await body(APIHarness(client: client, ledger: ledger, adminToken: token))
     }

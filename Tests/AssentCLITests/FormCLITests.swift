@@ -1,0 +1,51 @@
+import Foundation
+import Testing
+
+@Suite(.serialized) struct FormCLITests {
+    @Test func formsAreDefinedListedEmbeddedAndRetiredFromTheCommandLine() throws {
+        let cli = try CLI()
+        for key in ["events", "news"] {
+            #expect(try cli.run(["topics", "add", key, "--title", key.capitalized, "--notice", "We email you about \(key)."]).status == 0)
+        }
+        let added = try cli.run(["forms", "add", "newsletter", "--title", "Stay in touch", "--topic", "events", "--topic", "news:1",
+                                 "--allowed-origin", "https://www.example.org", "--ask-name", "--public-url", "https://consent.example.org"])
+        #expect(added.status == 0, "\(added.stderr)")
+        #expect(added.stdout.contains("served at https://consent.example.org/f/newsletter"))
+        #expect(try cli.run(["forms", "list"]).stdout.contains("newsletter  Stay in touch  topics: events, news  [signup, double opt-in, v1]"))
+        let shown = try cli.run(["forms", "show", "newsletter"])
+        #expect(shown.stdout.contains("topics: events (notice v1), news (notice v1)") && shown.stdout.contains("allowed origins: https://www.example.org"))
+        let embed = try cli.run(["forms", "embed", "newsletter"], environment: ["ASSENT_PUBLIC_URL": "https://consent.example.org"])
+        #expect(embed.status == 0 && embed.stdout.contains("action=\"https://consent.example.org/f/newsletter\""), "\(embed.stderr)")
+        #expect(embed.stdout.contains("We email you about news."))
+        #expect(try cli.run(["forms", "retire", "newsletter"]).stdout.contains("retired form newsletter"))
+        #expect(try cli.run(["forms", "list"]).stdout.contains("no forms yet"))
+        #expect(try cli.run(["forms", "embed", "newsletter"]).stderr.contains("retired"))
+    }
+
+    @Test func badFormsAreNamedAndSaveNothing() throws {
+        let cli = try CLI()
+        #expect(try cli.run(["topics", "add", "events", "--title", "Events", "--notice", "n"]).status == 0)
+        let bad = try cli.run(["forms", "add", "x", "--title", "T", "--topic", "nope", "--allowed-origin", "example.org"])
+        #expect(bad.status != 0 && bad.stderr.contains("topics[0].key: unknown topic 'nope'") && bad.stderr.contains("allowedOrigins[0]"), "\(bad.stderr)")
+        let kind = try cli.run(["forms", "add", "x", "--title", "T", "--topic", "events", "--kind", "survey"])
+        #expect(kind.status != 0 && kind.stderr.contains("--kind"))
+        #expect(try cli.run(["forms", "list", "--all"]).stdout.contains("no forms yet"))
+    }
+
+    @Test func contactLinksPrintTheListUnsubscribeHeadersAndRotate() throws {
+        let cli = try CLI()
+        #expect(try cli.run(["topics", "add", "news", "--title", "News", "--notice", "n"]).status == 0)
+        #expect(try cli.run(["contacts", "add", "ann@example.com"]).status == 0)
+        let links = try cli.run(["contacts", "links", "ann@example.com", "--topic", "news", "--public-url", "https://consent.example.org"])
+        #expect(links.status == 0, "\(links.stderr)")
+        let lines = links.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first?.hasPrefix("preference centre: https://consent.example.org/p/") == true)
+        #expect(lines.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"))
+        let again = try cli.run(["contacts", "links", "ann@example.com", "--topic", "news", "--public-url", "https://consent.example.org"])
+        #expect(again.stdout == links.stdout, "links are stable")
+        let rotated = try cli.run(["contacts", "links", "ann@example.com", "--rotate"])
+        #expect(rotated.status == 0 && !rotated.stdout.contains(String(lines[0].split(separator: "/").last!)))
+        #expect(try cli.run(["contacts", "links", "ann@example.com", "--topic", "nope"]).stderr.contains("topic 'nope' not found"))
+        #expect(try cli.run(["contacts", "links", "bob@example.com"]).stderr.contains("no contact matches"))
+    }
+}
