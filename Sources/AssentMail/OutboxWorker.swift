@@ -71,6 +71,26 @@ public struct MailComposer: Sendable {
         return (base.hasSuffix("/") ? String(base.dropLast()) : base) + "/confirm/\(token)"
     }
 
+    public func portalLink(token: String) -> String {
+        let base = settings.publicURL()
+        return (base.hasSuffix("/") ? String(base.dropLast()) : base) + "/portal/signin/\(token)"
+    }
+
+    /// The portal's single-use sign-in email.
+    public func portalSignIn(_ email: PortalLinkEmail, messageID: String, date: Date) throws -> MailMessage {
+        let locale = templates.locale(for: email.locale)
+        let expires = email.expiresAt.formatted(Date.FormatStyle(date: .long, time: .shortened, locale: Locale(identifier: locale),
+                                                                  timeZone: TimeZone(identifier: "UTC")!)) + " UTC"
+        var model: [String: Any] = ["organisation": settings.organisation, "link": portalLink(token: email.token), "expires": expires]
+        if let name = email.name { model["name"] = name }
+        return MailMessage(
+            from: settings.from, to: MailAddress(email.to, name: email.name),
+            subject: try templates.render("signin", part: "subject", locale: locale, model: model).trimmingCharacters(in: .whitespacesAndNewlines),
+            text: try templates.render("signin", part: "text", locale: locale, model: model),
+            html: try templates.render("signin", part: "html", locale: locale, model: model),
+            messageID: messageID, date: date)
+    }
+
     public func confirmation(_ email: ConfirmationEmail, messageID: String, date: Date) async throws -> MailMessage {
         let locale = templates.locale(for: email.locale)
         var topics: [[String: Any]] = []
@@ -143,6 +163,16 @@ public struct OutboxWorker: Service {
                     return await complete(item, payload: scrubbed)
                 }
                 try await transport.send(try await composer.confirmation(email, messageID: messageID, date: at))
+                await complete(item, payload: scrubbed)
+            case PortalLinkEmail.kind:
+                let email = try PortalLinkEmail.open(item, masterKey: masterKey)
+                let scrubbed = try email.scrubbed(masterKey: masterKey, itemID: item.id)
+                // A sign-in link that expired or was used before it could be sent is not worth sending.
+                guard let link = try await store.portalLink(hash: APIKey.hash(secret: email.token)), link.usedAt == nil, link.expiresAt > now() else {
+                    logger.info("skipped \(item.kind) \(item.id): its link is no longer valid")
+                    return await complete(item, payload: scrubbed)
+                }
+                try await transport.send(try composer.portalSignIn(email, messageID: messageID, date: at))
                 await complete(item, payload: scrubbed)
             case ReceiptEmail.kind:
                 let email = try ReceiptEmail.open(item, masterKey: masterKey)

@@ -200,5 +200,41 @@ enum PostgresMigrations {
             )
             """,
         ]),
+        ("0005_portal_and_requests", [
+            """
+            CREATE TABLE portal_links (
+                hash BYTEA PRIMARY KEY,
+                contact_id UUID NOT NULL REFERENCES contacts(id),
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                used_at BIGINT
+            )
+            """,
+            "CREATE INDEX portal_links_contact ON portal_links (contact_id, created_at)",
+            """
+            CREATE TABLE portal_sessions (
+                hash BYTEA PRIMARY KEY,
+                contact_id UUID NOT NULL REFERENCES contacts(id),
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX portal_sessions_contact ON portal_sessions (contact_id)",
+            """
+            CREATE TABLE subject_requests (
+                id UUID PRIMARY KEY,
+                contact_id UUID NOT NULL REFERENCES contacts(id),
+                kind TEXT NOT NULL CHECK (kind IN ('access', 'erasure', 'objection', 'rectification')),
+                status TEXT NOT NULL CHECK (status IN ('open', 'closed')),
+                channel TEXT NOT NULL,
+                note TEXT,
+                created_at BIGINT NOT NULL,
+                due_at BIGINT NOT NULL,
+                closed_at BIGINT
+            )
+            """,
+            "CREATE INDEX subject_requests_contact ON subject_requests (contact_id)",
+            "CREATE INDEX subject_requests_status ON subject_requests (status, due_at)",
+        ]),
     ]
 }

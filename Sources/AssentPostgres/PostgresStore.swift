@@ -810,6 +810,97 @@ public final class PostgresStore: LedgerStore {
         (error as? PSQLError)?.serverInfo?[.sqlState] == "23503"
     }
 
+    // MARK: Portal
+
+    public func issuePortalLink(_ link: PortalLinkRecord, email: OutboxItem) async throws {
+        do {
+            try await transaction { c in
+                try await c.query("""
+                    INSERT INTO portal_links (hash, contact_id, created_at, expires_at)
+                    VALUES (\(link.hash), \(link.contactID), \(link.createdAt.millisecondsSince1970), \(link.expiresAt.millisecondsSince1970))
+                    """, logger: logger)
+                try await c.query("""
+                    INSERT INTO outbox (id, contact_id, kind, payload, status, attempts, next_attempt_at, created_at)
+                    VALUES (\(email.id), \(email.contactID), \(email.kind), \(email.payload), \(email.status.rawValue), \(email.attempts),
+                        \(email.nextAttemptAt.millisecondsSince1970), \(email.createdAt.millisecondsSince1970))
+                    """, logger: logger)
+            }
+        } catch where Self.foreignKeyViolation(error) {
+            throw StoreError.notFound(what: "contact", id: link.contactID.uuidString.lowercased())
+        }
+    }
+
+    public func portalLink(hash: Data) async throws -> PortalLinkRecord? {
+        try await rows("SELECT * FROM portal_links WHERE hash = \(hash)").first.map { r in
+            PortalLinkRecord(hash: try r["hash"].decode(Data.self), contactID: try r["contact_id"].decode(UUID.self),
+                             createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+                             expiresAt: Date(millisecondsSince1970: try r["expires_at"].decode(Int64.self)),
+                             usedAt: try r["used_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)))
+        }
+    }
+
+    public func portalLinkCount(contactID: UUID, since: Date) async throws -> Int {
+        try await rows("SELECT COUNT(*) AS n FROM portal_links WHERE contact_id = \(contactID) AND created_at >= \(since.millisecondsSince1970)")
+            .first.map { try $0["n"].decode(Int.self) } ?? 0
+    }
+
+    public func consumePortalLink(hash: Data, at: Date) async throws -> UUID? {
+        try await rows("""
+            UPDATE portal_links SET used_at = \(at.millisecondsSince1970)
+            WHERE hash = \(hash) AND used_at IS NULL AND expires_at > \(at.millisecondsSince1970)
+            RETURNING contact_id
+            """).first.map { try $0["contact_id"].decode(UUID.self) }
+    }
+
+    public func insertPortalSession(_ session: PortalSession) async throws {
+        try await client.query("""
+            INSERT INTO portal_sessions (hash, contact_id, created_at, expires_at)
+            VALUES (\(session.hash), \(session.contactID), \(session.createdAt.millisecondsSince1970), \(session.expiresAt.millisecondsSince1970))
+            """, logger: logger)
+    }
+
+    public func portalSession(hash: Data) async throws -> PortalSession? {
+        try await rows("SELECT * FROM portal_sessions WHERE hash = \(hash)").first.map { r in
+            PortalSession(hash: try r["hash"].decode(Data.self), contactID: try r["contact_id"].decode(UUID.self),
+                          createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+                          expiresAt: Date(millisecondsSince1970: try r["expires_at"].decode(Int64.self)))
+        }
+    }
+
+    public func deletePortalSession(hash: Data) async throws {
+        try await client.query("DELETE FROM portal_sessions WHERE hash = \(hash)", logger: logger)
+    }
+
+    // MARK: Subject requests
+
+    public func insertSubjectRequest(_ request: SubjectRequest) async throws {
+        do {
+            try await client.query("""
+                INSERT INTO subject_requests (id, contact_id, kind, status, channel, note, created_at, due_at, closed_at)
+                VALUES (\(request.id), \(request.contactID), \(request.kind.rawValue), \(request.status.rawValue), \(request.channel), \(request.note),
+                    \(request.createdAt.millisecondsSince1970), \(request.dueAt.millisecondsSince1970), \(request.closedAt?.millisecondsSince1970))
+                """, logger: logger)
+        } catch where Self.foreignKeyViolation(error) {
+            throw StoreError.notFound(what: "contact", id: request.contactID.uuidString.lowercased())
+        }
+    }
+
+    public func subjectRequests(contactID: UUID?, status: SubjectRequest.Status?, limit: Int) async throws -> [SubjectRequest] {
+        try await rows("""
+            SELECT * FROM subject_requests
+            WHERE (\(contactID)::uuid IS NULL OR contact_id = \(contactID)) AND (\(status?.rawValue)::text IS NULL OR status = \(status?.rawValue))
+            ORDER BY created_at DESC, id DESC LIMIT \(limit)
+            """).map { r in
+            SubjectRequest(id: try r["id"].decode(UUID.self), contactID: try r["contact_id"].decode(UUID.self),
+                           kind: SubjectRequest.Kind(rawValue: try r["kind"].decode(String.self)) ?? .access,
+                           status: SubjectRequest.Status(rawValue: try r["status"].decode(String.self)) ?? .open,
+                           channel: try r["channel"].decode(String.self), note: try r["note"].decode(String?.self),
+                           createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+                           dueAt: Date(millisecondsSince1970: try r["due_at"].decode(Int64.self)),
+                           closedAt: try r["closed_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)))
+        }
+    }
+
     // MARK: API keys
 
     public func insertAPIKey(_ key: APIKey) async throws {

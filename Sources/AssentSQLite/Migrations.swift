@@ -184,6 +184,40 @@ enum SQLiteMigrations {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("0005_portal_and_requests") { db in
+            try db.execute(sql: """
+                CREATE TABLE portal_links (
+                    hash BLOB PRIMARY KEY NOT NULL,
+                    contact_id TEXT NOT NULL REFERENCES contacts(id),
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    used_at INTEGER
+                ) WITHOUT ROWID;
+                CREATE INDEX portal_links_contact ON portal_links(contact_id, created_at);
+
+                CREATE TABLE portal_sessions (
+                    hash BLOB PRIMARY KEY NOT NULL,
+                    contact_id TEXT NOT NULL REFERENCES contacts(id),
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                CREATE INDEX portal_sessions_contact ON portal_sessions(contact_id);
+
+                CREATE TABLE subject_requests (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    contact_id TEXT NOT NULL REFERENCES contacts(id),
+                    kind TEXT NOT NULL CHECK (kind IN ('access', 'erasure', 'objection', 'rectification')),
+                    status TEXT NOT NULL CHECK (status IN ('open', 'closed')),
+                    channel TEXT NOT NULL,
+                    note TEXT,
+                    created_at INTEGER NOT NULL,
+                    due_at INTEGER NOT NULL,
+                    closed_at INTEGER
+                );
+                CREATE INDEX subject_requests_contact ON subject_requests(contact_id);
+                CREATE INDEX subject_requests_status ON subject_requests(status, due_at);
+                """)
+        }
         return migrator
     }
 }

@@ -571,6 +571,93 @@ public final class SQLiteStore: LedgerStore {
         }
     }
 
+    // MARK: Portal
+
+    public func issuePortalLink(_ link: PortalLinkRecord, email: OutboxItem) async throws {
+        try await pool.write { db in
+            try Self.requireContact(link.contactID, db)
+            try db.execute(sql: "INSERT INTO portal_links (hash, contact_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                           arguments: [link.hash, link.contactID.db, link.createdAt.millisecondsSince1970, link.expiresAt.millisecondsSince1970])
+            try db.execute(sql: """
+                INSERT INTO outbox (id, contact_id, kind, payload, status, attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [email.id.db, email.contactID?.db, email.kind, email.payload, email.status.rawValue, email.attempts,
+                                   email.nextAttemptAt.millisecondsSince1970, email.createdAt.millisecondsSince1970])
+        }
+    }
+
+    public func portalLink(hash: Data) async throws -> PortalLinkRecord? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM portal_links WHERE hash = ?", arguments: [hash]).map { row in
+                PortalLinkRecord(hash: row["hash"], contactID: UUID(uuidString: row["contact_id"])!,
+                                 createdAt: Date(millisecondsSince1970: row["created_at"]), expiresAt: Date(millisecondsSince1970: row["expires_at"]),
+                                 usedAt: (row["used_at"] as Int64?).map(Date.init(millisecondsSince1970:)))
+            }
+        }
+    }
+
+    public func portalLinkCount(contactID: UUID, since: Date) async throws -> Int {
+        try await pool.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM portal_links WHERE contact_id = ? AND created_at >= ?",
+                             arguments: [contactID.db, since.millisecondsSince1970]) ?? 0
+        }
+    }
+
+    public func consumePortalLink(hash: Data, at: Date) async throws -> UUID? {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE portal_links SET used_at = ? WHERE hash = ? AND used_at IS NULL AND expires_at > ?",
+                           arguments: [at.millisecondsSince1970, hash, at.millisecondsSince1970])
+            guard db.changesCount == 1 else { return nil }
+            return try String.fetchOne(db, sql: "SELECT contact_id FROM portal_links WHERE hash = ?", arguments: [hash]).flatMap(UUID.init(uuidString:))
+        }
+    }
+
+    public func insertPortalSession(_ session: PortalSession) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "INSERT INTO portal_sessions (hash, contact_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                           arguments: [session.hash, session.contactID.db, session.createdAt.millisecondsSince1970, session.expiresAt.millisecondsSince1970])
+        }
+    }
+
+    public func portalSession(hash: Data) async throws -> PortalSession? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM portal_sessions WHERE hash = ?", arguments: [hash]).map { row in
+                PortalSession(hash: row["hash"], contactID: UUID(uuidString: row["contact_id"])!,
+                              createdAt: Date(millisecondsSince1970: row["created_at"]), expiresAt: Date(millisecondsSince1970: row["expires_at"]))
+            }
+        }
+    }
+
+    public func deletePortalSession(hash: Data) async throws {
+        try await pool.write { db in try db.execute(sql: "DELETE FROM portal_sessions WHERE hash = ?", arguments: [hash]) }
+    }
+
+    // MARK: Subject requests
+
+    public func insertSubjectRequest(_ request: SubjectRequest) async throws {
+        try await pool.write { db in
+            try Self.requireContact(request.contactID, db)
+            try db.execute(sql: """
+                INSERT INTO subject_requests (id, contact_id, kind, status, channel, note, created_at, due_at, closed_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [request.id.db, request.contactID.db, request.kind.rawValue, request.status.rawValue, request.channel, request.note,
+                                   request.createdAt.millisecondsSince1970, request.dueAt.millisecondsSince1970, request.closedAt?.millisecondsSince1970])
+        }
+    }
+
+    public func subjectRequests(contactID: UUID?, status: SubjectRequest.Status?, limit: Int) async throws -> [SubjectRequest] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM subject_requests WHERE (? IS NULL OR contact_id = ?) AND (? IS NULL OR status = ?)
+                ORDER BY created_at DESC, id DESC LIMIT ?
+                """, arguments: [contactID?.db, contactID?.db, status?.rawValue, status?.rawValue, limit]).map { row in
+                SubjectRequest(id: UUID(uuidString: row["id"])!, contactID: UUID(uuidString: row["contact_id"])!,
+                               kind: SubjectRequest.Kind(rawValue: row["kind"]) ?? .access, status: SubjectRequest.Status(rawValue: row["status"]) ?? .open,
+                               channel: row["channel"], note: row["note"], createdAt: Date(millisecondsSince1970: row["created_at"]),
+                               dueAt: Date(millisecondsSince1970: row["due_at"]), closedAt: (row["closed_at"] as Int64?).map(Date.init(millisecondsSince1970:)))
+            }
+        }
+    }
+
     // MARK: API keys
 
     public func insertAPIKey(_ key: APIKey) async throws {

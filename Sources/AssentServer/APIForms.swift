@@ -130,6 +130,30 @@ struct ContactLinksJSON: Encodable {
     var headers: Headers
 }
 
+struct SubjectRequestJSON: Encodable {
+    var id: String
+    var contactId: String
+    var kind: String
+    var status: String
+    var channel: String
+    var note: String?
+    var createdAt: Date
+    var dueAt: Date
+    var closedAt: Date?
+
+    init(_ r: SubjectRequest) {
+        id = r.id.uuidString.lowercased()
+        contactId = r.contactID.uuidString.lowercased()
+        kind = r.kind.rawValue
+        status = r.status.rawValue
+        channel = r.channel
+        note = r.note
+        createdAt = r.createdAt
+        dueAt = r.dueAt
+        closedAt = r.closedAt
+    }
+}
+
 // MARK: Handlers
 
 extension API {
@@ -146,7 +170,23 @@ extension API {
             // preferences, so handing them out needs the write scope.
             APIRoute(method: .get, path: "/api/v1/contacts/{id}/links", scope: .write) { r, c in try await contactLinks(r, c) },
             APIRoute(method: .post, path: "/api/v1/contacts/{id}/links/rotate", scope: .write) { r, c in try await rotateLinks(r, c) },
+            APIRoute(method: .get, path: "/api/v1/requests", scope: .read) { r, _ in try await listRequests(r) },
         ]
+    }
+
+    /// Data-subject requests people made (the portal's erasure button), for staff to handle.
+    func listRequests(_ request: Request) async throws -> APIResponse {
+        let query = try Query(request)
+        let status = try query.string("status").map { text in
+            guard let status = SubjectRequest.Status(rawValue: text) else { throw APIError.badRequest(field: "status", "must be open or closed") }
+            return status
+        }
+        let contact = try query.string("contactId").map { text in
+            guard let id = UUID(uuidString: text) else { throw APIError.badRequest(field: "contactId", "'\(text.prefix(64))' is not a UUID") }
+            return id
+        }
+        let limit = try query.limit(default: 100, max: 1_000)
+        return try APIResponse(json: ListJSON(items: try await ledger.store.subjectRequests(contactID: contact, status: status, limit: limit).map(SubjectRequestJSON.init)))
     }
 
     func formID(_ context: AssentRequestContext) throws -> String {

@@ -31,6 +31,7 @@ public func openAPIDocument() throws -> Data {
 public func buildRouter(ledger: Ledger, issuer: ReceiptIssuer? = nil, site: SiteConfiguration = SiteConfiguration()) async throws -> Router<AssentRequestContext> {
     let router = Router(context: AssentRequestContext.self)
     router.add(middleware: ProblemMiddleware())
+    router.add(middleware: ClientAddressMiddleware(site: site))
     let pages = try await Pages(site: site)
     let forms = FormPages(ledger: ledger, pages: pages, limiter: RateLimiter(limit: site.formPostsPerMinute))
     var api = API(ledger: ledger, openAPIDocument: try openAPIDocument())
@@ -56,6 +57,16 @@ public func buildRouter(ledger: Ledger, issuer: ReceiptIssuer? = nil, site: Site
     router.post("/p/{token}") { request, context in await preferences.saveCentre(request, context) }
     router.get("/u/{token}") { request, context in await preferences.showUnsubscribe(request, context) }
     router.post("/u/{token}") { request, context in await preferences.unsubscribe(request, context) }
+    let portal = PortalPages(ledger: ledger, pages: pages, limiter: RateLimiter(limit: site.formPostsPerMinute))
+    router.get("/portal") { request, context in await portal.start(request, context) }
+    router.post("/portal") { request, context in await portal.requestLink(request, context) }
+    router.get("/portal/signin/{token}") { request, context in await portal.showSignIn(request, context) }
+    router.post("/portal/signin/{token}") { request, context in await portal.signIn(request, context) }
+    router.get("/portal/home") { request, context in await portal.home(request, context) }
+    router.post("/portal/preferences") { request, context in await portal.savePreferences(request, context) }
+    router.post("/portal/erasure") { request, context in await portal.requestErasure(request, context) }
+    router.post("/portal/signout") { request, context in await portal.signOut(request, context) }
+    router.get("/portal/export") { request, context in await portal.export(request, context) }
     let stylesheet = try Data(contentsOf: Bundle.module.url(forResource: "assent", withExtension: "css")!)
     router.get("/assets/assent.css") { _, _ in
         var headers = HTTPFields()

@@ -55,7 +55,7 @@ struct FormPages: Sendable {
             let notice = try await ledger.store.notice(topicKey: topic.key, version: shown.noticeVersion ?? topic.currentNoticeVersion)
             let current = state[topic.key]?.effectiveState(at: Date()) ?? .none
             let checked = values.map { $0.chosen.contains(topic.key) } ?? (current == .granted || current == .pending)
-            topics.append(["key": topic.key, "title": topic.title, "description": topic.description, "notice": notice?.text ?? "", "checked": checked])
+            topics.append(["key": topic.key, "title": topic.title, "description": topic.description.isEmpty ? false : topic.description, "notice": notice?.text ?? "", "checked": checked])
         }
         let action = embed ? "\(pages.site.baseURL)/f/\(form.id)" : "/f/\(form.id)"
         let knownPerson = person != nil && definition.kind == .preferences

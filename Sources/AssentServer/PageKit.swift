@@ -12,17 +12,30 @@ public struct SiteConfiguration: Sendable {
     public var publicURL: @Sendable () -> String
     /// The organisation's name, shown in page footers.
     public var organisation: String
-    /// Form posts accepted from one client address per minute, per instance.
+    /// Form and portal posts accepted from one client address per minute, per instance.
     public var formPostsPerMinute: Int
     /// Posts to the preference centre and unsubscribe links per client address per minute, per instance.
     public var linkPostsPerMinute: Int
 
+    /// Addresses of reverse proxies whose `X-Forwarded-For` is believed. The
+    /// client address (for rate limits and as evidence) is the right-most
+    /// forwarded address that is not one of them; with none, the socket peer.
+    public var trustedProxies: Set<String>
+
     public init(publicURL: @escaping @Sendable () -> String = { "http://127.0.0.1:8080" }, organisation: String = "Assent",
-                formPostsPerMinute: Int = 20, linkPostsPerMinute: Int = 60) {
+                formPostsPerMinute: Int = 20, linkPostsPerMinute: Int = 60, trustedProxies: Set<String> = []) {
         self.publicURL = publicURL
         self.organisation = organisation
         self.formPostsPerMinute = formPostsPerMinute
         self.linkPostsPerMinute = linkPostsPerMinute
+        self.trustedProxies = trustedProxies
+    }
+
+    /// The client's address behind the trusted proxies.
+    public func clientAddress(peer: String?, forwardedFor: [String]) -> String? {
+        guard let peer, trustedProxies.contains(peer) else { return peer }
+        let chain = forwardedFor.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        return chain.reversed().first { !trustedProxies.contains($0) } ?? chain.first ?? peer
     }
 
     /// The public URL without a trailing slash.
@@ -38,6 +51,22 @@ public struct SiteConfiguration: Sendable {
         guard let parts = URLComponents(string: url), let scheme = parts.scheme?.lowercased(), let host = parts.host?.lowercased() else { return nil }
         return "\(scheme)://\(host)" + (parts.port.map { ":\($0)" } ?? "")
     }
+}
+
+/// Replaces the request's peer address by the client's when the peer is a trusted proxy.
+struct ClientAddressMiddleware: RouterMiddleware {
+    let site: SiteConfiguration
+
+    func handle(_ request: Request, context: AssentRequestContext, next: (Request, AssentRequestContext) async throws -> Response) async throws -> Response {
+        guard !site.trustedProxies.isEmpty else { return try await next(request, context) }
+        var context = context
+        context.remoteIP = site.clientAddress(peer: context.remoteIP, forwardedFor: request.headers[values: .xForwardedFor])
+        return try await next(request, context)
+    }
+}
+
+extension HTTPField.Name {
+    static let xForwardedFor = Self("X-Forwarded-For")!
 }
 
 /// Renders the person-facing pages from Mustache templates, in the visitor's

@@ -75,31 +75,10 @@ struct PreferencePages: Sendable {
 
     private func centre(_ contact: Contact, language: String, token: String, status: [String], errors: [String],
                         httpStatus: HTTPResponse.Status = .ok) async throws -> Response {
-        let preferences = try await ledger.store.ledgerState(contactID: contact.id).preferences
-        let now = Date()
-        var categories: [(name: String, topics: [[String: Any]])] = []
-        for topic in try await ledger.store.topics(includeRetired: false) {
-            let state = preferences[topic.key]?.effectiveState(at: now) ?? .none
-            let notice = try await ledger.store.notice(topicKey: topic.key, version: topic.currentNoticeVersion)
-            let (stateClass, stateKey) = switch state {
-            case .granted: ("granted", "stateGranted")
-            case .pending: ("pending", "statePending")
-            case .none, .withdrawn, .expired: ("no", "stateNo")
-            }
-            let entry: [String: Any] = [
-                "key": topic.key, "title": topic.title, "description": topic.description, "notice": notice?.text ?? "",
-                "noticeVersion": topic.currentNoticeVersion, "checked": state == .granted || state == .pending,
-                "stateClass": stateClass, "stateText": pages.word(stateKey, language),
-            ]
-            if categories.last?.name == topic.category {
-                categories[categories.count - 1].topics.append(entry)
-            } else {
-                categories.append((topic.category, [entry]))
-            }
-        }
+        let categories = try await pages.preferenceCategories(ledger: ledger, contactID: contact.id, language: language)
         let model: [String: Any] = [
             "title": pages.word("centreTitle", language), "email": contact.email.value, "action": "/p/\(token)",
-            "categories": categories.map { ["name": $0.name, "topics": $0.topics] },
+            "categories": categories,
             "hasStatus": !status.isEmpty, "status": status, "hasErrors": !errors.isEmpty, "errors": errors,
         ]
         return pages.render("centre", language: language, status: httpStatus, model: model)
@@ -169,5 +148,35 @@ struct PreferencePages: Sendable {
 
     private func linkInvalid(_ language: String) -> Response {
         pages.message(.notFound, language: language, title: pages.word("linkInvalidTitle", language), paragraphs: [pages.word("linkInvalidMessage", language)])
+    }
+}
+
+extension Pages {
+    /// Every active topic grouped by category, with the person's state and the
+    /// notice version printed (sent back as `shown` so the event records it).
+    func preferenceCategories(ledger: Ledger, contactID: UUID, language: String) async throws -> [[String: Any]] {
+        let preferences = try await ledger.store.ledgerState(contactID: contactID).preferences
+        let now = Date()
+        var categories: [(name: String, topics: [[String: Any]])] = []
+        for topic in try await ledger.store.topics(includeRetired: false) {
+            let state = preferences[topic.key]?.effectiveState(at: now) ?? .none
+            let notice = try await ledger.store.notice(topicKey: topic.key, version: topic.currentNoticeVersion)
+            let (stateClass, stateKey) = switch state {
+            case .granted: ("granted", "stateGranted")
+            case .pending: ("pending", "statePending")
+            case .none, .withdrawn, .expired: ("no", "stateNo")
+            }
+            let entry: [String: Any] = [
+                "key": topic.key, "title": topic.title, "description": topic.description.isEmpty ? false : topic.description, "notice": notice?.text ?? "",
+                "noticeVersion": topic.currentNoticeVersion, "checked": state == .granted || state == .pending,
+                "stateClass": stateClass, "stateText": word(stateKey, language),
+            ]
+            if categories.last?.name == topic.category {
+                categories[categories.count - 1].topics.append(entry)
+            } else {
+                categories.append((topic.category, [entry]))
+            }
+        }
+        return categories.map { ["name": $0.name, "topics": $0.topics] }
     }
 }

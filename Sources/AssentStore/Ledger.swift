@@ -230,7 +230,10 @@ public struct Ledger: Sendable {
     public var confirmationLifetime: TimeInterval = 7 * 86_400
     /// Sources whose opt-ins need email confirmation when the topic asks for
     /// it; staff, API and import entries record `granted` with their evidence.
-    public var confirmationSources: Set<ConsentSource> = [.form, .portal]
+    /// The portal and the preference centre are not among them: a person
+    /// reaches both only through a link emailed to them, which already proves
+    /// the inbox (the portal's evidence note says when that link was sent).
+    public var confirmationSources: Set<ConsentSource> = [.form]
     /// Which changes send the person their signed receipt by email. By
     /// default a double opt-in confirmation; add `granted` (staff, API) and
     /// `withdrawn` to send receipts for those too.

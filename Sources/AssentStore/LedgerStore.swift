@@ -194,6 +194,24 @@ public protocol LedgerStore: Sendable {
     /// Replaces the secret: every link made with the old one stops working.
     func replaceLinkSecret(contactID: UUID, secret: Data, at: Date) async throws
 
+    // MARK: Portal
+    /// Stores a sign-in link and queues its email, in one transaction.
+    func issuePortalLink(_ link: PortalLinkRecord, email: OutboxItem) async throws
+    func portalLink(hash: Data) async throws -> PortalLinkRecord?
+    /// How many sign-in links a contact was sent since `since` (mail-bombing guard).
+    func portalLinkCount(contactID: UUID, since: Date) async throws -> Int
+    /// Marks an unused, unexpired link used, atomically; the contact it signs
+    /// in, or nil when it was used, expired or never existed.
+    func consumePortalLink(hash: Data, at: Date) async throws -> UUID?
+    func insertPortalSession(_ session: PortalSession) async throws
+    func portalSession(hash: Data) async throws -> PortalSession?
+    func deletePortalSession(hash: Data) async throws
+
+    // MARK: Subject requests
+    func insertSubjectRequest(_ request: SubjectRequest) async throws
+    /// Requests newest first, optionally of one contact and one status.
+    func subjectRequests(contactID: UUID?, status: SubjectRequest.Status?, limit: Int) async throws -> [SubjectRequest]
+
     // MARK: API keys
     func insertAPIKey(_ key: APIKey) async throws
     func apiKey(id: String) async throws -> APIKey?

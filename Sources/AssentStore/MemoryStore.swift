@@ -19,6 +19,9 @@ public actor MemoryStore: LedgerStore {
     private var formVersions: [String: [Form]] = [:]
     private var formStatus: [String: Form.Status] = [:]
     private var linkSecrets: [UUID: Data] = [:]
+    private var portalLinks: [Data: PortalLinkRecord] = [:]
+    private var portalSessions: [Data: PortalSession] = [:]
+    private var requests: [UUID: SubjectRequest] = [:]
 
     public init() {}
 
@@ -274,6 +277,43 @@ public actor MemoryStore: LedgerStore {
     public func replaceLinkSecret(contactID: UUID, secret: Data, at: Date) async throws {
         guard contactsByID[contactID] != nil else { throw StoreError.notFound(what: "contact", id: contactID.uuidString) }
         linkSecrets[contactID] = secret
+    }
+
+    // MARK: Portal
+
+    public func issuePortalLink(_ link: PortalLinkRecord, email: OutboxItem) async throws {
+        guard contactsByID[link.contactID] != nil else { throw StoreError.notFound(what: "contact", id: link.contactID.uuidString) }
+        portalLinks[link.hash] = link
+        outbox[email.id] = email
+    }
+
+    public func portalLink(hash: Data) async throws -> PortalLinkRecord? { portalLinks[hash] }
+
+    public func portalLinkCount(contactID: UUID, since: Date) async throws -> Int {
+        portalLinks.values.filter { $0.contactID == contactID && $0.createdAt >= since }.count
+    }
+
+    public func consumePortalLink(hash: Data, at: Date) async throws -> UUID? {
+        guard var link = portalLinks[hash], link.usedAt == nil, link.expiresAt > at else { return nil }
+        link.usedAt = at
+        portalLinks[hash] = link
+        return link.contactID
+    }
+
+    public func insertPortalSession(_ session: PortalSession) async throws { portalSessions[session.hash] = session }
+    public func portalSession(hash: Data) async throws -> PortalSession? { portalSessions[hash] }
+    public func deletePortalSession(hash: Data) async throws { portalSessions[hash] = nil }
+
+    // MARK: Subject requests
+
+    public func insertSubjectRequest(_ request: SubjectRequest) async throws {
+        guard contactsByID[request.contactID] != nil else { throw StoreError.notFound(what: "contact", id: request.contactID.uuidString) }
+        requests[request.id] = request
+    }
+
+    public func subjectRequests(contactID: UUID?, status: SubjectRequest.Status?, limit: Int) async throws -> [SubjectRequest] {
+        Array(requests.values.filter { (contactID == nil || $0.contactID == contactID) && (status == nil || $0.status == status) }
+            .sorted { ($0.createdAt, $0.id.uuidString) > ($1.createdAt, $1.id.uuidString) }.prefix(limit))
     }
 
     // MARK: API keys

@@ -29,6 +29,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Preference-centre and unsubscribe posts per client address per minute (env ASSENT_LINK_POSTS_PER_MINUTE).", valueName: "n"))
     var linkPostsPerMinute: Int = Int(ProcessInfo.processInfo.environment["ASSENT_LINK_POSTS_PER_MINUTE"] ?? "") ?? 60
 
+    @Option(name: .customLong("trusted-proxy"), help: ArgumentHelp("Address of a reverse proxy whose X-Forwarded-For is believed, for rate limits and evidence (repeatable; env ASSENT_TRUSTED_PROXIES, comma-separated).", valueName: "ip"))
+    var trustedProxies: [String] = (ProcessInfo.processInfo.environment["ASSENT_TRUSTED_PROXIES"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port: \(port) is not a port number (0-65535)") }
         guard (1...100_000).contains(formPostsPerMinute) else { throw ValidationError("--form-posts-per-minute: must be from 1 to 100000") }
@@ -76,7 +79,8 @@ struct Serve: AsyncParsableCommand {
                                     receipts: { [ledger] id in try await ledger.receipt(eventID: id, issuer: issuer) })
         let worker = OutboxWorker(store: ledger.store, masterKey: ledger.masterKey, transport: transport, composer: composer, logger: logger)
         let site = SiteConfiguration(publicURL: { publicURL.value }, organisation: mail.organisation,
-                                     formPostsPerMinute: formPostsPerMinute, linkPostsPerMinute: linkPostsPerMinute)
+                                     formPostsPerMinute: formPostsPerMinute, linkPostsPerMinute: linkPostsPerMinute,
+                                     trustedProxies: Set(trustedProxies))
         let app = try await buildApplication(configuration: .init(host: host, port: port), ledger: ledger, issuer: issuer, site: site,
                                              services: [worker], logger: logger) { port in
             publicURL.setDefault("http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)")

@@ -1,0 +1,240 @@
+import AssentCore
+import Crypto
+import Foundation
+
+/// Everything stored about one person, as they (or staff answering an access
+/// request) download it. Issue-7 territory grows it; the portal uses it now.
+public struct PersonalDataExport: Codable, Sendable {
+    public struct ContactPart: Codable, Sendable {
+        public var id: UUID
+        public var email: String
+        public var name: String?
+        public var externalId: String?
+        public var locale: String?
+        public var createdAt: Date
+        public var updatedAt: Date
+    }
+
+    public struct PreferencePart: Codable, Sendable {
+        public var topic: String
+        public var title: String
+        public var state: String
+        public var since: Date
+        public var expiresAt: Date?
+    }
+
+    public struct EventPart: Codable, Sendable {
+        public struct Evidence: Codable, Sendable {
+            public var ip: String?
+            public var userAgent: String?
+            public var note: String?
+        }
+
+        public var id: UUID
+        public var seq: Int64
+        public var topic: String
+        public var action: String
+        public var from: String
+        public var to: String
+        public var source: String
+        public var channel: String?
+        public var actorKind: String
+        public var actorId: String?
+        public var occurredAt: Date
+        public var recordedAt: Date
+        public var expiresAt: Date?
+        public var noticeVersion: Int?
+        public var formId: String?
+        public var formVersion: Int?
+        public var batchId: String?
+        public var evidence: Evidence?
+        public var evidenceShredded: Bool
+        public var hash: String
+    }
+
+    public struct NoticePart: Codable, Sendable {
+        public var topic: String
+        public var version: Int
+        public var text: String
+        public var publishedAt: Date
+    }
+
+    public struct FormPart: Codable, Sendable {
+        public var id: String
+        public var version: Int
+        public var title: String
+    }
+
+    public struct RequestPart: Codable, Sendable {
+        public var id: UUID
+        public var kind: String
+        public var status: String
+        public var channel: String
+        public var createdAt: Date
+        public var dueAt: Date
+    }
+
+    public var generatedAt: Date
+    public var contact: ContactPart
+    public var preferences: [PreferencePart]
+    /// Oldest first, with the personal evidence opened.
+    public var events: [EventPart]
+    /// The exact texts the person was shown, for every notice version their events name.
+    public var notices: [NoticePart]
+    public var forms: [FormPart]
+    public var requests: [RequestPart]
+}
+
+extension Ledger {
+    /// How long a portal sign-in link works.
+    public static let portalLinkLifetime: TimeInterval = 15 * 60
+    /// How long a portal session lasts from sign-in.
+    public static let portalSessionLifetime: TimeInterval = 60 * 60
+    /// Sign-in emails one contact can be sent per hour; more requests are ignored quietly.
+    public static let portalLinksPerHour = 5
+
+    public enum PortalLinkState: Sendable, Equatable {
+        case valid(PortalLinkRecord)
+        case used
+        case expired
+        case unknown
+    }
+
+    /// Emails a single-use sign-in link if the address belongs to a contact.
+    /// The caller answers the same either way, so nobody can find out who is registered.
+    public func requestPortalLink(email text: String) async throws {
+        let email: EmailAddress
+        do { email = try EmailAddress(text.trimmingCharacters(in: .whitespaces)) } catch let DomainError.invalid(e) {
+            throw DomainError.invalid(e.map { ValidationError(field: "email", $0.message) })
+        }
+        guard let contact = try await store.contact(email: email) else { return }
+        let at = now
+        guard try await store.portalLinkCount(contactID: contact.id, since: at.addingTimeInterval(-3_600)) < Self.portalLinksPerHour else { return }
+        let token = Self.randomSecret().base64URL
+        let id = environment.newID()
+        let expiresAt = at.addingTimeInterval(Self.portalLinkLifetime)
+        let payload = PortalLinkEmail(contactID: contact.id, to: contact.email.value, name: contact.name, locale: contact.locale,
+                                      token: token, expiresAt: expiresAt)
+        let item = OutboxItem(id: id, contactID: contact.id, kind: PortalLinkEmail.kind,
+                              payload: try masterKey.seal(JSONEncoder.sortedISO.encode(payload), context: id), nextAttemptAt: at, createdAt: at)
+        try await store.issuePortalLink(PortalLinkRecord(hash: APIKey.hash(secret: token), contactID: contact.id, createdAt: at, expiresAt: expiresAt),
+                                        email: item)
+    }
+
+    public func portalLinkState(token: String) async throws -> PortalLinkState {
+        guard token.count <= 100, let link = try await store.portalLink(hash: APIKey.hash(secret: token)) else { return .unknown }
+        if link.usedAt != nil { return .used }
+        if link.expiresAt <= now { return .expired }
+        return .valid(link)
+    }
+
+    /// Uses a sign-in link (once) and opens a session; the returned secret goes in the cookie.
+    public func signIn(token: String) async throws -> (secret: String, session: PortalSession)? {
+        guard token.count <= 100, let contactID = try await store.consumePortalLink(hash: APIKey.hash(secret: token), at: now) else { return nil }
+        let secret = Self.randomSecret().base64URL
+        let at = now
+        let session = PortalSession(hash: APIKey.hash(secret: secret), contactID: contactID, createdAt: at,
+                                    expiresAt: at.addingTimeInterval(Self.portalSessionLifetime))
+        try await store.insertPortalSession(session)
+        return (secret, session)
+    }
+
+    /// The session and person behind a cookie's secret, while it lasts.
+    public func portalSession(secret: String) async throws -> (session: PortalSession, contact: Contact)? {
+        guard secret.count <= 100, let session = try await store.portalSession(hash: APIKey.hash(secret: secret)) else { return nil }
+        guard session.expiresAt > now else {
+            try await store.deletePortalSession(hash: session.hash)
+            return nil
+        }
+        guard let contact = try await store.contact(id: session.contactID) else { return nil }
+        return (session, contact)
+    }
+
+    public func signOut(secret: String) async throws {
+        try await store.deletePortalSession(hash: APIKey.hash(secret: secret))
+    }
+
+    /// The anti-forgery token of a session's forms: derived from its secret, so nothing more is stored.
+    public func csrfToken(sessionSecret: String) -> String {
+        Data(HMAC<SHA256>.authenticationCode(for: Data(sessionSecret.utf8), using: masterKey.derivedKey(purpose: "portal-csrf/v1"))).base64URL
+    }
+
+    public func checkCSRF(_ given: String?, sessionSecret: String) -> Bool {
+        guard let given else { return false }
+        let expected = Data(csrfToken(sessionSecret: sessionSecret).utf8)
+        let actual = Data(given.utf8)
+        return actual.count == expected.count && zip(actual, expected).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
+    /// Records a request for staff to handle, due one month later; an open
+    /// request of the same kind is returned instead of a second one.
+    public func recordSubjectRequest(contactID: UUID, kind: SubjectRequest.Kind, channel: String, note: String?) async throws -> SubjectRequest {
+        _ = try await existingContact(contactID)
+        let note = note?.trimmingCharacters(in: .whitespacesAndNewlines)
+        if let note, !note.isEmpty { try TextCheck.check(note, field: "note", max: Limits.noteLength, allowNewlines: true) }
+        if let open = try await store.subjectRequests(contactID: contactID, status: .open, limit: 100).first(where: { $0.kind == kind }) {
+            return open
+        }
+        let at = now
+        let request = SubjectRequest(id: environment.newID(), contactID: contactID, kind: kind, channel: channel,
+                                     note: (note?.isEmpty ?? true) ? nil : note, createdAt: at, dueAt: SubjectRequest.dueDate(after: at))
+        try await store.insertSubjectRequest(request)
+        return request
+    }
+
+    /// Everything stored about a contact, evidence opened, in one document.
+    public func exportPersonalData(contactID: UUID) async throws -> PersonalDataExport {
+        let contact = try await existingContact(contactID)
+        var entries: [TimelineEntry] = []
+        var before: Int64?
+        while true {
+            let page = try await timeline(contactID: contactID, beforeSeq: before, limit: 500)
+            entries += page
+            guard page.count == 500, let last = page.last else { break }
+            before = last.event.seq
+        }
+        entries.reverse()
+        var titles: [String: String] = [:]
+        for topic in try await store.topics(includeRetired: true) { titles[topic.key] = topic.title }
+        var notices: [NoticePartKey: PersonalDataExport.NoticePart] = [:]
+        var forms: [String: PersonalDataExport.FormPart] = [:]
+        for entry in entries {
+            let e = entry.event
+            if let v = e.noticeVersion, notices[NoticePartKey(topic: e.topicKey, version: v)] == nil,
+               let notice = try await store.notice(topicKey: e.topicKey, version: v) {
+                notices[NoticePartKey(topic: e.topicKey, version: v)] = .init(topic: e.topicKey, version: v, text: notice.text, publishedAt: notice.createdAt)
+            }
+            if let id = e.formID, let v = e.formVersion, forms["\(id)#\(v)"] == nil, let form = try await store.form(id: id, version: v) {
+                forms["\(id)#\(v)"] = .init(id: id, version: v, title: form.definition.title)
+            }
+        }
+        let at = now
+        return PersonalDataExport(
+            generatedAt: at,
+            contact: .init(id: contact.id, email: contact.email.value, name: contact.name, externalId: contact.externalID, locale: contact.locale,
+                           createdAt: contact.createdAt, updatedAt: contact.updatedAt),
+            preferences: try await store.preferences(contactID: contactID).sorted { $0.topicKey < $1.topicKey }.map {
+                .init(topic: $0.topicKey, title: titles[$0.topicKey] ?? $0.topicKey, state: $0.effectiveState(at: at).rawValue, since: $0.since,
+                      expiresAt: $0.expiresAt)
+            },
+            events: entries.map { entry in
+                let e = entry.event
+                return .init(id: e.id, seq: e.seq, topic: e.topicKey, action: e.action.rawValue, from: e.fromState.rawValue, to: e.toState.rawValue,
+                             source: e.source.rawValue, channel: e.channel?.rawValue, actorKind: e.actor.kind.rawValue, actorId: e.actor.id,
+                             occurredAt: e.occurredAt, recordedAt: e.recordedAt, expiresAt: e.expiresAt, noticeVersion: e.noticeVersion,
+                             formId: e.formID, formVersion: e.formVersion, batchId: e.batchID,
+                             evidence: entry.personal.map { .init(ip: $0.ipAddress, userAgent: $0.userAgent, note: $0.note) },
+                             evidenceShredded: entry.evidenceShredded, hash: e.hash.map { String(format: "%02x", $0) }.joined())
+            },
+            notices: notices.values.sorted { ($0.topic, $0.version) < ($1.topic, $1.version) },
+            forms: forms.values.sorted { ($0.id, $0.version) < ($1.id, $1.version) },
+            requests: try await store.subjectRequests(contactID: contactID, status: nil, limit: 1_000).map {
+                .init(id: $0.id, kind: $0.kind.rawValue, status: $0.status.rawValue, channel: $0.channel, createdAt: $0.createdAt, dueAt: $0.dueAt)
+            })
+    }
+}
+
+private struct NoticePartKey: Hashable {
+    var topic: String
+    var version: Int
+}

@@ -1,0 +1,113 @@
+import AssentCore
+import Foundation
+
+/// A single-use sign-in link for the self-service portal, stored by the hash of its secret.
+public struct PortalLinkRecord: Sendable, Equatable {
+    public var hash: Data
+    public var contactID: UUID
+    public var createdAt: Date
+    public var expiresAt: Date
+    public var usedAt: Date?
+
+    public init(hash: Data, contactID: UUID, createdAt: Date, expiresAt: Date, usedAt: Date? = nil) {
+        self.hash = hash
+        self.contactID = contactID
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.usedAt = usedAt
+    }
+}
+
+/// A signed-in portal visitor, stored by the hash of the cookie's secret, so a
+/// copy of the database cannot be used to sign in.
+public struct PortalSession: Sendable, Equatable {
+    public var hash: Data
+    public var contactID: UUID
+    public var createdAt: Date
+    public var expiresAt: Date
+
+    public init(hash: Data, contactID: UUID, createdAt: Date, expiresAt: Date) {
+        self.hash = hash
+        self.contactID = contactID
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+    }
+}
+
+/// A data-subject request for staff to handle (GDPR Art. 15-21), with the
+/// date it must be answered by (Art. 12(3): one month).
+public struct SubjectRequest: Sendable, Equatable {
+    public enum Kind: String, Sendable, Codable, CaseIterable {
+        case access
+        case erasure
+        case objection
+        case rectification
+    }
+
+    public enum Status: String, Sendable, Codable, CaseIterable {
+        case open
+        case closed
+    }
+
+    public var id: UUID
+    public var contactID: UUID
+    public var kind: Kind
+    public var status: Status
+    /// Where it was made: `portal`, `api`, `staff`.
+    public var channel: String
+    public var note: String?
+    public var createdAt: Date
+    public var dueAt: Date
+    public var closedAt: Date?
+
+    public init(id: UUID, contactID: UUID, kind: Kind, status: Status = .open, channel: String, note: String? = nil,
+                createdAt: Date, dueAt: Date, closedAt: Date? = nil) {
+        self.id = id
+        self.contactID = contactID
+        self.kind = kind
+        self.status = status
+        self.channel = channel
+        self.note = note
+        self.createdAt = createdAt
+        self.dueAt = dueAt
+        self.closedAt = closedAt
+    }
+
+    /// One calendar month after `date` (Art. 12(3)), in UTC.
+    public static func dueDate(after date: Date) -> Date {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        return calendar.date(byAdding: .month, value: 1, to: date) ?? date.addingTimeInterval(30 * 86_400)
+    }
+}
+
+/// The outbox payload of a portal sign-in email. Sealed; the link's secret is
+/// scrubbed once sent.
+public struct PortalLinkEmail: Codable, Sendable, Equatable {
+    public static let kind = "email.portal_link"
+    public var contactID: UUID
+    public var to: String
+    public var name: String?
+    public var locale: String?
+    public var token: String
+    public var expiresAt: Date
+
+    public init(contactID: UUID, to: String, name: String?, locale: String?, token: String, expiresAt: Date) {
+        self.contactID = contactID
+        self.to = to
+        self.name = name
+        self.locale = locale
+        self.token = token
+        self.expiresAt = expiresAt
+    }
+
+    public static func open(_ item: OutboxItem, masterKey: MasterKey) throws -> PortalLinkEmail {
+        try JSONDecoder.iso.decode(PortalLinkEmail.self, from: masterKey.open(item.payload, context: item.id))
+    }
+
+    public func scrubbed(masterKey: MasterKey, itemID: UUID) throws -> Data {
+        var copy = self
+        copy.token = "[sent]"
+        return try masterKey.seal(JSONEncoder.sortedISO.encode(copy), context: itemID)
+    }
+}
