@@ -108,7 +108,7 @@ struct FormPages: Sendable {
         var request = request
         let json = request.isJSON
         let fallback = pages.language(request: request)
-        let origin = request.headers[.origin]
+        let origin = request.origin
         do {
             let id = try context.parameters.require("id")
             guard let form = try await lookUp(id) else {
@@ -186,7 +186,7 @@ struct FormPages: Sendable {
     /// CORS preflight for JSON posts from scripts on an allowed origin.
     func preflight(_ request: Request, _ context: AssentRequestContext) async -> Response {
         guard let id = context.parameters.get("id"), let form = try? await lookUp(id), form.isActive,
-              let origin = request.headers[.origin], isAllowed(origin, form: form) else {
+              let origin = request.origin, isAllowed(origin, form: form) else {
             return Response(status: .forbidden)
         }
         var headers = HTTPFields()

@@ -160,8 +160,10 @@ struct Pages: Sendable {
     }
 }
 
-/// Headers for every HTML page: no script at all, no Referer (page URLs
-/// carry secrets), never cached, and not framed unless the page says by whom.
+/// Headers for every HTML page: no script at all, never cached, not framed
+/// unless the page says by whom, and no Referer to other sites (page URLs
+/// carry secrets). `same-origin` rather than `no-referrer`, because with
+/// `no-referrer` browsers send `Origin: null` on the page's own form posts.
 enum PageHeaders {
     static func html(frameAncestors: [String] = [], formActions: [String] = []) -> HTTPFields {
         var headers = HTTPFields()
@@ -170,7 +172,7 @@ enum PageHeaders {
         let actions = (["'self'"] + formActions).joined(separator: " ")
         headers[.contentSecurityPolicy] = "default-src 'none'; style-src 'self'; img-src 'self'; form-action \(actions); frame-ancestors \(ancestors); base-uri 'none'"
         headers[.xContentTypeOptions] = "nosniff"
-        headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
+        headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
         headers[.cacheControl] = "no-store"
         return headers
     }
@@ -224,6 +226,13 @@ actor RateLimiter {
 }
 
 extension Request {
+    /// The `Origin` header, treating `null` (sent by privacy-minded pages and
+    /// sandboxed frames) as absent: such posts are judged by their tokens alone.
+    var origin: String? {
+        guard let value = headers[.origin], value != "null" else { return nil }
+        return value
+    }
+
     /// The body as text, refusing more than `limit` bytes with 413.
     mutating func collectText(upTo limit: Int) async throws -> String {
         String(buffer: try await collectBody(upTo: limit))

@@ -191,7 +191,7 @@ struct PortalPages: Sendable {
             let language = pages.language(contact.locale, request: request)
             if let refused = await throttle(context, language: language) { return refused }
             let form = FormBody(try await request.collectText(upTo: Self.maxBody))
-            let sameOrigin = request.headers[.origin].map { $0.lowercased() == pages.site.origin } ?? true
+            let sameOrigin = request.origin.map { $0.lowercased() == pages.site.origin } ?? true
             guard sameOrigin, ledger.checkCSRF(form.value("csrf"), sessionSecret: secret) else {
                 return pages.message(.forbidden, language: language, title: pages.word("formExpiredTitle", language),
                                      paragraphs: [pages.word("formExpiredMessage", language)])

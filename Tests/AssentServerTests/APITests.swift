@@ -381,7 +381,7 @@ import Testing
             let (id, path) = try await pendingLink(api, topics: ["events", "news"])
             let (status, headers, html) = try await page(api, .get, path)
             #expect(status == .ok && html.contains("<form method=\"post\" action=\"\(path)\">") && html.contains("About events."))
-            #expect(headers[.contentSecurityPolicy]?.contains("default-src 'none'") == true && headers.contains { $0.name.canonicalName == "referrer-policy" && $0.value == "no-referrer" })
+            #expect(headers[.contentSecurityPolicy]?.contains("default-src 'none'") == true && headers.contains { $0.name.canonicalName == "referrer-policy" && $0.value == "same-origin" })
             #expect(try await api.send(.get, "/api/v1/check?email=jo%40example.com&topic=events").json["reason"] as? String == "pending")
             // One by one: confirm news only.
             let (one, _, thanks) = try await page(api, .post, path, form: "topic=news&scope=selected")

@@ -207,6 +207,9 @@ import Testing
             // Same-origin posts (the hosted page) are always allowed.
             let own = try await api.page(.post, "/f/newsletter", form: "email=bob%40example.com&topic=events", headers: [.origin: "http://127.0.0.1:8080"])
             #expect(own.status == .ok)
+            // "Origin: null" (privacy settings, sandboxed frames) is judged like no Origin at all.
+            let null = try await api.page(.post, "/f/newsletter", form: "email=cy%40example.com&topic=events", headers: [.origin: "null"])
+            #expect(null.status == .ok)
         }
     }
 
