@@ -123,6 +123,7 @@ let package = Package(
                 "AssentServer", "AssentSQLite", "AssentTestSupport", "AssentMail",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
+            exclude: ["Snapshots"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

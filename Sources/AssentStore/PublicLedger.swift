@@ -149,15 +149,9 @@ extension Ledger {
         }
         let offered = shown.definition.topics
         var problems: [ValidationError] = []
-        let unknown = submission.chosenTopics.filter { key in !offered.contains { $0.key == key } }
-        if !unknown.isEmpty {
-            problems.append(.init(field: "topics", "\(unknown.map { "'\($0.prefix(64))'" }.joined(separator: ", ")) not offered by this form"))
-        }
         // Without the person's own link, a preferences form can only add (as a signup form does).
         let knownPerson = submission.contactID != nil
-        if submission.chosenTopics.isEmpty && !(shown.definition.kind == .preferences && knownPerson) {
-            problems.append(.init(field: "topics", "choose at least one topic"))
-        }
+        // Problems in the order the form shows its fields: address first, then topics.
         var email: EmailAddress?
         if !knownPerson {
             if let text = submission.email?.trimmingCharacters(in: .whitespaces), !text.isEmpty {
@@ -168,6 +162,13 @@ extension Ledger {
             if let name = submission.name, !name.isEmpty {
                 do { try TextCheck.check(name, field: "name", max: Limits.nameLength) } catch let DomainError.invalid(e) { problems += e }
             }
+        }
+        let unknown = submission.chosenTopics.filter { key in !offered.contains { $0.key == key } }
+        if !unknown.isEmpty {
+            problems.append(.init(field: "topics", "\(unknown.map { "'\($0.prefix(64))'" }.joined(separator: ", ")) not offered by this form"))
+        }
+        if submission.chosenTopics.isEmpty && !(shown.definition.kind == .preferences && knownPerson) {
+            problems.append(.init(field: "topics", "choose at least one topic"))
         }
         if !problems.isEmpty { throw DomainError.invalid(problems) }
 

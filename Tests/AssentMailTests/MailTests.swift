@@ -140,6 +140,28 @@ final class RecordingTransport: MailTransport, @unchecked Sendable {
     }
 
     @Test(arguments: StoreKind.available)
+    func portalSignInEmailsCarryAWorkingLinkThatIsScrubbedOnceSent(_ kind: StoreKind) async throws {
+        let s = try await setup(kind)
+        _ = try await s.worker.runOnce() // the confirmation email from setup
+        _ = try await s.ledger.updateContact(id: s.contact.id) { $0.locale = "de" }
+        try await s.ledger.requestPortalLink(email: "jo@example.com")
+        #expect(try await s.worker.runOnce() == 1)
+        let message = try #require(s.transport.messages.last)
+        #expect(message.subject == "Ihr Anmeldelink für Example" && message.to.address == "jo@example.com")
+        let token = try #require(message.text.components(separatedBy: "/portal/signin/").last?.prefix { !$0.isWhitespace })
+        #expect(message.text.contains("http://127.0.0.1:8080/portal/signin/\(token)"))
+        guard case .valid = try await s.ledger.portalLinkState(token: String(token)) else { Issue.record("the emailed link must work"); return }
+        let item = try #require(try await s.ledger.store.outboxItems(status: .sent, limit: 10).first { $0.kind == PortalLinkEmail.kind })
+        #expect(try PortalLinkEmail.open(item, masterKey: s.ledger.masterKey).token == "[sent]")
+        // A link used or expired before its email went out is not sent.
+        try await s.ledger.requestPortalLink(email: "jo@example.com")
+        let queued = try #require(try await s.ledger.store.outboxItems(status: .pending, limit: 10).first { $0.kind == PortalLinkEmail.kind })
+        _ = try await s.ledger.signIn(token: try PortalLinkEmail.open(queued, masterKey: s.ledger.masterKey).token)
+        #expect(try await s.worker.runOnce() == 1)
+        #expect(s.transport.messages.count == 2, "the used link's email was skipped")
+    }
+
+    @Test(arguments: StoreKind.available)
     func transientFailuresRetryOnScheduleAndPermanentOnesDie(_ kind: StoreKind) async throws {
         let s = try await setup(kind)
         s.transport.fail(with: .transient("421 busy"))

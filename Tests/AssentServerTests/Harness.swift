@@ -73,10 +73,10 @@ struct APIHarness {
 
 typealias Backend = StoreKind
 
-func withAPI(_ backend: StoreKind = .memory, site: SiteConfiguration = SiteConfiguration(),
+func withAPI(_ backend: StoreKind = .memory, site: SiteConfiguration = SiteConfiguration(), now: (@Sendable () -> Date)? = nil,
              _ body: @Sendable (APIHarness) async throws -> Void) async throws {
     let store = try await backend.makeStore()
-    let ledger = Ledger(store: store, masterKey: .generate())
+    let ledger = Ledger(store: store, masterKey: .generate(), environment: now.map { LedgerEnvironment(now: $0) } ?? .live)
     let (key, token) = APIKey.generate(name: "admin", scope: .admin, now: Date())
     try await store.insertAPIKey(key)
     let app = Application(router: try await buildRouter(ledger: ledger, site: site))

@@ -110,7 +110,7 @@ import Testing
             _ = try await ledger.submitForm(FormSubmission(formID: "signup", email: "not an email", chosenTopics: ["hr-training"]))
             Issue.record("accepted")
         } catch let DomainError.invalid(errors) {
-            #expect(errors.map(\.field) == ["topics", "email"])
+            #expect(errors.map(\.field) == ["email", "topics"])
         }
         await #expect(throws: DomainError.invalid(field: "topics", "choose at least one topic")) {
             _ = try await ledger.submitForm(FormSubmission(formID: "signup", email: "a@example.com", chosenTopics: []))
