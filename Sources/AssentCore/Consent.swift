@@ -78,6 +78,15 @@ public struct PersonalEvidence: Equatable, Sendable, Codable {
     }
 
     public var isEmpty: Bool { ipAddress == nil && userAgent == nil && note == nil }
+
+    /// What a browser or mail client sent, kept as evidence rather than
+    /// judged as input: control characters (a tab is legal in a header) are
+    /// dropped, an overlong user agent is cut, an address that is not an IP is left out.
+    public static func observed(ipAddress: String?, userAgent: String?, note: String? = nil) -> PersonalEvidence {
+        let agent = userAgent.map { String(String($0.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }).prefix(Limits.userAgentLength)) }
+        return PersonalEvidence(ipAddress: ipAddress.flatMap { IPAddressText.isValid($0) ? $0 : nil },
+                                userAgent: agent.flatMap { $0.isEmpty ? nil : $0 }, note: note)
+    }
 }
 
 /// Everything a caller states about how a change was made.

@@ -40,11 +40,16 @@ public struct FileTransport: MailTransport {
     public func send(_ message: MailMessage) async throws {
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            let stamp = ISO8601DateFormatter.string(from: message.date, timeZone: TimeZone(identifier: "UTC")!,
+            // Names sort in the order the files were written: the write time to
+            // the millisecond (not the message's Date header, which is per batch).
+            let now = Date()
+            let stamp = ISO8601DateFormatter.string(from: now, timeZone: TimeZone(identifier: "UTC")!,
                                                     formatOptions: [.withYear, .withMonth, .withDay, .withTime])
+                + String(format: ".%03d", Int(now.timeIntervalSince1970 * 1000) % 1000)
             let file = directory.appendingPathComponent("\(stamp)-\(message.messageID.prefix { $0 != "@" }).eml")
             try message.rendered().write(to: file, options: .atomic)
             let links = message.text.split(whereSeparator: \.isWhitespace).filter { $0.hasPrefix("http://") || $0.hasPrefix("https://") }
+                .map { $0.hasSuffix(".") ? $0.dropLast() : $0 }
             logger.info("email to \(message.to.address) written to \(file.path)\(links.isEmpty ? "" : "; links: " + links.joined(separator: " "))")
         } catch {
             throw MailError.transient("cannot write to \(directory.path): \(error)")

@@ -591,7 +591,15 @@ public final class PostgresStore: LedgerStore {
     // MARK: Double opt-in and outbox
 
     public func confirmationToken(hash: Data) async throws -> ConfirmationToken? {
-        try await rows("SELECT * FROM confirmation_tokens WHERE hash = \(hash)").first.map { r in
+        try await confirmationToken(rows("SELECT * FROM confirmation_tokens WHERE hash = \(hash)").first)
+    }
+
+    public func latestConfirmationToken(contactID: UUID) async throws -> ConfirmationToken? {
+        try await confirmationToken(rows("SELECT * FROM confirmation_tokens WHERE contact_id = \(contactID) ORDER BY created_at DESC, hash DESC LIMIT 1").first)
+    }
+
+    private func confirmationToken(_ row: PostgresRandomAccessRow?) throws -> ConfirmationToken? {
+        try row.map { r in
             ConfirmationToken(hash: try r["hash"].decode(Data.self), contactID: try r["contact_id"].decode(UUID.self),
                               topics: try r["topics"].decode([String].self), confirmedTopics: try r["confirmed_topics"].decode([String].self),
                               createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
@@ -882,6 +890,8 @@ public final class PostgresStore: LedgerStore {
                 """, logger: logger)
         } catch where Self.foreignKeyViolation(error) {
             throw StoreError.notFound(what: "contact", id: request.contactID.uuidString.lowercased())
+        } catch where Self.uniqueViolation(error) != nil {
+            throw StoreError.duplicate(field: "kind", value: request.kind.rawValue)
         }
     }
 

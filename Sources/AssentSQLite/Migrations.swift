@@ -216,6 +216,8 @@ enum SQLiteMigrations {
                 );
                 CREATE INDEX subject_requests_contact ON subject_requests(contact_id);
                 CREATE INDEX subject_requests_status ON subject_requests(status, due_at);
+                -- One open request of each kind per person: a double click records one.
+                CREATE UNIQUE INDEX subject_requests_one_open ON subject_requests(contact_id, kind) WHERE status = 'open';
                 """)
         }
         return migrator

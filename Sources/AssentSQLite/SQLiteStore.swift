@@ -372,8 +372,17 @@ public final class SQLiteStore: LedgerStore {
     // MARK: Double opt-in and outbox
 
     public func confirmationToken(hash: Data) async throws -> ConfirmationToken? {
+        try await confirmationToken(sql: "SELECT * FROM confirmation_tokens WHERE hash = ?", arguments: [hash])
+    }
+
+    public func latestConfirmationToken(contactID: UUID) async throws -> ConfirmationToken? {
+        try await confirmationToken(sql: "SELECT * FROM confirmation_tokens WHERE contact_id = ? ORDER BY created_at DESC, hash DESC LIMIT 1",
+                                    arguments: [contactID.db])
+    }
+
+    private func confirmationToken(sql: String, arguments: StatementArguments) async throws -> ConfirmationToken? {
         try await pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM confirmation_tokens WHERE hash = ?", arguments: [hash]).flatMap { row in
+            try Row.fetchOne(db, sql: sql, arguments: arguments).flatMap { row in
                 guard let contactID = UUID(uuidString: row["contact_id"]) else { return nil }
                 return ConfirmationToken(hash: row["hash"], contactID: contactID, topics: TopicList.decode(row["topics"]),
                                          confirmedTopics: TopicList.decode(row["confirmed_topics"]),
@@ -634,6 +643,10 @@ public final class SQLiteStore: LedgerStore {
     // MARK: Subject requests
 
     public func insertSubjectRequest(_ request: SubjectRequest) async throws {
+        try await mapUnique({ try await insertSubjectRequestRow(request) }, value: { _ in request.kind.rawValue })
+    }
+
+    private func insertSubjectRequestRow(_ request: SubjectRequest) async throws {
         try await pool.write { db in
             try Self.requireContact(request.contactID, db)
             try db.execute(sql: """

@@ -157,10 +157,12 @@ struct FormPages: Sendable {
                 person = resolved.contact
             }
             do {
-                let result = try await ledger.submitForm(FormSubmission(
+                _ = try await ledger.submitForm(FormSubmission(
                     formID: form.id, formVersion: post.version, email: post.email, name: post.name, locale: post.locale ?? language,
                     chosenTopics: post.topics, contactID: person?.id, ipAddress: context.remoteIP, userAgent: request.headers[.userAgent]))
-                return success(form, confirmation: !result.change.confirmationRequestedFor.isEmpty, json: json, language: language, corsOrigin: corsOrigin)
+                // The answer depends on the form, never on the person's state, so
+                // it cannot tell anyone whether an address was already subscribed.
+                return success(form, confirmation: try await wouldAskToConfirm(form, post.topics), json: json, language: language, corsOrigin: corsOrigin)
             } catch DomainError.invalid(let errors) {
                 if json { return problem(.invalid(errors), origin: corsOrigin) }
                 let shown = try await post.version.asyncFlatMap { try await ledger.store.form(id: form.id, version: $0) } ?? form
@@ -174,7 +176,9 @@ struct FormPages: Sendable {
         }
     }
 
-    /// What a real post with these topics would have answered, so a bot cannot tell it was caught.
+    /// Whether a post with these topics asks for confirmation by email, from
+    /// the form and topic settings alone: the same answer for a new address,
+    /// a known one and a bot caught by the honeypot.
     private func wouldAskToConfirm(_ form: Form, _ topics: [String]) async throws -> Bool {
         if form.definition.doubleOptIn && !topics.isEmpty { return true }
         for key in topics where form.definition.topics.contains(where: { $0.key == key }) {

@@ -1,6 +1,9 @@
 import AssentCore
 import AssentStore
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import HTTPTypes
 import Hummingbird
 import Mustache
@@ -147,8 +150,12 @@ struct Pages: Sendable {
 
     /// The page for an error a handler did not expect: nothing internal is shown.
     func failure(_ error: any Error, language: String, request: Request, context: AssentRequestContext) -> Response {
-        let status = (error as? any HTTPResponseError)?.status ?? .internalServerError
+        let status = APIError.from(error)?.status ?? .internalServerError
         switch status {
+        case .gone:
+            return message(status, language: language, title: word("formGoneTitle", language), paragraphs: [word("formGoneMessage", language)])
+        case .serviceUnavailable, .conflict:
+            return message(status, language: language, title: word("failedTitle", language), paragraphs: [word("failedMessage", language)])
         case .contentTooLarge:
             return message(status, language: language, title: word("tooLargeTitle", language), paragraphs: [word("tooLargeMessage", language)])
         case .notFound:
@@ -201,18 +208,19 @@ struct FormBody {
 
 /// Counts requests per client address in fixed one-minute windows. Limits are
 /// per instance: N instances behind a balancer allow up to N times as many.
-actor RateLimiter {
+public actor RateLimiter {
     let limit: Int
     let window: TimeInterval
     private var windows: [String: (start: Date, count: Int)] = [:]
 
-    init(limit: Int, window: TimeInterval = 60) {
+    public init(limit: Int, window: TimeInterval = 60) {
         self.limit = limit
         self.window = window
     }
 
-    /// Whether one more request from `key` is allowed now; if not, seconds until it is.
-    func admit(_ key: String, now: Date = Date()) -> (allowed: Bool, retryAfter: Int) {
+    /// Whether one more request from `address` is allowed now; if not, seconds until it is.
+    public func admit(_ address: String, now: Date = Date()) -> (allowed: Bool, retryAfter: Int) {
+        let key = Self.key(address)
         if windows.count > 50_000 { windows = windows.filter { now.timeIntervalSince($0.value.start) < window } }
         var entry = windows[key] ?? (now, 0)
         if now.timeIntervalSince(entry.start) >= window { entry = (now, 0) }
@@ -222,6 +230,17 @@ actor RateLimiter {
             return (false, max(1, Int((window - now.timeIntervalSince(entry.start)).rounded(.up))))
         }
         return (true, 0)
+    }
+}
+
+extension RateLimiter {
+    /// IPv6 clients usually hold a whole /64, so they are counted by it.
+    static func key(_ address: String) -> String {
+        guard address.contains(":") else { return address }
+        var raw = in6_addr()
+        guard inet_pton(AF_INET6, address, &raw) == 1 else { return address }
+        let bytes = withUnsafeBytes(of: raw) { Array($0.prefix(8)) }
+        return bytes.map { String(format: "%02x", $0) }.joined() + "::/64"
     }
 }
 

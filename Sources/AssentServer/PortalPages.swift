@@ -36,17 +36,23 @@ struct PortalPages: Sendable {
         let language = pages.language(request: request)
         do {
             if let refused = await throttle(context, language: language) { return refused }
+            guard isOwnOrigin(request) else { return crossSite(language) }
             let form = FormBody(try await request.collectText(upTo: Self.maxBody))
             let email = form.value("email") ?? ""
             // The same answer for a bot, an unknown address and a known one.
             let sent = pages.message(.ok, language: language, title: pages.word("linkSentTitle", language),
                                      paragraphs: [pages.word("linkSentMessage", language)])
             if !(form.value("website") ?? "").isEmpty { return sent }
-            do {
-                try await ledger.requestPortalLink(email: email)
-            } catch DomainError.invalid {
+            guard (try? EmailAddress(email.trimmingCharacters(in: .whitespaces))) != nil else {
                 return startPage(language: language, email: email, error: pages.word(email.isEmpty ? "emailRequired" : "emailInvalid", language),
                                  notice: nil, status: .unprocessableContent)
+            }
+            // Looked up and written after answering, so the time taken does not
+            // tell a known address from an unknown one. Nothing is acknowledged:
+            // the answer is the same whether or not an email goes out.
+            let ledger = self.ledger, logger = context.logger
+            Task {
+                do { try await ledger.requestPortalLink(email: email) } catch { logger.error("portal sign-in link not sent: \(error)") }
             }
             return sent
         } catch {
@@ -83,6 +89,8 @@ struct PortalPages: Sendable {
         let language = pages.language(request: request)
         do {
             if let refused = await throttle(context, language: language) { return refused }
+            // Another site must not sign a browser in with the attacker's own link (login CSRF).
+            guard isOwnOrigin(request) else { return crossSite(language) }
             let token = try context.parameters.require("token")
             guard let (secret, _) = try await ledger.signIn(token: token) else {
                 return switch try await ledger.portalLinkState(token: token) {
@@ -118,8 +126,8 @@ struct PortalPages: Sendable {
 
     func savePreferences(_ request: Request, _ context: AssentRequestContext) async -> Response {
         await signedInPost(request, context) { form, secret, session, contact, language in
-            let evidence = Evidence(personal: PersonalEvidence(
-                ipAddress: context.remoteIP, userAgent: request.headers[.userAgent].map { String($0.prefix(Limits.userAgentLength)) },
+            let evidence = Evidence(personal: PersonalEvidence.observed(
+                ipAddress: context.remoteIP, userAgent: request.headers[.userAgent],
                 note: "Signed in to the self-service portal at \(Self.iso(session.createdAt)) with a single-use link emailed to \(contact.email.value)."))
             do {
                 let result: ChangeResult
@@ -135,7 +143,8 @@ struct PortalPages: Sendable {
                 }
                 return try await homePage(contact, session: session, secret: secret, language: language, status: status)
             } catch DomainError.invalid(let errors) {
-                return try await homePage(contact, session: session, secret: secret, language: language, errors: errors.map(\.description),
+                context.logger.info("choices refused (page out of date?): \(errors.map(\.description).joined(separator: "; "))")
+                return try await homePage(contact, session: session, secret: secret, language: language, errors: [pages.word("pageOutdated", language)],
                                           httpStatus: .unprocessableContent)
             }
         }
@@ -191,8 +200,7 @@ struct PortalPages: Sendable {
             let language = pages.language(contact.locale, request: request)
             if let refused = await throttle(context, language: language) { return refused }
             let form = FormBody(try await request.collectText(upTo: Self.maxBody))
-            let sameOrigin = request.origin.map { $0.lowercased() == pages.site.origin } ?? true
-            guard sameOrigin, ledger.checkCSRF(form.value("csrf"), sessionSecret: secret) else {
+            guard isOwnOrigin(request), ledger.checkCSRF(form.value("csrf"), sessionSecret: secret) else {
                 return pages.message(.forbidden, language: language, title: pages.word("formExpiredTitle", language),
                                      paragraphs: [pages.word("formExpiredMessage", language)])
             }
@@ -232,6 +240,17 @@ struct PortalPages: Sendable {
             if let channel = event.channel { text += " (" + pages.word("ch.\(channel.rawValue)", language) + ")" }
         }
         return text + "."
+    }
+
+    /// Posts from our own pages carry our origin (the pages' referrer policy
+    /// keeps it); another site's, or `null`, is refused. No header: not a browser.
+    private func isOwnOrigin(_ request: Request) -> Bool {
+        guard let origin = request.headers[.origin] else { return true }
+        return origin.lowercased() == pages.site.origin
+    }
+
+    private func crossSite(_ language: String) -> Response {
+        pages.message(.forbidden, language: language, title: pages.word("formExpiredTitle", language), paragraphs: [pages.word("formExpiredMessage", language)])
     }
 
     private func session(_ request: Request) async throws -> (String, PortalSession, Contact)? {

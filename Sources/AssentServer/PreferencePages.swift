@@ -32,13 +32,12 @@ struct PreferencePages: Sendable {
         var request = request
         let fallback = pages.language(request: request)
         do {
-            guard let (_, contact) = try await resolve(context, .preferenceCentre) else { return linkInvalid(fallback) }
+            guard let (_, contact) = try await resolve(context, .preferenceCentre) else { return await refuseLink(context, language: fallback) }
             let language = pages.language(contact.locale, request: request)
-            if let refused = await throttle(context, language: language) { return refused }
             let token = try context.parameters.require("token")
             let form = FormBody(try await request.collectText(upTo: Self.maxBody))
-            let evidence = Evidence(personal: PersonalEvidence(ipAddress: context.remoteIP,
-                                                               userAgent: request.headers[.userAgent].map { String($0.prefix(Limits.userAgentLength)) }))
+            let evidence = Evidence(personal: PersonalEvidence.observed(ipAddress: context.remoteIP,
+                                                               userAgent: request.headers[.userAgent]))
             do {
                 let result: ChangeResult
                 var status: [String]
@@ -54,7 +53,8 @@ struct PreferencePages: Sendable {
                 }
                 return try await centre(contact, language: language, token: token, status: status, errors: [])
             } catch DomainError.invalid(let errors) {
-                return try await centre(contact, language: language, token: token, status: [], errors: errors.map(\.description),
+                context.logger.info("choices refused (page out of date?): \(errors.map(\.description).joined(separator: "; "))")
+                return try await centre(contact, language: language, token: token, status: [], errors: [pages.word("pageOutdated", language)],
                                         httpStatus: .unprocessableContent)
             }
         } catch {
@@ -95,7 +95,7 @@ struct PreferencePages: Sendable {
             let language = pages.language(contact.locale, request: request)
             var model: [String: Any] = [
                 "title": pages.word("unsubscribeTitle", language), "email": contact.email.value,
-                "action": "/u/\(try context.parameters.require("token"))", "centreLink": try await centreLink(contact),
+                "action": "/u/\(try context.parameters.require("token"))",
             ]
             if let key = link.topicKey { model["topic"] = ["title": try await ledger.store.topic(key: key)?.title ?? key] }
             return pages.render("unsubscribe", language: language, model: model)
@@ -110,17 +110,15 @@ struct PreferencePages: Sendable {
         var request = request
         let fallback = pages.language(request: request)
         do {
-            guard let (link, contact) = try await resolve(context, .unsubscribe) else { return linkInvalid(fallback) }
+            guard let (link, contact) = try await resolve(context, .unsubscribe) else { return await refuseLink(context, language: fallback) }
             let language = pages.language(contact.locale, request: request)
-            if let refused = await throttle(context, language: language) { return refused }
             _ = try await request.collectText(upTo: Self.maxBody)
             let result = try await ledger.withdraw(
                 contactID: contact.id, topicKey: link.topicKey, source: .oneClickUnsubscribe,
-                evidence: Evidence(personal: PersonalEvidence(ipAddress: context.remoteIP,
-                                                              userAgent: request.headers[.userAgent].map { String($0.prefix(Limits.userAgentLength)) })))
+                evidence: Evidence(personal: PersonalEvidence.observed(ipAddress: context.remoteIP,
+                                                              userAgent: request.headers[.userAgent])))
             return pages.message(.ok, language: language, title: pages.word(result.events.isEmpty ? "unsubscribeTitle" : "unsubscribedTitle", language),
-                                 paragraphs: [pages.word(result.events.isEmpty ? "notSubscribed" : "unsubscribedMessage", language)],
-                                 link: (try await centreLink(contact), pages.word("manageAll", language)))
+                                 paragraphs: [pages.word(result.events.isEmpty ? "notSubscribed" : "unsubscribedMessage", language)])
         } catch {
             return pages.failure(error, language: fallback, request: request, context: context)
         }
@@ -133,17 +131,18 @@ struct PreferencePages: Sendable {
         return try await ledger.resolveLink(token, purpose: purpose).map { ($0.link, $0.contact) }
     }
 
-    private func centreLink(_ contact: Contact) async throws -> String {
-        "/p/" + (try await ledger.linkToken(ContactLink(purpose: .preferenceCentre, contactID: contact.id)))
-    }
-
-    private func throttle(_ context: AssentRequestContext, language: String) async -> Response? {
+    /// A post with a link that does not check out. Only these are counted
+    /// per client address (guessing tokens): valid one-click unsubscribes
+    /// arrive in bursts from a few mail providers' servers and must never be refused.
+    private func refuseLink(_ context: AssentRequestContext, language: String) async -> Response {
         let admitted = await limiter.admit(context.remoteIP ?? "unknown")
-        guard !admitted.allowed else { return nil }
-        var headers = PageHeaders.html()
-        headers[.retryAfter] = String(admitted.retryAfter)
-        return pages.message(.tooManyRequests, language: language, title: pages.word("tooManyTitle", language),
-                             paragraphs: [pages.word("tooManyMessage", language)], headers: headers)
+        guard admitted.allowed else {
+            var headers = PageHeaders.html()
+            headers[.retryAfter] = String(admitted.retryAfter)
+            return pages.message(.tooManyRequests, language: language, title: pages.word("tooManyTitle", language),
+                                 paragraphs: [pages.word("tooManyMessage", language)], headers: headers)
+        }
+        return linkInvalid(language)
     }
 
     private func linkInvalid(_ language: String) -> Response {

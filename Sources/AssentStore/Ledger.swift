@@ -230,10 +230,15 @@ public struct Ledger: Sendable {
     public var confirmationLifetime: TimeInterval = 7 * 86_400
     /// Sources whose opt-ins need email confirmation when the topic asks for
     /// it; staff, API and import entries record `granted` with their evidence.
-    /// The portal and the preference centre are not among them: a person
-    /// reaches both only through a link emailed to them, which already proves
-    /// the inbox (the portal's evidence note says when that link was sent).
-    public var confirmationSources: Set<ConsentSource> = [.form]
+    /// The preference centre is among them because its link lives on in old
+    /// newsletters that may have been forwarded. The portal is not: its
+    /// sign-in link works once, for minutes, and proves the inbox (its
+    /// evidence note says when that link was sent).
+    public var confirmationSources: Set<ConsentSource> = [.form, .preferenceCentre]
+    /// A re-request for topics already pending sends the confirmation email
+    /// again only when the last one is at least this old, so nobody can flood
+    /// an inbox by posting a form over and over.
+    public var confirmationResendInterval: TimeInterval = 3_600
     /// Which changes send the person their signed receipt by email. By
     /// default a double opt-in confirmation; add `granted` (staff, API) and
     /// `withdrawn` to send receipts for those too.
@@ -381,7 +386,12 @@ public struct Ledger: Sendable {
             // Every pending topic of the contact goes into one new link, which
             // replaces older ones: a re-request re-sends and invalidates.
             let pending = decided.preferences(after: state).values.filter { $0.state == .pending }.map(\.topicKey).sorted()
-            if !asked.isEmpty && !Set(pending).isDisjoint(with: asked) {
+            var resend = true
+            if decided.events.isEmpty, let last = try await store.latestConfirmationToken(contactID: contact.id),
+               last.supersededAt == nil, at.timeIntervalSince(last.createdAt) < confirmationResendInterval, Set(last.topics).isSuperset(of: pending) {
+                resend = false // the person already has a recent link for all of these
+            }
+            if resend && !asked.isEmpty && !Set(pending).isDisjoint(with: asked) {
                 let (token, item) = try confirmationRequest(contact: contact, topics: pending, at: at)
                 decided.issueToken = token.record
                 decided.outbox.append(item)
@@ -472,9 +482,7 @@ public struct Ledger: Sendable {
     public func confirm(token: String, topics chosen: [String]? = nil, ipAddress: String?, userAgent: String?) async throws -> (LinkStatus, ChangeResult?) {
         let hash = ConfirmationToken.hash(token)
         // A click's details are evidence, not input to refuse: keep what is valid.
-        let cleanAgent = userAgent.map { String(String($0.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }).prefix(Limits.userAgentLength)) }
-        let cleanIP = ipAddress.flatMap { (try? Evidence(personal: PersonalEvidence(ipAddress: $0)).validate(source: .emailLink, channel: nil)) != nil ? $0 : nil }
-        let evidence = Evidence(personal: PersonalEvidence(ipAddress: cleanIP, userAgent: cleanAgent))
+        let evidence = Evidence(personal: .observed(ipAddress: ipAddress, userAgent: userAgent))
         let status = try await linkStatus(token: token)
         guard case .valid(let record) = status else { return (status, nil) }
         if let chosen {
@@ -669,7 +677,7 @@ public struct Ledger: Sendable {
     public func receipt(eventID: UUID, issuer: ReceiptIssuer) async throws -> (receipt: ConsentReceipt, jws: String) {
         guard let event = try await store.event(id: eventID) else { throw DomainError.notFound(what: "receipt", id: eventID.uuidString.lowercased()) }
         guard [.granted, .confirmed, .withdrawn].contains(event.action) else {
-            throw DomainError.notFound(what: "receipt", id: "\(eventID.uuidString.lowercased()) (receipts are issued for grants, confirmations and withdrawals, not '\(event.action.rawValue)')")
+            throw DomainError.invalid(field: "id", "event \(eventID.uuidString.lowercased()) records '\(event.action.rawValue)'; receipts are issued for grants, confirmations and withdrawals")
         }
         let contact = try await existingContact(event.contactID)
         let topic = try await existingTopic(event.topicKey)

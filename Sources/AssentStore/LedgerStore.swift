@@ -150,6 +150,8 @@ public protocol LedgerStore: Sendable {
 
     // MARK: Double opt-in and outbox
     func confirmationToken(hash: Data) async throws -> ConfirmationToken?
+    /// The contact's most recently issued confirmation link, if any.
+    func latestConfirmationToken(contactID: UUID) async throws -> ConfirmationToken?
     /// Invalidates every open confirmation link of a contact (its email changed).
     func supersedeConfirmationTokens(contactID: UUID, at: Date) async throws
     /// Claims up to `limit` due pending items for `lease` seconds and counts an

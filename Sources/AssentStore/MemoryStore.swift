@@ -224,6 +224,10 @@ public actor MemoryStore: LedgerStore {
         eventsByContact.values.lazy.flatMap { $0 }.first { $0.id == id }
     }
 
+    public func latestConfirmationToken(contactID: UUID) async throws -> ConfirmationToken? {
+        tokens.values.filter { $0.contactID == contactID }.max { ($0.createdAt, $0.hash.base64EncodedString()) < ($1.createdAt, $1.hash.base64EncodedString()) }
+    }
+
     // MARK: Forms
 
     public func insertForm(_ form: Form) async throws {
@@ -308,6 +312,9 @@ public actor MemoryStore: LedgerStore {
 
     public func insertSubjectRequest(_ request: SubjectRequest) async throws {
         guard contactsByID[request.contactID] != nil else { throw StoreError.notFound(what: "contact", id: request.contactID.uuidString) }
+        if request.status == .open, requests.values.contains(where: { $0.contactID == request.contactID && $0.kind == request.kind && $0.status == .open }) {
+            throw StoreError.duplicate(field: "kind", value: request.kind.rawValue)
+        }
         requests[request.id] = request
     }
 

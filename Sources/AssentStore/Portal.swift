@@ -6,7 +6,7 @@ import Foundation
 /// request) download it. Issue-7 territory grows it; the portal uses it now.
 public struct PersonalDataExport: Codable, Sendable {
     public struct ContactPart: Codable, Sendable {
-        public var id: UUID
+        public var id: String
         public var email: String
         public var name: String?
         public var externalId: String?
@@ -30,7 +30,7 @@ public struct PersonalDataExport: Codable, Sendable {
             public var note: String?
         }
 
-        public var id: UUID
+        public var id: String
         public var seq: Int64
         public var topic: String
         public var action: String
@@ -66,10 +66,11 @@ public struct PersonalDataExport: Codable, Sendable {
     }
 
     public struct RequestPart: Codable, Sendable {
-        public var id: UUID
+        public var id: String
         public var kind: String
         public var status: String
         public var channel: String
+        public var note: String?
         public var createdAt: Date
         public var dueAt: Date
     }
@@ -178,7 +179,13 @@ extension Ledger {
         let at = now
         let request = SubjectRequest(id: environment.newID(), contactID: contactID, kind: kind, channel: channel,
                                      note: (note?.isEmpty ?? true) ? nil : note, createdAt: at, dueAt: SubjectRequest.dueDate(after: at))
-        try await store.insertSubjectRequest(request)
+        do {
+            try await store.insertSubjectRequest(request)
+        } catch StoreError.duplicate {
+            // A second click at the same moment: the first one's request stands.
+            if let open = try await store.subjectRequests(contactID: contactID, status: .open, limit: 100).first(where: { $0.kind == kind }) { return open }
+            throw DomainError.conflict(field: "kind", message: "an open \(kind.rawValue) request already exists")
+        }
         return request
     }
 
@@ -211,7 +218,7 @@ extension Ledger {
         let at = now
         return PersonalDataExport(
             generatedAt: at,
-            contact: .init(id: contact.id, email: contact.email.value, name: contact.name, externalId: contact.externalID, locale: contact.locale,
+            contact: .init(id: contact.id.uuidString.lowercased(), email: contact.email.value, name: contact.name, externalId: contact.externalID, locale: contact.locale,
                            createdAt: contact.createdAt, updatedAt: contact.updatedAt),
             preferences: try await store.preferences(contactID: contactID).sorted { $0.topicKey < $1.topicKey }.map {
                 .init(topic: $0.topicKey, title: titles[$0.topicKey] ?? $0.topicKey, state: $0.effectiveState(at: at).rawValue, since: $0.since,
@@ -219,7 +226,7 @@ extension Ledger {
             },
             events: entries.map { entry in
                 let e = entry.event
-                return .init(id: e.id, seq: e.seq, topic: e.topicKey, action: e.action.rawValue, from: e.fromState.rawValue, to: e.toState.rawValue,
+                return .init(id: e.id.uuidString.lowercased(), seq: e.seq, topic: e.topicKey, action: e.action.rawValue, from: e.fromState.rawValue, to: e.toState.rawValue,
                              source: e.source.rawValue, channel: e.channel?.rawValue, actorKind: e.actor.kind.rawValue, actorId: e.actor.id,
                              occurredAt: e.occurredAt, recordedAt: e.recordedAt, expiresAt: e.expiresAt, noticeVersion: e.noticeVersion,
                              formId: e.formID, formVersion: e.formVersion, batchId: e.batchID,
@@ -229,7 +236,8 @@ extension Ledger {
             notices: notices.values.sorted { ($0.topic, $0.version) < ($1.topic, $1.version) },
             forms: forms.values.sorted { ($0.id, $0.version) < ($1.id, $1.version) },
             requests: try await store.subjectRequests(contactID: contactID, status: nil, limit: 1_000).map {
-                .init(id: $0.id, kind: $0.kind.rawValue, status: $0.status.rawValue, channel: $0.channel, createdAt: $0.createdAt, dueAt: $0.dueAt)
+                .init(id: $0.id.uuidString.lowercased(), kind: $0.kind.rawValue, status: $0.status.rawValue, channel: $0.channel, note: $0.note,
+                      createdAt: $0.createdAt, dueAt: $0.dueAt)
             })
     }
 }

@@ -147,7 +147,11 @@ extension Ledger {
             }
             shown = old
         }
-        let offered = shown.definition.topics
+        // What the form does (its topics, double opt-in, kind) is the current
+        // version's: an old page cannot bring back a removed topic or a looser
+        // rule. The version shown is kept as evidence, with its notice versions.
+        let offered = current.definition.topics.filter { topic in shown.definition.topics.contains { $0.key == topic.key } }
+            .map { topic in shown.definition.topics.first { $0.key == topic.key } ?? topic }
         var problems: [ValidationError] = []
         // Without the person's own link, a preferences form can only add (as a signup form does).
         let knownPerson = submission.contactID != nil
@@ -167,7 +171,7 @@ extension Ledger {
         if !unknown.isEmpty {
             problems.append(.init(field: "topics", "\(unknown.map { "'\($0.prefix(64))'" }.joined(separator: ", ")) not offered by this form"))
         }
-        if submission.chosenTopics.isEmpty && !(shown.definition.kind == .preferences && knownPerson) {
+        if submission.chosenTopics.isEmpty && !(current.definition.kind == .preferences && knownPerson) {
             problems.append(.init(field: "topics", "choose at least one topic"))
         }
         if !problems.isEmpty { throw DomainError.invalid(problems) }
@@ -185,7 +189,10 @@ extension Ledger {
                 created = true
             } catch DomainError.conflict {
                 // Another post for the same address won the race.
-                contact = try await store.contact(email: email)!
+                guard let winner = try await store.contact(email: email) else {
+                    throw DomainError.conflict(field: "email", message: "this address is being registered by another request; try again")
+                }
+                contact = winner
             }
         } else {
             throw DomainError.invalid(field: "email", "is required")
@@ -198,17 +205,17 @@ extension Ledger {
         }
         let chosen = Set(submission.chosenTopics)
         let evidence = Evidence(formID: shown.id, formVersion: shown.version,
-                                personal: PersonalEvidence(ipAddress: submission.ipAddress, userAgent: submission.userAgent.map { String($0.prefix(Limits.userAgentLength)) }))
+                                personal: .observed(ipAddress: submission.ipAddress, userAgent: submission.userAgent))
         let change: ChangeResult
-        if shown.definition.kind == .preferences && knownPerson {
+        if current.definition.kind == .preferences && knownPerson {
             change = try await applyChoices(contactID: contact.id, shown: active, chosen: chosen, source: .form, evidence: evidence,
-                                            requireConfirmation: shown.definition.doubleOptIn)
+                                            requireConfirmation: current.definition.doubleOptIn)
         } else {
             let changes = active.filter { chosen.contains($0.key) }.map { TopicChange(topicKey: $0.key, intent: .optIn, noticeVersion: $0.noticeVersion) }
             change = changes.isEmpty
                 ? ChangeResult(contactID: contact.id, events: [], unchanged: [], preferences: try await store.preferences(contactID: contact.id))
                 : try await recordChange(ChangeRequest(contactID: contact.id, changes: changes, source: .form, actor: .subject,
-                                                       evidence: evidence, changesField: "topics", requireConfirmation: shown.definition.doubleOptIn))
+                                                       evidence: evidence, changesField: "topics", requireConfirmation: current.definition.doubleOptIn))
         }
         return FormSubmissionResult(form: shown, contact: try await existingContact(contact.id), createdContact: created, change: change)
     }

@@ -68,10 +68,14 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--templates: \(error)")
         }
         let from = MailAddress(parsing: mail.mailFrom)
+        // Receipts name a policy URL; without one configured, the public URL
+        // (known here unless the port is picked at start-up).
+        let defaultPolicyURL = !mail.publicURL.isEmpty ? mail.publicURL
+            : port != 0 ? "http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)" : "about:blank"
         let issuer = ReceiptIssuer(
             controller: .init(piiController: mail.organisation, contact: mail.organisation, address: mail.controllerAddress, email: from.address,
                               phone: mail.controllerPhone, piiControllerUrl: mail.publicURL.isEmpty ? nil : mail.publicURL),
-            jurisdiction: mail.jurisdiction, policyURL: mail.policyURL.isEmpty ? (mail.publicURL.isEmpty ? "about:blank" : mail.publicURL) : mail.policyURL)
+            jurisdiction: mail.jurisdiction, policyURL: mail.policyURL.isEmpty ? defaultPolicyURL : mail.policyURL)
         _ = try await ledger.receiptSigner()
         let transport = try mail.transport(logger: logger)
         let composer = MailComposer(templates: templates, settings: MailSettings(from: MailAddress(parsing: mail.mailFrom), organisation: mail.organisation,

@@ -485,7 +485,7 @@ import Testing
             let id = try await api.createContact("jo@example.com")
             let put = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "form", "preferences": [["topic": "news", "granted": true]]])
             let requested = try #require((put.json["recorded"] as? [[String: Any]])?.first?["id"] as? String)
-            #expect(try await api.send(.get, "/api/v1/receipts/\(requested)").status == .notFound)
+            #expect(try await api.send(.get, "/api/v1/receipts/\(requested)").status == .unprocessableContent)
             #expect(try await api.send(.get, "/api/v1/receipts/\(UUID())").status == .notFound)
             #expect(try await api.send(.get, "/api/v1/receipts/nope").status == .badRequest)
         }

@@ -237,6 +237,23 @@ import Testing
     }
 
     @Test(arguments: StoreKind.available)
+    func anOldPageCannotBringBackARemovedTopicOrALooserRule(_ kind: StoreKind) async throws {
+        try await withAPI(kind) { api in
+            try await setUp(api) // version 1: no double opt-in, events and news
+            _ = try await api.send(.patch, "/api/v1/forms/newsletter", json: ["doubleOptIn": true, "topics": ["events"]])
+            let old = try await api.page(.post, "/f/newsletter", form: "v=1&email=ann%40example.com&topic=events")
+            #expect(old.status == .ok)
+            let check = try await api.send(.get, "/api/v1/check?email=ann%40example.com&topic=events").json
+            #expect(check["reason"] as? String == "pending", "version 2's double opt-in applies to a post from a version-1 page")
+            let removed = try await api.page(.post, "/f/newsletter", form: "v=1&email=bob%40example.com&topic=news")
+            #expect(removed.status == .unprocessableContent && removed.text.contains("not offered by this form"))
+            let id = try #require(try await api.ledger.store.contact(email: EmailAddress("ann@example.com"))).id.uuidString.lowercased()
+            let evidence = try await api.send(.get, "/api/v1/contacts/\(id)/timeline").items.first?["evidence"] as? [String: Any]
+            #expect(evidence?["formVersion"] as? Int == 1, "the version the person saw is still the evidence")
+        }
+    }
+
+    @Test(arguments: StoreKind.available)
     func aRetiredFormAnswersGone(_ kind: StoreKind) async throws {
         try await withAPI(kind) { api in
             try await setUp(api)
@@ -309,11 +326,14 @@ import Testing
             let saved = try await api.page(.post, centre, form: "shown=events%3A1&shown=news%3A1&shown=offers%3A1&topic=news&topic=offers&action=save")
             #expect(saved.status == .ok && saved.text.contains("Your preferences are saved."), "\(saved.text)")
             var timeline = try await api.send(.get, "/api/v1/contacts/\(id)/timeline").items
+            // Offers asks for double opt-in: the link may have been forwarded, so a new yes is confirmed by email.
             #expect(timeline.prefix(2).map { "\($0["topic"]!):\($0["action"]!):\($0["source"]!):\($0["noticeVersion"]!)" }.sorted()
-                == ["events:withdrawn:preference_centre:1", "offers:granted:preference_centre:1"])
+                == ["events:withdrawn:preference_centre:1", "offers:requested:preference_centre:1"])
+            #expect(saved.text.contains("We sent you an email to confirm the new topics."))
             let again = try await api.page(.post, centre, form: "shown=events%3A1&shown=news%3A1&shown=offers%3A1&topic=news&topic=offers&action=save")
             #expect(again.text.contains("Nothing changed."))
             let all = try await api.page(.post, centre, form: "action=unsubscribe-all")
+            // offers (pending), news (granted) are withdrawn; events already was.
             #expect(all.status == .ok && all.text.contains("You are unsubscribed from everything."))
             timeline = try await api.send(.get, "/api/v1/contacts/\(id)/timeline").items
             #expect(timeline.prefix(2).allSatisfy { $0["action"] as? String == "withdrawn" && $0["source"] as? String == "preference_centre" })
@@ -360,6 +380,28 @@ import Testing
         }
     }
 
+    @Test func validUnsubscribesAreNeverRateLimitedButGuessingIs() async throws {
+        // A mail provider's servers send many unsubscribes from one address.
+        try await withAPI(site: SiteConfiguration(linkPostsPerMinute: 2)) { api in
+            try await api.createTopic("news", doubleOptIn: false)
+            var links: [String] = []
+            for i in 0..<5 {
+                let id = try await api.createContact("p\(i)@example.com")
+                _ = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "api", "preferences": [["topic": "news", "granted": true]]])
+                links.append(URL(string: try await api.send(.get, "/api/v1/contacts/\(id)/links").json["unsubscribeUrl"] as? String ?? "")!.path)
+            }
+            for link in links {
+                let r = try await api.page(.post, link, form: "List-Unsubscribe=One-Click", headers: [.userAgent: "Provider\tBot/1"])
+                #expect(r.status == .ok && r.text.contains("You are unsubscribed"), "a tab in the user agent is evidence, not an error: \(r.status) \(r.text)")
+            }
+            for i in 0..<5 {
+                #expect(try await api.send(.get, "/api/v1/check?email=p\(i)%40example.com&topic=news").json["reason"] as? String == "withdrawn")
+            }
+            let statuses = try await (0..<3).asyncMap { _ in try await api.page(.post, "/u/forged-token", form: "List-Unsubscribe=One-Click").status }
+            #expect(statuses == [.notFound, .notFound, .tooManyRequests])
+        }
+    }
+
     @Test func theLinksAPIGivesRFC8058HeadersAndNeedsTheWriteScope() async throws {
         try await withAPI(site: SiteConfiguration(publicURL: { "https://consent.example.org/" })) { api in
             try await api.createTopic("news")
@@ -374,5 +416,13 @@ import Testing
             let reader = try await api.newKey(.read)
             #expect(try await api.send(.get, "/api/v1/contacts/\(id)/links", token: reader).status == .forbidden)
         }
+    }
+}
+
+extension Sequence {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var out: [T] = []
+        for element in self { out.append(try await transform(element)) }
+        return out
     }
 }

@@ -137,6 +137,25 @@ import Testing
     }
 
     @Test(arguments: StoreKind.available)
+    func postingTheSameAddressAgainCannotFloodItsInbox(_ kind: StoreKind) async throws {
+        let clock = TestClock(Date(timeIntervalSince1970: 1_800_000_000))
+        let ledger = try await kind.makeLedger(now: { clock.now })
+        try await seedTopics(ledger)
+        _ = try await signupForm(ledger, doubleOptIn: true)
+        for _ in 0..<10 {
+            _ = try await ledger.submitForm(FormSubmission(formID: "signup", email: "victim@example.com", chosenTopics: ["events"]))
+        }
+        #expect(try await ledger.store.outboxItems(status: nil, limit: 50).count == 1, "one email, however often the form is posted")
+        // A new topic is news to the person: a new link covering both goes out at once.
+        _ = try await ledger.submitForm(FormSubmission(formID: "signup", email: "victim@example.com", chosenTopics: ["news"]))
+        #expect(try await ledger.store.outboxItems(status: nil, limit: 50).count == 2)
+        // An hour later the person may ask again (the first email may have been lost).
+        clock.now = clock.now.addingTimeInterval(3_600)
+        _ = try await ledger.submitForm(FormSubmission(formID: "signup", email: "victim@example.com", chosenTopics: ["events"]))
+        #expect(try await ledger.store.outboxItems(status: nil, limit: 50).count == 3)
+    }
+
+    @Test(arguments: StoreKind.available)
     func aPreferencesFormFromTheirLinkWithdrawsWhatIsUnticked(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
         try await seedTopics(ledger)
