@@ -238,5 +238,47 @@ enum PostgresMigrations {
             // One open request of each kind per person: a double click records one.
             "CREATE UNIQUE INDEX subject_requests_one_open ON subject_requests (contact_id, kind) WHERE status = 'open'",
         ]),
+        ("0006_staff_and_audit", [
+            """
+            CREATE TABLE staff_users (
+                id UUID PRIMARY KEY,
+                email TEXT NOT NULL UNIQUE,
+                name TEXT NOT NULL,
+                role TEXT NOT NULL CHECK (role IN ('admin', 'agent', 'auditor')),
+                password_hash TEXT NOT NULL,
+                must_change_password BOOLEAN NOT NULL DEFAULT false,
+                failed_sign_ins BIGINT NOT NULL DEFAULT 0,
+                locked_until BIGINT,
+                created_at BIGINT NOT NULL,
+                disabled_at BIGINT
+            )
+            """,
+            """
+            CREATE TABLE staff_sessions (
+                hash BYTEA PRIMARY KEY,
+                user_id UUID NOT NULL REFERENCES staff_users(id),
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX staff_sessions_user ON staff_sessions (user_id)",
+            """
+            CREATE TABLE audit_log (
+                id UUID PRIMARY KEY,
+                at BIGINT NOT NULL,
+                actor_id UUID,
+                actor_email TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT,
+                detail TEXT,
+                ip_address TEXT
+            )
+            """,
+            "CREATE INDEX audit_log_at ON audit_log (at)",
+            "CREATE INDEX audit_log_actor ON audit_log (actor_id, at)",
+            "CREATE INDEX audit_log_target ON audit_log (target, at)",
+            // The audit log is append-only.
+            "CREATE TRIGGER audit_log_immutable BEFORE UPDATE OR DELETE ON audit_log FOR EACH ROW EXECUTE FUNCTION assent_refuse_change()",
+        ]),
     ]
 }

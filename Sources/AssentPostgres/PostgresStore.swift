@@ -702,6 +702,15 @@ public final class PostgresStore: LedgerStore {
         try await rows("SELECT * FROM consent_events WHERE id = \(id)").first.map(Self.event)
     }
 
+    public func searchContacts(_ text: String, limit: Int) async throws -> [Contact] {
+        let pattern = "%" + text.lowercased().replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
+            .replacingOccurrences(of: "_", with: "\\_") + "%"
+        return try await rows("""
+            SELECT * FROM contacts WHERE email LIKE \(pattern) OR lower(name) LIKE \(pattern) OR external_id = \(text)
+            ORDER BY email LIMIT \(limit)
+            """).compactMap(Self.contact)
+    }
+
     // MARK: Forms
 
     public func insertForm(_ form: Form) async throws {
@@ -908,6 +917,105 @@ public final class PostgresStore: LedgerStore {
                            createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
                            dueAt: Date(millisecondsSince1970: try r["due_at"].decode(Int64.self)),
                            closedAt: try r["closed_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)))
+        }
+    }
+
+    // MARK: Staff
+
+    public func insertStaffUser(_ u: StaffUser) async throws {
+        try await mapUnique(value: { _ in u.email.value }) {
+            try await client.query("""
+                INSERT INTO staff_users (id, email, name, role, password_hash, must_change_password, failed_sign_ins, locked_until, created_at, disabled_at)
+                VALUES (\(u.id), \(u.email.value), \(u.name), \(u.role.rawValue), \(u.passwordHash), \(u.mustChangePassword), \(u.failedSignIns),
+                    \(u.lockedUntil?.millisecondsSince1970), \(u.createdAt.millisecondsSince1970), \(u.disabledAt?.millisecondsSince1970))
+                """, logger: logger)
+        }
+    }
+
+    public func updateStaffUser(_ u: StaffUser) async throws {
+        let updated = try await mapUnique(value: { _ in u.email.value }) {
+            try await rows("""
+                UPDATE staff_users SET email = \(u.email.value), name = \(u.name), role = \(u.role.rawValue), password_hash = \(u.passwordHash),
+                    must_change_password = \(u.mustChangePassword), failed_sign_ins = \(u.failedSignIns),
+                    locked_until = \(u.lockedUntil?.millisecondsSince1970), disabled_at = \(u.disabledAt?.millisecondsSince1970)
+                WHERE id = \(u.id) RETURNING id
+                """)
+        }
+        if updated.isEmpty { throw StoreError.notFound(what: "staff user", id: u.id.uuidString.lowercased()) }
+    }
+
+    public func staffUser(id: UUID) async throws -> StaffUser? {
+        try await rows("SELECT * FROM staff_users WHERE id = \(id)").first.flatMap(Self.staffUser)
+    }
+
+    public func staffUser(email: EmailAddress) async throws -> StaffUser? {
+        try await rows("SELECT * FROM staff_users WHERE email = \(email.value)").first.flatMap(Self.staffUser)
+    }
+
+    public func staffUsers() async throws -> [StaffUser] {
+        try await rows("SELECT * FROM staff_users ORDER BY email").compactMap(Self.staffUser)
+    }
+
+    static func staffUser(_ r: PostgresRandomAccessRow) throws -> StaffUser? {
+        guard let email = try? EmailAddress(try r["email"].decode(String.self)) else { return nil }
+        return StaffUser(id: try r["id"].decode(UUID.self), email: email, name: try r["name"].decode(String.self),
+                         role: StaffUser.Role(rawValue: try r["role"].decode(String.self)) ?? .auditor,
+                         passwordHash: try r["password_hash"].decode(String.self), mustChangePassword: try r["must_change_password"].decode(Bool.self),
+                         failedSignIns: try r["failed_sign_ins"].decode(Int.self),
+                         lockedUntil: try r["locked_until"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)),
+                         createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+                         disabledAt: try r["disabled_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)))
+    }
+
+    public func insertStaffSession(_ session: StaffSession) async throws {
+        try await client.query("""
+            INSERT INTO staff_sessions (hash, user_id, created_at, expires_at)
+            VALUES (\(session.hash), \(session.userID), \(session.createdAt.millisecondsSince1970), \(session.expiresAt.millisecondsSince1970))
+            """, logger: logger)
+    }
+
+    public func staffSession(hash: Data) async throws -> StaffSession? {
+        try await rows("SELECT * FROM staff_sessions WHERE hash = \(hash)").first.map { r in
+            StaffSession(hash: try r["hash"].decode(Data.self), userID: try r["user_id"].decode(UUID.self),
+                         createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+                         expiresAt: Date(millisecondsSince1970: try r["expires_at"].decode(Int64.self)))
+        }
+    }
+
+    public func extendStaffSession(hash: Data, expiresAt: Date) async throws {
+        try await client.query("UPDATE staff_sessions SET expires_at = \(expiresAt.millisecondsSince1970) WHERE hash = \(hash)", logger: logger)
+    }
+
+    public func deleteStaffSession(hash: Data) async throws {
+        try await client.query("DELETE FROM staff_sessions WHERE hash = \(hash)", logger: logger)
+    }
+
+    public func deleteStaffSessions(userID: UUID) async throws {
+        try await client.query("DELETE FROM staff_sessions WHERE user_id = \(userID)", logger: logger)
+    }
+
+    // MARK: Audit log
+
+    public func appendAudit(_ e: AuditEntry) async throws {
+        try await client.query("""
+            INSERT INTO audit_log (id, at, actor_id, actor_email, action, target, detail, ip_address)
+            VALUES (\(e.id), \(e.at.millisecondsSince1970), \(e.actorID), \(e.actorEmail), \(e.action), \(e.target), \(e.detail), \(e.ipAddress))
+            """, logger: logger)
+    }
+
+    public func auditEntries(_ q: AuditQuery) async throws -> [AuditEntry] {
+        try await rows("""
+            SELECT * FROM audit_log
+            WHERE (\(q.actorID)::uuid IS NULL OR actor_id = \(q.actorID)) AND (\(q.action)::text IS NULL OR action = \(q.action))
+              AND (\(q.target)::text IS NULL OR target = \(q.target))
+              AND (\(q.since?.millisecondsSince1970)::bigint IS NULL OR at >= \(q.since?.millisecondsSince1970))
+              AND (\(q.until?.millisecondsSince1970)::bigint IS NULL OR at < \(q.until?.millisecondsSince1970))
+            ORDER BY at DESC, id DESC LIMIT \(q.limit)
+            """).map { r in
+            AuditEntry(id: try r["id"].decode(UUID.self), at: Date(millisecondsSince1970: try r["at"].decode(Int64.self)),
+                       actorID: try r["actor_id"].decode(UUID?.self), actorEmail: try r["actor_email"].decode(String.self),
+                       action: try r["action"].decode(String.self), target: try r["target"].decode(String?.self),
+                       detail: try r["detail"].decode(String?.self), ipAddress: try r["ip_address"].decode(String?.self))
         }
     }
 

@@ -220,6 +220,49 @@ enum SQLiteMigrations {
                 CREATE UNIQUE INDEX subject_requests_one_open ON subject_requests(contact_id, kind) WHERE status = 'open';
                 """)
         }
+        migrator.registerMigration("0006_staff_and_audit") { db in
+            try db.execute(sql: """
+                CREATE TABLE staff_users (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    email TEXT NOT NULL UNIQUE,
+                    name TEXT NOT NULL,
+                    role TEXT NOT NULL CHECK (role IN ('admin', 'agent', 'auditor')),
+                    password_hash TEXT NOT NULL,
+                    must_change_password INTEGER NOT NULL DEFAULT 0,
+                    failed_sign_ins INTEGER NOT NULL DEFAULT 0,
+                    locked_until INTEGER,
+                    created_at INTEGER NOT NULL,
+                    disabled_at INTEGER
+                );
+
+                CREATE TABLE staff_sessions (
+                    hash BLOB PRIMARY KEY NOT NULL,
+                    user_id TEXT NOT NULL REFERENCES staff_users(id),
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                CREATE INDEX staff_sessions_user ON staff_sessions(user_id);
+
+                CREATE TABLE audit_log (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    at INTEGER NOT NULL,
+                    actor_id TEXT,
+                    actor_email TEXT NOT NULL,
+                    action TEXT NOT NULL,
+                    target TEXT,
+                    detail TEXT,
+                    ip_address TEXT
+                );
+                CREATE INDEX audit_log_at ON audit_log(at);
+                CREATE INDEX audit_log_actor ON audit_log(actor_id, at);
+                CREATE INDEX audit_log_target ON audit_log(target, at);
+                -- The audit log is append-only.
+                CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+                BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+                BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                """)
+        }
         return migrator
     }
 }

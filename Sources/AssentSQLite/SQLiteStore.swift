@@ -58,7 +58,7 @@ public final class SQLiteStore: LedgerStore {
         } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE
             || error.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY {
             let message = error.message ?? ""
-            let field: String = if message.contains("contacts.email") { "email" }
+            let field: String = if message.contains("contacts.email") || message.contains("staff_users.email") { "email" }
                 else if message.contains("contacts.external_id") { "externalId" }
                 else if message.contains("topics.key") { "key" }
                 else { "id" }
@@ -481,6 +481,17 @@ public final class SQLiteStore: LedgerStore {
         try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM consent_events WHERE id = ?", arguments: [id.db]).flatMap(Self.event) }
     }
 
+    public func searchContacts(_ text: String, limit: Int) async throws -> [Contact] {
+        let pattern = "%" + text.lowercased().replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
+            .replacingOccurrences(of: "_", with: "\\_") + "%"
+        return try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM contacts WHERE email LIKE ? ESCAPE '\\' OR lower(name) LIKE ? ESCAPE '\\' OR external_id = ?
+                ORDER BY email LIMIT ?
+                """, arguments: [pattern, pattern, text, limit]).compactMap(Self.contact)
+        }
+    }
+
     // MARK: Forms
 
     public func insertForm(_ form: Form) async throws {
@@ -667,6 +678,114 @@ public final class SQLiteStore: LedgerStore {
                                kind: SubjectRequest.Kind(rawValue: row["kind"]) ?? .access, status: SubjectRequest.Status(rawValue: row["status"]) ?? .open,
                                channel: row["channel"], note: row["note"], createdAt: Date(millisecondsSince1970: row["created_at"]),
                                dueAt: Date(millisecondsSince1970: row["due_at"]), closedAt: (row["closed_at"] as Int64?).map(Date.init(millisecondsSince1970:)))
+            }
+        }
+    }
+
+    // MARK: Staff
+
+    public func insertStaffUser(_ user: StaffUser) async throws {
+        try await mapUnique({
+            try await pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO staff_users (id, email, name, role, password_hash, must_change_password, failed_sign_ins, locked_until, created_at, disabled_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: Self.staffArguments(user))
+            }
+        }, value: { _ in user.email.value })
+    }
+
+    static func staffArguments(_ u: StaffUser) -> StatementArguments {
+        [u.id.db, u.email.value, u.name, u.role.rawValue, u.passwordHash, u.mustChangePassword, u.failedSignIns,
+         u.lockedUntil?.millisecondsSince1970, u.createdAt.millisecondsSince1970, u.disabledAt?.millisecondsSince1970]
+    }
+
+    public func updateStaffUser(_ user: StaffUser) async throws {
+        try await mapUnique({
+            try await pool.write { db in
+                try db.execute(sql: """
+                    UPDATE staff_users SET email = ?, name = ?, role = ?, password_hash = ?, must_change_password = ?, failed_sign_ins = ?,
+                        locked_until = ?, disabled_at = ? WHERE id = ?
+                    """, arguments: [user.email.value, user.name, user.role.rawValue, user.passwordHash, user.mustChangePassword, user.failedSignIns,
+                                       user.lockedUntil?.millisecondsSince1970, user.disabledAt?.millisecondsSince1970, user.id.db])
+                if db.changesCount == 0 { throw StoreError.notFound(what: "staff user", id: user.id.db) }
+            }
+        }, value: { _ in user.email.value })
+    }
+
+    public func staffUser(id: UUID) async throws -> StaffUser? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM staff_users WHERE id = ?", arguments: [id.db]).flatMap(Self.staffUser) }
+    }
+
+    public func staffUser(email: EmailAddress) async throws -> StaffUser? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM staff_users WHERE email = ?", arguments: [email.value]).flatMap(Self.staffUser) }
+    }
+
+    public func staffUsers() async throws -> [StaffUser] {
+        try await pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM staff_users ORDER BY email").compactMap(Self.staffUser) }
+    }
+
+    static func staffUser(_ row: Row) -> StaffUser? {
+        guard let id = UUID(uuidString: row["id"]), let email = try? EmailAddress(row["email"]) else { return nil }
+        return StaffUser(id: id, email: email, name: row["name"], role: StaffUser.Role(rawValue: row["role"]) ?? .auditor,
+                         passwordHash: row["password_hash"], mustChangePassword: row["must_change_password"], failedSignIns: row["failed_sign_ins"],
+                         lockedUntil: (row["locked_until"] as Int64?).map(Date.init(millisecondsSince1970:)),
+                         createdAt: Date(millisecondsSince1970: row["created_at"]),
+                         disabledAt: (row["disabled_at"] as Int64?).map(Date.init(millisecondsSince1970:)))
+    }
+
+    public func insertStaffSession(_ session: StaffSession) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "INSERT INTO staff_sessions (hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                           arguments: [session.hash, session.userID.db, session.createdAt.millisecondsSince1970, session.expiresAt.millisecondsSince1970])
+        }
+    }
+
+    public func staffSession(hash: Data) async throws -> StaffSession? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM staff_sessions WHERE hash = ?", arguments: [hash]).map { row in
+                StaffSession(hash: row["hash"], userID: UUID(uuidString: row["user_id"])!, createdAt: Date(millisecondsSince1970: row["created_at"]),
+                             expiresAt: Date(millisecondsSince1970: row["expires_at"]))
+            }
+        }
+    }
+
+    public func extendStaffSession(hash: Data, expiresAt: Date) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE staff_sessions SET expires_at = ? WHERE hash = ?", arguments: [expiresAt.millisecondsSince1970, hash])
+        }
+    }
+
+    public func deleteStaffSession(hash: Data) async throws {
+        try await pool.write { db in try db.execute(sql: "DELETE FROM staff_sessions WHERE hash = ?", arguments: [hash]) }
+    }
+
+    public func deleteStaffSessions(userID: UUID) async throws {
+        try await pool.write { db in try db.execute(sql: "DELETE FROM staff_sessions WHERE user_id = ?", arguments: [userID.db]) }
+    }
+
+    // MARK: Audit log
+
+    public func appendAudit(_ e: AuditEntry) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "INSERT INTO audit_log (id, at, actor_id, actor_email, action, target, detail, ip_address) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           arguments: [e.id.db, e.at.millisecondsSince1970, e.actorID?.db, e.actorEmail, e.action, e.target, e.detail, e.ipAddress])
+        }
+    }
+
+    public func auditEntries(_ q: AuditQuery) async throws -> [AuditEntry] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM audit_log
+                WHERE (? IS NULL OR actor_id = ?) AND (? IS NULL OR action = ?) AND (? IS NULL OR target = ?)
+                  AND (? IS NULL OR at >= ?) AND (? IS NULL OR at < ?)
+                ORDER BY at DESC, id DESC LIMIT ?
+                """, arguments: [q.actorID?.db, q.actorID?.db, q.action, q.action, q.target, q.target,
+                                   q.since?.millisecondsSince1970, q.since?.millisecondsSince1970, q.until?.millisecondsSince1970,
+                                   q.until?.millisecondsSince1970, q.limit]).map { row in
+                AuditEntry(id: UUID(uuidString: row["id"])!, at: Date(millisecondsSince1970: row["at"]),
+                           actorID: (row["actor_id"] as String?).flatMap(UUID.init(uuidString:)), actorEmail: row["actor_email"], action: row["action"],
+                           target: row["target"], detail: row["detail"], ipAddress: row["ip_address"])
             }
         }
     }

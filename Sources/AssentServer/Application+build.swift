@@ -67,10 +67,15 @@ public func buildRouter(ledger: Ledger, issuer: ReceiptIssuer? = nil, site: Site
     router.post("/portal/erasure") { request, context in await portal.requestErasure(request, context) }
     router.post("/portal/signout") { request, context in await portal.signOut(request, context) }
     router.get("/portal/export") { request, context in await portal.export(request, context) }
+    let console = ConsolePages(ledger: ledger, pages: pages, signInLimiter: RateLimiter(limit: site.formPostsPerMinute))
+    for route in console.routes {
+        router.on(RouterPath(stringLiteral: route.path), method: route.method) { request, context in await console.handle(route, request, context) }
+    }
     let stylesheet = try Data(contentsOf: Bundle.module.url(forResource: "assent", withExtension: "css")!)
     router.get("/assets/assent.css") { _, _ in
         var headers = HTTPFields()
         headers[.contentType] = "text/css; charset=utf-8"
+        headers[.xContentTypeOptions] = "nosniff"
         headers[.cacheControl] = "public, max-age=3600"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: stylesheet)))
     }

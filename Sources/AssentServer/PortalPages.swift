@@ -258,11 +258,11 @@ struct PortalPages: Sendable {
         return try await ledger.portalSession(secret: secret).map { (secret, $0.session, $0.contact) }
     }
 
-    static func cookieValue(_ headers: [String]) -> String? {
+    static func cookieValue(_ headers: [String], name: String = cookieName) -> String? {
         for header in headers {
             for part in header.split(separator: ";") {
                 let kv = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
-                if kv.count == 2, kv[0] == cookieName, !kv[1].isEmpty { return String(kv[1]) }
+                if kv.count == 2, kv[0] == name, !kv[1].isEmpty { return String(kv[1]) }
             }
         }
         return nil

@@ -239,6 +239,8 @@ public struct Ledger: Sendable {
     /// again only when the last one is at least this old, so nobody can flood
     /// an inbox by posting a form over and over.
     public var confirmationResendInterval: TimeInterval = 3_600
+    /// Hashes staff passwords (bcrypt, set by the server and the CLI).
+    public var passwordHasher: PasswordHasher = .unavailable
     /// Which changes send the person their signed receipt by email. By
     /// default a double opt-in confirmation; add `granted` (staff, API) and
     /// `withdrawn` to send receipts for those too.

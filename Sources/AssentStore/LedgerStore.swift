@@ -128,6 +128,9 @@ public protocol LedgerStore: Sendable {
     func contact(id: UUID) async throws -> Contact?
     func contact(email: EmailAddress) async throws -> Contact?
     func contact(externalID: String) async throws -> Contact?
+    /// Contacts whose email or name contains `text` (any case), or whose
+    /// external id is `text`; ordered by email.
+    func searchContacts(_ text: String, limit: Int) async throws -> [Contact]
     /// Contacts ordered by id, after the given id (cursor pagination).
     func contacts(after: UUID?, limit: Int) async throws -> [Contact]
     func wrappedKey(contactID: UUID) async throws -> Data?
@@ -213,6 +216,26 @@ public protocol LedgerStore: Sendable {
     func insertSubjectRequest(_ request: SubjectRequest) async throws
     /// Requests newest first, optionally of one contact and one status.
     func subjectRequests(contactID: UUID?, status: SubjectRequest.Status?, limit: Int) async throws -> [SubjectRequest]
+
+    // MARK: Staff
+    /// Throws `duplicate(field: "email")`.
+    func insertStaffUser(_ user: StaffUser) async throws
+    func updateStaffUser(_ user: StaffUser) async throws
+    func staffUser(id: UUID) async throws -> StaffUser?
+    func staffUser(email: EmailAddress) async throws -> StaffUser?
+    /// Ordered by email.
+    func staffUsers() async throws -> [StaffUser]
+    func insertStaffSession(_ session: StaffSession) async throws
+    func staffSession(hash: Data) async throws -> StaffSession?
+    func extendStaffSession(hash: Data, expiresAt: Date) async throws
+    func deleteStaffSession(hash: Data) async throws
+    /// Signs a user out everywhere (password changed, account disabled).
+    func deleteStaffSessions(userID: UUID) async throws
+
+    // MARK: Audit log (append-only)
+    func appendAudit(_ entry: AuditEntry) async throws
+    /// Newest first.
+    func auditEntries(_ query: AuditQuery) async throws -> [AuditEntry]
 
     // MARK: API keys
     func insertAPIKey(_ key: APIKey) async throws

@@ -22,6 +22,9 @@ public actor MemoryStore: LedgerStore {
     private var portalLinks: [Data: PortalLinkRecord] = [:]
     private var portalSessions: [Data: PortalSession] = [:]
     private var requests: [UUID: SubjectRequest] = [:]
+    private var staff: [UUID: StaffUser] = [:]
+    private var staffSessions: [Data: StaffSession] = [:]
+    private var audit: [AuditEntry] = []
 
     public init() {}
 
@@ -228,6 +231,13 @@ public actor MemoryStore: LedgerStore {
         tokens.values.filter { $0.contactID == contactID }.max { ($0.createdAt, $0.hash.base64EncodedString()) < ($1.createdAt, $1.hash.base64EncodedString()) }
     }
 
+    public func searchContacts(_ text: String, limit: Int) async throws -> [Contact] {
+        let needle = text.lowercased()
+        return Array(contactsByID.values.filter {
+            $0.email.value.contains(needle) || ($0.name?.lowercased().contains(needle) ?? false) || $0.externalID == text
+        }.sorted { $0.email.value < $1.email.value }.prefix(limit))
+    }
+
     // MARK: Forms
 
     public func insertForm(_ form: Form) async throws {
@@ -321,6 +331,36 @@ public actor MemoryStore: LedgerStore {
     public func subjectRequests(contactID: UUID?, status: SubjectRequest.Status?, limit: Int) async throws -> [SubjectRequest] {
         Array(requests.values.filter { (contactID == nil || $0.contactID == contactID) && (status == nil || $0.status == status) }
             .sorted { ($0.createdAt, $0.id.uuidString) > ($1.createdAt, $1.id.uuidString) }.prefix(limit))
+    }
+
+    // MARK: Staff
+
+    public func insertStaffUser(_ user: StaffUser) async throws {
+        guard !staff.values.contains(where: { $0.email == user.email }) else { throw StoreError.duplicate(field: "email", value: user.email.value) }
+        staff[user.id] = user
+    }
+
+    public func updateStaffUser(_ user: StaffUser) async throws {
+        guard staff[user.id] != nil else { throw StoreError.notFound(what: "staff user", id: user.id.uuidString) }
+        staff[user.id] = user
+    }
+
+    public func staffUser(id: UUID) async throws -> StaffUser? { staff[id] }
+    public func staffUser(email: EmailAddress) async throws -> StaffUser? { staff.values.first { $0.email == email } }
+    public func staffUsers() async throws -> [StaffUser] { staff.values.sorted { $0.email.value < $1.email.value } }
+    public func insertStaffSession(_ session: StaffSession) async throws { staffSessions[session.hash] = session }
+    public func staffSession(hash: Data) async throws -> StaffSession? { staffSessions[hash] }
+    public func extendStaffSession(hash: Data, expiresAt: Date) async throws { staffSessions[hash]?.expiresAt = expiresAt }
+    public func deleteStaffSession(hash: Data) async throws { staffSessions[hash] = nil }
+    public func deleteStaffSessions(userID: UUID) async throws { staffSessions = staffSessions.filter { $0.value.userID != userID } }
+
+    public func appendAudit(_ entry: AuditEntry) async throws { audit.append(entry) }
+
+    public func auditEntries(_ q: AuditQuery) async throws -> [AuditEntry] {
+        Array(audit.filter { e in
+            (q.actorID == nil || e.actorID == q.actorID) && (q.action == nil || e.action == q.action) && (q.target == nil || e.target == q.target)
+                && (q.since.map { e.at >= $0 } ?? true) && (q.until.map { e.at < $0 } ?? true)
+        }.sorted { ($0.at, $0.id.uuidString) > ($1.at, $1.id.uuidString) }.prefix(q.limit))
     }
 
     // MARK: API keys

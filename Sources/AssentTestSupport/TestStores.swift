@@ -1,4 +1,5 @@
 import AssentCore
+import Crypto
 import AssentPostgres
 import AssentSQLite
 import AssentStore
@@ -44,7 +45,9 @@ public enum StoreKind: String, CaseIterable, Sendable, CustomStringConvertible {
     }
 
     public func makeLedger(now: @escaping @Sendable () -> Date = { Date() }) async throws -> Ledger {
-        Ledger(store: try await makeStore(), masterKey: .generate(), environment: LedgerEnvironment(now: now))
+        var ledger = Ledger(store: try await makeStore(), masterKey: .generate(), environment: LedgerEnvironment(now: now))
+        ledger.passwordHasher = .testing
+        return ledger
     }
 }
 
@@ -161,4 +164,18 @@ public final class TestClock: @unchecked Sendable {
         get { lock.withLock { value } }
         set { lock.withLock { value = newValue } }
     }
+}
+
+extension PasswordHasher {
+    /// A fast stand-in for bcrypt in store tests (salted SHA-256); the server
+    /// tests use real bcrypt at a low cost.
+    public static let testing = PasswordHasher(
+        hash: { password in
+            let salt = UUID().uuidString
+            return "test$" + salt + "$" + Data(SHA256.hash(data: Data((salt + password).utf8))).base64EncodedString()
+        },
+        verify: { password, hash in
+            let parts = hash.split(separator: "$").map(String.init)
+            return parts.count == 3 && parts[0] == "test" && Data(SHA256.hash(data: Data((parts[1] + password).utf8))).base64EncodedString() == parts[2]
+        })
 }

@@ -29,6 +29,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Preference-centre and unsubscribe posts per client address per minute (env ASSENT_LINK_POSTS_PER_MINUTE).", valueName: "n"))
     var linkPostsPerMinute: Int = Int(ProcessInfo.processInfo.environment["ASSENT_LINK_POSTS_PER_MINUTE"] ?? "") ?? 60
 
+    @Option(help: ArgumentHelp("Email of the console administrator created on first start (env ASSENT_ADMIN_EMAIL).", valueName: "email"))
+    var adminEmail: String = ProcessInfo.processInfo.environment["ASSENT_ADMIN_EMAIL"] ?? "admin@assent.localhost"
+
     @Option(name: .customLong("trusted-proxy"), help: ArgumentHelp("Address of a reverse proxy whose X-Forwarded-For is believed, for rate limits and evidence (repeatable; env ASSENT_TRUSTED_PROXIES, comma-separated).", valueName: "ip"))
     var trustedProxies: [String] = (ProcessInfo.processInfo.environment["ASSENT_TRUSTED_PROXIES"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
 
@@ -57,6 +60,29 @@ struct Serve: AsyncParsableCommand {
                 Use it as 'Authorization: Bearer <key>'. Create more with 'assent keys create'.
 
                 """)
+        }
+        if try await ledger.store.staffUsers().isEmpty {
+            let password = Ledger.oneTimePassword()
+            let created: StaffUser?
+            do {
+                created = try await ledger.createStaffUser(email: adminEmail, name: "Administrator", role: .admin, password: password,
+                                                           mustChangePassword: true, actor: nil)
+            } catch DomainError.conflict {
+                created = nil // another instance starting at the same time made it
+            } catch let error as DomainError {
+                throw ValidationError("--admin-email: \(error.description)")
+            }
+            if let admin = created {
+            emit("""
+                First start: created the console administrator. Sign in at /console as
+
+                    \(admin.email.value)
+                    one-time password: \(password)
+
+                You choose your own password at the first sign-in. Add staff with 'assent users add'.
+
+                """)
+            }
         }
         let host = self.host
         // With --port 0 the real port is known only once listening; links need it.
@@ -88,7 +114,7 @@ struct Serve: AsyncParsableCommand {
         let app = try await buildApplication(configuration: .init(host: host, port: port), ledger: ledger, issuer: issuer, site: site,
                                              services: [worker], logger: logger) { port in
             publicURL.setDefault("http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)")
-            emit("Assent is serving the API on http://\(host):\(port)/api/v1 (\(database)); emails: \(transport.summary); press Ctrl-C to stop.")
+            emit("Assent is serving the API on http://\(host):\(port)/api/v1 and the staff console on http://\(host):\(port)/console (\(database)); emails: \(transport.summary); press Ctrl-C to stop.")
         }
         try await app.runService()
     }

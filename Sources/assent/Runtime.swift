@@ -1,5 +1,6 @@
 import AssentCore
 import AssentPostgres
+import AssentServer
 import AssentSQLite
 import AssentStore
 import ArgumentParser
@@ -84,7 +85,17 @@ struct StoreOptions: ParsableArguments {
     func openLedger() async throws -> Ledger {
         let store = try await openStore()
         let masterKey = try await loadMasterKey(for: store)
-        return Ledger(store: store, masterKey: masterKey)
+        var ledger = Ledger(store: store, masterKey: masterKey)
+        ledger.passwordHasher = .bcrypt(cost: try Self.bcryptCost())
+        return ledger
+    }
+
+    /// bcrypt's cost for staff passwords: 12 unless ASSENT_BCRYPT_COST says
+    /// otherwise (tests lower it; production may raise it).
+    static func bcryptCost() throws -> UInt8 {
+        guard let text = ProcessInfo.processInfo.environment["ASSENT_BCRYPT_COST"], !text.isEmpty else { return 12 }
+        guard let cost = UInt8(text), (4...16).contains(cost) else { throw ValidationError("ASSENT_BCRYPT_COST: '\(text)' must be from 4 to 16") }
+        return cost
     }
 
     /// The master key file's default place: beside the SQLite file, or in the

@@ -37,6 +37,7 @@ struct CLI {
         process.arguments = arguments
         process.currentDirectoryURL = directory
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ASSENT_") }
+        env["ASSENT_BCRYPT_COST"] = "4" // staff passwords: fast in tests
         env.merge(environment) { _, new in new }
         process.environment = env
         let out = Pipe(), err = Pipe()
@@ -194,7 +195,8 @@ final class ServerProcess: @unchecked Sendable {
         process.executableURL = CLI.executable
         process.arguments = ["serve", "--port", "0", "--log-level", "warning"]
         process.currentDirectoryURL = cli.directory
-        process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ASSENT_") }.merging(environment) { _, new in new }
+        process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ASSENT_") }
+            .merging(["ASSENT_BCRYPT_COST": "4"]) { _, new in new }.merging(environment) { _, new in new }
         let out = Pipe()
         process.standardOutput = out
         try process.run()

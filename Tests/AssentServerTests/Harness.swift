@@ -76,7 +76,9 @@ typealias Backend = StoreKind
 func withAPI(_ backend: StoreKind = .memory, site: SiteConfiguration = SiteConfiguration(), now: (@Sendable () -> Date)? = nil,
              _ body: @Sendable (APIHarness) async throws -> Void) async throws {
     let store = try await backend.makeStore()
-    let ledger = Ledger(store: store, masterKey: .generate(), environment: now.map { LedgerEnvironment(now: $0) } ?? .live)
+    var configured = Ledger(store: store, masterKey: .generate(), environment: now.map { LedgerEnvironment(now: $0) } ?? .live)
+    configured.passwordHasher = .bcrypt(cost: 4)
+    let ledger = configured
     let (key, token) = APIKey.generate(name: "admin", scope: .admin, now: Date())
     try await store.insertAPIKey(key)
     let app = Application(router: try await buildRouter(ledger: ledger, site: site))

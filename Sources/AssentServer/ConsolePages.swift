@@ -1,0 +1,705 @@
+import AssentCore
+import AssentStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// One page or action of the staff console and who may use it. The table is
+/// the single list of console routes: it registers them, and the
+/// authorisation matrix test walks it for every role.
+struct ConsoleRoute: Sendable {
+    var method: HTTPRequest.Method
+    var path: String
+    /// nil: no sign-in needed (the sign-in page itself).
+    var roles: Set<StaffUser.Role>?
+    var handler: @Sendable (Request, AssentRequestContext, ConsoleVisit?) async throws -> Response
+}
+
+/// A signed-in request: who, their session, and (for posts) the checked form.
+struct ConsoleVisit: Sendable {
+    var user: StaffUser
+    var secret: String
+    var csrf: String
+    var form: FormBody
+}
+
+extension FormBody: @unchecked Sendable {}
+
+/// The staff console (`/console`): sign-in with roles, contact search, the
+/// contact record with its timeline, recording verbal instructions, topic,
+/// form, API key and user management, the audit log and `verify`.
+/// Server-rendered, no JavaScript, keyboard-usable.
+struct ConsolePages: Sendable {
+    let ledger: Ledger
+    let pages: Pages
+    let signInLimiter: RateLimiter
+    static let cookieName = "assent_console"
+    static let maxBody = 64 * 1024
+
+    static let everyone: Set<StaffUser.Role> = [.admin, .agent, .auditor]
+    static let recorders: Set<StaffUser.Role> = [.admin, .agent]
+    static let readers: Set<StaffUser.Role> = [.admin, .auditor]
+    static let admins: Set<StaffUser.Role> = [.admin]
+
+    var routes: [ConsoleRoute] {
+        [
+            ConsoleRoute(method: .get, path: "/console/signin", roles: nil) { r, _, _ in signInPage(r) },
+            ConsoleRoute(method: .post, path: "/console/signin", roles: nil) { r, c, _ in try await signIn(r, c) },
+            ConsoleRoute(method: .post, path: "/console/signout", roles: Self.everyone) { _, c, v in try await signOut(c, v!) },
+            ConsoleRoute(method: .get, path: "/console/password", roles: Self.everyone) { _, _, v in passwordPage(v!) },
+            ConsoleRoute(method: .post, path: "/console/password", roles: Self.everyone) { _, c, v in try await changePassword(c, v!) },
+            ConsoleRoute(method: .get, path: "/console", roles: Self.everyone) { r, _, v in try await search(r, v!) },
+            ConsoleRoute(method: .get, path: "/console/contacts/{id}", roles: Self.everyone) { r, c, v in try await contact(r, c, v!, evidence: false) },
+            ConsoleRoute(method: .get, path: "/console/contacts/{id}/evidence", roles: Self.readers) { r, c, v in try await contact(r, c, v!, evidence: true) },
+            ConsoleRoute(method: .get, path: "/console/contacts/{id}/export", roles: Self.readers) { _, c, v in try await export(c, v!) },
+            ConsoleRoute(method: .get, path: "/console/contacts/{id}/record", roles: Self.recorders) { _, c, v in try await recordPage(c, v!) },
+            ConsoleRoute(method: .post, path: "/console/contacts/{id}/record", roles: Self.recorders) { r, c, v in try await record(r, c, v!) },
+            ConsoleRoute(method: .get, path: "/console/notices/{key}/{version}", roles: Self.everyone) { _, c, v in try await notice(c, v!) },
+            ConsoleRoute(method: .get, path: "/console/topics", roles: Self.everyone) { _, _, v in try await topics(v!) },
+            ConsoleRoute(method: .post, path: "/console/topics", roles: Self.admins) { _, c, v in try await createTopic(c, v!) },
+            ConsoleRoute(method: .get, path: "/console/topics/{key}", roles: Self.everyone) { _, c, v in try await topic(c, v!) },
+            ConsoleRoute(method: .post, path: "/console/topics/{key}", roles: Self.admins) { _, c, v in try await editTopic(c, v!) },
+            ConsoleRoute(method: .post, path: "/console/topics/{key}/notices", roles: Self.admins) { _, c, v in try await publishNotice(c, v!) },
+            ConsoleRoute(method: .post, path: "/console/topics/{key}/retire", roles: Self.admins) { _, c, v in try await retireTopic(c, v!) },
+            ConsoleRoute(method: .get, path: "/console/forms", roles: Self.everyone) { _, _, v in try await forms(v!) },
+            ConsoleRoute(method: .post, path: "/console/forms", roles: Self.admins) { _, c, v in try await createForm(c, v!) },
+            ConsoleRoute(method: .post, path: "/console/forms/{id}/retire", roles: Self.admins) { _, c, v in try await retireForm(c, v!) },
+            ConsoleRoute(method: .get, path: "/console/keys", roles: Self.readers) { _, _, v in try await keys(v!) },
+            ConsoleRoute(method: .post, path: "/console/keys", roles: Self.admins) { _, c, v in try await createKey(c, v!) },
+            ConsoleRoute(method: .post, path: "/console/keys/{id}/revoke", roles: Self.admins) { _, c, v in try await revokeKey(c, v!) },
+            ConsoleRoute(method: .get, path: "/console/users", roles: Self.readers) { _, _, v in try await users(v!) },
+            ConsoleRoute(method: .post, path: "/console/users", roles: Self.admins) { _, c, v in try await createUser(c, v!) },
+            ConsoleRoute(method: .post, path: "/console/users/{id}/disable", roles: Self.admins) { _, c, v in try await disableUser(c, v!) },
+            ConsoleRoute(method: .post, path: "/console/users/{id}/reset", roles: Self.admins) { _, c, v in try await resetUser(c, v!) },
+            ConsoleRoute(method: .get, path: "/console/audit", roles: Self.readers) { r, _, v in try await auditLog(r, v!) },
+            ConsoleRoute(method: .get, path: "/console/verify", roles: Self.readers) { _, _, v in verifyPage(v!, report: nil) },
+            ConsoleRoute(method: .post, path: "/console/verify", roles: Self.readers) { _, c, v in try await verify(c, v!) },
+        ]
+    }
+
+    // MARK: Dispatch
+
+    /// Sign-in, role, origin and CSRF checks around every route, in that
+    /// order: a role that may not use a route gets 403 before anything is read.
+    func handle(_ route: ConsoleRoute, _ request: Request, _ context: AssentRequestContext) async -> Response {
+        var request = request
+        do {
+            guard let roles = route.roles else { return try await route.handler(request, context, nil) }
+            guard let (user, secret) = try await visitor(request) else {
+                return redirect("/console/signin")
+            }
+            if user.mustChangePassword && !route.path.hasPrefix("/console/password") && route.path != "/console/signout" {
+                return redirect("/console/password")
+            }
+            guard roles.contains(user.role) else {
+                return message(.forbidden, title: "Not allowed", paragraphs: ["Your role (\(user.role.rawValue)) cannot use this page."],
+                               visit: ConsoleVisit(user: user, secret: secret, csrf: ledger.staffCSRFToken(sessionSecret: secret), form: FormBody("")))
+            }
+            let csrf = ledger.staffCSRFToken(sessionSecret: secret)
+            var form = FormBody("")
+            if route.method == .post {
+                form = FormBody(try await request.collectText(upTo: Self.maxBody))
+                let sameOrigin = request.headers[.origin].map { $0.lowercased() == pages.site.origin } ?? true
+                guard sameOrigin, ledger.checkStaffCSRF(form.value("csrf"), sessionSecret: secret) else {
+                    return message(.forbidden, title: "This form has expired", paragraphs: ["Go back, reload the page and try again."],
+                                   visit: ConsoleVisit(user: user, secret: secret, csrf: csrf, form: FormBody("")))
+                }
+            }
+            return try await route.handler(request, context, ConsoleVisit(user: user, secret: secret, csrf: csrf, form: form))
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            return pages.message(.contentTooLarge, language: "en", title: "Too much data", paragraphs: ["The form sent more than 64 KB."])
+        } catch {
+            let status = APIError.from(error)?.status ?? .internalServerError
+            if status == .internalServerError { context.logger.error("console page failed: \(String(reflecting: error))") }
+            let text = status == .internalServerError ? "Something went wrong; the server log has the details." : (APIError.from(error)?.detail ?? "")
+            return pages.message(status, language: "en", title: status == .notFound ? "Not found" : "Something went wrong", paragraphs: [text])
+        }
+    }
+
+    private func visitor(_ request: Request) async throws -> (StaffUser, String)? {
+        guard let secret = PortalPages.cookieValue(request.headers[values: .cookie], name: Self.cookieName),
+              let user = try await ledger.staffSession(secret: secret) else { return nil }
+        return (user, secret)
+    }
+
+    // MARK: Rendering
+
+    func render(_ template: String, title: String, visit: ConsoleVisit?, nav: String? = nil, status: HTTPResponse.Status = .ok,
+                model: [String: Any] = [:], flash: String? = nil, errors: [String] = []) -> Response {
+        var model = model
+        model["title"] = title
+        if let visit {
+            model["user"] = ["name": visit.user.name, "email": visit.user.email.value, "role": visit.user.role.rawValue]
+            model["csrf"] = visit.csrf
+            model["canSeeAdmin"] = Self.readers.contains(visit.user.role)
+            model["isAdmin"] = visit.user.role == .admin
+        }
+        if let nav { model["nav" + nav] = true }
+        if let flash { model["flash"] = flash }
+        model["hasErrors"] = !errors.isEmpty
+        model["errors"] = errors
+        return pages.render(template, language: "en", status: status, model: model, headers: PageHeaders.html())
+    }
+
+    func message(_ status: HTTPResponse.Status, title: String, paragraphs: [String], visit: ConsoleVisit?, secret: (label: String, value: String)? = nil,
+                 back: (href: String, text: String)? = nil) -> Response {
+        var model: [String: Any] = ["paragraphs": paragraphs]
+        if let secret { model["secret"] = secret.value; model["secretLabel"] = secret.label }
+        if let back { model["back"] = ["href": back.href, "text": back.text] }
+        return render("console-message", title: title, visit: visit, status: status, model: model)
+    }
+
+    func redirect(_ location: String, cookie: String? = nil) -> Response {
+        var headers = PageHeaders.html()
+        headers[.location] = location
+        if let cookie { headers[.setCookie] = cookie }
+        return Response(status: .seeOther, headers: headers)
+    }
+
+    private func cookie(_ value: String, maxAge: Int) -> String {
+        var cookie = "\(Self.cookieName)=\(value); Path=/console; Max-Age=\(maxAge); HttpOnly; SameSite=Strict"
+        if pages.site.baseURL.lowercased().hasPrefix("https://") { cookie += "; Secure" }
+        return cookie
+    }
+
+    static func time(_ date: Date?) -> String {
+        guard let date else { return "" }
+        return date.formatted(Date.FormatStyle(date: .abbreviated, time: .shortened, locale: Locale(identifier: "en_GB"),
+                                               timeZone: TimeZone(identifier: "UTC")!)) + " UTC"
+    }
+
+    static func iso(_ date: Date) -> String { PortalPages.iso(date) }
+
+    // MARK: Signing in and out
+
+    func signInPage(_ request: Request, email: String = "", errors: [String] = [], status: HTTPResponse.Status = .ok) -> Response {
+        render("console-signin", title: "Sign in", visit: nil, status: status, model: ["email": email], errors: errors)
+    }
+
+    func signIn(_ request: Request, _ context: AssentRequestContext) async throws -> Response {
+        var request = request
+        let admitted = await signInLimiter.admit(context.remoteIP ?? "unknown")
+        guard admitted.allowed else {
+            var response = signInPage(request, errors: ["Too many attempts from your address. Wait \(admitted.retryAfter) seconds."], status: .tooManyRequests)
+            response.headers[.retryAfter] = String(admitted.retryAfter)
+            return response
+        }
+        if let origin = request.headers[.origin], origin.lowercased() != pages.site.origin {
+            return signInPage(request, errors: ["Sign in from this server's own page."], status: .forbidden)
+        }
+        let form = FormBody(try await request.collectText(upTo: 16 * 1024))
+        let email = form.value("email") ?? ""
+        switch try await ledger.signInStaff(email: email, password: form.value("password") ?? "", ipAddress: context.remoteIP) {
+        case .signedIn(let secret, let user):
+            return redirect(user.mustChangePassword ? "/console/password" : "/console", cookie: cookie(secret, maxAge: Int(Ledger.staffSessionLifetime)))
+        case .refused:
+            return signInPage(request, email: email, errors: ["The email or password is not right."], status: .unauthorized)
+        case .locked(let until):
+            return signInPage(request, email: email, errors: ["Too many wrong passwords: this account is locked until \(Self.time(until))."],
+                              status: .tooManyRequests)
+        }
+    }
+
+    func signOut(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        try await ledger.signOutStaff(secret: visit.secret, user: visit.user, ipAddress: context.remoteIP)
+        return redirect("/console/signin", cookie: cookie("", maxAge: 0))
+    }
+
+    func passwordPage(_ visit: ConsoleVisit, errors: [String] = [], status: HTTPResponse.Status = .ok) -> Response {
+        render("console-password", title: "Change your password", visit: visit, status: status, model: ["mustChange": visit.user.mustChangePassword],
+               errors: errors)
+    }
+
+    func changePassword(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        do {
+            let secret = try await ledger.changeStaffPassword(visit.user, current: visit.form.value("current") ?? "", new: visit.form.value("new") ?? "",
+                                                              ipAddress: context.remoteIP)
+            return redirect("/console", cookie: cookie(secret, maxAge: Int(Ledger.staffSessionLifetime)))
+        } catch DomainError.invalid(let errors) {
+            return passwordPage(visit, errors: errors.map(\.description), status: .unprocessableContent)
+        }
+    }
+
+    // MARK: Contacts
+
+    func search(_ request: Request, _ visit: ConsoleVisit) async throws -> Response {
+        let query = (request.uri.queryParameters.get("q") ?? "").trimmingCharacters(in: .whitespaces)
+        var model: [String: Any] = ["query": query, "searched": !query.isEmpty]
+        if !query.isEmpty {
+            var found = try await ledger.store.searchContacts(String(query.prefix(200)), limit: 50)
+            if let id = UUID(uuidString: query), let byID = try await ledger.store.contact(id: id) { found.insert(byID, at: 0) }
+            model["results"] = found.map { ["id": $0.id.uuidString.lowercased(), "email": $0.email.value, "name": $0.name ?? "",
+                                            "externalId": $0.externalID ?? "", "created": Self.time($0.createdAt)] }
+            model["hasResults"] = !found.isEmpty
+        }
+        return render("console-search", title: "Contacts", visit: visit, nav: "Contacts", model: model)
+    }
+
+    func contactID(_ context: AssentRequestContext) throws -> UUID {
+        let text = try context.parameters.require("id")
+        guard let id = UUID(uuidString: text) else { throw DomainError.notFound(what: "contact", id: String(text.prefix(64))) }
+        return id
+    }
+
+    /// The contact record: details, the preferences grid and the timeline.
+    /// Evidence is opened only on its own route, for roles allowed to read it,
+    /// and each opening is written to the audit log.
+    func contact(_ request: Request, _ context: AssentRequestContext, _ visit: ConsoleVisit, evidence: Bool, flash: String? = nil) async throws -> Response {
+        let contact = try await ledger.existingContact(contactID(context))
+        let before = request.uri.queryParameters.get("before").flatMap { Int64($0) }
+        if evidence {
+            try await ledger.audit(visit.user, "view_evidence", target: "contact:\(contact.id.uuidString.lowercased())", ipAddress: context.remoteIP)
+        }
+        let at = Date()
+        let topics = try await ledger.store.topics(includeRetired: true)
+        let preferences = Dictionary(try await ledger.store.preferences(contactID: contact.id).map { ($0.topicKey, $0) }, uniquingKeysWith: { a, _ in a })
+        let grid: [[String: Any]] = topics.filter { $0.isActive || preferences[$0.key] != nil }.map { topic in
+            let p = preferences[topic.key]
+            return ["key": topic.key, "title": topic.title + (topic.isActive ? "" : " (retired)"),
+                    "yes": topic.isActive && (p?.allowsSending(at: at) ?? false), "state": p?.effectiveState(at: at).rawValue ?? "none",
+                    "since": Self.time(p?.since), "expires": Self.time(p?.expiresAt)]
+        }
+        let titles = Dictionary(topics.map { ($0.key, $0.title) }, uniquingKeysWith: { a, _ in a })
+        let staffNames = Dictionary(try await ledger.store.staffUsers().map { ($0.id.uuidString.lowercased(), $0.email.value) }, uniquingKeysWith: { a, _ in a })
+        let page = 100
+        let entries = try await ledger.timeline(contactID: contact.id, beforeSeq: before, limit: page + 1)
+        let timeline: [[String: Any]] = entries.prefix(page).map { entry in
+            let e = entry.event
+            let (badge, badgeClass) = Self.badge(e.source, e.channel)
+            var row: [String: Any] = [
+                "seq": e.seq, "iso": Self.iso(e.occurredAt), "when": Self.time(e.occurredAt), "recorded": Self.time(e.recordedAt),
+                "late": e.recordedAt.timeIntervalSince(e.occurredAt) > 60, "topic": titles[e.topicKey] ?? e.topicKey, "topicKey": e.topicKey,
+                "from": Self.yesNo(e.fromState), "to": Self.yesNo(e.toState) + " (\(e.action.rawValue))", "badge": badge, "badgeClass": badgeClass,
+                "actor": Self.actor(e.actor, staffNames), "noticeVersion": e.noticeVersion ?? false,
+                "form": e.formID.map { "\($0) v\(e.formVersion ?? 0)" } ?? false,
+            ]
+            if evidence {
+                row["note"] = entry.personal?.note ?? false
+                row["ip"] = entry.personal?.ipAddress ?? false
+                row["agent"] = entry.personal?.userAgent ?? false
+                row["shredded"] = entry.evidenceShredded
+            }
+            return row
+        }
+        var model: [String: Any] = [
+            "contact": ["id": contact.id.uuidString.lowercased(), "email": contact.email.value, "name": contact.name ?? "",
+                        "externalId": contact.externalID ?? "", "locale": contact.locale ?? "", "created": Self.time(contact.createdAt)],
+            "grid": grid, "timeline": timeline, "hasTimeline": !timeline.isEmpty, "showEvidence": evidence,
+            "canRecord": Self.recorders.contains(visit.user.role), "canSeeEvidence": Self.readers.contains(visit.user.role),
+        ]
+        if entries.count > page, let last = entries.prefix(page).last {
+            model["older"] = "/console/contacts/\(contact.id.uuidString.lowercased())\(evidence ? "/evidence" : "")?before=\(last.event.seq)"
+        }
+        return render("console-contact", title: contact.name.map { "\($0) <\(contact.email.value)>" } ?? contact.email.value, visit: visit,
+                      nav: "Contacts", model: model, flash: flash ?? request.uri.queryParameters.get("recorded").map { "Recorded \($0) change(s)." })
+    }
+
+    static func yesNo(_ state: PreferenceState) -> String {
+        switch state {
+        case .granted: "Yes"
+        case .pending: "Pending"
+        case .none: "No"
+        case .withdrawn: "No"
+        case .expired: "No (expired)"
+        }
+    }
+
+    /// The source badge, as the seed's "GDPR Activity" grid names it.
+    static func badge(_ source: ConsentSource, _ channel: StaffChannel?) -> (String, String) {
+        switch source {
+        case .form: ("Form", "form")
+        case .preferenceCentre: ("Preference centre", "centre")
+        case .portal: ("Portal", "portal")
+        case .staff:
+            switch channel {
+            case .phone, nil: ("Verbal/phone", "verbal")
+            case .inPerson: ("Verbal/in person", "verbal")
+            case .letter: ("Letter", "verbal")
+            case .email: ("Email to staff", "verbal")
+            }
+        case .api: ("API", "api")
+        case .import: ("Import", "import")
+        case .emailLink: ("Email link", "link")
+        case .oneClickUnsubscribe: ("Unsubscribe link", "unsubscribe")
+        case .system: ("System", "system")
+        }
+    }
+
+    static func actor(_ actor: Actor, _ staff: [String: String]) -> String {
+        switch actor.kind {
+        case .staff: staff[actor.id ?? ""] ?? "staff \(actor.id ?? "")"
+        case .apiKey: "API key \(actor.id ?? "")"
+        case .subject: "the person"
+        case .system: "Assent"
+        }
+    }
+
+    func export(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let id = try contactID(context)
+        let data = try JSONCoding.encoder.encode(try await ledger.exportPersonalData(contactID: id))
+        try await ledger.audit(visit.user, "export_contact", target: "contact:\(id.uuidString.lowercased())", ipAddress: context.remoteIP)
+        var headers = PageHeaders.html()
+        headers[.contentType] = "application/json; charset=utf-8"
+        headers[.contentDisposition] = "attachment; filename=\"contact-\(id.uuidString.lowercased()).json\""
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    // MARK: Recording an instruction
+
+    static let channels: [(StaffChannel, String)] = [(.phone, "Phone"), (.inPerson, "In person"), (.letter, "Letter"), (.email, "Email")]
+
+    func recordPage(_ context: AssentRequestContext, _ visit: ConsoleVisit, values: FormBody? = nil, errors: [String] = [],
+                    status: HTTPResponse.Status = .ok) async throws -> Response {
+        let contact = try await ledger.existingContact(contactID(context))
+        let at = Date()
+        let preferences = Dictionary(try await ledger.store.preferences(contactID: contact.id).map { ($0.topicKey, $0) }, uniquingKeysWith: { a, _ in a })
+        var topics: [[String: Any]] = []
+        for topic in try await ledger.store.topics(includeRetired: false) {
+            let chosen = values?.value("change-\(topic.key)") ?? ""
+            let chosenNotice = values?.value("notice-\(topic.key)").flatMap(Int.init) ?? topic.currentNoticeVersion
+            let versions: [[String: Any]] = try await ledger.store.notices(topicKey: topic.key).reversed().map { n in
+                ["version": n.version, "excerpt": String(n.text.prefix(60)) + (n.text.count > 60 ? "…" : ""), "selected": n.version == chosenNotice]
+            }
+            topics.append(["key": topic.key, "title": topic.title, "current": Self.yesNo(preferences[topic.key]?.effectiveState(at: at) ?? .none),
+                           "none": chosen.isEmpty, "yes": chosen == "yes", "no": chosen == "no", "versions": versions])
+        }
+        let channel = values?.value("channel") ?? StaffChannel.phone.rawValue
+        let model: [String: Any] = [
+            "contact": ["id": contact.id.uuidString.lowercased(), "email": contact.email.value], "topics": topics,
+            "channels": Self.channels.map { ["value": $0.0.rawValue, "label": $0.1, "selected": $0.0.rawValue == channel] },
+            "occurred": values?.value("occurred") ?? "", "note": values?.value("note") ?? "",
+            "maxOccurred": String(Self.iso(at).prefix(16)),
+        ]
+        return render("console-record", title: "Record an instruction", visit: visit, nav: "Contacts", status: status, model: model, errors: errors)
+    }
+
+    /// Records what a person said through the one write path, source `staff`,
+    /// with the channel, when it was said, the note and the notice read out.
+    func record(_ request: Request, _ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let contact = try await ledger.existingContact(contactID(context))
+        let form = visit.form
+        var problems: [String] = []
+        var changes: [TopicChange] = []
+        for topic in try await ledger.store.topics(includeRetired: false) {
+            guard let value = form.value("change-\(topic.key)"), !value.isEmpty else { continue }
+            guard value == "yes" || value == "no" else { problems.append("\(topic.title): choose Yes, No or No change"); continue }
+            changes.append(TopicChange(topicKey: topic.key, intent: value == "yes" ? .optIn : .optOut,
+                                       noticeVersion: form.value("notice-\(topic.key)").flatMap(Int.init)))
+        }
+        if changes.isEmpty { problems.append("Choose at least one topic the person gave an instruction about.") }
+        guard let channel = form.value("channel").flatMap(StaffChannel.init(rawValue:)) else {
+            return try await recordPage(context, visit, values: form, errors: ["Choose how the person told you."], status: .unprocessableContent)
+        }
+        var occurredAt: Date?
+        if let text = form.value("occurred"), !text.isEmpty {
+            occurredAt = Self.parseLocal(text)
+            if occurredAt == nil { problems.append("When they said it: '\(text.prefix(40))' is not a date and time") }
+        }
+        let note = (form.value("note") ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        if note.isEmpty { problems.append("Note: write what the person said, or the script you used.") }
+        if !problems.isEmpty { return try await recordPage(context, visit, values: form, errors: problems, status: .unprocessableContent) }
+        do {
+            let result = try await ledger.recordChange(ChangeRequest(
+                contactID: contact.id, changes: changes, source: .staff, channel: channel, actor: .staff(visit.user.id.uuidString.lowercased()),
+                occurredAt: occurredAt, evidence: Evidence(personal: PersonalEvidence(note: note)), changesField: "topics"))
+            try await ledger.audit(visit.user, "record_instruction", target: "contact:\(contact.id.uuidString.lowercased())",
+                                   detail: "\(channel.rawValue): " + changes.map { "\($0.topicKey) \($0.intent == .optIn ? "yes" : "no")" }.joined(separator: ", ")
+                                       + " (\(result.events.count) recorded)", ipAddress: context.remoteIP)
+            return redirect("/console/contacts/\(contact.id.uuidString.lowercased())?recorded=\(result.events.count)")
+        } catch DomainError.invalid(let errors) {
+            return try await recordPage(context, visit, values: form, errors: errors.map { Self.humanise($0) }, status: .unprocessableContent)
+        }
+    }
+
+    static func humanise(_ error: ValidationError) -> String {
+        switch error.field {
+        case "occurredAt": "When they said it: \(error.message)"
+        case "evidence.note": "Note: \(error.message)"
+        default: error.description
+        }
+    }
+
+    /// `datetime-local` values (`2026-11-29T10:15`), read as UTC.
+    static func parseLocal(_ text: String) -> Date? {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        for format in ["yyyy-MM-dd'T'HH:mm", "yyyy-MM-dd'T'HH:mm:ss", "yyyy-MM-dd HH:mm"] {
+            formatter.dateFormat = format
+            if let date = formatter.date(from: text) { return date }
+        }
+        return nil
+    }
+
+    func notice(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let key = try context.parameters.require("key")
+        let topic = try await ledger.existingTopic(key)
+        guard let version = Int(try context.parameters.require("version")),
+              let notice = try await ledger.store.notice(topicKey: topic.key, version: version) else {
+            throw DomainError.notFound(what: "notice", id: "\(key) v\(context.parameters.get("version") ?? "")")
+        }
+        return render("console-notice", title: "Notice v\(notice.version): \(topic.title)", visit: visit, nav: "Topics", model: [
+            "topicKey": topic.key, "topicTitle": topic.title, "version": notice.version, "published": Self.time(notice.createdAt),
+            "current": notice.version == topic.currentNoticeVersion, "text": notice.text,
+        ])
+    }
+
+    // MARK: Topics
+
+    func topics(_ visit: ConsoleVisit, errors: [String] = [], status: HTTPResponse.Status = .ok, flash: String? = nil) async throws -> Response {
+        let topics = try await ledger.store.topics(includeRetired: true).map { t -> [String: Any] in
+            ["key": t.key, "title": t.title, "category": t.category, "status": t.status.rawValue, "doi": t.requiresDoubleOptIn,
+             "lifetime": t.consentLifetimeDays.map { "\($0) days" } ?? "until withdrawn", "version": t.currentNoticeVersion]
+        }
+        return render("console-topics", title: "Topics", visit: visit, nav: "Topics", status: status, model: ["topics": topics], flash: flash, errors: errors)
+    }
+
+    func createTopic(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let f = visit.form
+        var lifetime: Int?
+        if let text = f.value("lifetime")?.trimmingCharacters(in: .whitespaces), !text.isEmpty {
+            guard let days = Int(text) else { return try await topics(visit, errors: ["Lifetime: '\(text.prefix(20))' is not a number of days"], status: .unprocessableContent) }
+            lifetime = days
+        }
+        do {
+            let topic = try await ledger.createTopic(
+                Topic(key: f.value("key") ?? "", title: f.value("title") ?? "", description: f.value("description") ?? "",
+                      category: (f.value("category") ?? "").isEmpty ? "general" : f.value("category")!, requiresDoubleOptIn: f.value("doi") == "1",
+                      consentLifetimeDays: lifetime, createdAt: Date()),
+                noticeText: f.value("notice") ?? "")
+            try await ledger.audit(visit.user, "topic_create", target: "topic:\(topic.key)", ipAddress: context.remoteIP)
+            return redirect("/console/topics/\(topic.key)")
+        } catch DomainError.invalid(let errors) {
+            return try await topics(visit, errors: errors.map(\.description), status: .unprocessableContent)
+        } catch DomainError.conflict(_, let message) {
+            return try await topics(visit, errors: [message], status: .conflict)
+        }
+    }
+
+    func topic(_ context: AssentRequestContext, _ visit: ConsoleVisit, errors: [String] = [], status: HTTPResponse.Status = .ok,
+               flash: String? = nil) async throws -> Response {
+        let topic = try await ledger.existingTopic(try context.parameters.require("key"))
+        let notices = try await ledger.store.notices(topicKey: topic.key)
+        return render("console-topic", title: topic.title, visit: visit, nav: "Topics", status: status, model: [
+            "topic": ["key": topic.key, "title": topic.title, "category": topic.category, "description": topic.description,
+                      "status": topic.status.rawValue, "doi": topic.requiresDoubleOptIn,
+                      "lifetime": topic.consentLifetimeDays.map { "\($0) days" } ?? "until withdrawn"],
+            "active": topic.isActive, "currentNotice": notices.last?.text ?? "",
+            "notices": notices.reversed().map { ["version": $0.version, "published": Self.time($0.createdAt),
+                                                 "excerpt": String($0.text.prefix(80)) + ($0.text.count > 80 ? "…" : "")] },
+        ], flash: flash, errors: errors)
+    }
+
+    func editTopic(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let key = try context.parameters.require("key")
+        let f = visit.form
+        do {
+            _ = try await ledger.updateTopic(key: key) { t in
+                if let title = f.value("title") { t.title = title }
+                if let category = f.value("category"), !category.isEmpty { t.category = category }
+                if let description = f.value("description") { t.description = description }
+            }
+            try await ledger.audit(visit.user, "topic_update", target: "topic:\(key)", ipAddress: context.remoteIP)
+            return try await topic(context, visit, flash: "Saved.")
+        } catch DomainError.invalid(let errors) {
+            return try await topic(context, visit, errors: errors.map(\.description), status: .unprocessableContent)
+        }
+    }
+
+    func publishNotice(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let key = try context.parameters.require("key")
+        do {
+            let notice = try await ledger.publishNotice(topicKey: key, text: visit.form.value("text") ?? "")
+            try await ledger.audit(visit.user, "notice_publish", target: "topic:\(key)", detail: "version \(notice.version)", ipAddress: context.remoteIP)
+            return try await topic(context, visit, flash: "Notice version \(notice.version) is current.")
+        } catch DomainError.invalid(let errors) {
+            return try await topic(context, visit, errors: errors.map(\.description), status: .unprocessableContent)
+        }
+    }
+
+    func retireTopic(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let topic = try await ledger.retireTopic(key: try context.parameters.require("key"))
+        try await ledger.audit(visit.user, "topic_retire", target: "topic:\(topic.key)", ipAddress: context.remoteIP)
+        return try await self.topic(context, visit, flash: "Retired.")
+    }
+
+    // MARK: Forms
+
+    func forms(_ visit: ConsoleVisit, errors: [String] = [], status: HTTPResponse.Status = .ok, flash: String? = nil) async throws -> Response {
+        let base = pages.site.baseURL
+        let forms = try await ledger.store.forms(includeRetired: true).map { f -> [String: Any] in
+            ["id": f.id, "title": f.definition.title, "kind": f.definition.kind.rawValue, "topics": f.definition.topics.map(\.key).joined(separator: ", "),
+             "version": f.version, "status": f.status.rawValue, "active": f.isActive, "url": "\(base)/f/\(f.id)", "csrf": visit.csrf]
+        }
+        let topics = try await ledger.store.topics(includeRetired: false).map { ["key": $0.key, "title": $0.title] }
+        return render("console-forms", title: "Forms", visit: visit, nav: "Forms", status: status,
+                      model: ["forms": forms, "hasForms": !forms.isEmpty, "topics": topics], flash: flash, errors: errors)
+    }
+
+    func createForm(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let f = visit.form
+        let origins = (f.value("origins") ?? "").split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let successURL = f.value("successUrl").flatMap { $0.isEmpty ? nil : $0 }
+        do {
+            let form = try await ledger.createForm(id: f.value("id") ?? "", definition: FormDefinition(
+                title: f.value("title") ?? "", introduction: f.value("introduction") ?? "",
+                kind: FormDefinition.Kind(rawValue: f.value("kind") ?? "") ?? .signup, topics: f.values("topic").map { FormTopic(key: $0) },
+                doubleOptIn: f.value("doi") == "1", askName: f.value("askName") == "1", successURL: successURL, allowedOrigins: origins))
+            try await ledger.audit(visit.user, "form_create", target: "form:\(form.id)", ipAddress: context.remoteIP)
+            return try await forms(visit, flash: "Form \(form.id) is served at \(pages.site.baseURL)/f/\(form.id).")
+        } catch DomainError.invalid(let errors) {
+            return try await forms(visit, errors: errors.map(\.description), status: .unprocessableContent)
+        } catch DomainError.conflict(_, let message) {
+            return try await forms(visit, errors: [message], status: .conflict)
+        }
+    }
+
+    func retireForm(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let form = try await ledger.retireForm(id: try context.parameters.require("id"))
+        try await ledger.audit(visit.user, "form_retire", target: "form:\(form.id)", ipAddress: context.remoteIP)
+        return try await forms(visit, flash: "Form \(form.id) is retired.")
+    }
+
+    // MARK: API keys
+
+    func keys(_ visit: ConsoleVisit, errors: [String] = [], status: HTTPResponse.Status = .ok, flash: String? = nil) async throws -> Response {
+        let keys = try await ledger.store.apiKeys().map { k -> [String: Any] in
+            ["id": k.id, "name": k.name, "scope": k.scope.rawValue, "created": Self.time(k.createdAt),
+             "status": k.isActive ? "active" : "revoked \(Self.time(k.revokedAt))", "active": k.isActive, "csrf": visit.csrf]
+        }
+        return render("console-keys", title: "API keys", visit: visit, nav: "Keys", status: status, model: ["keys": keys], flash: flash, errors: errors)
+    }
+
+    func createKey(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let name = visit.form.value("name") ?? ""
+        guard let scope = visit.form.value("scope").flatMap(APIScope.init(rawValue:)) else {
+            return try await keys(visit, errors: ["Scope: choose read, write or admin."], status: .unprocessableContent)
+        }
+        do { try APIKey.validateName(name) } catch DomainError.invalid(let errors) {
+            return try await keys(visit, errors: errors.map(\.description), status: .unprocessableContent)
+        }
+        let (key, token) = APIKey.generate(name: name, scope: scope, now: Date().truncatedToMilliseconds)
+        try await ledger.store.insertAPIKey(key)
+        try await ledger.audit(visit.user, "key_create", target: "key:\(key.id)", detail: "\(scope.rawValue): \(name)", ipAddress: context.remoteIP)
+        return message(.ok, title: "API key created", paragraphs: ["\(scope.rawValue) key “\(name)” (id \(key.id))."], visit: visit,
+                       secret: ("Use it as 'Authorization: Bearer <key>':", token), back: ("/console/keys", "Back to API keys"))
+    }
+
+    func revokeKey(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let id = try context.parameters.require("id")
+        guard try await ledger.store.apiKey(id: id) != nil else { throw DomainError.notFound(what: "API key", id: String(id.prefix(64))) }
+        _ = try await ledger.store.revokeAPIKey(id: id, at: Date().truncatedToMilliseconds)
+        try await ledger.audit(visit.user, "key_revoke", target: "key:\(id)", ipAddress: context.remoteIP)
+        return try await keys(visit, flash: "Key \(id) is revoked.")
+    }
+
+    // MARK: Users
+
+    func users(_ visit: ConsoleVisit, errors: [String] = [], status: HTTPResponse.Status = .ok, flash: String? = nil) async throws -> Response {
+        let users = try await ledger.store.staffUsers().map { u -> [String: Any] in
+            ["id": u.id.uuidString.lowercased(), "email": u.email.value, "name": u.name, "role": u.role.rawValue,
+             "status": !u.isActive ? "disabled" : (u.lockedUntil.map { $0 > Date() ? "locked until \(Self.time($0))" : nil } ?? nil) ?? "active",
+             "active": u.isActive, "isSelf": u.id == visit.user.id, "csrf": visit.csrf]
+        }
+        return render("console-users", title: "Users", visit: visit, nav: "Users", status: status, model: ["users": users], flash: flash, errors: errors)
+    }
+
+    func createUser(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        guard let role = visit.form.value("role").flatMap(StaffUser.Role.init(rawValue:)) else {
+            return try await users(visit, errors: ["Role: choose admin, agent or auditor."], status: .unprocessableContent)
+        }
+        let password = Ledger.oneTimePassword()
+        do {
+            let user = try await ledger.createStaffUser(email: visit.form.value("email") ?? "", name: visit.form.value("name") ?? "", role: role,
+                                                        password: password, mustChangePassword: true, actor: visit.user, ipAddress: context.remoteIP)
+            return message(.ok, title: "User added", paragraphs: ["\(user.name) <\(user.email.value)> can sign in as \(role.rawValue)."], visit: visit,
+                           secret: ("One-time password (they choose their own at first sign-in):", password), back: ("/console/users", "Back to users"))
+        } catch DomainError.invalid(let errors) {
+            return try await users(visit, errors: errors.map(\.description), status: .unprocessableContent)
+        } catch DomainError.conflict(_, let message) {
+            return try await users(visit, errors: [message], status: .conflict)
+        }
+    }
+
+    func staffID(_ context: AssentRequestContext) throws -> UUID {
+        let text = try context.parameters.require("id")
+        guard let id = UUID(uuidString: text) else { throw DomainError.notFound(what: "staff user", id: String(text.prefix(64))) }
+        return id
+    }
+
+    func disableUser(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        do {
+            let user = try await ledger.disableStaffUser(try staffID(context), actor: visit.user, ipAddress: context.remoteIP)
+            return try await users(visit, flash: "\(user.email.value) is disabled and signed out.")
+        } catch DomainError.conflict(_, let message) {
+            return try await users(visit, errors: [message], status: .conflict)
+        }
+    }
+
+    func resetUser(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let id = try staffID(context)
+        let password = try await ledger.resetStaffPassword(id, actor: visit.user, ipAddress: context.remoteIP)
+        let user = try await ledger.existingStaffUser(id)
+        if id == visit.user.id { return redirect("/console/signin", cookie: cookie("", maxAge: 0)) }
+        return message(.ok, title: "Password reset", paragraphs: ["\(user.email.value) is signed out everywhere and unlocked."], visit: visit,
+                       secret: ("New one-time password:", password), back: ("/console/users", "Back to users"))
+    }
+
+    // MARK: Audit log and verify
+
+    static let auditActions = ["sign_in", "sign_in_failed", "sign_out", "password_change", "view_evidence", "export_contact", "record_instruction",
+                               "verify", "topic_create", "topic_update", "notice_publish", "topic_retire", "form_create", "form_retire",
+                               "key_create", "key_revoke", "user_create", "user_disable", "user_password_reset"]
+
+    func auditLog(_ request: Request, _ visit: ConsoleVisit) async throws -> Response {
+        let q = request.uri.queryParameters
+        var query = AuditQuery(limit: 500)
+        var errors: [String] = []
+        let actorText = (q.get("actor") ?? "").trimmingCharacters(in: .whitespaces)
+        if !actorText.isEmpty {
+            if let email = try? EmailAddress(actorText), let user = try await ledger.store.staffUser(email: email) {
+                query.actorID = user.id
+            } else {
+                errors.append("Who: no staff user '\(actorText.prefix(100))'")
+            }
+        }
+        if let action = q.get("action"), !action.isEmpty { query.action = String(action.prefix(64)) }
+        if let target = q.get("target"), !target.isEmpty { query.target = String(target.prefix(200)) }
+        let day = DateFormatter()
+        day.locale = Locale(identifier: "en_US_POSIX")
+        day.timeZone = TimeZone(identifier: "UTC")
+        day.dateFormat = "yyyy-MM-dd"
+        for (name, text) in [("From", q.get("since") ?? ""), ("Until", q.get("until") ?? "")] where !text.isEmpty {
+            guard let date = day.date(from: text) else { errors.append("\(name): '\(text.prefix(20))' is not a date"); continue }
+            if name == "From" { query.since = date } else { query.until = date.addingTimeInterval(86_400) }
+        }
+        let entries = errors.isEmpty ? try await ledger.store.auditEntries(query) : []
+        return render("console-audit", title: "Audit log", visit: visit, nav: "Audit", status: errors.isEmpty ? .ok : .unprocessableContent, model: [
+            "entries": entries.map { e -> [String: Any] in
+                ["iso": Self.iso(e.at), "when": Self.time(e.at), "actor": e.actorEmail, "action": e.action, "target": e.target ?? "",
+                 "detail": e.detail ?? "", "ip": e.ipAddress ?? ""]
+            },
+            "actions": Self.auditActions.map { ["value": $0, "selected": $0 == query.action] },
+            "filter": ["actor": actorText, "target": query.target ?? "", "since": q.get("since") ?? "", "until": q.get("until") ?? ""],
+        ], errors: errors)
+    }
+
+    func verifyPage(_ visit: ConsoleVisit, report: VerifyReport?) -> Response {
+        var model: [String: Any] = ["ran": report != nil]
+        if let report {
+            model["intact"] = report.isIntact
+            model["contacts"] = report.contacts
+            model["events"] = report.events
+            model["breaks"] = report.breaks.map { "contact \($0.contactID.uuidString.lowercased()): \($0)" }
+        }
+        return render("console-verify", title: "Verify the ledger", visit: visit, nav: "Verify", status: report.map { $0.isIntact ? .ok : .conflict } ?? .ok,
+                      model: model)
+    }
+
+    func verify(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let report = try await ledger.verify()
+        try await ledger.audit(visit.user, "verify", detail: report.isIntact ? "intact: \(report.contacts) contacts, \(report.events) events"
+                                   : "\(report.breaks.count) broken chains", ipAddress: context.remoteIP)
+        return verifyPage(visit, report: report)
+    }
+}

@@ -1,0 +1,202 @@
+import AssentCore
+import Crypto
+import Foundation
+
+/// The outcome of a console sign-in.
+public enum StaffSignIn: Sendable {
+    case signedIn(secret: String, user: StaffUser)
+    /// Wrong address or password (the two are not told apart).
+    case refused
+    /// Too many failures: the account is locked until then.
+    case locked(until: Date)
+}
+
+extension Ledger {
+    /// A console session ends this long after sign-in, however busy.
+    public static let staffSessionLifetime: TimeInterval = 8 * 3_600
+    /// ... or after this long without a request.
+    public static let staffIdleTimeout: TimeInterval = 30 * 60
+    /// Consecutive wrong passwords that lock an account, and for how long.
+    public static let signInFailuresBeforeLock = 5
+    public static let signInLockDuration: TimeInterval = 15 * 60
+    public static let minimumPasswordLength = 12
+
+    // MARK: Users
+
+    /// Adds a staff user. `actor` is who did it (nil: the command line or first start).
+    public func createStaffUser(email text: String, name: String, role: StaffUser.Role, password: String, mustChangePassword: Bool,
+                                actor: StaffUser?, ipAddress: String? = nil) async throws -> StaffUser {
+        var problems: [ValidationError] = []
+        var email: EmailAddress?
+        do { email = try EmailAddress(text.trimmingCharacters(in: .whitespaces)) } catch let DomainError.invalid(e) {
+            problems += e.map { ValidationError(field: "email", $0.message) }
+        }
+        let name = name.trimmingCharacters(in: .whitespaces)
+        if name.isEmpty { problems.append(.init(field: "name", "is required")) }
+        do { try TextCheck.check(name, field: "name", max: Limits.nameLength) } catch let DomainError.invalid(e) { problems += e }
+        problems += Self.passwordProblems(password, field: "password")
+        if !problems.isEmpty { throw DomainError.invalid(problems) }
+        let user = StaffUser(id: environment.newID(), email: email!, name: name, role: role, passwordHash: passwordHasher.hash(password),
+                             mustChangePassword: mustChangePassword, createdAt: now)
+        do {
+            try await store.insertStaffUser(user)
+        } catch StoreError.duplicate {
+            throw DomainError.conflict(field: "email", message: "a staff user with email '\(user.email.value)' already exists")
+        }
+        try await audit(actor, "user_create", target: "user:\(user.email.value)", detail: "role \(role.rawValue)", ipAddress: ipAddress)
+        return user
+    }
+
+    static func passwordProblems(_ password: String, field: String) -> [ValidationError] {
+        if password.count < minimumPasswordLength {
+            return [.init(field: field, "must be at least \(minimumPasswordLength) characters")]
+        }
+        if password.count > 200 { return [.init(field: field, "must be at most 200 characters")] }
+        if password.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            return [.init(field: field, "must not contain control characters")]
+        }
+        return []
+    }
+
+    /// A random password for a new account or a reset, to be changed at first sign-in.
+    public static func oneTimePassword() -> String {
+        // 20 characters from an alphabet without look-alikes: about 100 bits.
+        let alphabet = Array("abcdefghjkmnpqrstuvwxyzACDEFGHJKLMNPQRSTUVWXYZ23456789")
+        return String(randomSecret().prefix(20).map { alphabet[Int($0) % alphabet.count] })
+    }
+
+    public func existingStaffUser(_ id: UUID) async throws -> StaffUser {
+        guard let user = try await store.staffUser(id: id) else { throw DomainError.notFound(what: "staff user", id: id.uuidString.lowercased()) }
+        return user
+    }
+
+    /// Disables an account and ends its sessions; its audit history stays.
+    public func disableStaffUser(_ id: UUID, actor: StaffUser?, ipAddress: String? = nil) async throws -> StaffUser {
+        var user = try await existingStaffUser(id)
+        if user.id == actor?.id { throw DomainError.conflict(field: "id", message: "you cannot disable your own account") }
+        guard user.isActive else { return user }
+        user.disabledAt = now
+        try await store.updateStaffUser(user)
+        try await store.deleteStaffSessions(userID: user.id)
+        try await audit(actor, "user_disable", target: "user:\(user.email.value)", ipAddress: ipAddress)
+        return user
+    }
+
+    /// Sets a new one-time password (the user must change it), unlocks the
+    /// account and ends its sessions. Returns the password to hand over.
+    public func resetStaffPassword(_ id: UUID, actor: StaffUser?, ipAddress: String? = nil) async throws -> String {
+        var user = try await existingStaffUser(id)
+        let password = Self.oneTimePassword()
+        user.passwordHash = passwordHasher.hash(password)
+        user.mustChangePassword = true
+        user.failedSignIns = 0
+        user.lockedUntil = nil
+        try await store.updateStaffUser(user)
+        try await store.deleteStaffSessions(userID: user.id)
+        try await audit(actor, "user_password_reset", target: "user:\(user.email.value)", ipAddress: ipAddress)
+        return password
+    }
+
+    // MARK: Signing in
+
+    /// Checks a password; locks the account after repeated failures. Every
+    /// attempt is audited. An unknown address costs the same bcrypt work as a
+    /// known one, so the time taken does not tell them apart.
+    public func signInStaff(email text: String, password: String, ipAddress: String?) async throws -> StaffSignIn {
+        let at = now
+        let typed = String(text.trimmingCharacters(in: .whitespaces).prefix(Limits.emailLength))
+        guard let email = try? EmailAddress(typed), var user = try await store.staffUser(email: email), user.isActive else {
+            _ = passwordHasher.hash(password)
+            try await audit(nil, "sign_in_failed", actorEmail: typed, detail: "unknown or disabled account", ipAddress: ipAddress)
+            return .refused
+        }
+        if let until = user.lockedUntil, until > at {
+            try await audit(user, "sign_in_failed", detail: "account locked", ipAddress: ipAddress)
+            return .locked(until: until)
+        }
+        guard passwordHasher.verify(password, user.passwordHash) else {
+            user.failedSignIns += 1
+            var locked: Date?
+            if user.failedSignIns >= Self.signInFailuresBeforeLock {
+                locked = at.addingTimeInterval(Self.signInLockDuration)
+                user.lockedUntil = locked
+                user.failedSignIns = 0
+            }
+            try await store.updateStaffUser(user)
+            try await audit(user, "sign_in_failed", detail: locked == nil ? "wrong password" : "wrong password; account locked", ipAddress: ipAddress)
+            return locked.map { .locked(until: $0) } ?? .refused
+        }
+        user.failedSignIns = 0
+        user.lockedUntil = nil
+        try await store.updateStaffUser(user)
+        let secret = try await openStaffSession(for: user)
+        try await audit(user, "sign_in", ipAddress: ipAddress)
+        return .signedIn(secret: secret, user: user)
+    }
+
+    private func openStaffSession(for user: StaffUser) async throws -> String {
+        let secret = Self.randomSecret().base64URL
+        let at = now
+        try await store.insertStaffSession(StaffSession(hash: APIKey.hash(secret: secret), userID: user.id, createdAt: at,
+                                                        expiresAt: at.addingTimeInterval(Self.staffIdleTimeout)))
+        return secret
+    }
+
+    /// The user behind a console cookie while the session lasts; each use
+    /// moves the idle timeout forward (never past the absolute lifetime).
+    public func staffSession(secret: String) async throws -> StaffUser? {
+        guard secret.count <= 100, let session = try await store.staffSession(hash: APIKey.hash(secret: secret)) else { return nil }
+        let at = now
+        let limit = session.createdAt.addingTimeInterval(Self.staffSessionLifetime)
+        guard session.expiresAt > at, at < limit, let user = try await store.staffUser(id: session.userID), user.isActive else {
+            try await store.deleteStaffSession(hash: session.hash)
+            return nil
+        }
+        let next = min(limit, at.addingTimeInterval(Self.staffIdleTimeout))
+        // Written at most once a minute per session.
+        if next.timeIntervalSince(session.expiresAt) > 60 { try await store.extendStaffSession(hash: session.hash, expiresAt: next) }
+        return user
+    }
+
+    public func signOutStaff(secret: String, user: StaffUser, ipAddress: String?) async throws {
+        try await store.deleteStaffSession(hash: APIKey.hash(secret: secret))
+        try await audit(user, "sign_out", ipAddress: ipAddress)
+    }
+
+    /// Changes one's own password; every session ends, and a new one is returned.
+    public func changeStaffPassword(_ user: StaffUser, current: String, new: String, ipAddress: String?) async throws -> String {
+        var problems: [ValidationError] = []
+        if !passwordHasher.verify(current, user.passwordHash) { problems.append(.init(field: "current", "is not your current password")) }
+        problems += Self.passwordProblems(new, field: "new")
+        if new == current { problems.append(.init(field: "new", "must differ from the current password")) }
+        if !problems.isEmpty { throw DomainError.invalid(problems) }
+        var updated = user
+        updated.passwordHash = passwordHasher.hash(new)
+        updated.mustChangePassword = false
+        try await store.updateStaffUser(updated)
+        try await store.deleteStaffSessions(userID: user.id)
+        try await audit(updated, "password_change", ipAddress: ipAddress)
+        return try await openStaffSession(for: updated)
+    }
+
+    /// The anti-forgery token of a console session's forms.
+    public func staffCSRFToken(sessionSecret: String) -> String {
+        Data(HMAC<SHA256>.authenticationCode(for: Data(sessionSecret.utf8), using: masterKey.derivedKey(purpose: "console-csrf/v1"))).base64URL
+    }
+
+    public func checkStaffCSRF(_ given: String?, sessionSecret: String) -> Bool {
+        guard let given else { return false }
+        let expected = Data(staffCSRFToken(sessionSecret: sessionSecret).utf8), actual = Data(given.utf8)
+        return actual.count == expected.count && zip(actual, expected).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
+    // MARK: Audit
+
+    /// Appends to the audit log. `actor` nil is the command line or Assent itself.
+    public func audit(_ actor: StaffUser?, _ action: String, actorEmail: String? = nil, target: String? = nil, detail: String? = nil,
+                      ipAddress: String? = nil) async throws {
+        try await store.appendAudit(AuditEntry(id: environment.newID(), at: now, actorID: actor?.id,
+                                               actorEmail: actor?.email.value ?? actorEmail ?? "command line", action: action, target: target,
+                                               detail: detail.map { String($0.prefix(1_000)) }, ipAddress: ipAddress))
+    }
+}
