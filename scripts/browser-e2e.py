@@ -42,6 +42,8 @@ parser.add_argument("--base", required=True, help="Assent's base URL, e.g. http:
 parser.add_argument("--token", required=True, help="an admin API key")
 parser.add_argument("--maildir", required=True, help="the SMTP test server's Maildir")
 parser.add_argument("--screenshots", required=True, help="folder for screenshots")
+parser.add_argument("--admin-email", help="the console administrator printed by assent serve")
+parser.add_argument("--admin-password", help="its one-time password")
 args = parser.parse_args()
 os.makedirs(args.screenshots, exist_ok=True)
 shots = 0
@@ -244,7 +246,103 @@ def main():
     for topic, allowed in (("events", True), ("news", True), ("training", False)):
         _, result = api("GET", f"/api/v1/check?email=jo%40example.com&topic={topic}")
         check(result["allowed"] == allowed, f"check {topic}: {result}")
+    if args.admin_email:
+        console()
     print(f"OK: {shots} screenshots in {args.screenshots}", flush=True)
+
+
+def sign_in(driver, email, password):
+    driver.get(args.base + "/console/signin")
+    driver.find_element(By.ID, "email").send_keys(email)
+    driver.find_element(By.ID, "password").send_keys(password)
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
+
+
+def sign_out(driver):
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "form.signout button"))
+
+
+def console():
+    """The staff side: the first administrator signs in with the printed
+    one-time password, chooses a password and adds an agent and an auditor;
+    the agent records a phone instruction for two topics; the auditor sees it
+    with its evidence and has no way to change anything."""
+    driver = browser()
+    try:
+        step("console: the first administrator signs in and chooses a password")
+        sign_in(driver, args.admin_email, args.admin_password)
+        check(driver.current_url.endswith("/console/password"), f"must change the one-time password: {driver.current_url}")
+        shot(driver, "console-password")
+        driver.find_element(By.ID, "current").send_keys(args.admin_password)
+        driver.find_element(By.ID, "new").send_keys("a long admin password")
+        submit(driver, driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
+        check(driver.current_url.endswith("/console"), f"signed in: {driver.current_url}")
+
+        passwords = {}
+        for role, email in (("agent", "agent@example.com"), ("auditor", "auditor@example.com")):
+            driver.get(args.base + "/console/users")
+            driver.find_element(By.ID, "email").send_keys(email)
+            driver.find_element(By.ID, "name").send_keys(role.capitalize() + " Person")
+            driver.find_element(By.CSS_SELECTOR, f"#role option[value={role}]").click()
+            submit(driver, driver.find_element(By.XPATH, "//button[text()='Add user']"))
+            passwords[email] = driver.find_element(By.CSS_SELECTOR, "code.secret").text
+        driver.get(args.base + "/console/users")
+        shot(driver, "console-users")
+        driver.get(args.base + "/console/topics")
+        shot(driver, "console-topics")
+        sign_out(driver)
+
+        step("console: an agent finds Jo and records a phone instruction for two topics")
+        sign_in(driver, "agent@example.com", passwords["agent@example.com"])
+        driver.find_element(By.ID, "current").send_keys(passwords["agent@example.com"])
+        driver.find_element(By.ID, "new").send_keys("a long agent password")
+        submit(driver, driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
+        driver.find_element(By.ID, "q").send_keys("jo@example")
+        submit(driver, driver.find_element(By.CSS_SELECTOR, "form[role=search] button"))
+        shot(driver, "console-search")
+        driver.find_element(By.LINK_TEXT, "jo@example.com").click()
+        driver.find_element(By.LINK_TEXT, "Record an instruction").click()
+        driver.find_element(By.CSS_SELECTOR, "#change-training option[value=yes]").click()
+        driver.find_element(By.CSS_SELECTOR, "#change-events option[value=no]").click()
+        driver.find_element(By.ID, "note").send_keys("Jo phoned: wants HR training emails again, no more event invitations.")
+        shot(driver, "console-record")
+        submit(driver, driver.find_element(By.XPATH, "//button[text()='Record']"))
+        check("Recorded 2 change(s)." in body_text(driver), f"recorded: {body_text(driver)[:300]!r}")
+        badges = [b.text for b in driver.find_elements(By.CSS_SELECTOR, "table.timeline .badge")]
+        check(badges[:2] == ["Verbal/phone", "Verbal/phone"], f"the newest two events carry the Verbal badge: {badges}")
+        check("Jo phoned" not in body_text(driver), "an agent does not see evidence")
+        shot(driver, "console-contact")
+        sign_out(driver)
+
+        step("console: an auditor sees the instruction with its evidence and cannot change anything")
+        sign_in(driver, "auditor@example.com", passwords["auditor@example.com"])
+        driver.find_element(By.ID, "current").send_keys(passwords["auditor@example.com"])
+        driver.find_element(By.ID, "new").send_keys("a long auditor password")
+        submit(driver, driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
+        driver.find_element(By.ID, "q").send_keys("jo@example.com")
+        submit(driver, driver.find_element(By.CSS_SELECTOR, "form[role=search] button"))
+        driver.find_element(By.LINK_TEXT, "jo@example.com").click()
+        contact_url = driver.current_url
+        check(not driver.find_elements(By.LINK_TEXT, "Record an instruction"), "no way to record for an auditor")
+        driver.find_element(By.LINK_TEXT, "Show evidence").click()
+        check("Jo phoned: wants HR training emails again" in body_text(driver), "the auditor reads the note")
+        shot(driver, "console-evidence")
+        driver.get(contact_url + "/record")
+        check("Not allowed" in body_text(driver), f"the record page refuses an auditor: {body_text(driver)[:200]!r}")
+        driver.get(args.base + "/console/audit")
+        log = body_text(driver)
+        check("record_instruction" in log and "view_evidence" in log, "the audit log shows the instruction and the evidence view")
+        shot(driver, "console-audit")
+    finally:
+        driver.quit()
+
+    step("console: the ledger holds the agent's instruction as source staff, channel phone, with the note")
+    _, found = api("GET", "/api/v1/contacts?email=jo%40example.com")
+    _, timeline = api("GET", f"/api/v1/contacts/{found['items'][0]['id']}/timeline")
+    newest = timeline["items"][:2]
+    check(sorted((e["topic"], e["action"]) for e in newest) == [("events", "withdrawn"), ("training", "granted")], f"staff events {newest}")
+    check(all(e["source"] == "staff" and e["channel"] == "phone" and e["actor"]["kind"] == "staff" for e in newest), "staff, phone")
+    check(all(e["evidence"]["note"].startswith("Jo phoned") for e in newest), "the note is the evidence")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ struct BrowserTests {
                                                                "ASSENT_ORGANISATION": "Example Ltd"])
         defer { server.stop() }
         let token = try #require(server.token)
+        let adminPassword = try #require(server.output.split(separator: "\n").first { $0.contains("one-time password:") }?
+            .split(separator: " ").last.map(String.init))
         let screenshots = BrowserTest.root.appendingPathComponent("test-output/screenshots")
         try? FileManager.default.removeItem(at: screenshots)
         try FileManager.default.createDirectory(at: screenshots, withIntermediateDirectories: true)
@@ -38,7 +40,8 @@ struct BrowserTests {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", BrowserTest.root.appendingPathComponent("scripts/browser-e2e.py").path,
                              "--base", "http://127.0.0.1:\(server.port)", "--token", token,
-                             "--maildir", smtp.maildir.path, "--screenshots", screenshots.path]
+                             "--maildir", smtp.maildir.path, "--screenshots", screenshots.path,
+                             "--admin-email", "admin@assent.localhost", "--admin-password", adminPassword]
         process.standardOutput = output
         process.standardError = output
         process.standardInput = FileHandle.nullDevice
@@ -51,6 +54,6 @@ struct BrowserTests {
         let transcript = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
         #expect(process.terminationReason == .exit && process.terminationStatus == 0, "browser test failed:\n\(transcript)")
         let pictures = try FileManager.default.contentsOfDirectory(atPath: screenshots.path).filter { $0.hasSuffix(".png") }
-        #expect(pictures.count >= 12, "screenshots: \(pictures.sorted())")
+        #expect(pictures.count >= 20, "screenshots: \(pictures.sorted())")
     }
 }

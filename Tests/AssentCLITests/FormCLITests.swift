@@ -49,3 +49,36 @@ import Testing
         #expect(try cli.run(["contacts", "links", "bob@example.com"]).stderr.contains("no contact matches"))
     }
 }
+
+@Suite(.serialized) struct UserCLITests {
+    @Test func serveCreatesTheFirstAdministratorOnceWithAOneTimePassword() async throws {
+        let cli = try CLI()
+        let first = try ServerProcess(cli: cli)
+        #expect(first.output.contains("First start: created the console administrator") && first.output.contains("admin@assent.localhost"))
+        #expect(first.output.contains("/console"))
+        first.stop()
+        let second = try ServerProcess(cli: cli)
+        defer { second.stop() }
+        #expect(!second.output.contains("console administrator"), "created once")
+        let listed = try cli.run(["users", "list"])
+        #expect(listed.stdout.contains("admin@assent.localhost  Administrator  admin  active  (must change password)"), "\(listed.stdout)")
+    }
+
+    @Test func usersAreAddedListedResetAndDisabledFromTheCommandLine() throws {
+        let cli = try CLI()
+        let added = try cli.run(["users", "add", "Ana@Example.com", "--name", "Ana Agent", "--role", "agent"])
+        #expect(added.status == 0 && added.stdout.contains("added agent ana@example.com (Ana Agent)"), "\(added.stderr)")
+        #expect(added.stdout.contains("one-time password: ") && added.stderr.contains("not shown again"))
+        let bad = try cli.run(["users", "add", "x@example.com", "--name", "X", "--role", "boss"])
+        #expect(bad.status != 0 && bad.stderr.contains("--role"))
+        let weak = try cli.run(["users", "add", "y@example.com", "--name", "Y", "--role", "auditor", "--password-stdin"])
+        #expect(weak.status != 0 && weak.stderr.contains("--password-stdin"), "no input: \(weak.stderr)")
+        let again = try cli.run(["users", "add", "ana@example.com", "--name", "Ana", "--role", "agent"])
+        #expect(again.status != 0 && again.stderr.contains("already exists"))
+        let reset = try cli.run(["users", "reset-password", "ana@example.com"])
+        #expect(reset.status == 0 && reset.stdout.hasPrefix("one-time password: "))
+        #expect(try cli.run(["users", "disable", "ana@example.com"]).stdout.contains("disabled ana@example.com"))
+        #expect(try cli.run(["users", "list"]).stdout.contains("ana@example.com  Ana Agent  agent  disabled"))
+        #expect(try cli.run(["users", "disable", "nobody@example.com"]).stderr.contains("no staff user"))
+    }
+}
