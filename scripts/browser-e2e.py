@@ -33,6 +33,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -117,11 +118,17 @@ def browser():
 
 
 def submit(driver, button):
-    """Clicks a submit button and waits until the next page has replaced this one."""
-    page = driver.find_element(By.TAG_NAME, "html")
+    """Clicks a button or link and waits until the next page has loaded. The
+    old page is marked on its window object; a new page has a fresh one."""
+    driver.execute_script("window.assentOldPage = true")
     button.click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(page))
-    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+    def next_page_loaded(d):
+        try:
+            return d.execute_script("return window.assentOldPage !== true && document.readyState === 'complete'")
+        except WebDriverException:
+            return False  # in the middle of navigating
+    WebDriverWait(driver, 15).until(next_page_loaded)
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -300,8 +307,8 @@ def console():
         driver.find_element(By.ID, "q").send_keys("jo@example")
         submit(driver, driver.find_element(By.CSS_SELECTOR, "form[role=search] button"))
         shot(driver, "console-search")
-        driver.find_element(By.LINK_TEXT, "jo@example.com").click()
-        driver.find_element(By.LINK_TEXT, "Record an instruction").click()
+        submit(driver, driver.find_element(By.LINK_TEXT, "jo@example.com"))
+        submit(driver, driver.find_element(By.LINK_TEXT, "Record an instruction"))
         driver.find_element(By.CSS_SELECTOR, "#change-training option[value=yes]").click()
         driver.find_element(By.CSS_SELECTOR, "#change-events option[value=no]").click()
         driver.find_element(By.ID, "note").send_keys("Jo phoned: wants HR training emails again, no more event invitations.")
@@ -321,10 +328,10 @@ def console():
         submit(driver, driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
         driver.find_element(By.ID, "q").send_keys("jo@example.com")
         submit(driver, driver.find_element(By.CSS_SELECTOR, "form[role=search] button"))
-        driver.find_element(By.LINK_TEXT, "jo@example.com").click()
+        submit(driver, driver.find_element(By.LINK_TEXT, "jo@example.com"))
         contact_url = driver.current_url
         check(not driver.find_elements(By.LINK_TEXT, "Record an instruction"), "no way to record for an auditor")
-        driver.find_element(By.LINK_TEXT, "Show evidence").click()
+        submit(driver, driver.find_element(By.LINK_TEXT, "Show evidence"))
         check("Jo phoned: wants HR training emails again" in body_text(driver), "the auditor reads the note")
         shot(driver, "console-evidence")
         driver.get(contact_url + "/record")

@@ -250,7 +250,7 @@ struct ConsolePages: Sendable {
         if evidence {
             try await ledger.audit(visit.user, "view_evidence", target: "contact:\(contact.id.uuidString.lowercased())", ipAddress: context.remoteIP)
         }
-        let at = Date()
+        let at = ledger.environment.now()
         let topics = try await ledger.store.topics(includeRetired: true)
         let preferences = Dictionary(try await ledger.store.preferences(contactID: contact.id).map { ($0.topicKey, $0) }, uniquingKeysWith: { a, _ in a })
         let grid: [[String: Any]] = topics.filter { $0.isActive || preferences[$0.key] != nil }.map { topic in
@@ -351,7 +351,7 @@ struct ConsolePages: Sendable {
     func recordPage(_ context: AssentRequestContext, _ visit: ConsoleVisit, values: FormBody? = nil, errors: [String] = [],
                     status: HTTPResponse.Status = .ok) async throws -> Response {
         let contact = try await ledger.existingContact(contactID(context))
-        let at = Date()
+        let at = ledger.environment.now()
         let preferences = Dictionary(try await ledger.store.preferences(contactID: contact.id).map { ($0.topicKey, $0) }, uniquingKeysWith: { a, _ in a })
         var topics: [[String: Any]] = []
         for topic in try await ledger.store.topics(includeRetired: false) {
@@ -598,7 +598,7 @@ struct ConsolePages: Sendable {
     func users(_ visit: ConsoleVisit, errors: [String] = [], status: HTTPResponse.Status = .ok, flash: String? = nil) async throws -> Response {
         let users = try await ledger.store.staffUsers().map { u -> [String: Any] in
             ["id": u.id.uuidString.lowercased(), "email": u.email.value, "name": u.name, "role": u.role.rawValue,
-             "status": !u.isActive ? "disabled" : (u.lockedUntil.map { $0 > Date() ? "locked until \(Self.time($0))" : nil } ?? nil) ?? "active",
+             "status": !u.isActive ? "disabled" : (u.lockedUntil.map { $0 > ledger.environment.now() ? "locked until \(Self.time($0))" : nil } ?? nil) ?? "active",
              "active": u.isActive, "isSelf": u.id == visit.user.id, "csrf": visit.csrf]
         }
         return render("console-users", title: "Users", visit: visit, nav: "Users", status: status, model: ["users": users], flash: flash, errors: errors)

@@ -70,7 +70,12 @@ import Testing
 
             try assertSnapshot(try await api.page(.get, "/portal").text, named: "portal")
             try assertSnapshot(try await api.page(.post, "/portal", form: "email=jo%40example.com&website=").text, named: "portal-link-sent")
-            let signIn = try #require(try await api.ledger.store.outboxItems(status: .pending, limit: 10).first { $0.kind == PortalLinkEmail.kind })
+            var signInItem: OutboxItem?
+            for _ in 0..<500 where signInItem == nil { // the link is made after the answer
+                signInItem = try await api.ledger.store.outboxItems(status: .pending, limit: 10).first { $0.kind == PortalLinkEmail.kind }
+                if signInItem == nil { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            let signIn = try #require(signInItem)
             let signInToken = try PortalLinkEmail.open(signIn, masterKey: api.ledger.masterKey).token
             try assertSnapshot(try await api.page(.get, "/portal/signin/\(signInToken)").text, named: "portal-sign-in", replacing: [signInToken: "{token}"])
             let signedIn = try await api.page(.post, "/portal/signin/\(signInToken)")
@@ -79,6 +84,45 @@ import Testing
             let csrf = String(home[try #require(home.range(of: "name=\"csrf\" value=\"")).upperBound...].prefix { $0 != "\"" })
             try assertSnapshot(home, named: "portal-home", replacing: [csrf: "{csrf}"])
             try assertSnapshot(try await api.page(.post, "/portal/signin/\(signInToken)").text, named: "portal-link-used")
+        }
+    }
+}
+
+extension SnapshotTests {
+    @Test func theMainConsolePages() async throws {
+        let clock = TestClock(Date(timeIntervalSince1970: 1_795_000_000))
+        let site = SiteConfiguration(publicURL: { "https://consent.example.org" }, organisation: "Example Ltd")
+        try await withAPI(site: site, now: { clock.now }) { api in
+            for (key, title) in [("events", "Events"), ("news", "Newsletter")] {
+                _ = try await api.send(.post, "/api/v1/topics", json: ["key": key, "title": title, "category": "News", "notice": "We will email you about \(title.lower)."])
+            }
+            let created = try await api.send(.post, "/api/v1/contacts", json: ["email": "jo@example.com", "name": "Jo Bloggs", "externalId": "crm-7"])
+            let id = created.json["id"] as? String ?? ""
+            // Fixed ids for the people, so that the pages are the same on every run.
+            _ = try await api.ledger.store.insertStaffUser(StaffUser(id: UUID(uuidString: "00000000-0000-4000-8000-00000000a9e7")!,
+                                                                    email: try EmailAddress("agent@example.com"), name: "Ana Agent", role: .agent,
+                                                                    passwordHash: api.ledger.passwordHasher.hash("agent password 1"), createdAt: clock.now))
+            _ = try await api.ledger.store.insertStaffUser(StaffUser(id: UUID(uuidString: "00000000-0000-4000-8000-0000000a0d17")!,
+                                                                    email: try EmailAddress("auditor@example.com"), name: "Avi Auditor", role: .auditor,
+                                                                    passwordHash: api.ledger.passwordHasher.hash("auditor password 1"), createdAt: clock.now))
+            clock.now += 1
+            let agent = try await StaffBrowser.signIn(api, "agent@example.com", "agent password 1")
+            clock.now += 1
+            let secrets = [id: "{contact-id}", agent.csrf: "{csrf}"]
+            try assertSnapshot(try await api.page(.get, "/console/signin").text, named: "console-signin")
+            try assertSnapshot(try await agent.get("/console?q=jo").text, named: "console-search", replacing: secrets)
+            try assertSnapshot(try await agent.get("/console/contacts/\(id)/record").text, named: "console-record", replacing: secrets)
+            clock.now += 1
+            _ = try await agent.post("/console/contacts/\(id)/record", "change-events=yes&notice-events=1&change-news=no&channel=phone"
+                                     + "&occurred=2026-11-17T16%3A45&note=Jo+asked+for+event+invitations+on+the+phone.")
+            try assertSnapshot(try await agent.get("/console/contacts/\(id)").text, named: "console-contact", replacing: secrets)
+            clock.now += 1
+            let auditor = try await StaffBrowser.signIn(api, "auditor@example.com", "auditor password 1")
+            clock.now += 1
+            let auditorSecrets = [id: "{contact-id}", auditor.csrf: "{csrf}"]
+            try assertSnapshot(try await auditor.get("/console/contacts/\(id)/evidence").text, named: "console-evidence", replacing: auditorSecrets)
+            try assertSnapshot(try await auditor.get("/console/topics").text, named: "console-topics", replacing: auditorSecrets)
+            try assertSnapshot(try await auditor.get("/console/audit").text, named: "console-audit", replacing: auditorSecrets)
         }
     }
 }
