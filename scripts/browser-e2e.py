@@ -143,7 +143,7 @@ def body_text(driver):
 def main():
     step("topics and a double opt-in form, embeddable on the customer's site")
     for key, title, category, doi in (("events", "Events", "Events", True), ("news", "Newsletter", "News", True),
-                                      ("training", "HR training", "Training", False)):
+                                      ("training", "HR training", "Training", False), ("webinars", "Webinars", "Events", False)):
         api("POST", "/api/v1/topics", {"key": key, "title": title, "category": category, "requiresDoubleOptIn": doi,
                                         "notice": f"We will email you about {title.lower()}. Unsubscribe at any time."})
     site_port = free_port()
@@ -272,8 +272,8 @@ def sign_out(driver):
 def console():
     """The staff side: the first administrator signs in with the printed
     one-time password, chooses a password and adds an agent and an auditor;
-    the agent records a phone instruction for two topics; the auditor sees it
-    with its evidence and has no way to change anything."""
+    the agent records a verbal opt-in for two topics with a note; the auditor
+    sees it with its evidence and has no way to change anything."""
     driver = browser()
     try:
         step("console: the first administrator signs in and chooses a password")
@@ -299,7 +299,7 @@ def console():
         shot(driver, "console-topics")
         sign_out(driver)
 
-        step("console: an agent finds Jo and records a phone instruction for two topics")
+        step("console: an agent finds Jo and records a verbal opt-in for two topics")
         sign_in(driver, "agent@example.com", passwords["agent@example.com"])
         driver.find_element(By.ID, "current").send_keys(passwords["agent@example.com"])
         driver.find_element(By.ID, "new").send_keys("a long agent password")
@@ -310,8 +310,8 @@ def console():
         submit(driver, driver.find_element(By.LINK_TEXT, "jo@example.com"))
         submit(driver, driver.find_element(By.LINK_TEXT, "Record an instruction"))
         driver.find_element(By.CSS_SELECTOR, "#change-training option[value=yes]").click()
-        driver.find_element(By.CSS_SELECTOR, "#change-events option[value=no]").click()
-        driver.find_element(By.ID, "note").send_keys("Jo phoned: wants HR training emails again, no more event invitations.")
+        driver.find_element(By.CSS_SELECTOR, "#change-webinars option[value=yes]").click()
+        driver.find_element(By.ID, "note").send_keys("Jo phoned: wants HR training emails again, and webinar invitations.")
         shot(driver, "console-record")
         submit(driver, driver.find_element(By.XPATH, "//button[text()='Record']"))
         check("Recorded 2 change(s)." in body_text(driver), f"recorded: {body_text(driver)[:300]!r}")
@@ -347,7 +347,7 @@ def console():
     _, found = api("GET", "/api/v1/contacts?email=jo%40example.com")
     _, timeline = api("GET", f"/api/v1/contacts/{found['items'][0]['id']}/timeline")
     newest = timeline["items"][:2]
-    check(sorted((e["topic"], e["action"]) for e in newest) == [("events", "withdrawn"), ("training", "granted")], f"staff events {newest}")
+    check(sorted((e["topic"], e["action"]) for e in newest) == [("training", "granted"), ("webinars", "granted")], f"staff events {newest}")
     check(all(e["source"] == "staff" and e["channel"] == "phone" and e["actor"]["kind"] == "staff" for e in newest), "staff, phone")
     check(all(e["evidence"]["note"].startswith("Jo phoned") for e in newest), "the note is the evidence")
 

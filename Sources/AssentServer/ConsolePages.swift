@@ -49,6 +49,7 @@ struct ConsolePages: Sendable {
             ConsoleRoute(method: .get, path: "/console/password", roles: Self.everyone) { _, _, v in passwordPage(v!) },
             ConsoleRoute(method: .post, path: "/console/password", roles: Self.everyone) { _, c, v in try await changePassword(c, v!) },
             ConsoleRoute(method: .get, path: "/console", roles: Self.everyone) { r, _, v in try await search(r, v!) },
+            ConsoleRoute(method: .post, path: "/console/contacts", roles: Self.recorders) { r, c, v in try await createContact(r, c, v!) },
             ConsoleRoute(method: .get, path: "/console/contacts/{id}", roles: Self.everyone) { r, c, v in try await contact(r, c, v!, evidence: false) },
             ConsoleRoute(method: .get, path: "/console/contacts/{id}/evidence", roles: Self.readers) { r, c, v in try await contact(r, c, v!, evidence: true) },
             ConsoleRoute(method: .get, path: "/console/contacts/{id}/export", roles: Self.readers) { _, c, v in try await export(c, v!) },
@@ -63,6 +64,8 @@ struct ConsolePages: Sendable {
             ConsoleRoute(method: .post, path: "/console/topics/{key}/retire", roles: Self.admins) { _, c, v in try await retireTopic(c, v!) },
             ConsoleRoute(method: .get, path: "/console/forms", roles: Self.everyone) { _, _, v in try await forms(v!) },
             ConsoleRoute(method: .post, path: "/console/forms", roles: Self.admins) { _, c, v in try await createForm(c, v!) },
+            ConsoleRoute(method: .get, path: "/console/forms/{id}", roles: Self.everyone) { _, c, v in try await form(c, v!) },
+            ConsoleRoute(method: .post, path: "/console/forms/{id}", roles: Self.admins) { _, c, v in try await editForm(c, v!) },
             ConsoleRoute(method: .post, path: "/console/forms/{id}/retire", roles: Self.admins) { _, c, v in try await retireForm(c, v!) },
             ConsoleRoute(method: .get, path: "/console/keys", roles: Self.readers) { _, _, v in try await keys(v!) },
             ConsoleRoute(method: .post, path: "/console/keys", roles: Self.admins) { _, c, v in try await createKey(c, v!) },
@@ -222,9 +225,12 @@ struct ConsolePages: Sendable {
 
     // MARK: Contacts
 
-    func search(_ request: Request, _ visit: ConsoleVisit) async throws -> Response {
+    func search(_ request: Request, _ visit: ConsoleVisit, values: FormBody? = nil, errors: [String] = [],
+                status: HTTPResponse.Status = .ok) async throws -> Response {
         let query = (request.uri.queryParameters.get("q") ?? "").trimmingCharacters(in: .whitespaces)
-        var model: [String: Any] = ["query": query, "searched": !query.isEmpty]
+        var model: [String: Any] = ["query": query, "searched": !query.isEmpty, "canCreate": Self.recorders.contains(visit.user.role),
+                                    "new": ["email": values?.value("email") ?? "", "name": values?.value("name") ?? "",
+                                            "externalId": values?.value("externalId") ?? "", "locale": values?.value("locale") ?? ""]]
         if !query.isEmpty {
             var found = try await ledger.store.searchContacts(String(query.prefix(200)), limit: 50)
             if let id = UUID(uuidString: query), let byID = try await ledger.store.contact(id: id) { found.insert(byID, at: 0) }
@@ -232,7 +238,27 @@ struct ConsolePages: Sendable {
                                             "externalId": $0.externalID ?? "", "created": Self.time($0.createdAt)] }
             model["hasResults"] = !found.isEmpty
         }
-        return render("console-search", title: "Contacts", visit: visit, nav: "Contacts", model: model)
+        return render("console-search", title: "Contacts", visit: visit, nav: "Contacts", status: status, model: model, errors: errors)
+    }
+
+    /// A person who phones in may not be known yet: agents add them here
+    /// (every topic reads No until an instruction is recorded).
+    func createContact(_ request: Request, _ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let f = visit.form
+        func optional(_ name: String) -> String? { f.value(name).flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0.trimmingCharacters(in: .whitespaces) } }
+        do {
+            let email: EmailAddress
+            do { email = try EmailAddress((f.value("email") ?? "").trimmingCharacters(in: .whitespaces)) } catch DomainError.invalid(let errors) {
+                throw DomainError.invalid(errors.map { ValidationError(field: "email", $0.message) })
+            }
+            let contact = try await ledger.createContact(email: email, name: optional("name"), externalID: optional("externalId"), locale: optional("locale"))
+            try await ledger.audit(visit.user, "contact_create", target: "contact:\(contact.id.uuidString.lowercased())", ipAddress: context.remoteIP)
+            return redirect("/console/contacts/\(contact.id.uuidString.lowercased())")
+        } catch DomainError.invalid(let errors) {
+            return try await search(request, visit, values: f, errors: errors.map(\.description), status: .unprocessableContent)
+        } catch DomainError.conflict(_, let message) {
+            return try await search(request, visit, values: f, errors: [message], status: .conflict)
+        }
     }
 
     func contactID(_ context: AssentRequestContext) throws -> UUID {
@@ -554,6 +580,50 @@ struct ConsolePages: Sendable {
         }
     }
 
+    /// One form: its settings, where it is served, the HTML to embed it, and (for admins) an editor that saves the next version.
+    func form(_ context: AssentRequestContext, _ visit: ConsoleVisit, errors: [String] = [], status: HTTPResponse.Status = .ok,
+              flash: String? = nil) async throws -> Response {
+        let form = try await ledger.existingForm(try context.parameters.require("id"))
+        let d = form.definition
+        let offered = Set(d.topics.map(\.key))
+        let topics = try await ledger.store.topics(includeRetired: false).map { t -> [String: Any] in
+            ["key": t.key, "title": t.title, "checked": offered.contains(t.key),
+             "notice": d.topics.first { $0.key == t.key }?.noticeVersion.map { "notice v\($0)" } ?? ""]
+        }
+        let embed = form.isActive ? try await formEmbedHTML(ledger: ledger, form: form, site: pages.site) : ""
+        return render("console-form", title: d.title, visit: visit, nav: "Forms", status: status, model: [
+            "form": ["id": form.id, "version": form.version, "status": form.status.rawValue, "kind": d.kind.rawValue, "title": d.title,
+                     "introduction": d.introduction, "doi": d.doubleOptIn, "askName": d.askName, "successUrl": d.successURL ?? "",
+                     "origins": d.allowedOrigins.joined(separator: "\n"), "signup": d.kind == .signup, "preferences": d.kind == .preferences,
+                     "url": "\(pages.site.baseURL)/f/\(form.id)", "saved": Self.time(form.versionCreatedAt)],
+            "active": form.isActive, "topics": topics, "embed": embed,
+        ], flash: flash, errors: errors)
+    }
+
+    func editForm(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let f = visit.form
+        let origins = (f.value("origins") ?? "").split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let chosen = f.values("topic")
+        do {
+            let saved = try await ledger.updateForm(id: id) { d in
+                d.title = f.value("title") ?? d.title
+                d.introduction = f.value("introduction") ?? d.introduction
+                d.kind = FormDefinition.Kind(rawValue: f.value("kind") ?? "") ?? d.kind
+                // Topics kept keep their pinned notice; new ones get the current notice.
+                d.topics = chosen.map { key in d.topics.first { $0.key == key } ?? FormTopic(key: key) }
+                d.doubleOptIn = f.value("doi") == "1"
+                d.askName = f.value("askName") == "1"
+                d.successURL = f.value("successUrl").flatMap { $0.isEmpty ? nil : $0 }
+                d.allowedOrigins = origins
+            }
+            try await ledger.audit(visit.user, "form_update", target: "form:\(id)", detail: "version \(saved.version)", ipAddress: context.remoteIP)
+            return try await form(context, visit, flash: "Saved as version \(saved.version).")
+        } catch DomainError.invalid(let errors) {
+            return try await form(context, visit, errors: errors.map(\.description), status: .unprocessableContent)
+        }
+    }
+
     func retireForm(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
         let form = try await ledger.retireForm(id: try context.parameters.require("id"))
         try await ledger.audit(visit.user, "form_retire", target: "form:\(form.id)", ipAddress: context.remoteIP)
@@ -647,8 +717,9 @@ struct ConsolePages: Sendable {
 
     // MARK: Audit log and verify
 
-    static let auditActions = ["sign_in", "sign_in_failed", "sign_out", "password_change", "view_evidence", "export_contact", "record_instruction",
-                               "verify", "topic_create", "topic_update", "notice_publish", "topic_retire", "form_create", "form_retire",
+    static let auditActions = ["sign_in", "sign_in_failed", "sign_out", "password_change", "view_evidence", "export_contact", "contact_create",
+                               "record_instruction",
+                               "verify", "topic_create", "topic_update", "notice_publish", "topic_retire", "form_create", "form_update", "form_retire",
                                "key_create", "key_revoke", "user_create", "user_disable", "user_password_reset"]
 
     func auditLog(_ request: Request, _ visit: ConsoleVisit) async throws -> Response {

@@ -129,11 +129,7 @@ struct FormPages: Sendable {
             guard admitted.allowed else {
                 var error = APIError(.tooManyRequests, detail: "too many posts from this address; retry in \(admitted.retryAfter) seconds")
                 error.headers[.retryAfter] = String(admitted.retryAfter)
-                if json { return problem(error, origin: corsOrigin) }
-                var headers = PageHeaders.html()
-                headers[.retryAfter] = String(admitted.retryAfter)
-                return pages.message(.tooManyRequests, language: language, title: pages.word("tooManyTitle", language),
-                                     paragraphs: [pages.word("tooManyMessage", language)], headers: headers)
+                return json ? problem(error, origin: corsOrigin) : pages.tooMany(retryAfter: admitted.retryAfter, language: language)
             }
             let post: Post
             do {

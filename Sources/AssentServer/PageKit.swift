@@ -148,6 +148,14 @@ struct Pages: Sendable {
         return render("message", language: language, status: status, model: model, headers: headers)
     }
 
+    /// 429 with `Retry-After`, for a client address over its limit.
+    func tooMany(retryAfter: Int, language: String) -> Response {
+        var headers = PageHeaders.html()
+        headers[.retryAfter] = String(retryAfter)
+        return message(.tooManyRequests, language: language, title: word("tooManyTitle", language), paragraphs: [word("tooManyMessage", language)],
+                       headers: headers)
+    }
+
     /// The page for an error a handler did not expect: nothing internal is shown.
     func failure(_ error: any Error, language: String, request: Request, context: AssentRequestContext) -> Response {
         let status = APIError.from(error)?.status ?? .internalServerError

@@ -282,11 +282,7 @@ struct PortalPages: Sendable {
 
     private func throttle(_ context: AssentRequestContext, language: String) async -> Response? {
         let admitted = await limiter.admit(context.remoteIP ?? "unknown")
-        guard !admitted.allowed else { return nil }
-        var headers = PageHeaders.html()
-        headers[.retryAfter] = String(admitted.retryAfter)
-        return pages.message(.tooManyRequests, language: language, title: pages.word("tooManyTitle", language),
-                             paragraphs: [pages.word("tooManyMessage", language)], headers: headers)
+        return admitted.allowed ? nil : pages.tooMany(retryAfter: admitted.retryAfter, language: language)
     }
 
     static func iso(_ date: Date) -> String {

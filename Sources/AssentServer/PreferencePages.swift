@@ -136,12 +136,7 @@ struct PreferencePages: Sendable {
     /// arrive in bursts from a few mail providers' servers and must never be refused.
     private func refuseLink(_ context: AssentRequestContext, language: String) async -> Response {
         let admitted = await limiter.admit(context.remoteIP ?? "unknown")
-        guard admitted.allowed else {
-            var headers = PageHeaders.html()
-            headers[.retryAfter] = String(admitted.retryAfter)
-            return pages.message(.tooManyRequests, language: language, title: pages.word("tooManyTitle", language),
-                                 paragraphs: [pages.word("tooManyMessage", language)], headers: headers)
-        }
+        guard admitted.allowed else { return pages.tooMany(retryAfter: admitted.retryAfter, language: language) }
         return linkInvalid(language)
     }
 

@@ -138,9 +138,18 @@ public struct ConfirmationEmail: Codable, Sendable, Equatable {
         self.expiresAt = expiresAt
     }
 
+}
+
+/// An outbox email whose payload holds a link's secret: sealed with the
+/// master key while queued, and kept without the secret once sent.
+public protocol LinkEmail: Codable, Sendable {
+    var token: String { get set }
+}
+
+extension LinkEmail {
     /// Opens an outbox item's sealed payload.
-    public static func open(_ item: OutboxItem, masterKey: MasterKey) throws -> ConfirmationEmail {
-        try JSONDecoder.iso.decode(ConfirmationEmail.self, from: masterKey.open(item.payload, context: item.id))
+    public static func open(_ item: OutboxItem, masterKey: MasterKey) throws -> Self {
+        try JSONDecoder.iso.decode(Self.self, from: masterKey.open(item.payload, context: item.id))
     }
 
     /// The payload to keep once sent: the same facts without the link's secret.
@@ -150,6 +159,8 @@ public struct ConfirmationEmail: Codable, Sendable, Equatable {
         return try masterKey.seal(JSONEncoder.sortedISO.encode(copy), context: itemID)
     }
 }
+
+extension ConfirmationEmail: LinkEmail {}
 
 /// The outbox payload of a receipt email: the events whose signed receipts to send.
 public struct ReceiptEmail: Codable, Sendable, Equatable {

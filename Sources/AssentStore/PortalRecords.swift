@@ -100,14 +100,6 @@ public struct PortalLinkEmail: Codable, Sendable, Equatable {
         self.token = token
         self.expiresAt = expiresAt
     }
-
-    public static func open(_ item: OutboxItem, masterKey: MasterKey) throws -> PortalLinkEmail {
-        try JSONDecoder.iso.decode(PortalLinkEmail.self, from: masterKey.open(item.payload, context: item.id))
-    }
-
-    public func scrubbed(masterKey: MasterKey, itemID: UUID) throws -> Data {
-        var copy = self
-        copy.token = "[sent]"
-        return try masterKey.seal(JSONEncoder.sortedISO.encode(copy), context: itemID)
-    }
 }
+
+extension PortalLinkEmail: LinkEmail {}

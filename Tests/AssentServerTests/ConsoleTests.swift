@@ -118,6 +118,26 @@ func staff(_ api: APIHarness, _ role: StaffUser.Role, _ email: String? = nil) as
         }
     }
 
+    @Test(arguments: StoreKind.available)
+    func anAgentAddsSomeoneWhoPhonesInForTheFirstTime(_ kind: StoreKind) async throws {
+        try await withAPI(kind) { api in
+            let agent = try await staff(api, .agent)
+            let added = try await agent.post("/console/contacts", "email=New.Caller%40example.com&name=New+Caller&externalId=crm-42&locale=de")
+            #expect(added.status == .seeOther, "\(added.text)")
+            let contact = try #require(try await api.ledger.store.contact(email: EmailAddress("new.caller@example.com")))
+            #expect(added.headers[.location] == "/console/contacts/\(contact.id.uuidString.lowercased())")
+            #expect(contact.name == "New Caller" && contact.externalID == "crm-42" && contact.locale == "de")
+            let again = try await agent.post("/console/contacts", "email=new.caller%40example.com")
+            #expect(again.status == .conflict && again.text.contains("already exists"))
+            let bad = try await agent.post("/console/contacts", "email=nope")
+            #expect(bad.status == .unprocessableContent && bad.text.contains("email:"))
+            #expect(try await agent.get("/console?q=crm-42").text.contains("new.caller@example.com"))
+            let auditor = try await staff(api, .auditor)
+            #expect(try await auditor.post("/console/contacts", "email=x%40example.com").status == .forbidden)
+            #expect(try await api.ledger.store.auditEntries(AuditQuery(action: "contact_create")).count == 1)
+        }
+    }
+
     @Test func badInstructionsAreExplainedAndRecordNothing() async throws {
         try await withAPI { api in
             try await api.createTopic("events")
@@ -197,6 +217,13 @@ func staff(_ api: APIHarness, _ role: StaffUser.Role, _ email: String? = nil) as
             let form = try await admin.post("/console/forms", "id=newsletter&title=Stay+in+touch&topic=events&kind=signup&doi=1&origins=https%3A%2F%2Fwww.example.org")
             #expect(form.status == .ok && form.text.contains("/f/newsletter"))
             #expect(try await api.ledger.store.form(id: "newsletter")?.definition.allowedOrigins == ["https://www.example.org"])
+            let shown = try await admin.get("/console/forms/newsletter")
+            #expect(shown.status == .ok && shown.text.contains("&lt;form method=&quot;post&quot; action=&quot;http://127.0.0.1:8080/f/newsletter&quot;"),
+                    "the embed code, escaped for reading")
+            let edited = try await admin.post("/console/forms/newsletter", "title=Hear+from+us&topic=events&kind=signup&origins=")
+            #expect(edited.status == .ok && edited.text.contains("Saved as version 2."))
+            #expect(try await api.ledger.store.form(id: "newsletter")?.definition.doubleOptIn == false, "an unticked box turns it off")
+            #expect(try await api.ledger.store.form(id: "newsletter", version: 1)?.definition.title == "Stay in touch")
             let key = try await admin.post("/console/keys", "name=CRM+sync&scope=write")
             let token = try #require(key.text.range(of: "<code class=\"secret\">").map { String(key.text[$0.upperBound...].prefix { $0 != "<" }) })
             #expect(try await api.send(.get, "/api/v1/topics", token: token).status == .ok, "the shown key works")
