@@ -932,16 +932,39 @@ public final class PostgresStore: LedgerStore {
         }
     }
 
-    public func updateStaffUser(_ u: StaffUser) async throws {
-        let updated = try await mapUnique(value: { _ in u.email.value }) {
-            try await rows("""
-                UPDATE staff_users SET email = \(u.email.value), name = \(u.name), role = \(u.role.rawValue), password_hash = \(u.passwordHash),
-                    must_change_password = \(u.mustChangePassword), failed_sign_ins = \(u.failedSignIns),
-                    locked_until = \(u.lockedUntil?.millisecondsSince1970), disabled_at = \(u.disabledAt?.millisecondsSince1970)
-                WHERE id = \(u.id) RETURNING id
-                """)
-        }
-        if updated.isEmpty { throw StoreError.notFound(what: "staff user", id: u.id.uuidString.lowercased()) }
+    public func recordStaffSignInFailure(userID: UUID, lockAfter: Int, lockUntil: Date) async throws -> Date? {
+        // One statement: concurrent wrong guesses are counted one by one.
+        let row = try await rows("""
+            UPDATE staff_users SET
+                failed_sign_ins = CASE WHEN failed_sign_ins + 1 >= \(lockAfter) THEN 0 ELSE failed_sign_ins + 1 END,
+                locked_until = CASE WHEN failed_sign_ins + 1 >= \(lockAfter) THEN \(lockUntil.millisecondsSince1970) ELSE locked_until END
+            WHERE id = \(userID)
+            RETURNING failed_sign_ins, locked_until
+            """).first
+        guard let row, try row["failed_sign_ins"].decode(Int.self) == 0,
+              try row["locked_until"].decode(Int64?.self) == lockUntil.millisecondsSince1970 else { return nil }
+        return lockUntil
+    }
+
+    public func recordStaffSignInSuccess(userID: UUID, passwordHash: String) async throws -> Bool {
+        !(try await rows("""
+            UPDATE staff_users SET failed_sign_ins = 0, locked_until = NULL
+            WHERE id = \(userID) AND password_hash = \(passwordHash) AND disabled_at IS NULL RETURNING id
+            """).isEmpty)
+    }
+
+    public func setStaffPassword(userID: UUID, expected: String?, newHash: String, mustChange: Bool) async throws -> Bool {
+        !(try await rows("""
+            UPDATE staff_users SET password_hash = \(newHash), must_change_password = \(mustChange), failed_sign_ins = 0, locked_until = NULL
+            WHERE id = \(userID) AND (\(expected)::text IS NULL OR password_hash = \(expected)) RETURNING id
+            """).isEmpty)
+    }
+
+    public func disableStaffUser(userID: UUID, at: Date) async throws {
+        let updated = try await rows("""
+            UPDATE staff_users SET disabled_at = COALESCE(disabled_at, \(at.millisecondsSince1970)) WHERE id = \(userID) RETURNING id
+            """)
+        if updated.isEmpty { throw StoreError.notFound(what: "staff user", id: userID.uuidString.lowercased()) }
     }
 
     public func staffUser(id: UUID) async throws -> StaffUser? {

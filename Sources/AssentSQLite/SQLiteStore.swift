@@ -700,17 +700,42 @@ public final class SQLiteStore: LedgerStore {
          u.lockedUntil?.millisecondsSince1970, u.createdAt.millisecondsSince1970, u.disabledAt?.millisecondsSince1970]
     }
 
-    public func updateStaffUser(_ user: StaffUser) async throws {
-        try await mapUnique({
-            try await pool.write { db in
-                try db.execute(sql: """
-                    UPDATE staff_users SET email = ?, name = ?, role = ?, password_hash = ?, must_change_password = ?, failed_sign_ins = ?,
-                        locked_until = ?, disabled_at = ? WHERE id = ?
-                    """, arguments: [user.email.value, user.name, user.role.rawValue, user.passwordHash, user.mustChangePassword, user.failedSignIns,
-                                       user.lockedUntil?.millisecondsSince1970, user.disabledAt?.millisecondsSince1970, user.id.db])
-                if db.changesCount == 0 { throw StoreError.notFound(what: "staff user", id: user.id.db) }
-            }
-        }, value: { _ in user.email.value })
+    public func recordStaffSignInFailure(userID: UUID, lockAfter: Int, lockUntil: Date) async throws -> Date? {
+        // One write transaction: concurrent wrong guesses are counted one by one.
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE staff_users SET failed_sign_ins = failed_sign_ins + 1 WHERE id = ?", arguments: [userID.db])
+            let failed = try Int.fetchOne(db, sql: "SELECT failed_sign_ins FROM staff_users WHERE id = ?", arguments: [userID.db]) ?? 0
+            guard failed >= lockAfter else { return nil }
+            try db.execute(sql: "UPDATE staff_users SET failed_sign_ins = 0, locked_until = ? WHERE id = ?",
+                           arguments: [lockUntil.millisecondsSince1970, userID.db])
+            return lockUntil
+        }
+    }
+
+    public func recordStaffSignInSuccess(userID: UUID, passwordHash: String) async throws -> Bool {
+        try await pool.write { db in
+            try db.execute(sql: """
+                UPDATE staff_users SET failed_sign_ins = 0, locked_until = NULL WHERE id = ? AND password_hash = ? AND disabled_at IS NULL
+                """, arguments: [userID.db, passwordHash])
+            return db.changesCount == 1
+        }
+    }
+
+    public func setStaffPassword(userID: UUID, expected: String?, newHash: String, mustChange: Bool) async throws -> Bool {
+        try await pool.write { db in
+            try db.execute(sql: """
+                UPDATE staff_users SET password_hash = ?, must_change_password = ?, failed_sign_ins = 0, locked_until = NULL
+                WHERE id = ? AND (? IS NULL OR password_hash = ?)
+                """, arguments: [newHash, mustChange, userID.db, expected, expected])
+            return db.changesCount == 1
+        }
+    }
+
+    public func disableStaffUser(userID: UUID, at: Date) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE staff_users SET disabled_at = COALESCE(disabled_at, ?) WHERE id = ?", arguments: [at.millisecondsSince1970, userID.db])
+            if db.changesCount == 0 { throw StoreError.notFound(what: "staff user", id: userID.db) }
+        }
     }
 
     public func staffUser(id: UUID) async throws -> StaffUser? {

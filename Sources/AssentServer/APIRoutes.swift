@@ -326,6 +326,8 @@ struct API: Sendable {
         }
         let (key, token) = APIKey.generate(name: body.name, scope: scope, now: Date().truncatedToMilliseconds)
         try await ledger.store.insertAPIKey(key)
+        try await ledger.audit(nil, "key_create", actorEmail: "API key \(context.apiKey?.id ?? "?")", target: "key:\(key.id)",
+                               detail: "\(scope.rawValue): \(body.name)", ipAddress: context.remoteIP)
         return try APIResponse(status: .created, json: KeyJSON(key, token: token))
     }
 
@@ -335,7 +337,9 @@ struct API: Sendable {
         if context.apiKey?.id == key.id {
             throw APIError(.conflict, detail: "a key cannot revoke itself; use another admin key")
         }
-        _ = try await ledger.store.revokeAPIKey(id: id, at: Date().truncatedToMilliseconds)
+        if try await ledger.store.revokeAPIKey(id: id, at: Date().truncatedToMilliseconds) {
+            try await ledger.audit(nil, "key_revoke", actorEmail: "API key \(context.apiKey?.id ?? "?")", target: "key:\(id)", ipAddress: context.remoteIP)
+        }
         return try APIResponse(json: KeyJSON(try await ledger.store.apiKey(id: id) ?? key))
     }
 }

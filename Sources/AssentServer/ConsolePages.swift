@@ -165,10 +165,13 @@ struct ConsolePages: Sendable {
         return cookie
     }
 
-    static func time(_ date: Date?) -> String {
+    var zone: TimeZone { pages.site.consoleTimeZone }
+
+    /// A time as staff read it, in the console's time zone.
+    func time(_ date: Date?) -> String {
         guard let date else { return "" }
-        return date.formatted(Date.FormatStyle(date: .abbreviated, time: .shortened, locale: Locale(identifier: "en_GB"),
-                                               timeZone: TimeZone(identifier: "UTC")!)) + " UTC"
+        return date.formatted(Date.FormatStyle(date: .abbreviated, time: .shortened, locale: Locale(identifier: "en_GB"), timeZone: zone))
+            + " " + (zone.identifier == "UTC" || zone.identifier == "GMT" ? "UTC" : zone.abbreviation(for: date) ?? zone.identifier)
     }
 
     static func iso(_ date: Date) -> String { PortalPages.iso(date) }
@@ -195,11 +198,11 @@ struct ConsolePages: Sendable {
         switch try await ledger.signInStaff(email: email, password: form.value("password") ?? "", ipAddress: context.remoteIP) {
         case .signedIn(let secret, let user):
             return redirect(user.mustChangePassword ? "/console/password" : "/console", cookie: cookie(secret, maxAge: Int(Ledger.staffSessionLifetime)))
-        case .refused:
-            return signInPage(request, email: email, errors: ["The email or password is not right."], status: .unauthorized)
-        case .locked(let until):
-            return signInPage(request, email: email, errors: ["Too many wrong passwords: this account is locked until \(Self.time(until))."],
-                              status: .tooManyRequests)
+        case .refused, .locked:
+            // One answer for both: it must not confirm that an account exists.
+            return signInPage(request, email: email, errors: [
+                "The email or password is not right, or the account is locked for 15 minutes after too many wrong passwords.",
+            ], status: .unauthorized)
         }
     }
 
@@ -227,7 +230,9 @@ struct ConsolePages: Sendable {
 
     func search(_ request: Request, _ visit: ConsoleVisit, values: FormBody? = nil, errors: [String] = [],
                 status: HTTPResponse.Status = .ok) async throws -> Response {
-        let query = (request.uri.queryParameters.get("q") ?? "").trimmingCharacters(in: .whitespaces)
+        var query = (request.uri.queryParameters.get("q") ?? "").trimmingCharacters(in: .whitespaces)
+        // Control characters (NUL included) match nothing and never reach the database.
+        if (try? TextCheck.check(query, field: "q", max: 200)) == nil { query = String(query.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }.prefix(200)) }
         var model: [String: Any] = ["query": query, "searched": !query.isEmpty, "canCreate": Self.recorders.contains(visit.user.role),
                                     "new": ["email": values?.value("email") ?? "", "name": values?.value("name") ?? "",
                                             "externalId": values?.value("externalId") ?? "", "locale": values?.value("locale") ?? ""]]
@@ -235,7 +240,7 @@ struct ConsolePages: Sendable {
             var found = try await ledger.store.searchContacts(String(query.prefix(200)), limit: 50)
             if let id = UUID(uuidString: query), let byID = try await ledger.store.contact(id: id) { found.insert(byID, at: 0) }
             model["results"] = found.map { ["id": $0.id.uuidString.lowercased(), "email": $0.email.value, "name": $0.name ?? "",
-                                            "externalId": $0.externalID ?? "", "created": Self.time($0.createdAt)] }
+                                            "externalId": $0.externalID ?? "", "created": time($0.createdAt)] }
             model["hasResults"] = !found.isEmpty
         }
         return render("console-search", title: "Contacts", visit: visit, nav: "Contacts", status: status, model: model, errors: errors)
@@ -283,7 +288,7 @@ struct ConsolePages: Sendable {
             let p = preferences[topic.key]
             return ["key": topic.key, "title": topic.title + (topic.isActive ? "" : " (retired)"),
                     "yes": topic.isActive && (p?.allowsSending(at: at) ?? false), "state": p?.effectiveState(at: at).rawValue ?? "none",
-                    "since": Self.time(p?.since), "expires": Self.time(p?.expiresAt)]
+                    "since": time(p?.since), "expires": time(p?.expiresAt)]
         }
         let titles = Dictionary(topics.map { ($0.key, $0.title) }, uniquingKeysWith: { a, _ in a })
         let staffNames = Dictionary(try await ledger.store.staffUsers().map { ($0.id.uuidString.lowercased(), $0.email.value) }, uniquingKeysWith: { a, _ in a })
@@ -293,7 +298,7 @@ struct ConsolePages: Sendable {
             let e = entry.event
             let (badge, badgeClass) = Self.badge(e.source, e.channel)
             var row: [String: Any] = [
-                "seq": e.seq, "iso": Self.iso(e.occurredAt), "when": Self.time(e.occurredAt), "recorded": Self.time(e.recordedAt),
+                "seq": e.seq, "iso": Self.iso(e.occurredAt), "when": time(e.occurredAt), "recorded": time(e.recordedAt),
                 "late": e.recordedAt.timeIntervalSince(e.occurredAt) > 60, "topic": titles[e.topicKey] ?? e.topicKey, "topicKey": e.topicKey,
                 "from": Self.yesNo(e.fromState), "to": Self.yesNo(e.toState) + " (\(e.action.rawValue))", "badge": badge, "badgeClass": badgeClass,
                 "actor": Self.actor(e.actor, staffNames), "noticeVersion": e.noticeVersion ?? false,
@@ -309,7 +314,7 @@ struct ConsolePages: Sendable {
         }
         var model: [String: Any] = [
             "contact": ["id": contact.id.uuidString.lowercased(), "email": contact.email.value, "name": contact.name ?? "",
-                        "externalId": contact.externalID ?? "", "locale": contact.locale ?? "", "created": Self.time(contact.createdAt)],
+                        "externalId": contact.externalID ?? "", "locale": contact.locale ?? "", "created": time(contact.createdAt)],
             "grid": grid, "timeline": timeline, "hasTimeline": !timeline.isEmpty, "showEvidence": evidence,
             "canRecord": Self.recorders.contains(visit.user.role), "canSeeEvidence": Self.readers.contains(visit.user.role),
         ]
@@ -394,7 +399,7 @@ struct ConsolePages: Sendable {
             "contact": ["id": contact.id.uuidString.lowercased(), "email": contact.email.value], "topics": topics,
             "channels": Self.channels.map { ["value": $0.0.rawValue, "label": $0.1, "selected": $0.0.rawValue == channel] },
             "occurred": values?.value("occurred") ?? "", "note": values?.value("note") ?? "",
-            "maxOccurred": String(Self.iso(at).prefix(16)),
+            "maxOccurred": localInput(at), "zone": zone.identifier,
         ]
         return render("console-record", title: "Record an instruction", visit: visit, nav: "Contacts", status: status, model: model, errors: errors)
     }
@@ -418,7 +423,7 @@ struct ConsolePages: Sendable {
         }
         var occurredAt: Date?
         if let text = form.value("occurred"), !text.isEmpty {
-            occurredAt = Self.parseLocal(text)
+            occurredAt = parseLocal(text)
             if occurredAt == nil { problems.append("When they said it: '\(text.prefix(40))' is not a date and time") }
         }
         let note = (form.value("note") ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
@@ -437,6 +442,15 @@ struct ConsolePages: Sendable {
         }
     }
 
+    /// A `datetime-local` value for `date` in the console's time zone.
+    func localInput(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = zone
+        formatter.dateFormat = "yyyy-MM-dd'T'HH:mm"
+        return formatter.string(from: date)
+    }
+
     static func humanise(_ error: ValidationError) -> String {
         switch error.field {
         case "occurredAt": "When they said it: \(error.message)"
@@ -445,11 +459,11 @@ struct ConsolePages: Sendable {
         }
     }
 
-    /// `datetime-local` values (`2026-11-29T10:15`), read as UTC.
-    static func parseLocal(_ text: String) -> Date? {
+    /// `datetime-local` values (`2026-11-29T10:15`), read in the console's time zone.
+    func parseLocal(_ text: String) -> Date? {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.timeZone = zone
         for format in ["yyyy-MM-dd'T'HH:mm", "yyyy-MM-dd'T'HH:mm:ss", "yyyy-MM-dd HH:mm"] {
             formatter.dateFormat = format
             if let date = formatter.date(from: text) { return date }
@@ -465,7 +479,7 @@ struct ConsolePages: Sendable {
             throw DomainError.notFound(what: "notice", id: "\(key) v\(context.parameters.get("version") ?? "")")
         }
         return render("console-notice", title: "Notice v\(notice.version): \(topic.title)", visit: visit, nav: "Topics", model: [
-            "topicKey": topic.key, "topicTitle": topic.title, "version": notice.version, "published": Self.time(notice.createdAt),
+            "topicKey": topic.key, "topicTitle": topic.title, "version": notice.version, "published": time(notice.createdAt),
             "current": notice.version == topic.currentNoticeVersion, "text": notice.text,
         ])
     }
@@ -511,7 +525,7 @@ struct ConsolePages: Sendable {
                       "status": topic.status.rawValue, "doi": topic.requiresDoubleOptIn,
                       "lifetime": topic.consentLifetimeDays.map { "\($0) days" } ?? "until withdrawn"],
             "active": topic.isActive, "currentNotice": notices.last?.text ?? "",
-            "notices": notices.reversed().map { ["version": $0.version, "published": Self.time($0.createdAt),
+            "notices": notices.reversed().map { ["version": $0.version, "published": time($0.createdAt),
                                                  "excerpt": String($0.text.prefix(80)) + ($0.text.count > 80 ? "…" : "")] },
         ], flash: flash, errors: errors)
     }
@@ -595,7 +609,7 @@ struct ConsolePages: Sendable {
             "form": ["id": form.id, "version": form.version, "status": form.status.rawValue, "kind": d.kind.rawValue, "title": d.title,
                      "introduction": d.introduction, "doi": d.doubleOptIn, "askName": d.askName, "successUrl": d.successURL ?? "",
                      "origins": d.allowedOrigins.joined(separator: "\n"), "signup": d.kind == .signup, "preferences": d.kind == .preferences,
-                     "url": "\(pages.site.baseURL)/f/\(form.id)", "saved": Self.time(form.versionCreatedAt)],
+                     "url": "\(pages.site.baseURL)/f/\(form.id)", "saved": time(form.versionCreatedAt)],
             "active": form.isActive, "topics": topics, "embed": embed,
         ], flash: flash, errors: errors)
     }
@@ -634,8 +648,8 @@ struct ConsolePages: Sendable {
 
     func keys(_ visit: ConsoleVisit, errors: [String] = [], status: HTTPResponse.Status = .ok, flash: String? = nil) async throws -> Response {
         let keys = try await ledger.store.apiKeys().map { k -> [String: Any] in
-            ["id": k.id, "name": k.name, "scope": k.scope.rawValue, "created": Self.time(k.createdAt),
-             "status": k.isActive ? "active" : "revoked \(Self.time(k.revokedAt))", "active": k.isActive, "csrf": visit.csrf]
+            ["id": k.id, "name": k.name, "scope": k.scope.rawValue, "created": time(k.createdAt),
+             "status": k.isActive ? "active" : "revoked \(time(k.revokedAt))", "active": k.isActive, "csrf": visit.csrf]
         }
         return render("console-keys", title: "API keys", visit: visit, nav: "Keys", status: status, model: ["keys": keys], flash: flash, errors: errors)
     }
@@ -668,7 +682,7 @@ struct ConsolePages: Sendable {
     func users(_ visit: ConsoleVisit, errors: [String] = [], status: HTTPResponse.Status = .ok, flash: String? = nil) async throws -> Response {
         let users = try await ledger.store.staffUsers().map { u -> [String: Any] in
             ["id": u.id.uuidString.lowercased(), "email": u.email.value, "name": u.name, "role": u.role.rawValue,
-             "status": !u.isActive ? "disabled" : (u.lockedUntil.map { $0 > ledger.environment.now() ? "locked until \(Self.time($0))" : nil } ?? nil) ?? "active",
+             "status": !u.isActive ? "disabled" : (u.lockedUntil.map { $0 > ledger.environment.now() ? "locked until \(time($0))" : nil } ?? nil) ?? "active",
              "active": u.isActive, "isSelf": u.id == visit.user.id, "csrf": visit.csrf]
         }
         return render("console-users", title: "Users", visit: visit, nav: "Users", status: status, model: ["users": users], flash: flash, errors: errors)
@@ -708,9 +722,13 @@ struct ConsolePages: Sendable {
 
     func resetUser(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
         let id = try staffID(context)
-        let password = try await ledger.resetStaffPassword(id, actor: visit.user, ipAddress: context.remoteIP)
+        let password: String
+        do {
+            password = try await ledger.resetStaffPassword(id, actor: visit.user, ipAddress: context.remoteIP)
+        } catch DomainError.conflict(_, let message) {
+            return try await users(visit, errors: [message], status: .conflict)
+        }
         let user = try await ledger.existingStaffUser(id)
-        if id == visit.user.id { return redirect("/console/signin", cookie: cookie("", maxAge: 0)) }
         return message(.ok, title: "Password reset", paragraphs: ["\(user.email.value) is signed out everywhere and unlocked."], visit: visit,
                        secret: ("New one-time password:", password), back: ("/console/users", "Back to users"))
     }
@@ -734,8 +752,12 @@ struct ConsolePages: Sendable {
                 errors.append("Who: no staff user '\(actorText.prefix(100))'")
             }
         }
-        if let action = q.get("action"), !action.isEmpty { query.action = String(action.prefix(64)) }
-        if let target = q.get("target"), !target.isEmpty { query.target = String(target.prefix(200)) }
+        if let action = q.get("action"), !action.isEmpty {
+            if (try? TextCheck.check(action, field: "action", max: 64)) == nil { errors.append("Action: not a known action") } else { query.action = action }
+        }
+        if let target = q.get("target"), !target.isEmpty {
+            if (try? TextCheck.check(target, field: "target", max: 200)) == nil { errors.append("Target: must be plain text") } else { query.target = target }
+        }
         let day = DateFormatter()
         day.locale = Locale(identifier: "en_US_POSIX")
         day.timeZone = TimeZone(identifier: "UTC")
@@ -747,7 +769,7 @@ struct ConsolePages: Sendable {
         let entries = errors.isEmpty ? try await ledger.store.auditEntries(query) : []
         return render("console-audit", title: "Audit log", visit: visit, nav: "Audit", status: errors.isEmpty ? .ok : .unprocessableContent, model: [
             "entries": entries.map { e -> [String: Any] in
-                ["iso": Self.iso(e.at), "when": Self.time(e.at), "actor": e.actorEmail, "action": e.action, "target": e.target ?? "",
+                ["iso": Self.iso(e.at), "when": time(e.at), "actor": e.actorEmail, "action": e.action, "target": e.target ?? "",
                  "detail": e.detail ?? "", "ip": e.ipAddress ?? ""]
             },
             "actions": Self.auditActions.map { ["value": $0, "selected": $0 == query.action] },

@@ -24,9 +24,14 @@ public struct SiteConfiguration: Sendable {
     /// client address (for rate limits and as evidence) is the right-most
     /// forwarded address that is not one of them; with none, the socket peer.
     public var trustedProxies: Set<String>
+    /// The time zone staff work in: the console shows times in it and reads
+    /// "when they said it" in it.
+    public var consoleTimeZone: TimeZone
 
     public init(publicURL: @escaping @Sendable () -> String = { "http://127.0.0.1:8080" }, organisation: String = "Assent",
-                formPostsPerMinute: Int = 20, linkPostsPerMinute: Int = 60, trustedProxies: Set<String> = []) {
+                formPostsPerMinute: Int = 20, linkPostsPerMinute: Int = 60, trustedProxies: Set<String> = [],
+                consoleTimeZone: TimeZone = TimeZone(identifier: "UTC")!) {
+        self.consoleTimeZone = consoleTimeZone
         self.publicURL = publicURL
         self.organisation = organisation
         self.formPostsPerMinute = formPostsPerMinute

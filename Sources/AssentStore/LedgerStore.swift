@@ -220,7 +220,18 @@ public protocol LedgerStore: Sendable {
     // MARK: Staff
     /// Throws `duplicate(field: "email")`.
     func insertStaffUser(_ user: StaffUser) async throws
-    func updateStaffUser(_ user: StaffUser) async throws
+    // Targeted, atomic updates only: a sign-in in flight must never write back
+    // a stale copy over a disable or a password reset.
+    /// Counts a wrong password; when the count reaches `lockAfter` the account
+    /// is locked until `lockUntil` and the count starts again. The lock, if set now.
+    func recordStaffSignInFailure(userID: UUID, lockAfter: Int, lockUntil: Date) async throws -> Date?
+    /// Clears the failure count, only if the account is active and its password
+    /// hash is still `passwordHash`; false when either changed meanwhile.
+    func recordStaffSignInSuccess(userID: UUID, passwordHash: String) async throws -> Bool
+    /// Replaces the password hash (only if it is still `expected`, when given),
+    /// clearing failures and any lock; false when it had changed.
+    func setStaffPassword(userID: UUID, expected: String?, newHash: String, mustChange: Bool) async throws -> Bool
+    func disableStaffUser(userID: UUID, at: Date) async throws
     func staffUser(id: UUID) async throws -> StaffUser?
     func staffUser(email: EmailAddress) async throws -> StaffUser?
     /// Ordered by email.

@@ -340,9 +340,40 @@ public actor MemoryStore: LedgerStore {
         staff[user.id] = user
     }
 
-    public func updateStaffUser(_ user: StaffUser) async throws {
-        guard staff[user.id] != nil else { throw StoreError.notFound(what: "staff user", id: user.id.uuidString) }
-        staff[user.id] = user
+    public func recordStaffSignInFailure(userID: UUID, lockAfter: Int, lockUntil: Date) async throws -> Date? {
+        guard var user = staff[userID] else { return nil }
+        user.failedSignIns += 1
+        var locked: Date?
+        if user.failedSignIns >= lockAfter {
+            user.failedSignIns = 0
+            user.lockedUntil = lockUntil
+            locked = lockUntil
+        }
+        staff[userID] = user
+        return locked
+    }
+
+    public func recordStaffSignInSuccess(userID: UUID, passwordHash: String) async throws -> Bool {
+        guard var user = staff[userID], user.isActive, user.passwordHash == passwordHash else { return false }
+        user.failedSignIns = 0
+        user.lockedUntil = nil
+        staff[userID] = user
+        return true
+    }
+
+    public func setStaffPassword(userID: UUID, expected: String?, newHash: String, mustChange: Bool) async throws -> Bool {
+        guard var user = staff[userID], expected == nil || user.passwordHash == expected else { return false }
+        user.passwordHash = newHash
+        user.mustChangePassword = mustChange
+        user.failedSignIns = 0
+        user.lockedUntil = nil
+        staff[userID] = user
+        return true
+    }
+
+    public func disableStaffUser(userID: UUID, at: Date) async throws {
+        guard staff[userID] != nil else { throw StoreError.notFound(what: "staff user", id: userID.uuidString) }
+        if staff[userID]?.disabledAt == nil { staff[userID]?.disabledAt = at }
     }
 
     public func staffUser(id: UUID) async throws -> StaffUser? { staff[id] }

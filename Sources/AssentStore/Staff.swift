@@ -36,7 +36,7 @@ extension Ledger {
         do { try TextCheck.check(name, field: "name", max: Limits.nameLength) } catch let DomainError.invalid(e) { problems += e }
         problems += Self.passwordProblems(password, field: "password")
         if !problems.isEmpty { throw DomainError.invalid(problems) }
-        let user = StaffUser(id: environment.newID(), email: email!, name: name, role: role, passwordHash: passwordHasher.hash(password),
+        let user = StaffUser(id: environment.newID(), email: email!, name: name, role: role, passwordHash: await passwordHasher.hash(password),
                              mustChangePassword: mustChangePassword, createdAt: now)
         do {
             try await store.insertStaffUser(user)
@@ -71,27 +71,27 @@ extension Ledger {
     }
 
     /// Disables an account and ends its sessions; its audit history stays.
+    /// The last active administrator cannot be disabled.
     public func disableStaffUser(_ id: UUID, actor: StaffUser?, ipAddress: String? = nil) async throws -> StaffUser {
-        var user = try await existingStaffUser(id)
+        let user = try await existingStaffUser(id)
         if user.id == actor?.id { throw DomainError.conflict(field: "id", message: "you cannot disable your own account") }
         guard user.isActive else { return user }
-        user.disabledAt = now
-        try await store.updateStaffUser(user)
+        if user.role == .admin, try await store.staffUsers().filter({ $0.role == .admin && $0.isActive }).count <= 1 {
+            throw DomainError.conflict(field: "id", message: "\(user.email.value) is the last active administrator")
+        }
+        try await store.disableStaffUser(userID: user.id, at: now)
         try await store.deleteStaffSessions(userID: user.id)
         try await audit(actor, "user_disable", target: "user:\(user.email.value)", ipAddress: ipAddress)
-        return user
+        return try await existingStaffUser(id)
     }
 
     /// Sets a new one-time password (the user must change it), unlocks the
     /// account and ends its sessions. Returns the password to hand over.
     public func resetStaffPassword(_ id: UUID, actor: StaffUser?, ipAddress: String? = nil) async throws -> String {
-        var user = try await existingStaffUser(id)
+        let user = try await existingStaffUser(id)
+        if user.id == actor?.id { throw DomainError.conflict(field: "id", message: "change your own password under Change password instead") }
         let password = Self.oneTimePassword()
-        user.passwordHash = passwordHasher.hash(password)
-        user.mustChangePassword = true
-        user.failedSignIns = 0
-        user.lockedUntil = nil
-        try await store.updateStaffUser(user)
+        _ = try await store.setStaffPassword(userID: user.id, expected: nil, newHash: await passwordHasher.hash(password), mustChange: true)
         try await store.deleteStaffSessions(userID: user.id)
         try await audit(actor, "user_password_reset", target: "user:\(user.email.value)", ipAddress: ipAddress)
         return password
@@ -104,31 +104,29 @@ extension Ledger {
     /// known one, so the time taken does not tell them apart.
     public func signInStaff(email text: String, password: String, ipAddress: String?) async throws -> StaffSignIn {
         let at = now
-        let typed = String(text.trimmingCharacters(in: .whitespaces).prefix(Limits.emailLength))
-        guard let email = try? EmailAddress(typed), var user = try await store.staffUser(email: email), user.isActive else {
-            _ = passwordHasher.hash(password)
-            try await audit(nil, "sign_in_failed", actorEmail: typed, detail: "unknown or disabled account", ipAddress: ipAddress)
+        let typed = text.trimmingCharacters(in: .whitespaces)
+        guard let email = try? EmailAddress(String(typed.prefix(Limits.emailLength))), let user = try await store.staffUser(email: email), user.isActive else {
+            _ = await passwordHasher.hash(password)
+            // What was typed is kept only if it is an address: people paste passwords into the wrong field.
+            let named = (try? EmailAddress(String(typed.prefix(Limits.emailLength))))?.value ?? "(not an email address)"
+            try await audit(nil, "sign_in_failed", actorEmail: named, detail: "unknown or disabled account", ipAddress: ipAddress)
             return .refused
         }
         if let until = user.lockedUntil, until > at {
             try await audit(user, "sign_in_failed", detail: "account locked", ipAddress: ipAddress)
             return .locked(until: until)
         }
-        guard passwordHasher.verify(password, user.passwordHash) else {
-            user.failedSignIns += 1
-            var locked: Date?
-            if user.failedSignIns >= Self.signInFailuresBeforeLock {
-                locked = at.addingTimeInterval(Self.signInLockDuration)
-                user.lockedUntil = locked
-                user.failedSignIns = 0
-            }
-            try await store.updateStaffUser(user)
+        guard await passwordHasher.verify(password, user.passwordHash) else {
+            let locked = try await store.recordStaffSignInFailure(userID: user.id, lockAfter: Self.signInFailuresBeforeLock,
+                                                                  lockUntil: at.addingTimeInterval(Self.signInLockDuration))
             try await audit(user, "sign_in_failed", detail: locked == nil ? "wrong password" : "wrong password; account locked", ipAddress: ipAddress)
             return locked.map { .locked(until: $0) } ?? .refused
         }
-        user.failedSignIns = 0
-        user.lockedUntil = nil
-        try await store.updateStaffUser(user)
+        // Only if the account is still active with this password (not disabled or reset while bcrypt ran).
+        guard try await store.recordStaffSignInSuccess(userID: user.id, passwordHash: user.passwordHash) else {
+            try await audit(user, "sign_in_failed", detail: "account changed during sign-in", ipAddress: ipAddress)
+            return .refused
+        }
         let secret = try await openStaffSession(for: user)
         try await audit(user, "sign_in", ipAddress: ipAddress)
         return .signedIn(secret: secret, user: user)
@@ -166,17 +164,16 @@ extension Ledger {
     /// Changes one's own password; every session ends, and a new one is returned.
     public func changeStaffPassword(_ user: StaffUser, current: String, new: String, ipAddress: String?) async throws -> String {
         var problems: [ValidationError] = []
-        if !passwordHasher.verify(current, user.passwordHash) { problems.append(.init(field: "current", "is not your current password")) }
+        if !(await passwordHasher.verify(current, user.passwordHash)) { problems.append(.init(field: "current", "is not your current password")) }
         problems += Self.passwordProblems(new, field: "new")
         if new == current { problems.append(.init(field: "new", "must differ from the current password")) }
         if !problems.isEmpty { throw DomainError.invalid(problems) }
-        var updated = user
-        updated.passwordHash = passwordHasher.hash(new)
-        updated.mustChangePassword = false
-        try await store.updateStaffUser(updated)
+        guard try await store.setStaffPassword(userID: user.id, expected: user.passwordHash, newHash: await passwordHasher.hash(new), mustChange: false) else {
+            throw DomainError.conflict(field: "current", message: "your password was changed or reset meanwhile; sign in again")
+        }
         try await store.deleteStaffSessions(userID: user.id)
-        try await audit(updated, "password_change", ipAddress: ipAddress)
-        return try await openStaffSession(for: updated)
+        try await audit(user, "password_change", ipAddress: ipAddress)
+        return try await openStaffSession(for: try await existingStaffUser(user.id))
     }
 
     /// The anti-forgery token of a console session's forms.

@@ -108,12 +108,13 @@ public struct AuditQuery: Sendable, Equatable {
 }
 
 /// Password hashing, injected so tests can use a cheap cost. The live one is
-/// bcrypt (hummingbird-auth's), set up by the server and the CLI.
+/// bcrypt (hummingbird-auth's) on NIO's blocking thread pool, set up by the
+/// server and the CLI: it is slow on purpose and must not hold up the async threads.
 public struct PasswordHasher: Sendable {
-    public var hash: @Sendable (String) -> String
-    public var verify: @Sendable (_ password: String, _ hash: String) -> Bool
+    public var hash: @Sendable (String) async -> String
+    public var verify: @Sendable (_ password: String, _ hash: String) async -> Bool
 
-    public init(hash: @escaping @Sendable (String) -> String, verify: @escaping @Sendable (String, String) -> Bool) {
+    public init(hash: @escaping @Sendable (String) async -> String, verify: @escaping @Sendable (String, String) async -> Bool) {
         self.hash = hash
         self.verify = verify
     }

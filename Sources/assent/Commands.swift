@@ -32,11 +32,15 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Email of the console administrator created on first start (env ASSENT_ADMIN_EMAIL).", valueName: "email"))
     var adminEmail: String = ProcessInfo.processInfo.environment["ASSENT_ADMIN_EMAIL"] ?? "admin@assent.localhost"
 
+    @Option(help: ArgumentHelp("Time zone the staff console shows times in and reads entered times in, e.g. Europe/Berlin (env ASSENT_CONSOLE_TIME_ZONE).", valueName: "zone"))
+    var consoleTimeZone: String = ProcessInfo.processInfo.environment["ASSENT_CONSOLE_TIME_ZONE"] ?? "UTC"
+
     @Option(name: .customLong("trusted-proxy"), help: ArgumentHelp("Address of a reverse proxy whose X-Forwarded-For is believed, for rate limits and evidence (repeatable; env ASSENT_TRUSTED_PROXIES, comma-separated).", valueName: "ip"))
     var trustedProxies: [String] = (ProcessInfo.processInfo.environment["ASSENT_TRUSTED_PROXIES"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port: \(port) is not a port number (0-65535)") }
+        guard TimeZone(identifier: consoleTimeZone) != nil else { throw ValidationError("--console-time-zone: '\(consoleTimeZone)' is not a time zone such as UTC or Europe/Berlin") }
         guard (1...100_000).contains(formPostsPerMinute) else { throw ValidationError("--form-posts-per-minute: must be from 1 to 100000") }
         guard (1...100_000).contains(linkPostsPerMinute) else { throw ValidationError("--link-posts-per-minute: must be from 1 to 100000") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: '\(logLevel)' is not a log level") }
@@ -110,7 +114,7 @@ struct Serve: AsyncParsableCommand {
         let worker = OutboxWorker(store: ledger.store, masterKey: ledger.masterKey, transport: transport, composer: composer, logger: logger)
         let site = SiteConfiguration(publicURL: { publicURL.value }, organisation: mail.organisation,
                                      formPostsPerMinute: formPostsPerMinute, linkPostsPerMinute: linkPostsPerMinute,
-                                     trustedProxies: Set(trustedProxies))
+                                     trustedProxies: Set(trustedProxies), consoleTimeZone: TimeZone(identifier: consoleTimeZone)!)
         let app = try await buildApplication(configuration: .init(host: host, port: port), ledger: ledger, issuer: issuer, site: site,
                                              services: [worker], logger: logger) { port in
             publicURL.setDefault("http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)")
@@ -279,6 +283,7 @@ struct Keys: AsyncParsableCommand {
             try await reportingErrors { try APIKey.validateName(name) }
             let (key, token) = APIKey.generate(name: name, scope: scope, now: Date().truncatedToMilliseconds)
             try await ledger.store.insertAPIKey(key)
+            try await ledger.audit(nil, "key_create", target: "key:\(key.id)", detail: "\(scope.rawValue): \(name)")
             print(token)
             FileHandle.standardError.write(Data("created \(scope.rawValue) key \(key.id) (\(name)); the key above is not shown again\n".utf8))
         }
@@ -306,6 +311,7 @@ struct Keys: AsyncParsableCommand {
             guard try await ledger.store.revokeAPIKey(id: id, at: Date().truncatedToMilliseconds) else {
                 throw ValidationError("no active API key with id '\(id)'")
             }
+            try await ledger.audit(nil, "key_revoke", target: "key:\(id)")
             print("revoked key \(id)")
         }
     }

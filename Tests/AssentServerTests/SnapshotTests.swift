@@ -101,10 +101,10 @@ extension SnapshotTests {
             // Fixed ids for the people, so that the pages are the same on every run.
             _ = try await api.ledger.store.insertStaffUser(StaffUser(id: UUID(uuidString: "00000000-0000-4000-8000-00000000a9e7")!,
                                                                     email: try EmailAddress("agent@example.com"), name: "Ana Agent", role: .agent,
-                                                                    passwordHash: api.ledger.passwordHasher.hash("agent password 1"), createdAt: clock.now))
+                                                                    passwordHash: await api.ledger.passwordHasher.hash("agent password 1"), createdAt: clock.now))
             _ = try await api.ledger.store.insertStaffUser(StaffUser(id: UUID(uuidString: "00000000-0000-4000-8000-0000000a0d17")!,
                                                                     email: try EmailAddress("auditor@example.com"), name: "Avi Auditor", role: .auditor,
-                                                                    passwordHash: api.ledger.passwordHasher.hash("auditor password 1"), createdAt: clock.now))
+                                                                    passwordHash: await api.ledger.passwordHasher.hash("auditor password 1"), createdAt: clock.now))
             clock.now += 1
             let agent = try await StaffBrowser.signIn(api, "agent@example.com", "agent password 1")
             clock.now += 1

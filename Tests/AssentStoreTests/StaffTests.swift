@@ -108,6 +108,40 @@ import Testing
         #expect(reset.count == 20)
     }
 
+    @Test(arguments: StoreKind.available)
+    func parallelWrongGuessesStillLockAndAStaleSignInCannotUndoADisable(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        let admin = try await ledger.createStaffUser(email: "admin@example.com", name: "Admin", role: .admin, password: "admin password 1",
+                                                     mustChangePassword: false, actor: nil)
+        let agent = try await ledger.createStaffUser(email: "agent@example.com", name: "Agent", role: .agent, password: "agent password 1",
+                                                     mustChangePassword: false, actor: nil)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<12 { group.addTask { _ = try await ledger.signInStaff(email: "agent@example.com", password: "a wrong guess", ipAddress: nil) } }
+            try await group.waitForAll()
+        }
+        #expect(try await ledger.store.staffUser(id: agent.id)?.lockedUntil != nil, "every guess counted, none overwritten")
+        // A sign-in that read the account before an admin disabled it cannot revive it.
+        let stale = try #require(try await ledger.store.staffUser(id: admin.id))
+        let other = try await ledger.createStaffUser(email: "admin2@example.com", name: "Admin 2", role: .admin, password: "admin password 2",
+                                                     mustChangePassword: false, actor: nil)
+        _ = try await ledger.disableStaffUser(admin.id, actor: other)
+        #expect(try await ledger.store.recordStaffSignInSuccess(userID: admin.id, passwordHash: stale.passwordHash) == false)
+        #expect(try await ledger.store.staffUser(id: admin.id)?.isActive == false)
+        // Nor a password that was reset meanwhile.
+        let before = try #require(try await ledger.store.staffUser(id: other.id)).passwordHash
+        #expect(try await ledger.store.setStaffPassword(userID: other.id, expected: "not the hash", newHash: "x", mustChange: false) == false)
+        #expect(try await ledger.store.staffUser(id: other.id)?.passwordHash == before)
+        await #expect(throws: DomainError.conflict(field: "id", message: "admin2@example.com is the last active administrator")) {
+            _ = try await ledger.disableStaffUser(other.id, actor: nil)
+        }
+        await #expect(throws: DomainError.conflict(field: "id", message: "change your own password under Change password instead")) {
+            _ = try await ledger.resetStaffPassword(other.id, actor: other)
+        }
+        guard case .refused = try await ledger.signInStaff(email: "my secret password", password: "x", ipAddress: nil) else { Issue.record("refused"); return }
+        #expect(try await ledger.store.auditEntries(AuditQuery(action: "sign_in_failed")).first?.actorEmail == "(not an email address)",
+                "a password typed into the email field is not kept")
+    }
+
     @Test(arguments: StoreKind.databases)
     func theAuditLogIsAppendOnlyInTheDatabase(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
