@@ -9,11 +9,19 @@ public struct Contact: Equatable, Sendable, Codable {
     public var locale: String?
     public var createdAt: Date
     public var updatedAt: Date
+    /// Set once the person's data was erased: the email is then a placeholder
+    /// and only the non-personal skeleton of their events remains.
+    public var erasedAt: Date?
+    /// Set when the person objected to all direct marketing (GDPR Art. 21):
+    /// nobody but the person may opt them in again.
+    public var objectedAt: Date?
 
     public init(
         id: UUID, email: EmailAddress, name: String? = nil, externalID: String? = nil,
-        locale: String? = nil, createdAt: Date, updatedAt: Date? = nil
+        locale: String? = nil, createdAt: Date, updatedAt: Date? = nil, erasedAt: Date? = nil, objectedAt: Date? = nil
     ) {
+        self.erasedAt = erasedAt
+        self.objectedAt = objectedAt
         self.id = id
         self.email = email
         self.name = name
@@ -21,6 +29,14 @@ public struct Contact: Equatable, Sendable, Codable {
         self.locale = locale
         self.createdAt = createdAt
         self.updatedAt = updatedAt ?? createdAt
+    }
+
+    public var isErased: Bool { erasedAt != nil }
+
+    /// What an erased contact's email reads as (the stored one is gone).
+    public static func erasedPlaceholder(_ id: UUID) -> EmailAddress {
+        // swiftlint:disable:next force_try
+        try! EmailAddress("erased-\(id.uuidString.lowercased().prefix(8))@erased.invalid")
     }
 
     public func validate() throws {

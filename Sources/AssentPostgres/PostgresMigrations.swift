@@ -280,5 +280,21 @@ enum PostgresMigrations {
             // The audit log is append-only.
             "CREATE TRIGGER audit_log_immutable BEFORE UPDATE OR DELETE ON audit_log FOR EACH ROW EXECUTE FUNCTION assent_refuse_change()",
         ]),
+        ("0007_erasure_and_objection", [
+            "ALTER TABLE contacts ADD COLUMN erased_at BIGINT",
+            "ALTER TABLE contacts ADD COLUMN objected_at BIGINT",
+            "ALTER TABLE subject_requests ADD COLUMN outcome TEXT",
+            // Keyed hashes (HMAC) of erased people's emails: proof of the
+            // erasure, and a block on adding them back without fresh consent.
+            """
+            CREATE TABLE suppressions (
+                email_hash BYTEA PRIMARY KEY,
+                contact_id UUID NOT NULL REFERENCES contacts(id),
+                erased_at BIGINT NOT NULL,
+                reason TEXT NOT NULL,
+                erased_by TEXT NOT NULL
+            )
+            """,
+        ]),
     ]
 }

@@ -183,6 +183,16 @@ public final class PostgresStore: LedgerStore {
         try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger)
     }
 
+    /// Runs SQL text as is and returns the first column of each row as text
+    /// (for tests that inspect the schema); never called with user input.
+    public func strings(_ sql: String) async throws -> [String] {
+        var out: [String] = []
+        for try await row in try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger) {
+            out.append(try row.makeRandomAccess()[0].decode(String.self))
+        }
+        return out
+    }
+
     // MARK: Schema
 
     static let migrationLock: Int64 = 0x4153_5345_4E54  // "ASSENT"
@@ -377,11 +387,15 @@ public final class PostgresStore: LedgerStore {
     }
 
     static func contact(_ r: PostgresRandomAccessRow) throws -> Contact? {
-        guard let emailText = try r["email"].decode(String?.self), let email = try? EmailAddress(emailText) else { return nil }
-        return Contact(id: try r["id"].decode(UUID.self), email: email, name: try r["name"].decode(String?.self),
+        let id = try r["id"].decode(UUID.self)
+        let erasedAt = try r["erased_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:))
+        guard let email = try r["email"].decode(String?.self).flatMap({ try? EmailAddress($0) }) ?? (erasedAt != nil ? Contact.erasedPlaceholder(id) : nil)
+        else { return nil }
+        return Contact(id: id, email: email, name: try r["name"].decode(String?.self),
                        externalID: try r["external_id"].decode(String?.self), locale: try r["locale"].decode(String?.self),
                        createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
-                       updatedAt: Date(millisecondsSince1970: try r["updated_at"].decode(Int64.self)))
+                       updatedAt: Date(millisecondsSince1970: try r["updated_at"].decode(Int64.self)),
+                       erasedAt: erasedAt, objectedAt: try r["objected_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)))
     }
 
     public func wrappedKey(contactID: UUID) async throws -> Data? {
@@ -904,6 +918,11 @@ public final class PostgresStore: LedgerStore {
         }
     }
 
+    public func closeSubjectRequest(id: UUID, at: Date, outcome: String) async throws {
+        let updated = try await rows("UPDATE subject_requests SET status = 'closed', closed_at = \(at.millisecondsSince1970), outcome = \(outcome) WHERE id = \(id) RETURNING id")
+        if updated.isEmpty { throw StoreError.notFound(what: "request", id: id.uuidString.lowercased()) }
+    }
+
     public func subjectRequests(contactID: UUID?, status: SubjectRequest.Status?, limit: Int) async throws -> [SubjectRequest] {
         try await rows("""
             SELECT * FROM subject_requests
@@ -916,8 +935,54 @@ public final class PostgresStore: LedgerStore {
                            channel: try r["channel"].decode(String.self), note: try r["note"].decode(String?.self),
                            createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
                            dueAt: Date(millisecondsSince1970: try r["due_at"].decode(Int64.self)),
-                           closedAt: try r["closed_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)))
+                           closedAt: try r["closed_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)),
+                           outcome: try r["outcome"].decode(String?.self))
         }
+    }
+
+    // MARK: Erasure and objection
+
+    public func eraseContact(_ e: ContactErasure) async throws {
+        try await transaction { c in
+            let updated = try await rows("""
+                UPDATE contacts SET email = NULL, name = NULL, external_id = NULL, locale = NULL,
+                    erased_at = \(e.at.millisecondsSince1970), updated_at = \(e.at.millisecondsSince1970)
+                WHERE id = \(e.contactID) RETURNING id
+                """, on: c)
+            if updated.isEmpty { throw StoreError.notFound(what: "contact", id: e.contactID.uuidString.lowercased()) }
+            try await c.query("DELETE FROM contact_keys WHERE contact_id = \(e.contactID)", logger: logger)
+            try await c.query("DELETE FROM outbox WHERE contact_id = \(e.contactID)", logger: logger)
+            try await c.query("DELETE FROM confirmation_tokens WHERE contact_id = \(e.contactID)", logger: logger)
+            try await c.query("DELETE FROM contact_link_secrets WHERE contact_id = \(e.contactID)", logger: logger)
+            try await c.query("DELETE FROM portal_links WHERE contact_id = \(e.contactID)", logger: logger)
+            try await c.query("DELETE FROM portal_sessions WHERE contact_id = \(e.contactID)", logger: logger)
+            try await c.query("UPDATE subject_requests SET note = NULL WHERE contact_id = \(e.contactID)", logger: logger)
+            // Stored API responses (idempotent replays) that carry the address.
+            try await c.query("DELETE FROM idempotency_keys WHERE position(convert_to(\(e.email), 'UTF8') IN body) > 0", logger: logger)
+            try await c.query("""
+                INSERT INTO suppressions (email_hash, contact_id, erased_at, reason, erased_by)
+                VALUES (\(e.emailHash), \(e.contactID), \(e.at.millisecondsSince1970), \(e.reason), \(e.erasedBy))
+                ON CONFLICT (email_hash) DO UPDATE SET contact_id = excluded.contact_id, erased_at = excluded.erased_at,
+                    reason = excluded.reason, erased_by = excluded.erased_by
+                """, logger: logger)
+        }
+    }
+
+    public func outboxItems(contactID: UUID) async throws -> [OutboxItem] {
+        try await rows("SELECT * FROM outbox WHERE contact_id = \(contactID) ORDER BY created_at, id").map(Self.outboxItem)
+    }
+
+    public func suppression(emailHash: Data) async throws -> Suppression? {
+        try await rows("SELECT * FROM suppressions WHERE email_hash = \(emailHash)").first.map { r in
+            Suppression(emailHash: try r["email_hash"].decode(Data.self), contactID: try r["contact_id"].decode(UUID.self),
+                        erasedAt: Date(millisecondsSince1970: try r["erased_at"].decode(Int64.self)), reason: try r["reason"].decode(String.self),
+                        erasedBy: try r["erased_by"].decode(String.self))
+        }
+    }
+
+    public func setContactObjection(contactID: UUID, at: Date?) async throws {
+        let updated = try await rows("UPDATE contacts SET objected_at = \(at?.millisecondsSince1970) WHERE id = \(contactID) RETURNING id")
+        if updated.isEmpty { throw StoreError.notFound(what: "contact", id: contactID.uuidString.lowercased()) }
     }
 
     // MARK: Staff

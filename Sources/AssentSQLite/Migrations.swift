@@ -263,6 +263,23 @@ enum SQLiteMigrations {
                 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
                 """)
         }
+        migrator.registerMigration("0007_erasure_and_objection") { db in
+            try db.execute(sql: """
+                ALTER TABLE contacts ADD COLUMN erased_at INTEGER;
+                ALTER TABLE contacts ADD COLUMN objected_at INTEGER;
+                ALTER TABLE subject_requests ADD COLUMN outcome TEXT;
+
+                -- Keyed hashes (HMAC) of erased people's emails: proof of the
+                -- erasure, and a block on adding them back without fresh consent.
+                CREATE TABLE suppressions (
+                    email_hash BLOB PRIMARY KEY NOT NULL,
+                    contact_id TEXT NOT NULL REFERENCES contacts(id),
+                    erased_at INTEGER NOT NULL,
+                    reason TEXT NOT NULL,
+                    erased_by TEXT NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }

@@ -196,10 +196,13 @@ public final class SQLiteStore: LedgerStore {
     }
 
     static func contact(_ row: Row) -> Contact? {
-        guard let id = UUID(uuidString: row["id"]), let emailText: String = row["email"],
-              let email = try? EmailAddress(emailText) else { return nil }
+        guard let id = UUID(uuidString: row["id"]) else { return nil }
+        let erasedAt = (row["erased_at"] as Int64?).map(Date.init(millisecondsSince1970:))
+        guard let email = (row["email"] as String?).flatMap({ try? EmailAddress($0) }) ?? (erasedAt != nil ? Contact.erasedPlaceholder(id) : nil)
+        else { return nil }
         return Contact(id: id, email: email, name: row["name"], externalID: row["external_id"], locale: row["locale"],
-                       createdAt: Date(millisecondsSince1970: row["created_at"]), updatedAt: Date(millisecondsSince1970: row["updated_at"]))
+                       createdAt: Date(millisecondsSince1970: row["created_at"]), updatedAt: Date(millisecondsSince1970: row["updated_at"]),
+                       erasedAt: erasedAt, objectedAt: (row["objected_at"] as Int64?).map(Date.init(millisecondsSince1970:)))
     }
 
     public func wrappedKey(contactID: UUID) async throws -> Data? {
@@ -668,6 +671,14 @@ public final class SQLiteStore: LedgerStore {
         }
     }
 
+    public func closeSubjectRequest(id: UUID, at: Date, outcome: String) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE subject_requests SET status = 'closed', closed_at = ?, outcome = ? WHERE id = ?",
+                           arguments: [at.millisecondsSince1970, outcome, id.db])
+            if db.changesCount == 0 { throw StoreError.notFound(what: "request", id: id.db) }
+        }
+    }
+
     public func subjectRequests(contactID: UUID?, status: SubjectRequest.Status?, limit: Int) async throws -> [SubjectRequest] {
         try await pool.read { db in
             try Row.fetchAll(db, sql: """
@@ -677,8 +688,53 @@ public final class SQLiteStore: LedgerStore {
                 SubjectRequest(id: UUID(uuidString: row["id"])!, contactID: UUID(uuidString: row["contact_id"])!,
                                kind: SubjectRequest.Kind(rawValue: row["kind"]) ?? .access, status: SubjectRequest.Status(rawValue: row["status"]) ?? .open,
                                channel: row["channel"], note: row["note"], createdAt: Date(millisecondsSince1970: row["created_at"]),
-                               dueAt: Date(millisecondsSince1970: row["due_at"]), closedAt: (row["closed_at"] as Int64?).map(Date.init(millisecondsSince1970:)))
+                               dueAt: Date(millisecondsSince1970: row["due_at"]), closedAt: (row["closed_at"] as Int64?).map(Date.init(millisecondsSince1970:)),
+                               outcome: row["outcome"])
             }
+        }
+    }
+
+    // MARK: Erasure and objection
+
+    public func eraseContact(_ e: ContactErasure) async throws {
+        try await pool.write { db in
+            let id = e.contactID.db
+            try db.execute(sql: "UPDATE contacts SET email = NULL, name = NULL, external_id = NULL, locale = NULL, erased_at = ?, updated_at = ? WHERE id = ?",
+                           arguments: [e.at.millisecondsSince1970, e.at.millisecondsSince1970, id])
+            if db.changesCount == 0 { throw StoreError.notFound(what: "contact", id: id) }
+            for table in ["contact_keys", "outbox", "confirmation_tokens", "contact_link_secrets", "portal_links", "portal_sessions"] {
+                try db.execute(sql: "DELETE FROM \(table) WHERE contact_id = ?", arguments: [id])
+            }
+            try db.execute(sql: "UPDATE subject_requests SET note = NULL WHERE contact_id = ?", arguments: [id])
+            // Stored API responses (idempotent replays) that carry the address.
+            try db.execute(sql: "DELETE FROM idempotency_keys WHERE instr(CAST(body AS TEXT), ?) > 0", arguments: [e.email])
+            try db.execute(sql: """
+                INSERT INTO suppressions (email_hash, contact_id, erased_at, reason, erased_by) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (email_hash) DO UPDATE SET contact_id = excluded.contact_id, erased_at = excluded.erased_at,
+                    reason = excluded.reason, erased_by = excluded.erased_by
+                """, arguments: [e.emailHash, id, e.at.millisecondsSince1970, e.reason, e.erasedBy])
+        }
+    }
+
+    public func outboxItems(contactID: UUID) async throws -> [OutboxItem] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM outbox WHERE contact_id = ? ORDER BY created_at, id", arguments: [contactID.db]).compactMap(Self.outboxItem)
+        }
+    }
+
+    public func suppression(emailHash: Data) async throws -> Suppression? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM suppressions WHERE email_hash = ?", arguments: [emailHash]).map { row in
+                Suppression(emailHash: row["email_hash"], contactID: UUID(uuidString: row["contact_id"])!,
+                            erasedAt: Date(millisecondsSince1970: row["erased_at"]), reason: row["reason"], erasedBy: row["erased_by"])
+            }
+        }
+    }
+
+    public func setContactObjection(contactID: UUID, at: Date?) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE contacts SET objected_at = ? WHERE id = ?", arguments: [at?.millisecondsSince1970, contactID.db])
+            if db.changesCount == 0 { throw StoreError.notFound(what: "contact", id: contactID.db) }
         }
     }
 

@@ -27,6 +27,8 @@ struct API: Sendable {
     var site = SiteConfiguration()
     /// Renders a form's embeddable HTML (the pages' templates).
     var embed: @Sendable (Form) async throws -> String = { _ in throw APIError(.notImplemented, detail: "form pages are not configured") }
+    /// Renders a personal-data export as a printable page.
+    var exportPage: @Sendable (PersonalDataExport) async throws -> String = { _ in throw APIError(.notImplemented, detail: "pages are not configured") }
 
     var routes: [APIRoute] {
         [
@@ -56,7 +58,7 @@ struct API: Sendable {
             APIRoute(method: .get, path: "/api/v1/keys", scope: .admin) { _, _ in try await listKeys() },
             APIRoute(method: .post, path: "/api/v1/keys", scope: .admin, replayable: false) { r, c in try await createKey(r, c) },
             APIRoute(method: .delete, path: "/api/v1/keys/{id}", scope: .admin) { _, c in try await revokeKey(c) },
-        ] + formRoutes
+        ] + formRoutes + rightsRoutes
     }
 
     // MARK: Health
@@ -180,7 +182,8 @@ struct API: Sendable {
     func createContact(_ request: Request, _ context: AssentRequestContext) async throws -> APIResponse {
         var request = request
         let body = try await request.decodeJSON(CreateContactBody.self, context: context)
-        let contact = try await ledger.createContact(email: EmailAddress(body.email), name: body.name, externalID: body.externalId, locale: body.locale)
+        let contact = try await ledger.createContact(email: EmailAddress(body.email), name: body.name, externalID: body.externalId, locale: body.locale,
+                                                     freshConsent: body.freshConsent, actor: "API key \(context.apiKey?.id ?? "?")")
         var response = try APIResponse(status: .created, json: ContactJSON(contact))
         response.headers[.location] = "/api/v1/contacts/\(contact.id.uuidString.lowercased())"
         return response

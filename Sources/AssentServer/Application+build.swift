@@ -38,6 +38,7 @@ public func buildRouter(ledger: Ledger, issuer: ReceiptIssuer? = nil, site: Site
     if let issuer { api.issuer = issuer }
     api.site = site
     api.embed = { form in try await forms.embedSnippet(form) }
+    api.exportPage = { export in pages.exportHTML(export) }
     let gate = Gate(store: ledger.store)
     for route in api.routes {
         let hbPath = RouterPath(stringLiteral: route.path)
@@ -196,4 +197,9 @@ extension HTTPField.Name {
 public func formEmbedHTML(ledger: Ledger, form: Form, site: SiteConfiguration) async throws -> String {
     let pages = try await Pages(site: site)
     return try await FormPages(ledger: ledger, pages: pages, limiter: RateLimiter(limit: 1)).embedSnippet(form)
+}
+
+/// A personal-data export as a printable HTML page (what `?format=html` returns).
+public func personalDataHTML(_ export: PersonalDataExport, site: SiteConfiguration) async throws -> String {
+    try await Pages(site: site).exportHTML(export)
 }

@@ -53,6 +53,8 @@ struct ConsolePages: Sendable {
             ConsoleRoute(method: .get, path: "/console/contacts/{id}", roles: Self.everyone) { r, c, v in try await contact(r, c, v!, evidence: false) },
             ConsoleRoute(method: .get, path: "/console/contacts/{id}/evidence", roles: Self.readers) { r, c, v in try await contact(r, c, v!, evidence: true) },
             ConsoleRoute(method: .get, path: "/console/contacts/{id}/export", roles: Self.readers) { _, c, v in try await export(c, v!) },
+            ConsoleRoute(method: .post, path: "/console/contacts/{id}/erase", roles: Self.admins) { r, c, v in try await erase(r, c, v!) },
+            ConsoleRoute(method: .post, path: "/console/contacts/{id}/object", roles: Self.recorders) { r, c, v in try await object(r, c, v!) },
             ConsoleRoute(method: .get, path: "/console/contacts/{id}/record", roles: Self.recorders) { _, c, v in try await recordPage(c, v!) },
             ConsoleRoute(method: .post, path: "/console/contacts/{id}/record", roles: Self.recorders) { r, c, v in try await record(r, c, v!) },
             ConsoleRoute(method: .get, path: "/console/notices/{key}/{version}", roles: Self.everyone) { _, c, v in try await notice(c, v!) },
@@ -316,13 +318,48 @@ struct ConsolePages: Sendable {
             "contact": ["id": contact.id.uuidString.lowercased(), "email": contact.email.value, "name": contact.name ?? "",
                         "externalId": contact.externalID ?? "", "locale": contact.locale ?? "", "created": time(contact.createdAt)],
             "grid": grid, "timeline": timeline, "hasTimeline": !timeline.isEmpty, "showEvidence": evidence,
-            "canRecord": Self.recorders.contains(visit.user.role), "canSeeEvidence": Self.readers.contains(visit.user.role),
+            "canRecord": Self.recorders.contains(visit.user.role) && !contact.isErased, "canSeeEvidence": Self.readers.contains(visit.user.role),
+            "canErase": visit.user.role == .admin && !contact.isErased, "erased": contact.erasedAt.map { time($0) as Any } ?? false,
+            "objected": contact.objectedAt.map { time($0) as Any } ?? false,
+            "channels": Self.channels.map { ["value": $0.0.rawValue, "label": $0.1] },
         ]
         if entries.count > page, let last = entries.prefix(page).last {
             model["older"] = "/console/contacts/\(contact.id.uuidString.lowercased())\(evidence ? "/evidence" : "")?before=\(last.event.seq)"
         }
         return render("console-contact", title: contact.name.map { "\($0) <\(contact.email.value)>" } ?? contact.email.value, visit: visit,
                       nav: "Contacts", model: model, flash: flash ?? request.uri.queryParameters.get("recorded").map { "Recorded \($0) change(s)." })
+    }
+
+    /// Erases the person (admins), with the reason kept in the audit log and the suppression list.
+    func erase(_ request: Request, _ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let id = try contactID(context)
+        guard visit.form.value("confirm") == "yes" else {
+            return try await contact(request, context, visit, evidence: false, flash: "Nothing was erased: tick the box to confirm.")
+        }
+        do {
+            _ = try await ledger.eraseContact(id, reason: visit.form.value("reason") ?? "", erasedBy: visit.user.email.value, actor: visit.user,
+                                              ipAddress: context.remoteIP)
+            return redirect("/console/contacts/\(id.uuidString.lowercased())")
+        } catch DomainError.invalid(let errors) {
+            return try await contact(request, context, visit, evidence: false, flash: "Nothing was erased: " + errors.map(\.description).joined(separator: "; "))
+        }
+    }
+
+    /// Records an objection to all direct marketing that the person made to staff.
+    func object(_ request: Request, _ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let id = try contactID(context)
+        guard let channel = visit.form.value("channel").flatMap(StaffChannel.init(rawValue:)) else {
+            return try await contact(request, context, visit, evidence: false, flash: "Nothing was recorded: choose how the person told you.")
+        }
+        do {
+            let result = try await ledger.objectToMarketing(id, source: .staff, channel: channel, actor: .staff(visit.user.id.uuidString.lowercased()),
+                                                            evidence: Evidence(personal: PersonalEvidence(note: visit.form.value("note"))))
+            try await ledger.audit(visit.user, "record_objection", target: "contact:\(id.uuidString.lowercased())",
+                                   detail: "\(channel.rawValue): withdrew \(result.events.count)", ipAddress: context.remoteIP)
+            return redirect("/console/contacts/\(id.uuidString.lowercased())?recorded=\(result.events.count)")
+        } catch DomainError.invalid(let errors) {
+            return try await contact(request, context, visit, evidence: false, flash: "Nothing was recorded: " + errors.map(Self.humanise).joined(separator: "; "))
+        }
     }
 
     static func yesNo(_ state: PreferenceState) -> String {
@@ -735,7 +772,7 @@ struct ConsolePages: Sendable {
 
     // MARK: Audit log and verify
 
-    static let auditActions = ["sign_in", "sign_in_failed", "sign_out", "password_change", "view_evidence", "export_contact", "contact_create",
+    static let auditActions = ["sign_in", "sign_in_failed", "sign_out", "password_change", "view_evidence", "export_contact", "contact_create", "erase_contact", "record_objection", "suppression_override",
                                "record_instruction",
                                "verify", "topic_create", "topic_update", "notice_publish", "topic_retire", "form_create", "form_update", "form_retire",
                                "key_create", "key_revoke", "user_create", "user_disable", "user_password_reset"]

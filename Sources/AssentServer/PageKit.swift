@@ -153,6 +153,34 @@ struct Pages: Sendable {
         return render("message", language: language, status: status, model: model, headers: headers)
     }
 
+    /// A personal-data export as a printable page: the same facts as the JSON.
+    func exportHTML(_ e: PersonalDataExport) -> String {
+        func t(_ d: Date?) -> String {
+            guard let d else { return "" }
+            return d.formatted(Date.FormatStyle(date: .abbreviated, time: .shortened, locale: Locale(identifier: "en_GB"),
+                                                timeZone: TimeZone(identifier: "UTC")!)) + " UTC"
+        }
+        let model: [String: Any] = [
+            "generated": t(e.generatedAt), "erased": e.erasedAt.map { t($0) as Any } ?? false,
+            "contact": ["email": e.contact.email, "name": e.contact.name ?? "", "externalId": e.contact.externalId ?? "",
+                        "locale": e.contact.locale ?? "", "created": t(e.contact.createdAt), "id": e.contact.id],
+            "preferences": e.preferences.map { ["title": $0.title, "state": $0.state, "since": t($0.since), "expires": t($0.expiresAt)] },
+            "events": e.events.map { ev -> [String: Any] in
+                let evidence = ev.evidenceShredded ? "erased" : [ev.evidence?.note.map { "“\($0)”" }, ev.evidence?.ip.map { "IP \($0)" },
+                                                                  ev.evidence?.userAgent].compactMap { $0 }.joined(separator: "; ")
+                return ["seq": ev.seq, "when": t(ev.occurredAt), "topic": ev.topic, "from": ev.from, "to": ev.to, "action": ev.action,
+                        "source": ev.source, "channel": ev.channel.map { $0 as Any } ?? false, "form": ev.formId.map { "\($0) v\(ev.formVersion ?? 0)" as Any } ?? false,
+                        "notice": ev.noticeVersion.map { "v\($0)" } ?? "", "evidence": evidence]
+            },
+            "notices": e.notices.map { ["topic": $0.topic, "version": $0.version, "published": t($0.publishedAt), "text": $0.text] },
+            "forms": e.forms.map { ["id": $0.id, "version": $0.version, "title": $0.title] },
+            "emails": e.emails.map { ["kind": $0.kind, "status": $0.status, "queued": t($0.queuedAt), "sent": $0.sentAt.map { t($0) as Any } ?? false] },
+            "requests": e.requests.map { ["kind": $0.kind, "channel": $0.channel, "created": t($0.createdAt), "due": t($0.dueAt), "status": $0.status] },
+            "receiptCount": e.receipts.count, "jwks": site.baseURL + "/.well-known/jwks.json",
+        ]
+        return html("export", language: "en", model: model)
+    }
+
     /// 429 with `Retry-After`, for a client address over its limit.
     func tooMany(retryAfter: Int, language: String) -> Response {
         var headers = PageHeaders.html()

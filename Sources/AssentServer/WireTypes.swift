@@ -46,11 +46,13 @@ struct NewNoticeBody: StrictBody {
 }
 
 struct CreateContactBody: StrictBody {
-    static let allowedKeys: Set<String> = ["email", "name", "externalId", "locale"]
+    static let allowedKeys: Set<String> = ["email", "name", "externalId", "locale", "freshConsent"]
     var email: String
     var name: String?
     var externalId: String?
     var locale: String?
+    /// For an address on the suppression list (an erased person): the evidence of their fresh consent.
+    var freshConsent: String?
 }
 
 struct PatchContactBody: StrictBody {
@@ -177,6 +179,8 @@ struct ContactJSON: Encodable {
     var locale: String?
     var createdAt: Date
     var updatedAt: Date
+    var erasedAt: Date?
+    var objectedAt: Date?
 
     init(_ c: Contact) {
         id = c.id.uuidString.lowercased()
@@ -186,9 +190,11 @@ struct ContactJSON: Encodable {
         locale = c.locale
         createdAt = c.createdAt
         updatedAt = c.updatedAt
+        erasedAt = c.erasedAt
+        objectedAt = c.objectedAt
     }
 
-    enum CodingKeys: String, CodingKey { case id, email, name, externalId, locale, createdAt, updatedAt }
+    enum CodingKeys: String, CodingKey { case id, email, name, externalId, locale, createdAt, updatedAt, erasedAt, objectedAt }
 
     func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -199,6 +205,8 @@ struct ContactJSON: Encodable {
         try c.encode(locale, forKey: .locale)
         try c.encode(createdAt, forKey: .createdAt)
         try c.encode(updatedAt, forKey: .updatedAt)
+        try c.encode(erasedAt, forKey: .erasedAt)
+        try c.encode(objectedAt, forKey: .objectedAt)
     }
 }
 
@@ -421,9 +429,4 @@ struct ReceiptJSON: Encodable {
     var jws: String
 }
 
-extension ReceiptIssuer {
-    /// Placeholders for tests and for servers not told who they are.
-    static let unconfigured = ReceiptIssuer(
-        controller: .init(piiController: "Assent", contact: "Assent", address: "", email: "no-reply@assent.localhost", phone: "", piiControllerUrl: nil),
-        jurisdiction: "EU", policyURL: "about:blank")
-}
+

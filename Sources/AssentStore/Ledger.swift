@@ -92,6 +92,8 @@ public struct CheckResult: Sendable, Equatable {
         case expired
         case unknown
         case retired
+        /// The address belonged to someone who was erased.
+        case suppressed
     }
 
     public var allowed: Bool
@@ -326,7 +328,19 @@ public struct Ledger: Sendable {
 
     // MARK: Contacts
 
-    public func createContact(email: EmailAddress, name: String?, externalID: String?, locale: String?) async throws -> Contact {
+    /// Adds a contact. An address on the suppression list (an erased person)
+    /// is refused unless the person is signing up themselves (`bySubject`) or
+    /// the caller states the evidence of their fresh consent, which is audited.
+    public func createContact(email: EmailAddress, name: String?, externalID: String?, locale: String?,
+                              bySubject: Bool = false, freshConsent: String? = nil, actor: String? = nil) async throws -> Contact {
+        if !bySubject, let suppressed = try await store.suppression(emailHash: suppressionHash(email)) {
+            let evidence = freshConsent?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            guard !evidence.isEmpty else {
+                throw DomainError.conflict(field: "email", message: "this address was erased on \(suppressed.erasedAt.isoDay) and is suppressed; "
+                                           + "add it again only with evidence of the person's fresh consent (freshConsent)")
+            }
+            try TextCheck.check(evidence, field: "freshConsent", max: Limits.noteLength, allowNewlines: true)
+        }
         let at = now
         let contact = Contact(id: environment.newID(), email: email, name: name, externalID: externalID, locale: locale, createdAt: at)
         try contact.validate()
@@ -335,6 +349,10 @@ public struct Ledger: Sendable {
             try await store.insertContact(contact, wrappedKey: wrapped)
         } catch StoreError.duplicate(let field, let value) {
             throw DomainError.conflict(field: field, message: "a contact with \(field) '\(value)' already exists")
+        }
+        if let freshConsent, !bySubject, try await store.suppression(emailHash: suppressionHash(email)) != nil {
+            try await audit(nil, "suppression_override", actorEmail: actor ?? "command line", target: "contact:\(contact.id.uuidString.lowercased())",
+                            detail: "fresh consent: " + freshConsent)
         }
         return contact
     }
@@ -376,7 +394,8 @@ public struct Ledger: Sendable {
         let at = now
         let occurredAt = (request.occurredAt ?? at).truncatedToMilliseconds
         try validate(request, occurredAt: occurredAt, now: at)
-        _ = try await existingContact(request.contactID)
+        let target = try await existingContact(request.contactID)
+        if target.isErased { throw DomainError.gone(what: "contact", id: target.id.uuidString.lowercased()) }
         let contactKey = try await contactKey(request.contactID)
         let original = request
 
@@ -384,6 +403,13 @@ public struct Ledger: Sendable {
             // Read the contact and topics on every attempt, so that a retry
             // sees a topic retired or an email changed in the meantime.
             let contact = try await existingContact(original.contactID)
+            if contact.isErased { throw DomainError.gone(what: "contact", id: contact.id.uuidString.lowercased()) }
+            // After an objection to direct marketing only the person may opt in again.
+            if let objected = contact.objectedAt, original.actor.kind != .subject,
+               original.changes.contains(where: { $0.intent == .optIn || $0.intent == .request }) {
+                throw DomainError.invalid(field: original.changesField, "the person objected to all direct marketing on \(objected.isoDay); "
+                                          + "only their own opt-in (a form, the portal, the preference centre) can change that")
+            }
             let topics = try await resolveTopics(original)
             // An opt-in from a source that cannot prove inbox ownership becomes a
             // request that the person confirms by email (double opt-in).
@@ -693,6 +719,7 @@ public struct Ledger: Sendable {
             throw DomainError.invalid(field: "id", "event \(eventID.uuidString.lowercased()) records '\(event.action.rawValue)'; receipts are issued for grants, confirmations and withdrawals")
         }
         let contact = try await existingContact(event.contactID)
+        if contact.isErased { throw DomainError.gone(what: "receipt", id: eventID.uuidString.lowercased()) }
         let topic = try await existingTopic(event.topicKey)
         let notice = try await event.noticeVersion.asyncFlatMap { try await store.notice(topicKey: topic.key, version: $0) }
         let receipt = ConsentReceipt(event: event, contact: contact, topic: topic, noticeText: notice?.text ?? "", issuer: issuer)
@@ -717,7 +744,8 @@ public struct Ledger: Sendable {
     public func check(email: EmailAddress, topicKey: String) async throws -> CheckResult {
         let topic = try await existingTopic(topicKey)
         guard let row = try await store.checkRow(email: email, topicKey: topicKey) else {
-            return CheckResult(allowed: false, reason: .unknown)
+            let suppressed = try await store.suppression(emailHash: suppressionHash(email)) != nil
+            return CheckResult(allowed: false, reason: suppressed ? .suppressed : .unknown)
         }
         let at = now
         if topic.status == .retired {

@@ -166,6 +166,8 @@ public protocol LedgerStore: Sendable {
     func failOutbox(id: UUID, error: String, retryAt: Date?) async throws
     /// Items newest first, optionally of one status.
     func outboxItems(status: OutboxItem.Status?, limit: Int) async throws -> [OutboxItem]
+    /// One contact's items, oldest first (for their data export).
+    func outboxItems(contactID: UUID) async throws -> [OutboxItem]
     /// Makes dead items (one, or all when nil) pending again, due now; returns how many.
     func retryOutbox(id: UUID?, now: Date) async throws -> Int
 
@@ -214,8 +216,20 @@ public protocol LedgerStore: Sendable {
 
     // MARK: Subject requests
     func insertSubjectRequest(_ request: SubjectRequest) async throws
+    func closeSubjectRequest(id: UUID, at: Date, outcome: String) async throws
     /// Requests newest first, optionally of one contact and one status.
     func subjectRequests(contactID: UUID?, status: SubjectRequest.Status?, limit: Int) async throws -> [SubjectRequest]
+
+    // MARK: Erasure and objection
+    /// Erases a contact in one transaction: their personal fields become NULL,
+    /// their evidence key is deleted (shredding the evidence in their events),
+    /// links, sign-ins, sessions, queued emails and request notes go, stored
+    /// API responses containing the email go, and the email's keyed hash joins
+    /// the suppression list. Events, the projection and the chain stay.
+    func eraseContact(_ erasure: ContactErasure) async throws
+    func suppression(emailHash: Data) async throws -> Suppression?
+    /// Records (or, with nil, lifts) an objection to all direct marketing.
+    func setContactObjection(contactID: UUID, at: Date?) async throws
 
     // MARK: Staff
     /// Throws `duplicate(field: "email")`.

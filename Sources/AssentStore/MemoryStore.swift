@@ -22,6 +22,7 @@ public actor MemoryStore: LedgerStore {
     private var portalLinks: [Data: PortalLinkRecord] = [:]
     private var portalSessions: [Data: PortalSession] = [:]
     private var requests: [UUID: SubjectRequest] = [:]
+    private var suppressions: [Data: Suppression] = [:]
     private var staff: [UUID: StaffUser] = [:]
     private var staffSessions: [Data: StaffSession] = [:]
     private var audit: [AuditEntry] = []
@@ -328,9 +329,49 @@ public actor MemoryStore: LedgerStore {
         requests[request.id] = request
     }
 
+    public func closeSubjectRequest(id: UUID, at: Date, outcome: String) async throws {
+        guard requests[id] != nil else { throw StoreError.notFound(what: "request", id: id.uuidString) }
+        requests[id]?.status = .closed
+        requests[id]?.closedAt = at
+        requests[id]?.outcome = outcome
+    }
+
     public func subjectRequests(contactID: UUID?, status: SubjectRequest.Status?, limit: Int) async throws -> [SubjectRequest] {
         Array(requests.values.filter { (contactID == nil || $0.contactID == contactID) && (status == nil || $0.status == status) }
             .sorted { ($0.createdAt, $0.id.uuidString) > ($1.createdAt, $1.id.uuidString) }.prefix(limit))
+    }
+
+    // MARK: Erasure and objection
+
+    public func eraseContact(_ e: ContactErasure) async throws {
+        guard var contact = contactsByID[e.contactID] else { throw StoreError.notFound(what: "contact", id: e.contactID.uuidString) }
+        contact.email = Contact.erasedPlaceholder(contact.id)
+        contact.name = nil
+        contact.externalID = nil
+        contact.locale = nil
+        contact.erasedAt = e.at
+        contact.updatedAt = e.at
+        contactsByID[e.contactID] = contact
+        keysByContact[e.contactID] = nil
+        outbox = outbox.filter { $0.value.contactID != e.contactID }
+        tokens = tokens.filter { $0.value.contactID != e.contactID }
+        linkSecrets[e.contactID] = nil
+        portalLinks = portalLinks.filter { $0.value.contactID != e.contactID }
+        portalSessions = portalSessions.filter { $0.value.contactID != e.contactID }
+        for (id, request) in requests where request.contactID == e.contactID { requests[id]?.note = nil }
+        idempotency = idempotency.filter { !(String(decoding: $0.value.response?.body ?? Data(), as: UTF8.self).contains(e.email)) }
+        suppressions[e.emailHash] = Suppression(emailHash: e.emailHash, contactID: e.contactID, erasedAt: e.at, reason: e.reason, erasedBy: e.erasedBy)
+    }
+
+    public func suppression(emailHash: Data) async throws -> Suppression? { suppressions[emailHash] }
+
+    public func outboxItems(contactID: UUID) async throws -> [OutboxItem] {
+        outbox.values.filter { $0.contactID == contactID }.sorted { ($0.createdAt, $0.id.uuidString) < ($1.createdAt, $1.id.uuidString) }
+    }
+
+    public func setContactObjection(contactID: UUID, at: Date?) async throws {
+        guard contactsByID[contactID] != nil else { throw StoreError.notFound(what: "contact", id: contactID.uuidString) }
+        contactsByID[contactID]?.objectedAt = at
     }
 
     // MARK: Staff

@@ -75,6 +75,19 @@ public struct PersonalDataExport: Codable, Sendable {
         public var dueAt: Date
     }
 
+    public struct ReceiptPart: Codable, Sendable {
+        public var eventId: String
+        /// The signed consent receipt (compact JWS), as `GET /api/v1/receipts/{id}` returns it.
+        public var jws: String
+    }
+
+    public struct EmailPart: Codable, Sendable {
+        public var kind: String
+        public var status: String
+        public var queuedAt: Date
+        public var sentAt: Date?
+    }
+
     public var generatedAt: Date
     public var contact: ContactPart
     public var preferences: [PreferencePart]
@@ -84,6 +97,12 @@ public struct PersonalDataExport: Codable, Sendable {
     public var notices: [NoticePart]
     public var forms: [FormPart]
     public var requests: [RequestPart]
+    /// Signed receipts of every grant, confirmation and withdrawal.
+    public var receipts: [ReceiptPart]
+    /// Emails sent or queued to the person (what, when; not their links).
+    public var emails: [EmailPart]
+    /// Set when the person was erased: what remains is the events' skeleton.
+    public var erasedAt: Date?
 }
 
 extension Ledger {
@@ -190,7 +209,7 @@ extension Ledger {
     }
 
     /// Everything stored about a contact, evidence opened, in one document.
-    public func exportPersonalData(contactID: UUID) async throws -> PersonalDataExport {
+    public func exportPersonalData(contactID: UUID, issuer: ReceiptIssuer = .unconfigured) async throws -> PersonalDataExport {
         let contact = try await existingContact(contactID)
         var entries: [TimelineEntry] = []
         var before: Int64?
@@ -216,6 +235,15 @@ extension Ledger {
             }
         }
         let at = now
+        var receipts: [PersonalDataExport.ReceiptPart] = []
+        if !contact.isErased {
+            for entry in entries where [.granted, .confirmed, .withdrawn].contains(entry.event.action) {
+                receipts.append(.init(eventId: entry.event.id.uuidString.lowercased(), jws: try await receipt(eventID: entry.event.id, issuer: issuer).jws))
+            }
+        }
+        let emails = try await store.outboxItems(contactID: contactID).map {
+            PersonalDataExport.EmailPart(kind: $0.kind, status: $0.status.rawValue, queuedAt: $0.createdAt, sentAt: $0.sentAt)
+        }
         return PersonalDataExport(
             generatedAt: at,
             contact: .init(id: contact.id.uuidString.lowercased(), email: contact.email.value, name: contact.name, externalId: contact.externalID, locale: contact.locale,
@@ -238,11 +266,19 @@ extension Ledger {
             requests: try await store.subjectRequests(contactID: contactID, status: nil, limit: 1_000).map {
                 .init(id: $0.id.uuidString.lowercased(), kind: $0.kind.rawValue, status: $0.status.rawValue, channel: $0.channel, note: $0.note,
                       createdAt: $0.createdAt, dueAt: $0.dueAt)
-            })
+            },
+            receipts: receipts, emails: emails, erasedAt: contact.erasedAt)
     }
 }
 
 private struct NoticePartKey: Hashable {
     var topic: String
     var version: Int
+}
+
+extension ReceiptIssuer {
+    /// Placeholders for tests and for servers not told who they are.
+    public static let unconfigured = ReceiptIssuer(
+        controller: .init(piiController: "Assent", contact: "Assent", address: "", email: "no-reply@assent.localhost", phone: "", piiControllerUrl: nil),
+        jurisdiction: "EU", policyURL: "about:blank")
 }

@@ -59,9 +59,12 @@ public struct SubjectRequest: Sendable, Equatable {
     public var createdAt: Date
     public var dueAt: Date
     public var closedAt: Date?
+    /// How it ended, e.g. `erased`.
+    public var outcome: String?
 
     public init(id: UUID, contactID: UUID, kind: Kind, status: Status = .open, channel: String, note: String? = nil,
-                createdAt: Date, dueAt: Date, closedAt: Date? = nil) {
+                createdAt: Date, dueAt: Date, closedAt: Date? = nil, outcome: String? = nil) {
+        self.outcome = outcome
         self.id = id
         self.contactID = contactID
         self.kind = kind
@@ -103,3 +106,43 @@ public struct PortalLinkEmail: Codable, Sendable, Equatable {
 }
 
 extension PortalLinkEmail: LinkEmail {}
+
+/// What erasing a contact removes and keeps, applied by the store in one transaction.
+public struct ContactErasure: Sendable {
+    public var contactID: UUID
+    public var at: Date
+    /// The keyed hash (HMAC) of the email, kept on the suppression list.
+    public var emailHash: Data
+    /// The email itself, only to find stored API responses that contain it.
+    public var email: String
+    public var reason: String
+    /// Who erased (a staff email, an API key, the command line).
+    public var erasedBy: String
+
+    public init(contactID: UUID, at: Date, emailHash: Data, email: String, reason: String, erasedBy: String) {
+        self.contactID = contactID
+        self.at = at
+        self.emailHash = emailHash
+        self.email = email
+        self.reason = reason
+        self.erasedBy = erasedBy
+    }
+}
+
+/// An erased person's entry on the suppression list: a keyed hash of their
+/// email, so an import or API call cannot silently add them back.
+public struct Suppression: Sendable, Equatable {
+    public var emailHash: Data
+    public var contactID: UUID
+    public var erasedAt: Date
+    public var reason: String
+    public var erasedBy: String
+
+    public init(emailHash: Data, contactID: UUID, erasedAt: Date, reason: String, erasedBy: String) {
+        self.emailHash = emailHash
+        self.contactID = contactID
+        self.erasedAt = erasedAt
+        self.reason = reason
+        self.erasedBy = erasedBy
+    }
+}

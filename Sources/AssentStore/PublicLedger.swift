@@ -185,7 +185,8 @@ extension Ledger {
         } else if let email {
             let name = submission.name.flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0.trimmingCharacters(in: .whitespaces) }
             do {
-                contact = try await createContact(email: email, name: name, externalID: nil, locale: Self.plausibleLocale(submission.locale))
+                // The person signing up themselves is fresh consent: a suppressed (erased) address may come back this way.
+                contact = try await createContact(email: email, name: name, externalID: nil, locale: Self.plausibleLocale(submission.locale), bySubject: true)
                 created = true
             } catch DomainError.conflict {
                 // Another post for the same address won the race.
@@ -255,7 +256,8 @@ extension Ledger {
 
     /// Withdraws one topic, or every topic that is Yes or pending (nil), for
     /// an unsubscribe link or an "unsubscribe from everything" button.
-    public func withdraw(contactID: UUID, topicKey: String?, source: ConsentSource, evidence: Evidence) async throws -> ChangeResult {
+    public func withdraw(contactID: UUID, topicKey: String?, source: ConsentSource, channel: StaffChannel? = nil, evidence: Evidence,
+                         actor: Actor = .subject) async throws -> ChangeResult {
         let at = now
         let state = try await store.ledgerState(contactID: contactID)
         let keys = state.preferences.values
@@ -266,7 +268,7 @@ extension Ledger {
             return ChangeResult(contactID: contactID, events: [], unchanged: [], preferences: Array(state.preferences.values))
         }
         return try await recordChange(ChangeRequest(contactID: contactID, changes: keys.map { TopicChange(topicKey: $0, intent: .optOut) },
-                                                    source: source, actor: .subject, evidence: evidence, changesField: "topics"))
+                                                    source: source, channel: channel, actor: actor, evidence: evidence, changesField: "topics"))
     }
 
     // MARK: Signed links

@@ -82,3 +82,23 @@ import Testing
         #expect(try cli.run(["users", "disable", "nobody@example.com"]).stderr.contains("no staff user"))
     }
 }
+
+@Suite(.serialized) struct RightsCLITests {
+    @Test func exportEraseObjectAndListFromTheCommandLine() throws {
+        let cli = try CLI()
+        #expect(try cli.run(["topics", "add", "news", "--title", "News", "--notice", "News by email.", "--no-double-opt-in"]).status == 0)
+        #expect(try cli.run(["contacts", "add", "jo@example.com", "--name", "Jo"]).status == 0)
+        let export = try cli.run(["dsr", "export", "jo@example.com"])
+        #expect(export.status == 0 && export.stdout.contains("\"email\" : \"jo@example.com\""), "\(export.stderr)")
+        #expect(try cli.run(["dsr", "export", "jo@example.com", "--html"]).stdout.contains("<h1>Personal data held about jo@example.com</h1>"))
+        let objected = try cli.run(["dsr", "object", "jo@example.com", "--channel", "letter", "--note", "Letter of 2026-11-20: no marketing."])
+        #expect(objected.status == 0 && objected.stdout.contains("objection recorded"), "\(objected.stderr)")
+        #expect(try cli.run(["dsr", "erase", "jo@example.com"]).stderr.contains("--reason"))
+        let erased = try cli.run(["dsr", "erase", "jo@example.com", "--reason", "Letter of 2026-11-20"])
+        #expect(erased.status == 0 && erased.stdout.contains("suppression list"), "\(erased.stderr)")
+        #expect(try cli.run(["verify"]).status == 0)
+        let again = try cli.run(["contacts", "add", "jo@example.com"])
+        #expect(again.status != 0 && again.stderr.contains("suppressed"))
+        #expect(try cli.run(["dsr", "list", "--overdue"]).stdout.contains("no overdue requests"))
+    }
+}
