@@ -132,7 +132,12 @@ extension Date {
     }
 
     /// This date truncated to whole milliseconds, so that it survives a store round trip exactly.
-    public var truncatedToMilliseconds: Date { Date(millisecondsSince1970: millisecondsSince1970) }
+    /// Cut (never rounded up) to whole milliseconds, so "now" is never in the
+    /// future: a worker asking for work due "now" right after a commit finds it.
+    /// The small epsilon keeps a value that already is whole milliseconds unchanged.
+    public var truncatedToMilliseconds: Date {
+        Date(millisecondsSince1970: Int64((timeIntervalSince1970 * 1000 + 1e-6).rounded(.down)))
+    }
 }
 
 extension Data {

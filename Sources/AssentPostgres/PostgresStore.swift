@@ -907,15 +907,30 @@ public final class PostgresStore: LedgerStore {
     public func insertSubjectRequest(_ request: SubjectRequest) async throws {
         do {
             try await client.query("""
-                INSERT INTO subject_requests (id, contact_id, kind, status, channel, note, created_at, due_at, closed_at)
+                INSERT INTO subject_requests (id, contact_id, kind, status, channel, note, created_at, due_at, closed_at, outcome, identity_note,
+                    extension_reason, handler)
                 VALUES (\(request.id), \(request.contactID), \(request.kind.rawValue), \(request.status.rawValue), \(request.channel), \(request.note),
-                    \(request.createdAt.millisecondsSince1970), \(request.dueAt.millisecondsSince1970), \(request.closedAt?.millisecondsSince1970))
+                    \(request.createdAt.millisecondsSince1970), \(request.dueAt.millisecondsSince1970), \(request.closedAt?.millisecondsSince1970),
+                    \(request.outcome), \(request.identityNote), \(request.extensionReason), \(request.handler))
                 """, logger: logger)
         } catch where Self.foreignKeyViolation(error) {
             throw StoreError.notFound(what: "contact", id: request.contactID.uuidString.lowercased())
         } catch where Self.uniqueViolation(error) != nil {
             throw StoreError.duplicate(field: "kind", value: request.kind.rawValue)
         }
+    }
+
+    public func updateSubjectRequest(_ r: SubjectRequest) async throws {
+        let updated = try await rows("""
+            UPDATE subject_requests SET status = \(r.status.rawValue), due_at = \(r.dueAt.millisecondsSince1970), closed_at = \(r.closedAt?.millisecondsSince1970),
+                outcome = \(r.outcome), identity_note = \(r.identityNote), extension_reason = \(r.extensionReason), handler = \(r.handler)
+            WHERE id = \(r.id) RETURNING id
+            """)
+        if updated.isEmpty { throw StoreError.notFound(what: "request", id: r.id.uuidString.lowercased()) }
+    }
+
+    public func subjectRequest(id: UUID) async throws -> SubjectRequest? {
+        try await rows("SELECT * FROM subject_requests WHERE id = \(id)").first.map(Self.subjectRequest)
     }
 
     public func closeSubjectRequest(id: UUID, at: Date, outcome: String) async throws {
@@ -928,17 +943,24 @@ public final class PostgresStore: LedgerStore {
             SELECT * FROM subject_requests
             WHERE (\(contactID)::uuid IS NULL OR contact_id = \(contactID)) AND (\(status?.rawValue)::text IS NULL OR status = \(status?.rawValue))
             ORDER BY created_at DESC, id DESC LIMIT \(limit)
-            """).map { r in
-            SubjectRequest(id: try r["id"].decode(UUID.self), contactID: try r["contact_id"].decode(UUID.self),
-                           kind: SubjectRequest.Kind(rawValue: try r["kind"].decode(String.self)) ?? .access,
-                           status: SubjectRequest.Status(rawValue: try r["status"].decode(String.self)) ?? .open,
-                           channel: try r["channel"].decode(String.self), note: try r["note"].decode(String?.self),
-                           createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
-                           dueAt: Date(millisecondsSince1970: try r["due_at"].decode(Int64.self)),
-                           closedAt: try r["closed_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)),
-                           outcome: try r["outcome"].decode(String?.self))
-        }
+            """).map(Self.subjectRequest)
     }
+
+    static func subjectRequest(_ r: PostgresRandomAccessRow) throws -> SubjectRequest {
+        var request = SubjectRequest(id: try r["id"].decode(UUID.self), contactID: try r["contact_id"].decode(UUID.self),
+                                     kind: SubjectRequest.Kind(rawValue: try r["kind"].decode(String.self)) ?? .access,
+                                     status: SubjectRequest.Status(rawValue: try r["status"].decode(String.self)) ?? .open,
+                                     channel: try r["channel"].decode(String.self), note: try r["note"].decode(String?.self),
+                                     createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+                                     dueAt: Date(millisecondsSince1970: try r["due_at"].decode(Int64.self)),
+                                     closedAt: try r["closed_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)),
+                                     outcome: try r["outcome"].decode(String?.self))
+        request.identityNote = try r["identity_note"].decode(String?.self)
+        request.extensionReason = try r["extension_reason"].decode(String?.self)
+        request.handler = try r["handler"].decode(String?.self)
+        return request
+    }
+
 
     // MARK: Erasure and objection
 
@@ -956,7 +978,7 @@ public final class PostgresStore: LedgerStore {
             try await c.query("DELETE FROM contact_link_secrets WHERE contact_id = \(e.contactID)", logger: logger)
             try await c.query("DELETE FROM portal_links WHERE contact_id = \(e.contactID)", logger: logger)
             try await c.query("DELETE FROM portal_sessions WHERE contact_id = \(e.contactID)", logger: logger)
-            try await c.query("UPDATE subject_requests SET note = NULL WHERE contact_id = \(e.contactID)", logger: logger)
+            try await c.query("UPDATE subject_requests SET note = NULL, identity_note = NULL WHERE contact_id = \(e.contactID)", logger: logger)
             // Stored API responses (idempotent replays) that carry the address.
             try await c.query("DELETE FROM idempotency_keys WHERE position(convert_to(\(e.email), 'UTF8') IN body) > 0", logger: logger)
             try await c.query("""

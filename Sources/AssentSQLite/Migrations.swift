@@ -268,6 +268,9 @@ enum SQLiteMigrations {
                 ALTER TABLE contacts ADD COLUMN erased_at INTEGER;
                 ALTER TABLE contacts ADD COLUMN objected_at INTEGER;
                 ALTER TABLE subject_requests ADD COLUMN outcome TEXT;
+                ALTER TABLE subject_requests ADD COLUMN identity_note TEXT;
+                ALTER TABLE subject_requests ADD COLUMN extension_reason TEXT;
+                ALTER TABLE subject_requests ADD COLUMN handler TEXT;
 
                 -- Keyed hashes (HMAC) of erased people's emails: proof of the
                 -- erasure, and a block on adding them back without fresh consent.

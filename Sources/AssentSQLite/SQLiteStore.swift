@@ -664,11 +664,28 @@ public final class SQLiteStore: LedgerStore {
         try await pool.write { db in
             try Self.requireContact(request.contactID, db)
             try db.execute(sql: """
-                INSERT INTO subject_requests (id, contact_id, kind, status, channel, note, created_at, due_at, closed_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO subject_requests (id, contact_id, kind, status, channel, note, created_at, due_at, closed_at, outcome, identity_note,
+                    extension_reason, handler)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [request.id.db, request.contactID.db, request.kind.rawValue, request.status.rawValue, request.channel, request.note,
-                                   request.createdAt.millisecondsSince1970, request.dueAt.millisecondsSince1970, request.closedAt?.millisecondsSince1970])
+                                   request.createdAt.millisecondsSince1970, request.dueAt.millisecondsSince1970, request.closedAt?.millisecondsSince1970,
+                                   request.outcome, request.identityNote, request.extensionReason, request.handler])
         }
+    }
+
+    public func updateSubjectRequest(_ r: SubjectRequest) async throws {
+        try await pool.write { db in
+            try db.execute(sql: """
+                UPDATE subject_requests SET status = ?, due_at = ?, closed_at = ?, outcome = ?, identity_note = ?, extension_reason = ?, handler = ?
+                WHERE id = ?
+                """, arguments: [r.status.rawValue, r.dueAt.millisecondsSince1970, r.closedAt?.millisecondsSince1970, r.outcome, r.identityNote,
+                                   r.extensionReason, r.handler, r.id.db])
+            if db.changesCount == 0 { throw StoreError.notFound(what: "request", id: r.id.db) }
+        }
+    }
+
+    public func subjectRequest(id: UUID) async throws -> SubjectRequest? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM subject_requests WHERE id = ?", arguments: [id.db]).map(Self.subjectRequest) }
     }
 
     public func closeSubjectRequest(id: UUID, at: Date, outcome: String) async throws {
@@ -684,15 +701,22 @@ public final class SQLiteStore: LedgerStore {
             try Row.fetchAll(db, sql: """
                 SELECT * FROM subject_requests WHERE (? IS NULL OR contact_id = ?) AND (? IS NULL OR status = ?)
                 ORDER BY created_at DESC, id DESC LIMIT ?
-                """, arguments: [contactID?.db, contactID?.db, status?.rawValue, status?.rawValue, limit]).map { row in
-                SubjectRequest(id: UUID(uuidString: row["id"])!, contactID: UUID(uuidString: row["contact_id"])!,
+                """, arguments: [contactID?.db, contactID?.db, status?.rawValue, status?.rawValue, limit]).map(Self.subjectRequest)
+        }
+    }
+
+    static func subjectRequest(_ row: Row) -> SubjectRequest {
+        var r = SubjectRequest(id: UUID(uuidString: row["id"])!, contactID: UUID(uuidString: row["contact_id"])!,
                                kind: SubjectRequest.Kind(rawValue: row["kind"]) ?? .access, status: SubjectRequest.Status(rawValue: row["status"]) ?? .open,
                                channel: row["channel"], note: row["note"], createdAt: Date(millisecondsSince1970: row["created_at"]),
                                dueAt: Date(millisecondsSince1970: row["due_at"]), closedAt: (row["closed_at"] as Int64?).map(Date.init(millisecondsSince1970:)),
                                outcome: row["outcome"])
-            }
-        }
+        r.identityNote = row["identity_note"]
+        r.extensionReason = row["extension_reason"]
+        r.handler = row["handler"]
+        return r
     }
+
 
     // MARK: Erasure and objection
 
@@ -705,7 +729,7 @@ public final class SQLiteStore: LedgerStore {
             for table in ["contact_keys", "outbox", "confirmation_tokens", "contact_link_secrets", "portal_links", "portal_sessions"] {
                 try db.execute(sql: "DELETE FROM \(table) WHERE contact_id = ?", arguments: [id])
             }
-            try db.execute(sql: "UPDATE subject_requests SET note = NULL WHERE contact_id = ?", arguments: [id])
+            try db.execute(sql: "UPDATE subject_requests SET note = NULL, identity_note = NULL WHERE contact_id = ?", arguments: [id])
             // Stored API responses (idempotent replays) that carry the address.
             try db.execute(sql: "DELETE FROM idempotency_keys WHERE instr(CAST(body AS TEXT), ?) > 0", arguments: [e.email])
             try db.execute(sql: """

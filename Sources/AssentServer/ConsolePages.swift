@@ -57,6 +57,10 @@ struct ConsolePages: Sendable {
             ConsoleRoute(method: .post, path: "/console/contacts/{id}/object", roles: Self.recorders) { r, c, v in try await object(r, c, v!) },
             ConsoleRoute(method: .get, path: "/console/contacts/{id}/record", roles: Self.recorders) { _, c, v in try await recordPage(c, v!) },
             ConsoleRoute(method: .post, path: "/console/contacts/{id}/record", roles: Self.recorders) { r, c, v in try await record(r, c, v!) },
+            ConsoleRoute(method: .get, path: "/console/requests", roles: Self.everyone) { _, _, v in try await requests(v!) },
+            ConsoleRoute(method: .post, path: "/console/requests", roles: Self.recorders) { _, c, v in try await recordRequest(c, v!) },
+            ConsoleRoute(method: .post, path: "/console/requests/{id}/extend", roles: Self.admins) { _, c, v in try await extendRequest(c, v!) },
+            ConsoleRoute(method: .post, path: "/console/requests/{id}/complete", roles: Self.admins) { _, c, v in try await completeRequest(c, v!) },
             ConsoleRoute(method: .get, path: "/console/notices/{key}/{version}", roles: Self.everyone) { _, c, v in try await notice(c, v!) },
             ConsoleRoute(method: .get, path: "/console/topics", roles: Self.everyone) { _, _, v in try await topics(v!) },
             ConsoleRoute(method: .post, path: "/console/topics", roles: Self.admins) { _, c, v in try await createTopic(c, v!) },
@@ -770,9 +774,97 @@ struct ConsolePages: Sendable {
                        secret: ("New one-time password:", password), back: ("/console/users", "Back to users"))
     }
 
+    // MARK: The request register
+
+    /// Data-subject requests, open ones soonest due first, overdue and due-this-week marked.
+    func requests(_ visit: ConsoleVisit, errors: [String] = [], status: HTTPResponse.Status = .ok, flash: String? = nil,
+                  values: FormBody? = nil) async throws -> Response {
+        let at = ledger.environment.now()
+        let all = try await ledger.store.subjectRequests(contactID: nil, status: nil, limit: 10_000)
+        let ordered = all.filter { $0.status == .open }.sorted { $0.dueAt < $1.dueAt } + all.filter { $0.status == .closed }.sorted { $0.dueAt > $1.dueAt }
+        var rows: [[String: Any]] = []
+        for r in ordered.prefix(500) {
+            let contact = try await ledger.store.contact(id: r.contactID)
+            let flag = r.isOverdue(at: at) ? "overdue" : r.status == .open && r.dueAt < at.addingTimeInterval(7 * 86_400) ? "due this week" : ""
+            rows.append([
+                "id": r.id.uuidString.lowercased(), "kind": r.kind.rawValue, "channel": r.channel, "received": time(r.createdAt), "due": time(r.dueAt),
+                "flag": flag, "overdue": flag == "overdue", "soon": flag == "due this week", "status": r.status.rawValue, "open": r.status == .open,
+                "contactId": r.contactID.uuidString.lowercased(), "contact": contact.map { $0.isErased ? "(erased)" : $0.email.value } ?? "",
+                "identity": r.identityNote ?? "", "note": r.note ?? "", "extended": r.extensionReason ?? false, "handler": r.handler ?? "",
+                "closed": time(r.closedAt), "outcome": r.outcome ?? "", "csrf": visit.csrf, "canManage": visit.user.role == .admin,
+            ])
+        }
+        return render("console-requests", title: "Requests", visit: visit, nav: "Requests", status: status, model: [
+            "requests": rows, "hasRequests": !rows.isEmpty, "canRecord": Self.recorders.contains(visit.user.role),
+            "kinds": SubjectRequest.Kind.allCases.map { ["value": $0.rawValue, "selected": $0.rawValue == values?.value("kind")] },
+            "channels": Self.channels.map { ["value": $0.0.rawValue, "label": $0.1] },
+            "values": ["contact": values?.value("contact") ?? "", "received": values?.value("received") ?? "", "identity": values?.value("identity") ?? "",
+                       "note": values?.value("note") ?? ""], "zone": zone.identifier,
+        ], flash: flash, errors: errors)
+    }
+
+    func recordRequest(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let f = visit.form
+        var problems: [String] = []
+        let text = (f.value("contact") ?? "").trimmingCharacters(in: .whitespaces)
+        var contact: Contact?
+        if let id = UUID(uuidString: text) { contact = try await ledger.store.contact(id: id) }
+        else if let email = try? EmailAddress(text) { contact = try await ledger.store.contact(email: email) }
+        else if !text.isEmpty, (try? TextCheck.check(text, field: "contact", max: 200)) != nil { contact = try await ledger.store.contact(externalID: text) }
+        if contact == nil { problems.append("Contact: no contact matches '\(text.prefix(100))'; add them under Contacts first") }
+        let kind = f.value("kind").flatMap(SubjectRequest.Kind.init(rawValue:))
+        if kind == nil { problems.append("Kind: choose access, erasure, objection or rectification") }
+        let channel = f.value("channel").flatMap(StaffChannel.init(rawValue:))
+        if channel == nil { problems.append("How it was made: choose one") }
+        var received: Date?
+        if let value = f.value("received"), !value.isEmpty {
+            received = parseLocal(value)
+            if received == nil { problems.append("Received: '\(value.prefix(40))' is not a date and time") }
+        }
+        guard problems.isEmpty, let contact, let kind, let channel else {
+            return try await requests(visit, errors: problems, status: .unprocessableContent, values: f)
+        }
+        do {
+            let request = try await ledger.recordSubjectRequest(contactID: contact.id, kind: kind, channel: channel.rawValue, note: f.value("note"),
+                                                                receivedAt: received, identityNote: f.value("identity"), actor: visit.user,
+                                                                ipAddress: context.remoteIP)
+            return try await requests(visit, flash: "Recorded: \(kind.rawValue) request, due \(time(request.dueAt)).")
+        } catch DomainError.invalid(let errors) {
+            return try await requests(visit, errors: errors.map(\.description), status: .unprocessableContent, values: f)
+        }
+    }
+
+    func requestID(_ context: AssentRequestContext) throws -> UUID {
+        let text = try context.parameters.require("id")
+        guard let id = UUID(uuidString: text) else { throw DomainError.notFound(what: "request", id: String(text.prefix(64))) }
+        return id
+    }
+
+    func extendRequest(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        do {
+            let request = try await ledger.extendSubjectRequest(try requestID(context), reason: visit.form.value("reason") ?? "", actor: visit.user,
+                                                                ipAddress: context.remoteIP)
+            return try await requests(visit, flash: "Extended: now due \(time(request.dueAt)).")
+        } catch DomainError.invalid(let errors) {
+            return try await requests(visit, errors: errors.map(\.description), status: .unprocessableContent)
+        } catch DomainError.conflict(_, let message) {
+            return try await requests(visit, errors: [message], status: .conflict)
+        }
+    }
+
+    func completeRequest(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        do {
+            _ = try await ledger.completeSubjectRequest(try requestID(context), outcome: visit.form.value("outcome") ?? "", actor: visit.user,
+                                                        ipAddress: context.remoteIP)
+            return try await requests(visit, flash: "Closed.")
+        } catch DomainError.invalid(let errors) {
+            return try await requests(visit, errors: errors.map(\.description), status: .unprocessableContent)
+        }
+    }
+
     // MARK: Audit log and verify
 
-    static let auditActions = ["sign_in", "sign_in_failed", "sign_out", "password_change", "view_evidence", "export_contact", "contact_create", "erase_contact", "record_objection", "suppression_override",
+    static let auditActions = ["sign_in", "sign_in_failed", "sign_out", "password_change", "view_evidence", "export_contact", "contact_create", "erase_contact", "record_objection", "suppression_override", "request_record", "request_extend", "request_complete",
                                "record_instruction",
                                "verify", "topic_create", "topic_update", "notice_publish", "topic_retire", "form_create", "form_update", "form_retire",
                                "key_create", "key_revoke", "user_create", "user_disable", "user_password_reset"]

@@ -217,6 +217,9 @@ public protocol LedgerStore: Sendable {
     // MARK: Subject requests
     func insertSubjectRequest(_ request: SubjectRequest) async throws
     func closeSubjectRequest(id: UUID, at: Date, outcome: String) async throws
+    /// Saves a request's handling fields: due date, extension, handler, identity note, status, outcome.
+    func updateSubjectRequest(_ request: SubjectRequest) async throws
+    func subjectRequest(id: UUID) async throws -> SubjectRequest?
     /// Requests newest first, optionally of one contact and one status.
     func subjectRequests(contactID: UUID?, status: SubjectRequest.Status?, limit: Int) async throws -> [SubjectRequest]
 

@@ -329,6 +329,13 @@ public actor MemoryStore: LedgerStore {
         requests[request.id] = request
     }
 
+    public func updateSubjectRequest(_ request: SubjectRequest) async throws {
+        guard requests[request.id] != nil else { throw StoreError.notFound(what: "request", id: request.id.uuidString) }
+        requests[request.id] = request
+    }
+
+    public func subjectRequest(id: UUID) async throws -> SubjectRequest? { requests[id] }
+
     public func closeSubjectRequest(id: UUID, at: Date, outcome: String) async throws {
         guard requests[id] != nil else { throw StoreError.notFound(what: "request", id: id.uuidString) }
         requests[id]?.status = .closed
@@ -358,7 +365,7 @@ public actor MemoryStore: LedgerStore {
         linkSecrets[e.contactID] = nil
         portalLinks = portalLinks.filter { $0.value.contactID != e.contactID }
         portalSessions = portalSessions.filter { $0.value.contactID != e.contactID }
-        for (id, request) in requests where request.contactID == e.contactID { requests[id]?.note = nil }
+        for (id, request) in requests where request.contactID == e.contactID { requests[id]?.note = nil; requests[id]?.identityNote = nil }
         idempotency = idempotency.filter { !(String(decoding: $0.value.response?.body ?? Data(), as: UTF8.self).contains(e.email)) }
         suppressions[e.emailHash] = Suppression(emailHash: e.emailHash, contactID: e.contactID, erasedAt: e.at, reason: e.reason, erasedBy: e.erasedBy)
     }

@@ -186,18 +186,32 @@ extension Ledger {
         return actual.count == expected.count && zip(actual, expected).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
     }
 
-    /// Records a request for staff to handle, due one month later; an open
-    /// request of the same kind is returned instead of a second one.
-    public func recordSubjectRequest(contactID: UUID, kind: SubjectRequest.Kind, channel: String, note: String?) async throws -> SubjectRequest {
+    /// Records a request for staff to handle, due one month after it was
+    /// received (`receivedAt`, default now; a letter may be keyed in later);
+    /// an open request of the same kind is returned instead of a second one.
+    public func recordSubjectRequest(contactID: UUID, kind: SubjectRequest.Kind, channel: String, note: String?, receivedAt: Date? = nil,
+                                     identityNote: String? = nil, actor: StaffUser? = nil, ipAddress: String? = nil) async throws -> SubjectRequest {
         _ = try await existingContact(contactID)
         let note = note?.trimmingCharacters(in: .whitespacesAndNewlines)
-        if let note, !note.isEmpty { try TextCheck.check(note, field: "note", max: Limits.noteLength, allowNewlines: true) }
+        let identity = identityNote?.trimmingCharacters(in: .whitespacesAndNewlines)
+        var problems: [ValidationError] = []
+        for (field, text) in [("note", note), ("identityNote", identity)] {
+            if let text, !text.isEmpty {
+                do { try TextCheck.check(text, field: field, max: Limits.noteLength, allowNewlines: true) } catch let DomainError.invalid(e) { problems += e }
+            }
+        }
+        let at = now
+        let received = (receivedAt ?? at).truncatedToMilliseconds
+        if received.timeIntervalSince(at) > allowedClockSkew { problems.append(.init(field: "receivedAt", "must not be in the future")) }
+        if received.timeIntervalSince1970 < 946_684_800 { problems.append(.init(field: "receivedAt", "must be after 2000-01-01")) }
+        if !problems.isEmpty { throw DomainError.invalid(problems) }
         if let open = try await store.subjectRequests(contactID: contactID, status: .open, limit: 100).first(where: { $0.kind == kind }) {
             return open
         }
-        let at = now
-        let request = SubjectRequest(id: environment.newID(), contactID: contactID, kind: kind, channel: channel,
-                                     note: (note?.isEmpty ?? true) ? nil : note, createdAt: at, dueAt: SubjectRequest.dueDate(after: at))
+        var request = SubjectRequest(id: environment.newID(), contactID: contactID, kind: kind, channel: channel,
+                                     note: (note?.isEmpty ?? true) ? nil : note, createdAt: received, dueAt: SubjectRequest.dueDate(after: received))
+        request.identityNote = (identity?.isEmpty ?? true) ? nil : identity
+        request.handler = actor?.email.value
         do {
             try await store.insertSubjectRequest(request)
         } catch StoreError.duplicate {
@@ -205,6 +219,46 @@ extension Ledger {
             if let open = try await store.subjectRequests(contactID: contactID, status: .open, limit: 100).first(where: { $0.kind == kind }) { return open }
             throw DomainError.conflict(field: "kind", message: "an open \(kind.rawValue) request already exists")
         }
+        if let actor {
+            try await audit(actor, "request_record", target: "contact:\(contactID.uuidString.lowercased())", detail: "\(kind.rawValue) via \(channel)", ipAddress: ipAddress)
+        }
+        return request
+    }
+
+    public func existingSubjectRequest(_ id: UUID) async throws -> SubjectRequest {
+        guard let request = try await store.subjectRequest(id: id) else { throw DomainError.notFound(what: "request", id: id.uuidString.lowercased()) }
+        return request
+    }
+
+    /// Extends the deadline to three months after receipt (Art. 12(3)), with the reason recorded. Once.
+    public func extendSubjectRequest(_ id: UUID, reason: String, actor: StaffUser?, ipAddress: String? = nil) async throws -> SubjectRequest {
+        var request = try await existingSubjectRequest(id)
+        let reason = reason.trimmingCharacters(in: .whitespacesAndNewlines)
+        if reason.isEmpty { throw DomainError.invalid(field: "reason", "is required: why the request needs more time (complexity, number of requests)") }
+        try TextCheck.check(reason, field: "reason", max: Limits.noteLength, allowNewlines: true)
+        guard request.status == .open else { throw DomainError.conflict(field: "status", message: "the request is closed") }
+        guard request.extensionReason == nil else { throw DomainError.conflict(field: "reason", message: "the deadline was already extended") }
+        request.dueAt = SubjectRequest.dueDate(after: request.createdAt, months: 3)
+        request.extensionReason = reason
+        request.handler = actor?.email.value ?? request.handler
+        try await store.updateSubjectRequest(request)
+        try await audit(actor, "request_extend", target: "request:\(id.uuidString.lowercased())", detail: reason, ipAddress: ipAddress)
+        return request
+    }
+
+    /// Closes a request with what was done (e.g. "export sent by email", "erased").
+    public func completeSubjectRequest(_ id: UUID, outcome: String, actor: StaffUser?, ipAddress: String? = nil) async throws -> SubjectRequest {
+        var request = try await existingSubjectRequest(id)
+        let outcome = outcome.trimmingCharacters(in: .whitespacesAndNewlines)
+        if outcome.isEmpty { throw DomainError.invalid(field: "outcome", "is required: what was done") }
+        try TextCheck.check(outcome, field: "outcome", max: 1_000, allowNewlines: true)
+        guard request.status == .open else { return request }
+        request.status = .closed
+        request.closedAt = now
+        request.outcome = outcome
+        request.handler = actor?.email.value ?? request.handler
+        try await store.updateSubjectRequest(request)
+        try await audit(actor, "request_complete", target: "request:\(id.uuidString.lowercased())", detail: outcome, ipAddress: ipAddress)
         return request
     }
 

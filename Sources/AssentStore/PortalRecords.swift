@@ -61,6 +61,12 @@ public struct SubjectRequest: Sendable, Equatable {
     public var closedAt: Date?
     /// How it ended, e.g. `erased`.
     public var outcome: String?
+    /// How the person's identity was checked.
+    public var identityNote: String?
+    /// Why the deadline was extended by two months (Art. 12(3)); nil = not extended.
+    public var extensionReason: String?
+    /// The staff member handling it (their email).
+    public var handler: String?
 
     public init(id: UUID, contactID: UUID, kind: Kind, status: Status = .open, channel: String, note: String? = nil,
                 createdAt: Date, dueAt: Date, closedAt: Date? = nil, outcome: String? = nil) {
@@ -76,12 +82,15 @@ public struct SubjectRequest: Sendable, Equatable {
         self.closedAt = closedAt
     }
 
-    /// One calendar month after `date` (Art. 12(3)), in UTC.
-    public static func dueDate(after date: Date) -> Date {
+    /// `months` calendar months after `date` (Art. 12(3): one, or three when
+    /// extended), in UTC; a day the month lacks becomes its last day (31 Jan -> 28/29 Feb).
+    public static func dueDate(after date: Date, months: Int = 1) -> Date {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = TimeZone(identifier: "UTC")!
-        return calendar.date(byAdding: .month, value: 1, to: date) ?? date.addingTimeInterval(30 * 86_400)
+        return calendar.date(byAdding: .month, value: months, to: date) ?? date.addingTimeInterval(Double(months) * 30 * 86_400)
     }
+
+    public func isOverdue(at now: Date) -> Bool { status == .open && dueAt < now }
 }
 
 /// The outbox payload of a portal sign-in email. Sealed; the link's secret is

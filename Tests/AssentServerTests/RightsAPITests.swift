@@ -55,6 +55,27 @@ import Testing
         }
     }
 
+    @Test func aDPOTakesARequestFromTheRegisterToAnErasure() async throws {
+        let clock = TestClock(ISO8601DateFormatter().date(from: "2026-03-10T09:00:00Z")!)
+        try await withAPI(now: { clock.now }) { api in
+            try await api.createTopic("events", doubleOptIn: false)
+            let id = try await api.createContact("jo@example.com")
+            let agent = try await staff(api, .agent)
+            let recorded = try await agent.post("/console/requests", "contact=jo%40example.com&kind=erasure&channel=letter&received=2026-02-01T10%3A00"
+                                                + "&identity=Signature+checked&note=Delete+everything")
+            #expect(recorded.status == .ok && recorded.text.contains("Recorded: erasure request, due 1 Mar 2026"), "\(recorded.text)")
+            let bad = try await agent.post("/console/requests", "contact=nobody%40example.com&kind=erasure&channel=letter")
+            #expect(bad.status == .unprocessableContent && bad.text.contains("no contact matches"))
+            let admin = try await staff(api, .admin)
+            let register = try await admin.get("/console/requests")
+            #expect(register.text.contains("<tr class=\"overdue\">") && register.text.contains("overdue</strong>"))
+            #expect(try await agent.post("/console/requests/\(try #require(try await api.ledger.store.subjectRequests(contactID: nil, status: .open, limit: 1).first).id.uuidString.lowercased())/extend", "reason=x").status == .forbidden)
+            _ = try await admin.post("/console/contacts/\(id)/erase", "reason=Letter+of+2026-02-01&confirm=yes")
+            let after = try await admin.get("/console/requests")
+            #expect(after.text.contains("closed") && after.text.contains(": erased") && !after.text.contains("Delete everything"), "the note is gone with the person")
+        }
+    }
+
     @Test func anAdminErasesInTheConsoleAndTheAgentSeesTheSkeleton() async throws {
         try await withAPI { api in
             try await api.createTopic("events", doubleOptIn: false)

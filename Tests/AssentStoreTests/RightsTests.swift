@@ -107,6 +107,43 @@ import Testing
         #expect(signup.change.events.map(\.action) == [.granted], "the person's own opt-in")
     }
 
+    @Test func deadlinesAreCalendarMonthsAndMonthEndsClamp() {
+        func day(_ text: String) -> Date { ISO8601DateFormatter().date(from: text + "T10:00:00Z")! }
+        #expect(SubjectRequest.dueDate(after: day("2026-01-31")) == day("2026-02-28"))
+        #expect(SubjectRequest.dueDate(after: day("2028-01-31")) == day("2028-02-29"), "a leap year")
+        #expect(SubjectRequest.dueDate(after: day("2026-03-15")) == day("2026-04-15"))
+        #expect(SubjectRequest.dueDate(after: day("2026-11-30"), months: 3) == day("2027-02-28"))
+        #expect(SubjectRequest.dueDate(after: day("2026-12-31")) == day("2027-01-31"))
+    }
+
+    @Test(arguments: StoreKind.available)
+    func aRequestIsRecordedExtendedOnceAndClosedWithEachStepAudited(_ kind: StoreKind) async throws {
+        let clock = TestClock(ISO8601DateFormatter().date(from: "2026-03-10T09:00:00Z")!)
+        let ledger = try await kind.makeLedger(now: { clock.now })
+        let jo = try await ledger.createContact(email: EmailAddress("jo@example.com"), name: nil, externalID: nil, locale: nil)
+        let received = ISO8601DateFormatter().date(from: "2026-01-31T12:00:00Z")!
+        let letter = try await ledger.recordSubjectRequest(contactID: jo.id, kind: .access, channel: "letter", note: "Please send my data.",
+                                                           receivedAt: received, identityNote: "Signature matches the 2025 form")
+        #expect(letter.dueAt == ISO8601DateFormatter().date(from: "2026-02-28T12:00:00Z")! && letter.isOverdue(at: clock.now))
+        await #expect(throws: DomainError.invalid(field: "reason", "is required: why the request needs more time (complexity, number of requests)")) {
+            _ = try await ledger.extendSubjectRequest(letter.id, reason: " ", actor: nil)
+        }
+        let extended = try await ledger.extendSubjectRequest(letter.id, reason: "Records are archived off-site", actor: nil)
+        #expect(extended.dueAt == ISO8601DateFormatter().date(from: "2026-04-30T12:00:00Z")! && !extended.isOverdue(at: clock.now))
+        await #expect(throws: DomainError.conflict(field: "reason", message: "the deadline was already extended")) {
+            _ = try await ledger.extendSubjectRequest(letter.id, reason: "again", actor: nil)
+        }
+        let closed = try await ledger.completeSubjectRequest(letter.id, outcome: "Export sent by post", actor: nil)
+        #expect(closed.status == .closed && closed.closedAt == clock.now && closed.outcome == "Export sent by post")
+        let stored = try #require(try await ledger.store.subjectRequest(id: letter.id))
+        #expect(stored.identityNote == "Signature matches the 2025 form" && stored.extensionReason == "Records are archived off-site")
+        #expect(Set(try await ledger.store.auditEntries(AuditQuery()).map(\.action)).isSuperset(of: ["request_extend", "request_complete"]))
+        await #expect(throws: DomainError.self) {
+            _ = try await ledger.recordSubjectRequest(contactID: jo.id, kind: .erasure, channel: "email", note: nil,
+                                                      receivedAt: clock.now.addingTimeInterval(86_400))
+        }
+    }
+
     /// Every table with a `contact_id` column is either in the export or
     /// explicitly listed as holding no personal data to hand over, so a new
     /// table cannot be forgotten silently.
