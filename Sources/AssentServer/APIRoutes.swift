@@ -198,11 +198,20 @@ struct API: Sendable {
         let id = try contactID(context)
         let body = try await request.decodeJSON(PatchContactBody.self, context: context)
         let email = try body.email.map { try EmailAddress($0) }
+        let before = try await ledger.existingContact(id)
+        if before.isErased { throw DomainError.gone(what: "contact", id: id.uuidString.lowercased()) }
         let contact = try await ledger.updateContact(id: id) { contact in
             if let email { contact.email = email }
             body.name.apply(to: &contact.name)
             body.externalId.apply(to: &contact.externalID)
             body.locale.apply(to: &contact.locale)
+        }
+        // Rectification (GDPR Art. 16) is audited: which fields, not their values.
+        let changed = [("email", before.email != contact.email), ("name", before.name != contact.name),
+                       ("externalId", before.externalID != contact.externalID), ("locale", before.locale != contact.locale)].filter(\.1).map(\.0)
+        if !changed.isEmpty {
+            try await ledger.audit(nil, "contact_rectify", actorEmail: "API key \(context.apiKey?.id ?? "?")", target: "contact:\(id.uuidString.lowercased())",
+                                   detail: "changed " + changed.joined(separator: ", "), ipAddress: context.remoteIP)
         }
         return try APIResponse(json: ContactJSON(contact))
     }

@@ -53,6 +53,8 @@ struct ConsolePages: Sendable {
             ConsoleRoute(method: .get, path: "/console/contacts/{id}", roles: Self.everyone) { r, c, v in try await contact(r, c, v!, evidence: false) },
             ConsoleRoute(method: .get, path: "/console/contacts/{id}/evidence", roles: Self.readers) { r, c, v in try await contact(r, c, v!, evidence: true) },
             ConsoleRoute(method: .get, path: "/console/contacts/{id}/export", roles: Self.readers) { _, c, v in try await export(c, v!) },
+            ConsoleRoute(method: .get, path: "/console/contacts/{id}/export.html", roles: Self.readers) { _, c, v in try await export(c, v!, html: true) },
+            ConsoleRoute(method: .post, path: "/console/contacts/{id}", roles: Self.recorders) { r, c, v in try await rectify(r, c, v!) },
             ConsoleRoute(method: .post, path: "/console/contacts/{id}/erase", roles: Self.admins) { r, c, v in try await erase(r, c, v!) },
             ConsoleRoute(method: .post, path: "/console/contacts/{id}/object", roles: Self.recorders) { r, c, v in try await object(r, c, v!) },
             ConsoleRoute(method: .get, path: "/console/contacts/{id}/record", roles: Self.recorders) { _, c, v in try await recordPage(c, v!) },
@@ -334,6 +336,39 @@ struct ConsolePages: Sendable {
                       nav: "Contacts", model: model, flash: flash ?? request.uri.queryParameters.get("recorded").map { "Recorded \($0) change(s)." })
     }
 
+    /// Corrects a person's details (GDPR Art. 16), audited with what changed.
+    func rectify(_ request: Request, _ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+        let id = try contactID(context)
+        let f = visit.form
+        func optional(_ name: String) -> String? { f.value(name).flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0.trimmingCharacters(in: .whitespaces) } }
+        let before = try await ledger.existingContact(id)
+        if before.isErased { throw DomainError.gone(what: "contact", id: id.uuidString.lowercased()) }
+        do {
+            let email: EmailAddress
+            do { email = try EmailAddress((f.value("email") ?? "").trimmingCharacters(in: .whitespaces)) } catch DomainError.invalid(let errors) {
+                throw DomainError.invalid(errors.map { ValidationError(field: "email", $0.message) })
+            }
+            let after = try await ledger.updateContact(id: id) { c in
+                c.email = email
+                c.name = optional("name")
+                c.externalID = optional("externalId")
+                c.locale = optional("locale")
+            }
+            let changed = [("email", before.email.value, after.email.value), ("name", before.name ?? "", after.name ?? ""),
+                           ("external id", before.externalID ?? "", after.externalID ?? ""), ("language", before.locale ?? "", after.locale ?? "")]
+                .filter { $0.1 != $0.2 }.map(\.0)
+            if !changed.isEmpty {
+                try await ledger.audit(visit.user, "contact_rectify", target: "contact:\(id.uuidString.lowercased())",
+                                       detail: "changed " + changed.joined(separator: ", "), ipAddress: context.remoteIP)
+            }
+            return try await contact(request, context, visit, evidence: false, flash: changed.isEmpty ? "Nothing changed." : "Saved: " + changed.joined(separator: ", ") + ".")
+        } catch DomainError.invalid(let errors) {
+            return try await contact(request, context, visit, evidence: false, flash: "Nothing was saved: " + errors.map(\.description).joined(separator: "; "))
+        } catch DomainError.conflict(_, let message) {
+            return try await contact(request, context, visit, evidence: false, flash: "Nothing was saved: " + message)
+        }
+    }
+
     /// Erases the person (admins), with the reason kept in the audit log and the suppression list.
     func erase(_ request: Request, _ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
         let id = try contactID(context)
@@ -406,10 +441,13 @@ struct ConsolePages: Sendable {
         }
     }
 
-    func export(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
+    func export(_ context: AssentRequestContext, _ visit: ConsoleVisit, html: Bool = false) async throws -> Response {
         let id = try contactID(context)
-        let data = try JSONCoding.encoder.encode(try await ledger.exportPersonalData(contactID: id))
-        try await ledger.audit(visit.user, "export_contact", target: "contact:\(id.uuidString.lowercased())", ipAddress: context.remoteIP)
+        let export = try await ledger.exportPersonalData(contactID: id)
+        try await ledger.audit(visit.user, "export_contact", target: "contact:\(id.uuidString.lowercased())", detail: html ? "printable" : "JSON",
+                               ipAddress: context.remoteIP)
+        if html { return Response(status: .ok, headers: PageHeaders.html(), body: .init(byteBuffer: ByteBuffer(string: pages.exportHTML(export)))) }
+        let data = try JSONCoding.encoder.encode(export)
         var headers = PageHeaders.html()
         headers[.contentType] = "application/json; charset=utf-8"
         headers[.contentDisposition] = "attachment; filename=\"contact-\(id.uuidString.lowercased()).json\""
@@ -864,7 +902,7 @@ struct ConsolePages: Sendable {
 
     // MARK: Audit log and verify
 
-    static let auditActions = ["sign_in", "sign_in_failed", "sign_out", "password_change", "view_evidence", "export_contact", "contact_create", "erase_contact", "record_objection", "suppression_override", "request_record", "request_extend", "request_complete",
+    static let auditActions = ["sign_in", "sign_in_failed", "sign_out", "password_change", "view_evidence", "export_contact", "contact_create", "erase_contact", "record_objection", "suppression_override", "request_record", "request_extend", "request_complete", "contact_rectify",
                                "record_instruction",
                                "verify", "topic_create", "topic_update", "notice_publish", "topic_retire", "form_create", "form_update", "form_retire",
                                "key_create", "key_revoke", "user_create", "user_disable", "user_password_reset"]

@@ -76,6 +76,25 @@ import Testing
         }
     }
 
+    @Test func detailsAreRectifiedThroughAnAuditedPath() async throws {
+        try await withAPI { api in
+            let id = try await api.createContact("jo@example.com")
+            let agent = try await staff(api, .agent)
+            let saved = try await agent.post("/console/contacts/\(id)", "email=jo.bloggs%40example.com&name=Jo+Bloggs&externalId=&locale=en")
+            #expect(saved.status == .ok && saved.text.contains("Saved: email, name, language."), "\(saved.text)")
+            #expect(try await api.ledger.store.contact(email: EmailAddress("jo.bloggs@example.com"))?.name == "Jo Bloggs")
+            let bad = try await agent.post("/console/contacts/\(id)", "email=nope")
+            #expect(bad.text.contains("Nothing was saved: email:"))
+            _ = try await api.send(.patch, "/api/v1/contacts/\(id)", json: ["name": "Jo B."])
+            let log = try await api.ledger.store.auditEntries(AuditQuery(action: "contact_rectify"))
+            #expect(log.map(\.detail) == ["changed name", "changed email, name, language"], "which fields, never their values")
+            let auditor = try await staff(api, .auditor)
+            #expect(try await auditor.post("/console/contacts/\(id)", "email=x%40example.com").status == .forbidden)
+            let printable = try await auditor.get("/console/contacts/\(id)/export.html")
+            #expect(printable.status == .ok && printable.text.contains("<h1>Personal data held about jo.bloggs@example.com</h1>"))
+        }
+    }
+
     @Test func anAdminErasesInTheConsoleAndTheAgentSeesTheSkeleton() async throws {
         try await withAPI { api in
             try await api.createTopic("events", doubleOptIn: false)
