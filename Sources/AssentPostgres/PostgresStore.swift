@@ -537,6 +537,57 @@ public final class PostgresStore: LedgerStore {
             hash: try r["hash"].decode(Data.self))
     }
 
+    public func checkRows(emails: [EmailAddress], topicKey: String) async throws -> [String: CheckRow] {
+        guard !emails.isEmpty else { return [:] }
+        var found: [String: CheckRow] = [:]
+        for r in try await rows("""
+            SELECT c.id AS cid, c.email, p.topic_key, p.state, p.since, p.expires_at, p.seq
+            FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = \(topicKey)
+            WHERE c.email = ANY(\(emails.map(\.value)))
+            """) {
+            let contactID = try r["cid"].decode(UUID.self)
+            let preference = try r["state"].decode(String?.self) == nil ? nil : try Self.preference(r, contactID: contactID)
+            found[try r["email"].decode(String.self)] = CheckRow(contactID: contactID, preference: preference)
+        }
+        return found
+    }
+
+    public func suppressedHashes(_ hashes: [Data]) async throws -> Set<Data> {
+        guard !hashes.isEmpty else { return [] }
+        let hexes = hashes.map { $0.map { String(format: "%02x", $0) }.joined() }
+        return Set(try await rows("""
+            SELECT email_hash FROM suppressions WHERE email_hash IN (SELECT decode(h, 'hex') FROM unnest(\(hexes)::text[]) AS h)
+            """).map { try $0["email_hash"].decode(Data.self) })
+    }
+
+    public func audiencePage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> [AudienceMember] {
+        guard !topics.isEmpty else { return [] }
+        let at = now.millisecondsSince1970
+        let rows = try await rows("""
+            WITH page AS (
+                SELECT DISTINCT c.id FROM contacts c JOIN preferences p ON p.contact_id = c.id
+                WHERE c.email IS NOT NULL AND (\(after)::uuid IS NULL OR c.id > \(after))
+                  AND p.topic_key = ANY(\(topics)) AND p.state = 'granted' AND (p.expires_at IS NULL OR p.expires_at > \(at))
+                ORDER BY c.id LIMIT \(limit))
+            SELECT c.*, p.topic_key, p.state, p.since, p.expires_at, p.seq
+            FROM page JOIN contacts c ON c.id = page.id
+            JOIN preferences p ON p.contact_id = c.id AND p.topic_key = ANY(\(topics)) AND p.state = 'granted'
+                AND (p.expires_at IS NULL OR p.expires_at > \(at))
+            ORDER BY c.id
+            """, reader: true)
+        var members: [AudienceMember] = []
+        for r in rows {
+            guard let contact = try Self.contact(r) else { continue }
+            let preference = try Self.preference(r, contactID: contact.id)
+            if members.last?.contact.id == contact.id {
+                members[members.count - 1].grants[preference.topicKey] = preference
+            } else {
+                members.append(AudienceMember(contact: contact, grants: [preference.topicKey: preference]))
+            }
+        }
+        return members
+    }
+
     public func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow? {
         guard let r = try await rows("""
             SELECT c.id AS cid, p.topic_key, p.state, p.since, p.expires_at, p.seq

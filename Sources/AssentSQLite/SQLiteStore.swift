@@ -338,6 +338,60 @@ public final class SQLiteStore: LedgerStore {
         )
     }
 
+    public func checkRows(emails: [EmailAddress], topicKey: String) async throws -> [String: CheckRow] {
+        guard !emails.isEmpty else { return [:] }
+        return try await pool.read { db in
+            let marks = Array(repeating: "?", count: emails.count).joined(separator: ", ")
+            var rows: [String: CheckRow] = [:]
+            for row in try Row.fetchAll(db, sql: """
+                SELECT c.id AS cid, c.email, p.topic_key, p.state, p.since, p.expires_at, p.seq
+                FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = ?
+                WHERE c.email IN (\(marks))
+                """, arguments: StatementArguments([topicKey] + emails.map(\.value))) {
+                guard let contactID = UUID(uuidString: row["cid"]) else { continue }
+                let preference: Preference? = (row["state"] as String?) == nil ? nil : Self.preference(row, contactID: contactID)
+                rows[row["email"]] = CheckRow(contactID: contactID, preference: preference)
+            }
+            return rows
+        }
+    }
+
+    public func suppressedHashes(_ hashes: [Data]) async throws -> Set<Data> {
+        guard !hashes.isEmpty else { return [] }
+        return try await pool.read { db in
+            Set(try Data.fetchAll(db, sql: "SELECT email_hash FROM suppressions WHERE email_hash IN (\(Array(repeating: "?", count: hashes.count).joined(separator: ", ")))",
+                                  arguments: StatementArguments(hashes)))
+        }
+    }
+
+    public func audiencePage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> [AudienceMember] {
+        guard !topics.isEmpty else { return [] }
+        let marks = Array(repeating: "?", count: topics.count).joined(separator: ", ")
+        let live = "p.topic_key IN (\(marks)) AND p.state = 'granted' AND (p.expires_at IS NULL OR p.expires_at > ?)"
+        return try await pool.read { db in
+            let rows = try Row.fetchAll(db, sql: """
+                WITH page AS (
+                    SELECT DISTINCT c.id FROM contacts c JOIN preferences p ON p.contact_id = c.id
+                    WHERE c.email IS NOT NULL AND c.id > ? AND \(live)
+                    ORDER BY c.id LIMIT ?)
+                SELECT c.*, p.topic_key, p.state, p.since, p.expires_at, p.seq
+                FROM page JOIN contacts c ON c.id = page.id JOIN preferences p ON p.contact_id = c.id AND \(live)
+                ORDER BY c.id
+                """, arguments: StatementArguments([after?.db ?? ""] + topics + [now.millisecondsSince1970, limit] + topics + [now.millisecondsSince1970]))
+            var members: [AudienceMember] = []
+            for row in rows {
+                guard let contact = Self.contact(row) else { continue }
+                let preference = Self.preference(row, contactID: contact.id)
+                if members.last?.contact.id == contact.id {
+                    members[members.count - 1].grants[preference.topicKey] = preference
+                } else {
+                    members.append(AudienceMember(contact: contact, grants: [preference.topicKey: preference]))
+                }
+            }
+            return members
+        }
+    }
+
     public func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow? {
         try await pool.read { db in
             guard let row = try Row.fetchOne(db.cachedStatement(sql: """

@@ -152,9 +152,18 @@ struct APIResponse: Sendable {
         self.contentType = contentType
     }
 
+    /// A body written as it is produced (large exports), instead of `body`.
+    var stream: (@Sendable (inout any ResponseBodyWriter) async throws -> Void)?
+
     var response: Response {
         var headers = headers
         headers[.contentType] = contentType
+        if let stream {
+            return Response(status: status, headers: headers, body: ResponseBody { writer in
+                try await stream(&writer)
+                try await writer.finish(nil)
+            })
+        }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 }

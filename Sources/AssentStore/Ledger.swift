@@ -747,23 +747,7 @@ public struct Ledger: Sendable {
             let suppressed = try await store.suppression(emailHash: suppressionHash(email)) != nil
             return CheckResult(allowed: false, reason: suppressed ? .suppressed : .unknown)
         }
-        let at = now
-        if topic.status == .retired {
-            return CheckResult(allowed: false, reason: .retired, contactID: row.contactID, since: row.preference?.since)
-        }
-        guard let preference = row.preference else {
-            return CheckResult(allowed: false, reason: .none, contactID: row.contactID)
-        }
-        let state = preference.effectiveState(at: at)
-        let reason: CheckResult.Reason = switch state {
-        case .granted: .granted
-        case .none: .none
-        case .pending: .pending
-        case .withdrawn: .withdrawn
-        case .expired: .expired
-        }
-        return CheckResult(allowed: state == .granted, reason: reason, contactID: row.contactID,
-                           since: preference.since, expiresAt: preference.expiresAt)
+        return Self.decide(row, topic: topic, at: now)
     }
 
     /// Recomputes every chain, compares it with its stored head and the

@@ -145,6 +145,14 @@ public protocol LedgerStore: Sendable {
     func preferences(contactID: UUID) async throws -> [Preference]
     /// Events newest first, with `seq < beforeSeq` when given.
     func events(contactID: UUID, beforeSeq: Int64?, limit: Int) async throws -> [ConsentEvent]
+    /// Many checks at once (the batch check): the rows found, by email.
+    func checkRows(emails: [EmailAddress], topicKey: String) async throws -> [String: CheckRow]
+    /// Which of these keyed email hashes are on the suppression list.
+    func suppressedHashes(_ hashes: [Data]) async throws -> Set<Data>
+    /// One page of an audience, in contact-id order after `after`: contacts
+    /// (not erased) with a live grant (granted, not expired at `now`) on at
+    /// least one of `topics`, each with those grants. At most `limit` contacts.
+    func audiencePage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> [AudienceMember]
     /// One indexed lookup for the send-time check; nil when no contact has this email.
     func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow?
     /// Streams every contact's chain (events in order, head, projection),

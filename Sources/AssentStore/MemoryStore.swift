@@ -200,6 +200,26 @@ public actor MemoryStore: LedgerStore {
         return Array(all.reversed().filter { beforeSeq == nil || $0.seq < beforeSeq! }.prefix(limit))
     }
 
+    public func checkRows(emails: [EmailAddress], topicKey: String) async throws -> [String: CheckRow] {
+        var rows: [String: CheckRow] = [:]
+        for email in emails { if let row = try await checkRow(email: email, topicKey: topicKey) { rows[email.value] = row } }
+        return rows
+    }
+
+    public func suppressedHashes(_ hashes: [Data]) async throws -> Set<Data> { Set(hashes.filter { suppressions[$0] != nil }) }
+
+    public func audiencePage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> [AudienceMember] {
+        let ordered = contactsByID.values.filter { !$0.isErased && (after == nil || $0.id.uuidString.lowercased() > after!.uuidString.lowercased()) }
+            .sorted { $0.id.uuidString.lowercased() < $1.id.uuidString.lowercased() }
+        var page: [AudienceMember] = []
+        for contact in ordered {
+            let grants = (preferencesByContact[contact.id] ?? [:]).filter { topics.contains($0.key) && $0.value.effectiveState(at: now) == .granted }
+            if !grants.isEmpty { page.append(AudienceMember(contact: contact, grants: grants)) }
+            if page.count == limit { break }
+        }
+        return page
+    }
+
     public func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow? {
         guard let contact = contactsByID.values.first(where: { $0.email == email }) else { return nil }
         return CheckRow(contactID: contact.id, preference: preferencesByContact[contact.id]?[topicKey])

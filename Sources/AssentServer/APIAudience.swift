@@ -1,0 +1,152 @@
+import AssentCore
+import AssentStore
+import Foundation
+import Hummingbird
+
+struct BatchCheckBody: StrictBody {
+    static let allowedKeys: Set<String> = ["topic", "emails"]
+    var topic: String
+    var emails: [String]
+}
+
+struct BatchCheckJSON: Encodable {
+    struct Item: Encodable {
+        var email: String
+        var allowed: Bool
+        var reason: String
+    }
+
+    var topic: String
+    var results: [Item]
+}
+
+extension API {
+    var audienceRoutes: [APIRoute] {
+        [
+            APIRoute(method: .post, path: "/api/v1/check", scope: .read) { r, c in try await batchCheck(r, c) },
+            // Rows carry each person's links, which act as them: a write key is needed.
+            APIRoute(method: .get, path: "/api/v1/audience", scope: .write) { r, _ in try await audience(r) },
+        ]
+    }
+
+    /// Up to 10,000 addresses for one topic in one call: allowed or not, and why.
+    func batchCheck(_ request: Request, _ context: AssentRequestContext) async throws -> APIResponse {
+        var request = request
+        let contentType = request.headers[.contentType]?.lowercased() ?? ""
+        guard contentType.hasPrefix("application/json") else {
+            throw APIError(.unsupportedMediaType, detail: "send the body as JSON with 'Content-Type: application/json'")
+        }
+        // 10,000 addresses need more than the usual 64 KB.
+        let limit = 2 * 1024 * 1024
+        let buffer: ByteBuffer
+        do { buffer = try await request.collectBody(upTo: limit) } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw APIError(.contentTooLarge, detail: "a batch check body may be at most \(limit) bytes")
+        }
+        let body: BatchCheckBody
+        do { body = try JSONCoding.decoder.decode(Strict<BatchCheckBody>.self, from: Data(buffer: buffer)).value } catch let error as DecodingError {
+            throw JSONCoding.apiError(error)
+        }
+        try Topic.validateKey(body.topic, field: "topic")
+        guard body.emails.count <= Ledger.batchCheckLimit else {
+            throw APIError.invalid(field: "emails", "at most \(Ledger.batchCheckLimit) addresses per call, not \(body.emails.count)")
+        }
+        var problems: [ValidationError] = []
+        var emails: [EmailAddress] = []
+        for (i, text) in body.emails.enumerated() {
+            do { emails.append(try EmailAddress(text)) } catch let DomainError.invalid(e) {
+                problems += e.map { ValidationError(field: "emails[\(i)]", $0.message) }
+                if problems.count >= 20 { break }
+            }
+        }
+        if !problems.isEmpty { throw APIError.invalid(problems) }
+        let results: [CheckResult]
+        do {
+            results = try await ledger.check(emails: emails, topicKey: body.topic)
+        } catch DomainError.notFound(what: "topic", _) {
+            throw APIError.invalid(field: "topic", "unknown topic '\(body.topic)'")
+        }
+        return try APIResponse(json: BatchCheckJSON(topic: body.topic, results: zip(emails, results).map {
+            .init(email: $0.0.value, allowed: $0.1.allowed, reason: $0.1.reason.rawValue)
+        }))
+    }
+
+    /// Who may be sent these topics now, streamed as CSV or NDJSON (or just counted).
+    func audience(_ request: Request) async throws -> APIResponse {
+        let q = try Query(request)
+        guard let topicsText = q.string("topics") else { throw APIError.badRequest(field: "topics", "is required: one or more topic keys, comma-separated") }
+        let match = try q.string("match").map { text in
+            guard let match = AudienceQuery.Match(rawValue: text) else { throw APIError.badRequest(field: "match", "must be any or all") }
+            return match
+        } ?? .any
+        let format = q.string("format") ?? "csv"
+        guard ["csv", "ndjson"].contains(format) else { throw APIError.badRequest(field: "format", "must be csv or ndjson") }
+        func date(_ name: String) throws -> Date? {
+            try q.string(name).map { text in
+                guard let date = WireDate.parse(text) ?? WireDate.parse(text + "T00:00:00Z") else {
+                    throw APIError.badRequest(field: name, "'\(text.prefix(40))' is not a date such as 2026-11-01 or 2026-11-01T10:00:00Z")
+                }
+                return date
+            }
+        }
+        let query = AudienceQuery(topics: topicsText.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }, match: match,
+                                  locale: q.string("locale"), createdSince: try date("createdSince"), changedSince: try date("changedSince"))
+        do { try await ledger.validate(query) } catch DomainError.invalid(let errors) {
+            throw APIError.invalid(errors.map { ValidationError(field: $0.field.replacingOccurrences(of: "topic", with: "topics"), $0.message) })
+        }
+        if try q.bool("count") == true {
+            var count = 0
+            try await ledger.audience(query) { count += $0.count }
+            return try APIResponse(json: ["count": count])
+        }
+        let ledger = self.ledger, base = site.baseURL
+        var response = APIResponse(status: .ok, body: Data(), contentType: format == "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson")
+        response.headers[.contentDisposition] = "attachment; filename=\"audience-\(query.topics.joined(separator: "+")).\(format)\""
+        response.stream = { writer in
+            if format == "csv" {
+                try await writer.write(ByteBuffer(string: AudienceRows.csvHeader(query) + "\r\n"))
+            }
+            try await ledger.audience(query) { members in
+                var chunk = ""
+                for member in members {
+                    let line = try await AudienceRows.line(member, query: query, ledger: ledger, base: base, format: format)
+                    chunk += line
+                }
+                try await writer.write(ByteBuffer(string: chunk))
+            }
+        }
+        return response
+    }
+}
+
+/// One audience member as a CSV row or an NDJSON object.
+enum AudienceRows {
+    static func csvHeader(_ query: AudienceQuery) -> String {
+        (["email", "name", "external_id", "locale"] + query.topics.map { "\($0)_granted_at" } + ["preference_centre_url", "unsubscribe_url"])
+            .joined(separator: ",")
+    }
+
+    static func line(_ member: AudienceMember, query: AudienceQuery, ledger: Ledger, base: String, format: String) async throws -> String {
+        let c = member.contact
+        let centre = "\(base)/p/" + (try await ledger.linkToken(ContactLink(purpose: .preferenceCentre, contactID: c.id)))
+        let unsubscribe = "\(base)/u/" + (try await ledger.linkToken(ContactLink(purpose: .unsubscribe, contactID: c.id,
+                                                                                 topicKey: query.topics.count == 1 ? query.topics[0] : nil)))
+        if format == "csv" {
+            let fields = [c.email.value, c.name ?? "", c.externalID ?? "", c.locale ?? ""]
+                + query.topics.map { member.grants[$0].map { WireDate.format($0.since) } ?? "" } + [centre, unsubscribe]
+            return fields.map(csv).joined(separator: ",") + "\r\n"
+        }
+        var object: [String: Any] = ["email": c.email.value, "name": c.name ?? NSNull(), "externalId": c.externalID ?? NSNull(),
+                                     "locale": c.locale ?? NSNull(), "preferenceCentreUrl": centre, "unsubscribeUrl": unsubscribe]
+        object["grants"] = Dictionary(uniqueKeysWithValues: member.grants.map { ($0.key, WireDate.format($0.value.since)) })
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        return String(decoding: data, as: UTF8.self) + "\n"
+    }
+
+    /// RFC 4180 quoting, and a leading apostrophe for text a spreadsheet would run as a formula.
+    static func csv(_ field: String) -> String {
+        var text = field
+        if let first = text.first, "=+-@\t\r".contains(first) { text = "'" + text }
+        guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
+        return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+}

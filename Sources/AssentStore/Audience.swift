@@ -1,0 +1,124 @@
+import AssentCore
+import Foundation
+
+/// A contact who may be sent at least one of an audience's topics, with their live grants.
+public struct AudienceMember: Sendable, Equatable {
+    public var contact: Contact
+    /// Topic key -> the grant (since, expires).
+    public var grants: [String: Preference]
+
+    public init(contact: Contact, grants: [String: Preference]) {
+        self.contact = contact
+        self.grants = grants
+    }
+}
+
+/// Who an audience is: the topics, whether any or all of them must be granted, and filters.
+public struct AudienceQuery: Sendable, Equatable {
+    public enum Match: String, Sendable, CaseIterable { case any, all }
+
+    public var topics: [String]
+    public var match: Match
+    /// Only contacts whose language is this (or starts with it: `de` matches `de-AT`).
+    public var locale: String?
+    public var createdSince: Date?
+    /// Only contacts with a grant given or renewed since then.
+    public var changedSince: Date?
+
+    public init(topics: [String], match: Match = .any, locale: String? = nil, createdSince: Date? = nil, changedSince: Date? = nil) {
+        self.topics = topics
+        self.match = match
+        self.locale = locale
+        self.createdSince = createdSince
+        self.changedSince = changedSince
+    }
+
+    func admits(_ member: AudienceMember) -> Bool {
+        if match == .all && !topics.allSatisfy({ member.grants[$0] != nil }) { return false }
+        if let locale {
+            guard let own = member.contact.locale?.lowercased(), own == locale.lowercased() || own.hasPrefix(locale.lowercased() + "-") else { return false }
+        }
+        if let createdSince, member.contact.createdAt < createdSince { return false }
+        if let changedSince, !member.grants.values.contains(where: { $0.since >= changedSince }) { return false }
+        return true
+    }
+}
+
+extension Ledger {
+    /// The most emails one batch check takes.
+    public static let batchCheckLimit = 10_000
+
+    /// The send-time check for many addresses and one topic, in one pass.
+    public func check(emails: [EmailAddress], topicKey: String) async throws -> [CheckResult] {
+        guard emails.count <= Self.batchCheckLimit else {
+            throw DomainError.invalid(field: "emails", "at most \(Self.batchCheckLimit) addresses per call, not \(emails.count)")
+        }
+        let topic = try await existingTopic(topicKey)
+        let at = now
+        var rows: [String: CheckRow] = [:]
+        for chunk in stride(from: 0, to: emails.count, by: 500).map({ Array(emails[$0..<min($0 + 500, emails.count)]) }) {
+            rows.merge(try await store.checkRows(emails: chunk, topicKey: topicKey)) { a, _ in a }
+        }
+        let unknown = emails.filter { rows[$0.value] == nil }
+        var suppressed: Set<Data> = []
+        for chunk in stride(from: 0, to: unknown.count, by: 500).map({ Array(unknown[$0..<min($0 + 500, unknown.count)]) }) {
+            suppressed.formUnion(try await store.suppressedHashes(chunk.map(suppressionHash)))
+        }
+        return emails.map { email in
+            guard let row = rows[email.value] else {
+                return CheckResult(allowed: false, reason: suppressed.contains(suppressionHash(email)) ? .suppressed : .unknown)
+            }
+            return Self.decide(row, topic: topic, at: at)
+        }
+    }
+
+    static func decide(_ row: CheckRow, topic: Topic, at: Date) -> CheckResult {
+        if topic.status == .retired {
+            return CheckResult(allowed: false, reason: .retired, contactID: row.contactID, since: row.preference?.since)
+        }
+        guard let preference = row.preference else { return CheckResult(allowed: false, reason: .none, contactID: row.contactID) }
+        let state = preference.effectiveState(at: at)
+        let reason: CheckResult.Reason = switch state {
+        case .granted: .granted
+        case .none: .none
+        case .pending: .pending
+        case .withdrawn: .withdrawn
+        case .expired: .expired
+        }
+        return CheckResult(allowed: state == .granted, reason: reason, contactID: row.contactID, since: preference.since, expiresAt: preference.expiresAt)
+    }
+
+    /// Checks an audience's topics: each must exist and be active (a retired topic sends nothing).
+    public func validate(_ query: AudienceQuery) async throws {
+        var problems: [ValidationError] = []
+        if query.topics.isEmpty { problems.append(.init(field: "topic", "name at least one topic")) }
+        if query.topics.count > 100 { problems.append(.init(field: "topic", "at most 100 topics")) }
+        for (i, key) in query.topics.enumerated() {
+            guard (try? Topic.validateKey(key)) != nil, let topic = try await store.topic(key: key) else {
+                problems.append(.init(field: "topic[\(i)]", "unknown topic '\(key.prefix(64))'"))
+                continue
+            }
+            if !topic.isActive { problems.append(.init(field: "topic[\(i)]", "topic '\(key)' is retired: nobody may be sent it")) }
+        }
+        if let locale = query.locale, !(1...35).contains(locale.count) || !locale.allSatisfy({ $0.isASCII && ($0.isLetter || $0 == "-") }) {
+            problems.append(.init(field: "locale", "'\(locale.prefix(40))' is not a language code such as de or en-GB"))
+        }
+        if !problems.isEmpty { throw DomainError.invalid(problems) }
+    }
+
+    /// Walks an audience a page at a time (memory stays flat however large it
+    /// is), calling `body` with each page's members in contact-id order.
+    public func audience(_ query: AudienceQuery, pageSize: Int = 1_000, _ body: ([AudienceMember]) async throws -> Void) async throws {
+        try await validate(query)
+        let at = now
+        var after: UUID?
+        while true {
+            let page = try await store.audiencePage(topics: query.topics, now: at, after: after, limit: pageSize)
+            guard let last = page.last else { return }
+            let members = page.filter(query.admits)
+            if !members.isEmpty { try await body(members) }
+            after = last.contact.id
+            if page.count < pageSize { return }
+        }
+    }
+}

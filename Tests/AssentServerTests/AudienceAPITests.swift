@@ -1,0 +1,56 @@
+import AssentCore
+import AssentServer
+import AssentStore
+import AssentTestSupport
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+@Suite struct AudienceAPITests {
+    @Test(arguments: StoreKind.available)
+    func anAudienceStreamsAsCSVOrNDJSONWithLinksAndCounts(_ kind: StoreKind) async throws {
+        try await withAPI(kind, site: SiteConfiguration(publicURL: { "https://consent.example.org" })) { api in
+            try await api.createTopic("events", doubleOptIn: false)
+            try await api.createTopic("news", doubleOptIn: false)
+            for (email, name, topics) in [("a@example.com", "=HYPERLINK(\"x\")", ["events"]), ("b@example.com", "Bo, Jr.", ["events", "news"]),
+                                          ("c@example.com", "Cy", ["news"])] {
+                let id = try await api.send(.post, "/api/v1/contacts", json: ["email": email, "name": name]).json["id"] as? String ?? ""
+                _ = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "api", "preferences": topics.map { ["topic": $0, "granted": true] }])
+            }
+            let csv = try await api.send(.get, "/api/v1/audience?topics=events")
+            #expect(csv.status == .ok && csv.headers[.contentType] == "text/csv; charset=utf-8", "\(csv.text)")
+            let lines = csv.text.split(separator: "\r\n").map(String.init)
+            #expect(lines.first == "email,name,external_id,locale,events_granted_at,preference_centre_url,unsubscribe_url")
+            #expect(lines.count == 3 && lines.contains { $0.hasPrefix("a@example.com,\"'=HYPERLINK(\"\"x\"\")\",") }, "quoted, and no formula: \(lines)")
+            #expect(lines.contains { $0.hasPrefix("b@example.com,\"Bo, Jr.\",") && $0.contains(",https://consent.example.org/p/") && $0.contains(",https://consent.example.org/u/") })
+            let all = try await api.send(.get, "/api/v1/audience?topics=events,news&match=all&format=ndjson")
+            let objects = all.text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            #expect(objects.map { $0["email"] as? String } == ["b@example.com"] && (objects.first?["grants"] as? [String: Any])?.count == 2)
+            #expect(try await api.send(.get, "/api/v1/audience?topics=news&count=true").json["count"] as? Int == 2)
+            #expect(try await api.send(.get, "/api/v1/audience?topics=nope").problemFields == ["topics[0]"])
+            #expect(try await api.send(.get, "/api/v1/audience").problemFields == ["topics"])
+            let reader = try await api.newKey(.read)
+            #expect(try await api.send(.get, "/api/v1/audience?topics=events", token: reader).status == .forbidden)
+        }
+    }
+
+    @Test func tenThousandAddressesAreCheckedInOneCallAndBadOnesNamed() async throws {
+        try await withAPI { api in
+            try await api.createTopic("news", doubleOptIn: false)
+            let id = try await api.createContact("known@example.com")
+            _ = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "api", "preferences": [["topic": "news", "granted": true]]])
+            let emails = ["known@example.com"] + (1..<10_000).map { "person\($0)@example.com" }
+            let r = try await api.send(.post, "/api/v1/check", json: ["topic": "news", "emails": emails])
+            #expect(r.status == .ok, "\(r.text.prefix(300))")
+            let results = r.json["results"] as? [[String: Any]] ?? []
+            #expect(results.count == 10_000 && results.first?["allowed"] as? Bool == true && results.first?["reason"] as? String == "granted")
+            #expect(results.dropFirst().allSatisfy { $0["reason"] as? String == "unknown" })
+            let tooMany = try await api.send(.post, "/api/v1/check", json: ["topic": "news", "emails": emails + ["one@example.com"]])
+            #expect(tooMany.status == .unprocessableContent && tooMany.problemFields == ["emails"])
+            let bad = try await api.send(.post, "/api/v1/check", json: ["topic": "news", "emails": ["ok@example.com", "not-an-email"]])
+            #expect(bad.status == .unprocessableContent && bad.problemFields == ["emails[1]"])
+            #expect(try await api.send(.post, "/api/v1/check", json: ["topic": "nope", "emails": ["ok@example.com"]]).problemFields == ["topic"])
+        }
+    }
+}
