@@ -119,13 +119,13 @@ extension API {
 }
 
 /// One audience member as a CSV row or an NDJSON object.
-enum AudienceRows {
-    static func csvHeader(_ query: AudienceQuery) -> String {
+public enum AudienceRows {
+    public static func csvHeader(_ query: AudienceQuery) -> String {
         (["email", "name", "external_id", "locale"] + query.topics.map { "\($0)_granted_at" } + ["preference_centre_url", "unsubscribe_url"])
             .joined(separator: ",")
     }
 
-    static func line(_ member: AudienceMember, query: AudienceQuery, ledger: Ledger, base: String, format: String) async throws -> String {
+    public static func line(_ member: AudienceMember, query: AudienceQuery, ledger: Ledger, base: String, format: String) async throws -> String {
         let c = member.contact
         let centre = "\(base)/p/" + (try await ledger.linkToken(ContactLink(purpose: .preferenceCentre, contactID: c.id)))
         let unsubscribe = "\(base)/u/" + (try await ledger.linkToken(ContactLink(purpose: .unsubscribe, contactID: c.id,

@@ -102,3 +102,35 @@ import Testing
         #expect(try cli.run(["dsr", "list", "--overdue"]).stdout.contains("no overdue requests"))
     }
 }
+
+@Suite(.serialized) struct AudienceCLITests {
+    @Test func todaysAudienceAndABatchCheckFromTheCommandLine() async throws {
+        let cli = try CLI()
+        #expect(try cli.run(["topics", "add", "news", "--title", "News", "--notice", "News by email.", "--no-double-opt-in"]).status == 0)
+        #expect(try cli.run(["contacts", "add", "jo@example.com", "--name", "Jo"]).status == 0)
+        #expect(try cli.run(["contacts", "add", "bo@example.com"]).status == 0)
+        #expect(try cli.run(["forms", "add", "join", "--title", "Join", "--topic", "news", "--no-double-opt-in"]).status == 0)
+        // Jo opts in through the API of a running server (the CLI records no opt-ins itself).
+        let server = try ServerProcess(cli: cli)
+        defer { server.stop() }
+        let token = try #require(server.token)
+        let contacts = try cli.run(["contacts", "show", "jo@example.com"]).stdout
+        let id = String(contacts.prefix(36))
+        let put = try await server.request("PUT", "/api/v1/contacts/\(id)/preferences", token: token,
+                                           body: ["source": "api", "preferences": [["topic": "news", "granted": true]]])
+        #expect(put.status == 200)
+        server.stop()
+        let export = try cli.run(["audience", "export", "--topic", "news", "--public-url", "https://consent.example.org"])
+        #expect(export.status == 0, "\(export.stderr)")
+        let lines = export.stdout.split(separator: "\r\n").map(String.init)
+        #expect(lines.count == 2 && lines[1].hasPrefix("jo@example.com,Jo,,,") && lines[1].contains("https://consent.example.org/u/"))
+        #expect(export.stderr.contains("1 contacts in"))
+        #expect(try cli.run(["audience", "export", "--topic", "news", "--count"]).stdout == "1\n")
+        #expect(try cli.run(["audience", "export", "--topic", "nope"]).stderr.contains("unknown topic 'nope'"))
+        let input = cli.directory.appendingPathComponent("emails.txt")
+        try "jo@example.com\nbo@example.com\nnew@example.com\n".write(to: input, atomically: true, encoding: .utf8)
+        let checked = try cli.run(["audience", "check", "--topic", "news", input.path])
+        #expect(checked.stdout == "jo@example.com\tyes\tgranted\nbo@example.com\tno\tnone\nnew@example.com\tno\tunknown\n", "\(checked.stdout)\(checked.stderr)")
+    }
+
+}
