@@ -287,6 +287,8 @@ enum PostgresMigrations {
             "ALTER TABLE subject_requests ADD COLUMN identity_note TEXT",
             "ALTER TABLE subject_requests ADD COLUMN extension_reason TEXT",
             "ALTER TABLE subject_requests ADD COLUMN handler TEXT",
+            // The expiry scheduler looks for live grants past their lifetime.
+            "CREATE INDEX preferences_expiry ON preferences (expires_at) WHERE state = 'granted' AND expires_at IS NOT NULL",
             // Keyed hashes (HMAC) of erased people's emails: proof of the
             // erasure, and a block on adding them back without fresh consent.
             """

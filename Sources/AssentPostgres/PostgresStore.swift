@@ -537,6 +537,13 @@ public final class PostgresStore: LedgerStore {
             hash: try r["hash"].decode(Data.self))
     }
 
+    public func dueExpiries(now: Date, limit: Int) async throws -> [Preference] {
+        try await rows("""
+            SELECT * FROM preferences WHERE state = 'granted' AND expires_at IS NOT NULL AND expires_at <= \(now.millisecondsSince1970)
+            ORDER BY expires_at, contact_id LIMIT \(limit)
+            """).map { try Self.preference($0, contactID: try $0["contact_id"].decode(UUID.self)) }
+    }
+
     public func checkRows(emails: [EmailAddress], topicKey: String) async throws -> [String: CheckRow] {
         guard !emails.isEmpty else { return [:] }
         var found: [String: CheckRow] = [:]

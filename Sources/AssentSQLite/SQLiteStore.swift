@@ -338,6 +338,17 @@ public final class SQLiteStore: LedgerStore {
         )
     }
 
+    public func dueExpiries(now: Date, limit: Int) async throws -> [Preference] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM preferences WHERE state = 'granted' AND expires_at IS NOT NULL AND expires_at <= ?
+                ORDER BY expires_at, contact_id LIMIT ?
+                """, arguments: [now.millisecondsSince1970, limit]).compactMap { row in
+                UUID(uuidString: row["contact_id"]).map { Self.preference(row, contactID: $0) }
+            }
+        }
+    }
+
     public func checkRows(emails: [EmailAddress], topicKey: String) async throws -> [String: CheckRow] {
         guard !emails.isEmpty else { return [:] }
         return try await pool.read { db in

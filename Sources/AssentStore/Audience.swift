@@ -122,3 +122,25 @@ extension Ledger {
         }
     }
 }
+
+extension Ledger {
+    /// Records `expired` (source `system`) for every grant whose lifetime
+    /// ended, up to `limit` at a time; returns how many were recorded. Safe to
+    /// run again and from several instances at once: a grant already expired
+    /// (or withdrawn or renewed meanwhile) records nothing.
+    @discardableResult
+    public func expireDue(limit: Int = 500) async throws -> Int {
+        var recorded = 0
+        for due in try await store.dueExpiries(now: now, limit: limit) {
+            do {
+                let result = try await recordChange(ChangeRequest(
+                    contactID: due.contactID, changes: [TopicChange(topicKey: due.topicKey, intent: .expire)], source: .system, actor: .system,
+                    occurredAt: due.expiresAt, changesField: "expiry"))
+                recorded += result.events.count
+            } catch DomainError.gone {
+                continue // erased meanwhile
+            }
+        }
+        return recorded
+    }
+}

@@ -590,6 +590,9 @@ public struct Ledger: Sendable {
         if request.source == .system && request.actor.kind != .system {
             problems.append(.init(field: "source", "'system' is reserved for changes Assent makes itself"))
         }
+        if request.changes.contains(where: { $0.intent == .expire }) && request.source != .system {
+            problems.append(.init(field: "source", "expiry is recorded by Assent itself (source system)"))
+        }
         if request.source == .emailLink && request.actor.kind != .subject {
             problems.append(.init(field: "source", "'email_link' is recorded by Assent's own confirmation links only"))
         }
@@ -644,7 +647,15 @@ public struct Ledger: Sendable {
         var problems: [ValidationError] = []
         for (i, change) in request.changes.enumerated() {
             let topic = topics[change.topicKey]!
-            let current = preferences[topic.key]?.effectiveState(at: recordedAt) ?? .none
+            var current = preferences[topic.key]?.effectiveState(at: recordedAt) ?? .none
+            if change.intent == .expire {
+                // Expiry records what the clock already implies: it looks at the stored state.
+                guard let stored = preferences[topic.key], stored.state == .granted, let due = stored.expiresAt, due <= recordedAt else {
+                    plan.unchanged.append(.init(topicKey: topic.key, state: current, reason: "no grant due to expire"))
+                    continue
+                }
+                current = .granted
+            }
             // A change the person made earlier than the current state's cause
             // (a verbal instruction keyed in late) never overrides a newer one.
             if let since = preferences[topic.key]?.since, occurredAt < since {

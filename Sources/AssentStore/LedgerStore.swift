@@ -153,6 +153,8 @@ public protocol LedgerStore: Sendable {
     /// (not erased) with a live grant (granted, not expired at `now`) on at
     /// least one of `topics`, each with those grants. At most `limit` contacts.
     func audiencePage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> [AudienceMember]
+    /// Grants whose lifetime ended by `now` and whose expiry is not recorded yet, oldest first.
+    func dueExpiries(now: Date, limit: Int) async throws -> [Preference]
     /// One indexed lookup for the send-time check; nil when no contact has this email.
     func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow?
     /// Streams every contact's chain (events in order, head, projection),

@@ -200,6 +200,11 @@ public actor MemoryStore: LedgerStore {
         return Array(all.reversed().filter { beforeSeq == nil || $0.seq < beforeSeq! }.prefix(limit))
     }
 
+    public func dueExpiries(now: Date, limit: Int) async throws -> [Preference] {
+        Array(preferencesByContact.values.flatMap(\.values).filter { $0.state == .granted && ($0.expiresAt.map { $0 <= now } ?? false) }
+            .sorted { ($0.expiresAt!, $0.contactID.uuidString) < ($1.expiresAt!, $1.contactID.uuidString) }.prefix(limit))
+    }
+
     public func checkRows(emails: [EmailAddress], topicKey: String) async throws -> [String: CheckRow] {
         var rows: [String: CheckRow] = [:]
         for email in emails { if let row = try await checkRow(email: email, topicKey: topicKey) { rows[email.value] = row } }

@@ -112,11 +112,12 @@ struct Serve: AsyncParsableCommand {
                                                                                  publicURL: { publicURL.value }), store: ledger.store,
                                     receipts: { [ledger] id in try await ledger.receipt(eventID: id, issuer: issuer) })
         let worker = OutboxWorker(store: ledger.store, masterKey: ledger.masterKey, transport: transport, composer: composer, logger: logger)
+        let expiry = ExpiryWorker(ledger: ledger, logger: logger)
         let site = SiteConfiguration(publicURL: { publicURL.value }, organisation: mail.organisation,
                                      formPostsPerMinute: formPostsPerMinute, linkPostsPerMinute: linkPostsPerMinute,
                                      trustedProxies: Set(trustedProxies), consoleTimeZone: TimeZone(identifier: consoleTimeZone)!)
         let app = try await buildApplication(configuration: .init(host: host, port: port), ledger: ledger, issuer: issuer, site: site,
-                                             services: [worker], logger: logger) { port in
+                                             services: [worker, expiry], logger: logger) { port in
             publicURL.setDefault("http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)")
             emit("Assent is serving the API on http://\(host):\(port)/api/v1 and the staff console on http://\(host):\(port)/console (\(database)); emails: \(transport.summary); press Ctrl-C to stop.")
         }

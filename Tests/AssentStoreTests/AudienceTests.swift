@@ -74,3 +74,56 @@ import Testing
         }
     }
 }
+
+@Suite struct ExpiryTests {
+    @Test(arguments: StoreKind.available)
+    func expiryIsRecordedOnceWhenDueAndSurvivesARestart(_ kind: StoreKind) async throws {
+        let clock = TestClock(Date(timeIntervalSince1970: 1_800_000_000))
+        let ledger = try await kind.makeLedger(now: { clock.now })
+        _ = try await ledger.createTopic(Topic(key: "events", title: "Events", consentLifetimeDays: 30, createdAt: Date()), noticeText: "About events.")
+        _ = try await ledger.createTopic(Topic(key: "news", title: "News", createdAt: Date()), noticeText: "About news.")
+        let jo = try await ledger.createContact(email: EmailAddress("jo@example.com"), name: nil, externalID: nil, locale: nil)
+        let bo = try await ledger.createContact(email: EmailAddress("bo@example.com"), name: nil, externalID: nil, locale: nil)
+        _ = try await optIn(ledger, jo, ["events", "news"])
+        clock.now = clock.now.addingTimeInterval(10 * 86_400)
+        _ = try await optIn(ledger, bo, ["events"])
+        #expect(try await ledger.expireDue() == 0, "nothing is due yet")
+        clock.now = clock.now.addingTimeInterval(25 * 86_400) // Jo's grant is 35 days old, Bo's 25
+        #expect(try await ledger.check(email: jo.email, topicKey: "events").reason == .expired, "the check never waits for the scheduler")
+        #expect(try await ledger.expireDue() == 1)
+        let event = try #require(try await ledger.store.events(contactID: jo.id, beforeSeq: nil, limit: 1).first)
+        #expect(event.action == .expired && event.source == .system && event.actor.kind == .system && event.topicKey == "events")
+        #expect(event.occurredAt == Date(timeIntervalSince1970: 1_800_000_000 + 30 * 86_400), "when the lifetime ended, not when it was noticed")
+        #expect(try await ledger.expireDue() == 0, "recorded once")
+        // A restart: a new ledger over the same store finds only what fell due since.
+        let restarted = Ledger(store: ledger.store, masterKey: ledger.masterKey, environment: LedgerEnvironment(now: { clock.now }))
+        clock.now = clock.now.addingTimeInterval(6 * 86_400)
+        #expect(try await restarted.expireDue() == 1, "Bo's")
+        #expect(try await restarted.expireDue() == 0)
+        #expect(try await ledger.check(email: jo.email, topicKey: "news").allowed, "topics without a lifetime never expire")
+        #expect(try await ledger.verify().isIntact)
+        await #expect(throws: DomainError.invalid(field: "source", "expiry is recorded by Assent itself (source system)")) {
+            _ = try await ledger.recordChange(ChangeRequest(contactID: jo.id, changes: [TopicChange(topicKey: "news", intent: .expire)],
+                                                            source: .api, actor: .apiKey("k")))
+        }
+    }
+
+    @Test(arguments: StoreKind.available)
+    func twoSchedulersAtOnceRecordEachExpiryOnce(_ kind: StoreKind) async throws {
+        let clock = TestClock(Date(timeIntervalSince1970: 1_800_000_000))
+        let ledger = try await kind.makeLedger(now: { clock.now })
+        _ = try await ledger.createTopic(Topic(key: "events", title: "Events", consentLifetimeDays: 1, createdAt: Date()), noticeText: "About events.")
+        for i in 0..<20 {
+            let c = try await ledger.createContact(email: EmailAddress("p\(i)@example.com"), name: nil, externalID: nil, locale: nil)
+            _ = try await optIn(ledger, c, ["events"])
+        }
+        clock.now = clock.now.addingTimeInterval(2 * 86_400)
+        let counts = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<3 { group.addTask { try await ledger.expireDue() } }
+            return try await group.reduce(0, +)
+        }
+        #expect(counts == 20)
+        #expect(try await ledger.expireDue() == 0)
+        #expect(try await ledger.verify().isIntact)
+    }
+}
