@@ -265,6 +265,24 @@ def sign_in(driver, email, password):
     submit(driver, driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
 
 
+def first_sign_in(driver, email, one_time, chosen, screenshot=None):
+    """Signs in with a one-time password and chooses one's own, as the console asks."""
+    sign_in(driver, email, one_time)
+    check(driver.current_url.endswith("/console/password"), f"{email} must change the one-time password: {driver.current_url}")
+    if screenshot:
+        shot(driver, screenshot)
+    driver.find_element(By.ID, "current").send_keys(one_time)
+    driver.find_element(By.ID, "new").send_keys(chosen)
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
+    check(driver.current_url.endswith("/console"), f"{email} signed in: {driver.current_url}")
+
+
+def find_contact(driver, query, email):
+    driver.find_element(By.ID, "q").send_keys(query)
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "form[role=search] button"))
+    submit(driver, driver.find_element(By.LINK_TEXT, email))
+
+
 def sign_out(driver):
     submit(driver, driver.find_element(By.CSS_SELECTOR, "form.signout button"))
 
@@ -277,13 +295,7 @@ def console():
     driver = browser()
     try:
         step("console: the first administrator signs in and chooses a password")
-        sign_in(driver, args.admin_email, args.admin_password)
-        check(driver.current_url.endswith("/console/password"), f"must change the one-time password: {driver.current_url}")
-        shot(driver, "console-password")
-        driver.find_element(By.ID, "current").send_keys(args.admin_password)
-        driver.find_element(By.ID, "new").send_keys("a long admin password")
-        submit(driver, driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
-        check(driver.current_url.endswith("/console"), f"signed in: {driver.current_url}")
+        first_sign_in(driver, args.admin_email, args.admin_password, "a long admin password", screenshot="console-password")
 
         passwords = {}
         for role, email in (("agent", "agent@example.com"), ("auditor", "auditor@example.com")):
@@ -300,10 +312,7 @@ def console():
         sign_out(driver)
 
         step("console: an agent finds Jo and records a verbal opt-in for two topics")
-        sign_in(driver, "agent@example.com", passwords["agent@example.com"])
-        driver.find_element(By.ID, "current").send_keys(passwords["agent@example.com"])
-        driver.find_element(By.ID, "new").send_keys("a long agent password")
-        submit(driver, driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
+        first_sign_in(driver, "agent@example.com", passwords["agent@example.com"], "a long agent password")
         driver.find_element(By.ID, "q").send_keys("jo@example")
         submit(driver, driver.find_element(By.CSS_SELECTOR, "form[role=search] button"))
         shot(driver, "console-search")
@@ -322,13 +331,8 @@ def console():
         sign_out(driver)
 
         step("console: an auditor sees the instruction with its evidence and cannot change anything")
-        sign_in(driver, "auditor@example.com", passwords["auditor@example.com"])
-        driver.find_element(By.ID, "current").send_keys(passwords["auditor@example.com"])
-        driver.find_element(By.ID, "new").send_keys("a long auditor password")
-        submit(driver, driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
-        driver.find_element(By.ID, "q").send_keys("jo@example.com")
-        submit(driver, driver.find_element(By.CSS_SELECTOR, "form[role=search] button"))
-        submit(driver, driver.find_element(By.LINK_TEXT, "jo@example.com"))
+        first_sign_in(driver, "auditor@example.com", passwords["auditor@example.com"], "a long auditor password")
+        find_contact(driver, "jo@example.com", "jo@example.com")
         contact_url = driver.current_url
         check(not driver.find_elements(By.LINK_TEXT, "Record an instruction"), "no way to record for an auditor")
         submit(driver, driver.find_element(By.LINK_TEXT, "Show evidence"))
