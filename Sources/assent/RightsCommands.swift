@@ -27,7 +27,11 @@ struct DSR: AsyncParsableCommand {
             } else {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                encoder.dateEncodingStrategy = .iso8601
+                // The same timestamps as the API: RFC 3339 with milliseconds.
+                encoder.dateEncodingStrategy = .custom { date, encoder in
+                    var container = encoder.singleValueContainer()
+                    try container.encode(date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
+                }
                 print(String(decoding: try encoder.encode(export), as: UTF8.self))
             }
         }
