@@ -67,9 +67,7 @@ public struct ContactLink: Equatable, Sendable {
 
     /// Whether `mac` was made for this link with this secret (constant time).
     public func verify(mac given: Data, secret: Data, key: SymmetricKey) -> Bool {
-        let expected = mac(secret: secret, key: key)
-        guard given.count == expected.count else { return false }
-        return zip(given, expected).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+        given.constantTimeEquals(mac(secret: secret, key: key))
     }
 }
 
@@ -82,6 +80,11 @@ extension MasterKey {
 }
 
 extension Data {
+    /// Compares secrets without leaking, through timing, where they differ.
+    public func constantTimeEquals(_ other: Data) -> Bool {
+        count == other.count && zip(self, other).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
     /// Decodes base64url without padding (RFC 4648 §5).
     public init?(base64URL text: String) {
         guard text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else { return nil }

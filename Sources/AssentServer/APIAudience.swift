@@ -53,8 +53,8 @@ extension API {
         var problems: [ValidationError] = []
         var emails: [EmailAddress] = []
         for (i, text) in body.emails.enumerated() {
-            do { emails.append(try EmailAddress(text)) } catch let DomainError.invalid(e) {
-                problems += e.map { ValidationError(field: "emails[\(i)]", $0.message) }
+            do { emails.append(try EmailAddress(text, field: "emails[\(i)]")) } catch let DomainError.invalid(e) {
+                problems += e
                 if problems.count >= 20 { break }
             }
         }
@@ -127,9 +127,8 @@ public enum AudienceRows {
 
     public static func line(_ member: AudienceMember, query: AudienceQuery, ledger: Ledger, base: String, format: String) async throws -> String {
         let c = member.contact
-        let centre = "\(base)/p/" + (try await ledger.linkToken(ContactLink(purpose: .preferenceCentre, contactID: c.id)))
-        let unsubscribe = "\(base)/u/" + (try await ledger.linkToken(ContactLink(purpose: .unsubscribe, contactID: c.id,
-                                                                                 topicKey: query.topics.count == 1 ? query.topics[0] : nil)))
+        let tokens = try await ledger.linkTokens(for: c, unsubscribeTopic: query.topics.count == 1 ? query.topics[0] : nil)
+        let centre = "\(base)/p/\(tokens.centre)", unsubscribe = "\(base)/u/\(tokens.unsubscribe)"
         if format == "csv" {
             let fields = [c.email.value, c.name ?? "", c.externalID ?? "", c.locale ?? ""]
                 + query.topics.map { member.grants[$0].map { WireDate.format($0.since) } ?? "" } + [centre, unsubscribe]

@@ -260,10 +260,7 @@ struct ConsolePages: Sendable {
         let f = visit.form
         func optional(_ name: String) -> String? { f.value(name).flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0.trimmingCharacters(in: .whitespaces) } }
         do {
-            let email: EmailAddress
-            do { email = try EmailAddress((f.value("email") ?? "").trimmingCharacters(in: .whitespaces)) } catch DomainError.invalid(let errors) {
-                throw DomainError.invalid(errors.map { ValidationError(field: "email", $0.message) })
-            }
+            let email = try EmailAddress(f.value("email") ?? "")
             let contact = try await ledger.createContact(email: email, name: optional("name"), externalID: optional("externalId"), locale: optional("locale"))
             try await ledger.audit(visit.user, "contact_create", target: "contact:\(contact.id.uuidString.lowercased())", ipAddress: context.remoteIP)
             return redirect("/console/contacts/\(contact.id.uuidString.lowercased())")
@@ -344,10 +341,7 @@ struct ConsolePages: Sendable {
         let before = try await ledger.existingContact(id)
         if before.isErased { throw DomainError.gone(what: "contact", id: id.uuidString.lowercased()) }
         do {
-            let email: EmailAddress
-            do { email = try EmailAddress((f.value("email") ?? "").trimmingCharacters(in: .whitespaces)) } catch DomainError.invalid(let errors) {
-                throw DomainError.invalid(errors.map { ValidationError(field: "email", $0.message) })
-            }
+            let email = try EmailAddress(f.value("email") ?? "")
             let after = try await ledger.updateContact(id: id) { c in
                 c.email = email
                 c.name = optional("name")

@@ -63,9 +63,7 @@ public struct APIKey: Equatable, Sendable {
 
     /// Constant-time comparison of the presented secret with the stored hash.
     public func matches(secret: String) -> Bool {
-        let presented = APIKey.hash(secret: secret)
-        guard presented.count == secretHash.count else { return false }
-        return zip(presented, secretHash).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+        APIKey.hash(secret: secret).constantTimeEquals(secretHash)
     }
 
     public static func validateName(_ name: String) throws {

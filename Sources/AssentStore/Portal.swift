@@ -123,10 +123,7 @@ extension Ledger {
     /// Emails a single-use sign-in link if the address belongs to a contact.
     /// The caller answers the same either way, so nobody can find out who is registered.
     public func requestPortalLink(email text: String) async throws {
-        let email: EmailAddress
-        do { email = try EmailAddress(text.trimmingCharacters(in: .whitespaces)) } catch let DomainError.invalid(e) {
-            throw DomainError.invalid(e.map { ValidationError(field: "email", $0.message) })
-        }
+        let email = try EmailAddress(text)
         guard let contact = try await store.contact(email: email) else { return }
         let at = now
         guard try await store.portalLinkCount(contactID: contact.id, since: at.addingTimeInterval(-3_600)) < Self.portalLinksPerHour else { return }
@@ -183,7 +180,7 @@ extension Ledger {
         guard let given else { return false }
         let expected = Data(csrfToken(sessionSecret: sessionSecret).utf8)
         let actual = Data(given.utf8)
-        return actual.count == expected.count && zip(actual, expected).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+        return actual.constantTimeEquals(expected)
     }
 
     /// Records a request for staff to handle, due one month after it was

@@ -159,7 +159,7 @@ extension Ledger {
         var email: EmailAddress?
         if !knownPerson {
             if let text = submission.email?.trimmingCharacters(in: .whitespaces), !text.isEmpty {
-                do { email = try EmailAddress(text) } catch let DomainError.invalid(e) { problems += e.map { .init(field: "email", $0.message) } }
+                do { email = try EmailAddress(text) } catch let DomainError.invalid(e) { problems += e }
             } else {
                 problems.append(.init(field: "email", "is required"))
             }
@@ -279,13 +279,21 @@ extension Ledger {
     /// contact's link secret is made on first use).
     public func linkToken(_ link: ContactLink) async throws -> String {
         _ = try await existingContact(link.contactID)
-        let secret: Data
-        if let stored = try await store.linkSecret(contactID: link.contactID) {
-            secret = stored
-        } else {
-            secret = try await store.ensureLinkSecret(contactID: link.contactID, candidate: Self.randomSecret(), at: now)
-        }
-        return link.token(secret: secret, key: linkKey)
+        return link.token(secret: try await linkSecret(link.contactID), key: linkKey)
+    }
+
+    /// A known contact's preference-centre and unsubscribe tokens with one
+    /// secret lookup (an audience export makes them for every row).
+    public func linkTokens(for contact: Contact, unsubscribeTopic: String?) async throws -> (centre: String, unsubscribe: String) {
+        let secret = try await linkSecret(contact.id)
+        return (ContactLink(purpose: .preferenceCentre, contactID: contact.id).token(secret: secret, key: linkKey),
+                ContactLink(purpose: .unsubscribe, contactID: contact.id, topicKey: unsubscribeTopic).token(secret: secret, key: linkKey))
+    }
+
+    /// The contact's link secret, made on first use.
+    private func linkSecret(_ contactID: UUID) async throws -> Data {
+        if let stored = try await store.linkSecret(contactID: contactID) { return stored }
+        return try await store.ensureLinkSecret(contactID: contactID, candidate: Self.randomSecret(), at: now)
     }
 
     /// Revokes every preference-centre and unsubscribe link of a contact.

@@ -28,9 +28,7 @@ extension Ledger {
                                 actor: StaffUser?, ipAddress: String? = nil) async throws -> StaffUser {
         var problems: [ValidationError] = []
         var email: EmailAddress?
-        do { email = try EmailAddress(text.trimmingCharacters(in: .whitespaces)) } catch let DomainError.invalid(e) {
-            problems += e.map { ValidationError(field: "email", $0.message) }
-        }
+        do { email = try EmailAddress(text) } catch let DomainError.invalid(e) { problems += e }
         let name = name.trimmingCharacters(in: .whitespaces)
         if name.isEmpty { problems.append(.init(field: "name", "is required")) }
         do { try TextCheck.check(name, field: "name", max: Limits.nameLength) } catch let DomainError.invalid(e) { problems += e }
@@ -184,7 +182,7 @@ extension Ledger {
     public func checkStaffCSRF(_ given: String?, sessionSecret: String) -> Bool {
         guard let given else { return false }
         let expected = Data(staffCSRFToken(sessionSecret: sessionSecret).utf8), actual = Data(given.utf8)
-        return actual.count == expected.count && zip(actual, expected).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+        return actual.constantTimeEquals(expected)
     }
 
     // MARK: Audit
