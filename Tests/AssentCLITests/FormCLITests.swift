@@ -127,6 +127,8 @@ import Testing
         #expect(export.stderr.contains("1 contacts in"))
         #expect(try cli.run(["audience", "export", "--topic", "news", "--count"]).stdout == "1\n")
         #expect(try cli.run(["audience", "export", "--topic", "nope"]).stderr.contains("unknown topic 'nope'"))
+        #expect(try cli.run(["audience", "export", "--topic", "news", "--format", "xml"]).stderr.contains("--format"))
+        #expect(try cli.run(["audience", "export"]).stderr.contains("--topic"))
         let input = cli.directory.appendingPathComponent("emails.txt")
         try "jo@example.com\nbo@example.com\nnew@example.com\n".write(to: input, atomically: true, encoding: .utf8)
         let checked = try cli.run(["audience", "check", "--topic", "news", input.path])

@@ -30,6 +30,9 @@ import Testing
             #expect(try await api.send(.get, "/api/v1/audience?topics=news&count=true").json["count"] as? Int == 2)
             #expect(try await api.send(.get, "/api/v1/audience?topics=nope").problemFields == ["topics[0]"])
             #expect(try await api.send(.get, "/api/v1/audience").problemFields == ["topics"])
+            #expect(try await api.send(.get, "/api/v1/audience?topics=events&format=xml").problemFields == ["format"])
+            #expect(try await api.send(.get, "/api/v1/audience?topics=events&match=some").problemFields == ["match"])
+            #expect(try await api.send(.get, "/api/v1/audience?topics=events&changedSince=yesterday").problemFields == ["changedSince"])
             let reader = try await api.newKey(.read)
             #expect(try await api.send(.get, "/api/v1/audience?topics=events", token: reader).status == .forbidden)
         }
