@@ -12,6 +12,9 @@ public enum ConsentIntent: String, Sendable, Codable, CaseIterable {
     case confirm
     /// A grant reached the end of its lifetime (system only).
     case expire
+    /// Say yes again from a re-permission link, which proves the inbox: a
+    /// fresh `granted` with a new lifetime, even over a live grant.
+    case renew
 }
 
 /// The outcome of the state machine for one topic.
@@ -60,6 +63,9 @@ public enum ConsentPolicy {
             }
         case .expire:
             return current == .granted ? .change(action: .expired, to: .expired) : .unchanged(reason: "not granted")
+        case .renew:
+            try refuseIfRetired()
+            return .change(action: .granted, to: .granted)
         }
     }
 }

@@ -11,17 +11,22 @@ public struct ContactLink: Equatable, Sendable {
     public enum Purpose: UInt8, Sendable {
         case preferenceCentre = 0x70 // "p"
         case unsubscribe = 0x75 // "u"
+        /// Renew an expiring grant of one topic (`/r/{token}`).
+        case repermission = 0x72 // "r"
+
+        /// Whether the link names one topic (required for renewal, optional for unsubscribe).
+        var carriesTopic: Bool { self != .preferenceCentre }
     }
 
     public var purpose: Purpose
     public var contactID: UUID
-    /// For unsubscribe links: the topic; nil = every topic.
+    /// For unsubscribe links: the topic, nil = every topic. For re-permission links: the topic to renew.
     public var topicKey: String?
 
     public init(purpose: Purpose, contactID: UUID, topicKey: String? = nil) {
         self.purpose = purpose
         self.contactID = contactID
-        self.topicKey = purpose == .unsubscribe ? topicKey : nil
+        self.topicKey = purpose.carriesTopic ? topicKey : nil
     }
 
     /// 128 bits of HMAC-SHA256 are kept: forging one is a 2^128 guess per try.
@@ -59,9 +64,10 @@ public struct ContactLink: Equatable, Sendable {
         let topicBytes = bytes[17..<(bytes.count - macLength)]
         var topic: String?
         if !topicBytes.isEmpty {
-            guard purpose == .unsubscribe, let text = String(bytes: topicBytes, encoding: .utf8), (try? Topic.validateKey(text)) != nil else { return nil }
+            guard purpose.carriesTopic, let text = String(bytes: topicBytes, encoding: .utf8), (try? Topic.validateKey(text)) != nil else { return nil }
             topic = text
         }
+        if purpose == .repermission && topic == nil { return nil }
         return (ContactLink(purpose: purpose, contactID: id, topicKey: topic), Data(bytes.suffix(macLength)))
     }
 

@@ -11,6 +11,9 @@ public struct Topic: Equatable, Sendable, Codable {
     public var requiresDoubleOptIn: Bool
     /// How long a grant lasts before it expires; nil = until withdrawn.
     public var consentLifetimeDays: Int?
+    /// With a lifetime: how many days before a grant expires Assent emails the
+    /// person asking them to renew it (re-permission); nil = no such email.
+    public var repermissionDaysBefore: Int?
     /// The version of the notice currently shown when asking.
     public var currentNoticeVersion: Int
     public var createdAt: Date
@@ -24,7 +27,7 @@ public struct Topic: Equatable, Sendable, Codable {
     public init(
         key: String, title: String, description: String = "", category: String = "general",
         status: Status = .active, requiresDoubleOptIn: Bool = false, consentLifetimeDays: Int? = nil,
-        currentNoticeVersion: Int = 1, createdAt: Date, updatedAt: Date? = nil
+        repermissionDaysBefore: Int? = nil, currentNoticeVersion: Int = 1, createdAt: Date, updatedAt: Date? = nil
     ) {
         self.key = key
         self.title = title
@@ -33,6 +36,7 @@ public struct Topic: Equatable, Sendable, Codable {
         self.status = status
         self.requiresDoubleOptIn = requiresDoubleOptIn
         self.consentLifetimeDays = consentLifetimeDays
+        self.repermissionDaysBefore = repermissionDaysBefore
         self.currentNoticeVersion = currentNoticeVersion
         self.createdAt = createdAt
         self.updatedAt = updatedAt ?? createdAt
@@ -78,6 +82,15 @@ public struct Topic: Equatable, Sendable, Codable {
         collect {
             if let days = consentLifetimeDays, !(1...36_500).contains(days) {
                 throw DomainError.invalid(field: "consentLifetimeDays", "must be between 1 and 36500 days")
+            }
+        }
+        collect {
+            guard let before = repermissionDaysBefore else { return }
+            guard let days = consentLifetimeDays else {
+                throw DomainError.invalid(field: "repermissionDaysBefore", "needs a consentLifetimeDays: only grants that expire are renewed")
+            }
+            if before < 1 || before >= days {
+                throw DomainError.invalid(field: "repermissionDaysBefore", "must be between 1 and \(max(1, days - 1)) days (less than the \(days)-day lifetime)")
             }
         }
         if !problems.isEmpty { throw DomainError.invalid(problems) }

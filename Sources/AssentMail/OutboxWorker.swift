@@ -76,6 +76,32 @@ public struct MailComposer: Sendable {
         return (base.hasSuffix("/") ? String(base.dropLast()) : base) + "/portal/signin/\(token)"
     }
 
+    func link(_ path: String) -> String {
+        let base = settings.publicURL()
+        return (base.hasSuffix("/") ? String(base.dropLast()) : base) + path
+    }
+
+    /// Asks the person whether to keep sending a topic whose consent is about to expire.
+    public func repermission(_ email: RepermissionEmail, messageID: String, date: Date) async throws -> MailMessage {
+        let locale = templates.locale(for: email.locale)
+        guard let topic = try await store.topic(key: email.topicKey) else { throw MailError.permanent("topic '\(email.topicKey)' no longer exists") }
+        let notice = try await store.notice(topicKey: topic.key, version: topic.currentNoticeVersion)
+        let expires = email.expiresAt.formatted(Date.FormatStyle(date: .long, time: .omitted, locale: Locale(identifier: locale),
+                                                                  timeZone: TimeZone(identifier: "UTC")!))
+        var model: [String: Any] = ["organisation": settings.organisation, "topic": topic.title, "notice": notice?.text ?? "",
+                                    "link": link("/r/\(email.token)"), "centre": link("/p/\(email.centreToken)"), "expires": expires]
+        if let days = topic.consentLifetimeDays { model["lifetime"] = days }
+        if let name = email.name { model["name"] = name }
+        var message = MailMessage(
+            from: settings.from, to: MailAddress(email.to, name: email.name),
+            subject: try templates.render("repermission", part: "subject", locale: locale, model: model).trimmingCharacters(in: .whitespacesAndNewlines),
+            text: try templates.render("repermission", part: "text", locale: locale, model: model),
+            html: try templates.render("repermission", part: "html", locale: locale, model: model),
+            messageID: messageID, date: date)
+        message.headers = [("List-Unsubscribe", "<\(link("/p/\(email.centreToken)"))>")]
+        return message
+    }
+
     /// The portal's single-use sign-in email.
     public func portalSignIn(_ email: PortalLinkEmail, messageID: String, date: Date) throws -> MailMessage {
         let locale = templates.locale(for: email.locale)
@@ -173,6 +199,15 @@ public struct OutboxWorker: Service {
                     return await complete(item, payload: scrubbed)
                 }
                 try await transport.send(try composer.portalSignIn(email, messageID: messageID, date: at))
+                await complete(item, payload: scrubbed)
+            case RepermissionEmail.kind:
+                let email = try RepermissionEmail.open(item, masterKey: masterKey)
+                let scrubbed = try email.scrubbed(masterKey: masterKey, itemID: item.id)
+                guard try await email.stillDue(in: store, at: now()) else {
+                    logger.info("skipped \(item.kind) \(item.id): the grant was renewed, withdrawn or expired meanwhile")
+                    return await complete(item, payload: scrubbed)
+                }
+                try await transport.send(try await composer.repermission(email, messageID: messageID, date: at))
                 await complete(item, payload: scrubbed)
             case ReceiptEmail.kind:
                 let email = try ReceiptEmail.open(item, masterKey: masterKey)

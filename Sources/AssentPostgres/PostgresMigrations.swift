@@ -301,5 +301,40 @@ enum PostgresMigrations {
             )
             """,
         ]),
+        ("0008_segments_and_repermission", [
+            "ALTER TABLE topics ADD COLUMN repermission_days BIGINT CHECK (repermission_days > 0)",
+            // Saved audience definitions, and their size once a day.
+            """
+            CREATE TABLE segments (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                description TEXT NOT NULL,
+                definition TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE segment_sizes (
+                segment_id TEXT NOT NULL REFERENCES segments(id) ON DELETE CASCADE,
+                day TEXT NOT NULL,
+                size BIGINT NOT NULL,
+                measured_at BIGINT NOT NULL,
+                PRIMARY KEY (segment_id, day)
+            )
+            """,
+            // One re-permission email per grant: the key is the grant's expiry.
+            """
+            CREATE TABLE repermission_requests (
+                contact_id UUID NOT NULL REFERENCES contacts(id),
+                topic_key TEXT NOT NULL REFERENCES topics(key),
+                grant_expires_at BIGINT NOT NULL,
+                sent_at BIGINT NOT NULL,
+                outbox_id UUID NOT NULL,
+                PRIMARY KEY (contact_id, topic_key, grant_expires_at)
+            )
+            """,
+        ]),
     ]
 }

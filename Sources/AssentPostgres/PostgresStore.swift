@@ -270,9 +270,9 @@ public final class PostgresStore: LedgerStore {
             try await transaction { c in
                 try await c.query("""
                     INSERT INTO topics (key, title, description, category, status, requires_double_opt_in, consent_lifetime_days,
-                        current_notice_version, created_at, updated_at)
+                        repermission_days, current_notice_version, created_at, updated_at)
                     VALUES (\(topic.key), \(topic.title), \(topic.description), \(topic.category), \(topic.status.rawValue),
-                        \(topic.requiresDoubleOptIn), \(topic.consentLifetimeDays), \(topic.currentNoticeVersion),
+                        \(topic.requiresDoubleOptIn), \(topic.consentLifetimeDays), \(topic.repermissionDaysBefore), \(topic.currentNoticeVersion),
                         \(topic.createdAt.millisecondsSince1970), \(topic.updatedAt.millisecondsSince1970))
                     """, logger: logger)
                 try await c.query("""
@@ -287,7 +287,8 @@ public final class PostgresStore: LedgerStore {
         let updated = try await rows("""
             UPDATE topics SET title = \(topic.title), description = \(topic.description), category = \(topic.category),
                 status = \(topic.status.rawValue), requires_double_opt_in = \(topic.requiresDoubleOptIn),
-                consent_lifetime_days = \(topic.consentLifetimeDays), updated_at = \(topic.updatedAt.millisecondsSince1970)
+                consent_lifetime_days = \(topic.consentLifetimeDays),
+                repermission_days = \(topic.repermissionDaysBefore), updated_at = \(topic.updatedAt.millisecondsSince1970)
             WHERE key = \(topic.key) RETURNING key
             """)
         if updated.isEmpty { throw StoreError.notFound(what: "topic", id: topic.key) }
@@ -307,6 +308,7 @@ public final class PostgresStore: LedgerStore {
               status: Topic.Status(rawValue: try r["status"].decode(String.self)) ?? .retired,
               requiresDoubleOptIn: try r["requires_double_opt_in"].decode(Bool.self),
               consentLifetimeDays: try r["consent_lifetime_days"].decode(Int?.self),
+              repermissionDaysBefore: try r["repermission_days"].decode(Int?.self),
               currentNoticeVersion: try r["current_notice_version"].decode(Int.self),
               createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
               updatedAt: Date(millisecondsSince1970: try r["updated_at"].decode(Int64.self)))
@@ -1215,6 +1217,108 @@ public final class PostgresStore: LedgerStore {
 
     public func revokeAPIKey(id: String, at: Date) async throws -> Bool {
         !(try await rows("UPDATE api_keys SET revoked_at = \(at.millisecondsSince1970) WHERE id = \(id) AND revoked_at IS NULL RETURNING id").isEmpty)
+    }
+
+    // MARK: Segments
+
+    public func insertSegment(_ segment: Segment) async throws {
+        try await mapUnique(value: { _ in segment.id }) {
+            try await client.query("""
+                INSERT INTO segments (id, name, description, definition, created_by, created_at, updated_at)
+                VALUES (\(segment.id), \(segment.name), \(segment.description), \(segment.definitionJSON), \(segment.createdBy),
+                    \(segment.createdAt.millisecondsSince1970), \(segment.updatedAt.millisecondsSince1970))
+                """, logger: logger)
+        }
+    }
+
+    public func updateSegment(_ segment: Segment) async throws {
+        let updated = try await rows("""
+            UPDATE segments SET name = \(segment.name), description = \(segment.description), definition = \(segment.definitionJSON),
+                updated_at = \(segment.updatedAt.millisecondsSince1970)
+            WHERE id = \(segment.id) RETURNING id
+            """)
+        if updated.isEmpty { throw StoreError.notFound(what: "segment", id: segment.id) }
+    }
+
+    public func deleteSegment(id: String) async throws -> Bool {
+        // segment_sizes go with it (ON DELETE CASCADE).
+        !(try await rows("DELETE FROM segments WHERE id = \(id) RETURNING id").isEmpty)
+    }
+
+    public func segment(id: String) async throws -> Segment? {
+        try await rows("SELECT * FROM segments WHERE id = \(id)").first.map(Self.segment)
+    }
+
+    public func segments() async throws -> [Segment] {
+        try await rows("SELECT * FROM segments ORDER BY id").map(Self.segment)
+    }
+
+    static func segment(_ r: PostgresRandomAccessRow) throws -> Segment {
+        Segment(id: try r["id"].decode(String.self), name: try r["name"].decode(String.self), description: try r["description"].decode(String.self),
+                query: try Segment.query(fromJSON: try r["definition"].decode(String.self)), createdBy: try r["created_by"].decode(String.self),
+                createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+                updatedAt: Date(millisecondsSince1970: try r["updated_at"].decode(Int64.self)))
+    }
+
+    public func recordSegmentSize(_ size: SegmentSize) async throws {
+        do {
+            try await client.query("""
+                INSERT INTO segment_sizes (segment_id, day, size, measured_at)
+                VALUES (\(size.segmentID), \(size.day), \(size.size), \(size.measuredAt.millisecondsSince1970))
+                ON CONFLICT (segment_id, day) DO UPDATE SET size = excluded.size, measured_at = excluded.measured_at
+                """, logger: logger)
+        } catch where Self.foreignKeyViolation(error) {
+            throw StoreError.notFound(what: "segment", id: size.segmentID)
+        }
+    }
+
+    public func segmentSizes(segmentID: String, limit: Int) async throws -> [SegmentSize] {
+        try await rows("SELECT * FROM segment_sizes WHERE segment_id = \(segmentID) ORDER BY day DESC LIMIT \(limit)").map { r in
+            SegmentSize(segmentID: try r["segment_id"].decode(String.self), day: try r["day"].decode(String.self),
+                        size: try r["size"].decode(Int.self), measuredAt: Date(millisecondsSince1970: try r["measured_at"].decode(Int64.self)))
+        }.reversed()
+    }
+
+    // MARK: Re-permission
+
+    public func dueRepermissions(now: Date, horizon: Date, limit: Int) async throws -> [RepermissionDue] {
+        let at = now.millisecondsSince1970
+        return try await rows("""
+            SELECT p.contact_id, p.topic_key, p.expires_at FROM preferences p
+            JOIN topics t ON t.key = p.topic_key
+            JOIN contacts c ON c.id = p.contact_id
+            WHERE p.state = 'granted' AND p.expires_at IS NOT NULL AND p.expires_at > \(at) AND p.expires_at <= \(horizon.millisecondsSince1970)
+              AND t.status = 'active' AND t.repermission_days IS NOT NULL AND p.expires_at <= \(at) + t.repermission_days * 86400000
+              AND c.erased_at IS NULL AND c.objected_at IS NULL
+              AND NOT EXISTS (SELECT 1 FROM repermission_requests r
+                              WHERE r.contact_id = p.contact_id AND r.topic_key = p.topic_key AND r.grant_expires_at = p.expires_at)
+            ORDER BY p.expires_at, p.contact_id, p.topic_key LIMIT \(limit)
+            """).map { r in
+            RepermissionDue(contactID: try r["contact_id"].decode(UUID.self), topicKey: try r["topic_key"].decode(String.self),
+                            expiresAt: Date(millisecondsSince1970: try r["expires_at"].decode(Int64.self)))
+        }
+    }
+
+    public func insertRepermission(_ request: RepermissionRequest, email: OutboxItem) async throws -> Bool {
+        do {
+            return try await transaction { c in
+                let inserted = try await rows("""
+                    INSERT INTO repermission_requests (contact_id, topic_key, grant_expires_at, sent_at, outbox_id)
+                    VALUES (\(request.contactID), \(request.topicKey), \(request.grantExpiresAt.millisecondsSince1970),
+                        \(request.sentAt.millisecondsSince1970), \(request.outboxID))
+                    ON CONFLICT DO NOTHING RETURNING contact_id
+                    """, on: c)
+                guard !inserted.isEmpty else { return false }
+                try await c.query("""
+                    INSERT INTO outbox (id, contact_id, kind, payload, status, attempts, next_attempt_at, created_at)
+                    VALUES (\(email.id), \(email.contactID), \(email.kind), \(email.payload), \(email.status.rawValue), \(email.attempts),
+                        \(email.nextAttemptAt.millisecondsSince1970), \(email.createdAt.millisecondsSince1970))
+                    """, logger: logger)
+                return true
+            }
+        } catch where Self.foreignKeyViolation(error) {
+            throw StoreError.notFound(what: "contact", id: request.contactID.uuidString.lowercased())
+        }
     }
 
     // MARK: Idempotency

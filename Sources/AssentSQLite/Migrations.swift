@@ -285,6 +285,39 @@ enum SQLiteMigrations {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("0008_segments_and_repermission") { db in
+            try db.execute(sql: """
+                ALTER TABLE topics ADD COLUMN repermission_days INTEGER CHECK (repermission_days > 0);
+
+                -- Saved audience definitions, and their size once a day.
+                CREATE TABLE segments (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    name TEXT NOT NULL,
+                    description TEXT NOT NULL,
+                    definition TEXT NOT NULL,
+                    created_by TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                CREATE TABLE segment_sizes (
+                    segment_id TEXT NOT NULL REFERENCES segments(id) ON DELETE CASCADE,
+                    day TEXT NOT NULL,
+                    size INTEGER NOT NULL,
+                    measured_at INTEGER NOT NULL,
+                    PRIMARY KEY (segment_id, day)
+                ) WITHOUT ROWID;
+
+                -- One re-permission email per grant: the key is the grant's expiry.
+                CREATE TABLE repermission_requests (
+                    contact_id TEXT NOT NULL REFERENCES contacts(id),
+                    topic_key TEXT NOT NULL REFERENCES topics(key),
+                    grant_expires_at INTEGER NOT NULL,
+                    sent_at INTEGER NOT NULL,
+                    outbox_id TEXT NOT NULL,
+                    PRIMARY KEY (contact_id, topic_key, grant_expires_at)
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }

@@ -73,8 +73,8 @@ public final class SQLiteStore: LedgerStore {
             try await pool.write { db in
                 try db.execute(sql: """
                     INSERT INTO topics (key, title, description, category, status, requires_double_opt_in,
-                        consent_lifetime_days, current_notice_version, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        consent_lifetime_days, repermission_days, current_notice_version, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """, arguments: Self.topicArguments(topic))
                 try db.execute(sql: "INSERT INTO notices (topic_key, version, text, created_at) VALUES (?, ?, ?, ?)",
                                arguments: [notice.topicKey, notice.version, notice.text, notice.createdAt.millisecondsSince1970])
@@ -84,16 +84,16 @@ public final class SQLiteStore: LedgerStore {
 
     private static func topicArguments(_ t: Topic) -> StatementArguments {
         [t.key, t.title, t.description, t.category, t.status.rawValue, t.requiresDoubleOptIn, t.consentLifetimeDays,
-         t.currentNoticeVersion, t.createdAt.millisecondsSince1970, t.updatedAt.millisecondsSince1970]
+         t.repermissionDaysBefore, t.currentNoticeVersion, t.createdAt.millisecondsSince1970, t.updatedAt.millisecondsSince1970]
     }
 
     public func updateTopic(_ topic: Topic) async throws {
         let changed = try await pool.write { db in
             try db.execute(sql: """
                 UPDATE topics SET title = ?, description = ?, category = ?, status = ?, requires_double_opt_in = ?,
-                    consent_lifetime_days = ?, updated_at = ? WHERE key = ?
+                    consent_lifetime_days = ?, repermission_days = ?, updated_at = ? WHERE key = ?
                 """, arguments: [topic.title, topic.description, topic.category, topic.status.rawValue, topic.requiresDoubleOptIn,
-                                 topic.consentLifetimeDays, topic.updatedAt.millisecondsSince1970, topic.key])
+                                 topic.consentLifetimeDays, topic.repermissionDaysBefore, topic.updatedAt.millisecondsSince1970, topic.key])
             return db.changesCount
         }
         if changed == 0 { throw StoreError.notFound(what: "topic", id: topic.key) }
@@ -113,7 +113,8 @@ public final class SQLiteStore: LedgerStore {
     static func topic(_ row: Row) -> Topic {
         Topic(key: row["key"], title: row["title"], description: row["description"], category: row["category"],
               status: Topic.Status(rawValue: row["status"]) ?? .retired, requiresDoubleOptIn: row["requires_double_opt_in"],
-              consentLifetimeDays: row["consent_lifetime_days"], currentNoticeVersion: row["current_notice_version"],
+              consentLifetimeDays: row["consent_lifetime_days"], repermissionDaysBefore: row["repermission_days"],
+              currentNoticeVersion: row["current_notice_version"],
               createdAt: Date(millisecondsSince1970: row["created_at"]), updatedAt: Date(millisecondsSince1970: row["updated_at"]))
     }
 
@@ -992,6 +993,106 @@ public final class SQLiteStore: LedgerStore {
         try await pool.write { db in
             try db.execute(sql: "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [at.millisecondsSince1970, id])
             return db.changesCount > 0
+        }
+    }
+
+    // MARK: Segments
+
+    public func insertSegment(_ segment: Segment) async throws {
+        try await mapUnique({
+            try await pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO segments (id, name, description, definition, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [segment.id, segment.name, segment.description, segment.definitionJSON, segment.createdBy,
+                                     segment.createdAt.millisecondsSince1970, segment.updatedAt.millisecondsSince1970])
+            }
+        }, value: { _ in segment.id })
+    }
+
+    public func updateSegment(_ segment: Segment) async throws {
+        let changed = try await pool.write { db in
+            try db.execute(sql: "UPDATE segments SET name = ?, description = ?, definition = ?, updated_at = ? WHERE id = ?",
+                           arguments: [segment.name, segment.description, segment.definitionJSON, segment.updatedAt.millisecondsSince1970, segment.id])
+            return db.changesCount
+        }
+        if changed == 0 { throw StoreError.notFound(what: "segment", id: segment.id) }
+    }
+
+    public func deleteSegment(id: String) async throws -> Bool {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM segment_sizes WHERE segment_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM segments WHERE id = ?", arguments: [id])
+            return db.changesCount > 0
+        }
+    }
+
+    public func segment(id: String) async throws -> Segment? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM segments WHERE id = ?", arguments: [id]) }.map(Self.segment)
+    }
+
+    public func segments() async throws -> [Segment] {
+        try await pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM segments ORDER BY id") }.map(Self.segment)
+    }
+
+    static func segment(_ row: Row) throws -> Segment {
+        Segment(id: row["id"], name: row["name"], description: row["description"], query: try Segment.query(fromJSON: row["definition"]),
+                createdBy: row["created_by"], createdAt: Date(millisecondsSince1970: row["created_at"]),
+                updatedAt: Date(millisecondsSince1970: row["updated_at"]))
+    }
+
+    public func recordSegmentSize(_ size: SegmentSize) async throws {
+        try await pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO segment_sizes (segment_id, day, size, measured_at) VALUES (?, ?, ?, ?)
+                ON CONFLICT (segment_id, day) DO UPDATE SET size = excluded.size, measured_at = excluded.measured_at
+                """, arguments: [size.segmentID, size.day, size.size, size.measuredAt.millisecondsSince1970])
+        }
+    }
+
+    public func segmentSizes(segmentID: String, limit: Int) async throws -> [SegmentSize] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM segment_sizes WHERE segment_id = ? ORDER BY day DESC LIMIT ?", arguments: [segmentID, limit])
+                .map { SegmentSize(segmentID: $0["segment_id"], day: $0["day"], size: $0["size"], measuredAt: Date(millisecondsSince1970: $0["measured_at"])) }
+                .reversed()
+        }
+    }
+
+    // MARK: Re-permission
+
+    public func dueRepermissions(now: Date, horizon: Date, limit: Int) async throws -> [RepermissionDue] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT p.contact_id, p.topic_key, p.expires_at FROM preferences p
+                JOIN topics t ON t.key = p.topic_key
+                JOIN contacts c ON c.id = p.contact_id
+                WHERE p.state = 'granted' AND p.expires_at IS NOT NULL AND p.expires_at > ? AND p.expires_at <= ?
+                  AND t.status = 'active' AND t.repermission_days IS NOT NULL AND p.expires_at <= ? + t.repermission_days * 86400000
+                  AND c.erased_at IS NULL AND c.objected_at IS NULL
+                  AND NOT EXISTS (SELECT 1 FROM repermission_requests r
+                                  WHERE r.contact_id = p.contact_id AND r.topic_key = p.topic_key AND r.grant_expires_at = p.expires_at)
+                ORDER BY p.expires_at, p.contact_id, p.topic_key LIMIT ?
+                """, arguments: [now.millisecondsSince1970, horizon.millisecondsSince1970, now.millisecondsSince1970, limit]).compactMap { row in
+                UUID(uuidString: row["contact_id"]).map {
+                    RepermissionDue(contactID: $0, topicKey: row["topic_key"], expiresAt: Date(millisecondsSince1970: row["expires_at"]))
+                }
+            }
+        }
+    }
+
+    public func insertRepermission(_ request: RepermissionRequest, email: OutboxItem) async throws -> Bool {
+        try await pool.write { db in
+            try Self.requireContact(request.contactID, db)
+            try db.execute(sql: """
+                INSERT INTO repermission_requests (contact_id, topic_key, grant_expires_at, sent_at, outbox_id) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT DO NOTHING
+                """, arguments: [request.contactID.db, request.topicKey, request.grantExpiresAt.millisecondsSince1970,
+                                 request.sentAt.millisecondsSince1970, request.outboxID.db])
+            guard db.changesCount > 0 else { return false }
+            try db.execute(sql: """
+                INSERT INTO outbox (id, contact_id, kind, payload, status, attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [email.id.db, email.contactID?.db, email.kind, email.payload, email.status.rawValue, email.attempts,
+                                   email.nextAttemptAt.millisecondsSince1970, email.createdAt.millisecondsSince1970])
+            return true
         }
     }
 

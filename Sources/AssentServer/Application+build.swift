@@ -58,6 +58,8 @@ public func buildRouter(ledger: Ledger, issuer: ReceiptIssuer? = nil, site: Site
     router.post("/p/{token}") { request, context in await preferences.saveCentre(request, context) }
     router.get("/u/{token}") { request, context in await preferences.showUnsubscribe(request, context) }
     router.post("/u/{token}") { request, context in await preferences.unsubscribe(request, context) }
+    router.get("/r/{token}") { request, context in await preferences.showRenewal(request, context) }
+    router.post("/r/{token}") { request, context in await preferences.renew(request, context) }
     let portal = PortalPages(ledger: ledger, pages: pages, limiter: RateLimiter(limit: site.formPostsPerMinute))
     router.get("/portal") { request, context in await portal.start(request, context) }
     router.post("/portal") { request, context in await portal.requestLink(request, context) }

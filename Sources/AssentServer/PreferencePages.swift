@@ -124,6 +124,74 @@ struct PreferencePages: Sendable {
         }
     }
 
+    // MARK: Re-permission
+
+    /// Shows the topic, what we tell people about it and when their consent
+    /// ends, with a button to renew. Never changes anything (mail scanners
+    /// follow GET links).
+    func showRenewal(_ request: Request, _ context: AssentRequestContext) async -> Response {
+        let fallback = pages.language(request: request)
+        do {
+            guard let token = context.parameters.get("token"), let renewal = try await ledger.renewal(token: token) else { return linkInvalid(fallback) }
+            let language = pages.language(renewal.contact.locale, request: request)
+            return try await renewalPage(renewal, token: token, language: language)
+        } catch {
+            return pages.failure(error, language: fallback, request: request, context: context)
+        }
+    }
+
+    private func renewalPage(_ renewal: Ledger.Renewal, token: String, language: String) async throws -> Response {
+        let topic = renewal.topic
+        guard topic.isActive else {
+            return pages.message(.gone, language: language, title: pages.word("renewTitle", language), paragraphs: [pages.word("renewRetired", language)])
+        }
+        let now = Date()
+        let state = renewal.preference?.effectiveState(at: now) ?? .none
+        let current: String = if state == .granted, let expires = renewal.preference?.expiresAt {
+            pages.word("renewCurrent", language).replacingOccurrences(of: "{date}", with: PortalPages.day(expires, language))
+        } else {
+            pages.word("renewLapsed", language)
+        }
+        let centre = try await ledger.linkToken(ContactLink(purpose: .preferenceCentre, contactID: renewal.contact.id))
+        let model: [String: Any] = [
+            "title": pages.word("renewTitle", language), "email": renewal.contact.email.value, "action": "/r/\(token)",
+            "topic": topic.title, "notice": renewal.notice?.text ?? "", "noticeVersion": topic.currentNoticeVersion,
+            "current": current, "centre": "/p/\(centre)",
+        ]
+        return pages.render("renew", language: language, model: model)
+    }
+
+    /// The page's button: a fresh grant with the notice version shown and a new lifetime.
+    func renew(_ request: Request, _ context: AssentRequestContext) async -> Response {
+        var request = request
+        let fallback = pages.language(request: request)
+        do {
+            guard let token = context.parameters.get("token"), let renewal = try await ledger.renewal(token: token) else {
+                return await refuseLink(context, language: fallback)
+            }
+            let language = pages.language(renewal.contact.locale, request: request)
+            let form = FormBody(try await request.collectText(upTo: Self.maxBody))
+            let shown = form.value("noticeVersion").flatMap(Int.init)
+            do {
+                guard let (_, result) = try await ledger.renew(token: token, noticeVersion: shown, ipAddress: context.remoteIP,
+                                                               userAgent: request.headers[.userAgent]) else { return linkInvalid(language) }
+                let preference = result.preferences.first { $0.topicKey == renewal.topic.key }
+                var paragraphs = [pages.word(result.events.isEmpty ? "renewAlready" : "renewedMessage", language)
+                    .replacingOccurrences(of: "{topic}", with: renewal.topic.title)]
+                if let expires = preference?.expiresAt {
+                    paragraphs.append(pages.word("renewUntil", language).replacingOccurrences(of: "{date}", with: PortalPages.day(expires, language)))
+                }
+                return pages.message(.ok, language: language, title: pages.word("renewedTitle", language), paragraphs: paragraphs)
+            } catch DomainError.invalid(let errors) {
+                context.logger.info("renewal refused: \(errors.map(\.description).joined(separator: "; "))")
+                return pages.message(.unprocessableContent, language: language, title: pages.word("renewTitle", language),
+                                     paragraphs: [pages.word(renewal.topic.isActive ? "pageOutdated" : "renewRetired", language)])
+            }
+        } catch {
+            return pages.failure(error, language: fallback, request: request, context: context)
+        }
+    }
+
     // MARK: Shared
 
     private func resolve(_ context: AssentRequestContext, _ purpose: ContactLink.Purpose) async throws -> (ContactLink, Contact)? {

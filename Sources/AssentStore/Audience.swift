@@ -14,10 +14,13 @@ public struct AudienceMember: Sendable, Equatable {
 }
 
 /// Who an audience is: the topics, whether any or all of them must be granted, and filters.
-public struct AudienceQuery: Sendable, Equatable {
-    public enum Match: String, Sendable, CaseIterable { case any, all }
+public struct AudienceQuery: Sendable, Equatable, Codable {
+    public enum Match: String, Sendable, CaseIterable, Codable { case any, all }
 
     public var topics: [String]
+    /// Every active topic of these categories joins `topics` (resolved when the
+    /// audience is walked, so a topic added to a category later is included).
+    public var categories: [String]
     public var match: Match
     /// Only contacts whose language is this (or starts with it: `de` matches `de-AT`).
     public var locale: String?
@@ -25,8 +28,10 @@ public struct AudienceQuery: Sendable, Equatable {
     /// Only contacts with a grant given or renewed since then.
     public var changedSince: Date?
 
-    public init(topics: [String], match: Match = .any, locale: String? = nil, createdSince: Date? = nil, changedSince: Date? = nil) {
+    public init(topics: [String], categories: [String] = [], match: Match = .any, locale: String? = nil,
+                createdSince: Date? = nil, changedSince: Date? = nil) {
         self.topics = topics
+        self.categories = categories
         self.match = match
         self.locale = locale
         self.createdSince = createdSince
@@ -88,11 +93,26 @@ extension Ledger {
         return CheckResult(allowed: state == .granted, reason: reason, contactID: row.contactID, since: preference.since, expiresAt: preference.expiresAt)
     }
 
-    /// Checks an audience's topics: each must exist and be active (a retired topic sends nothing).
-    public func validate(_ query: AudienceQuery) async throws {
+    /// Checks an audience's topics (each must exist and be active: a retired
+    /// topic sends nothing) and returns it with its categories' active topics
+    /// added to `topics` (in the order given, then by category and key).
+    @discardableResult
+    public func validate(_ query: AudienceQuery) async throws -> AudienceQuery {
         var problems: [ValidationError] = []
-        if query.topics.isEmpty { problems.append(.init(field: "topic", "name at least one topic")) }
-        if query.topics.count > 100 { problems.append(.init(field: "topic", "at most 100 topics")) }
+        var resolved = query
+        if !query.categories.isEmpty {
+            let active = try await store.topics(includeRetired: false)
+            for (i, category) in query.categories.enumerated() {
+                let members = active.filter { $0.category == category }.map(\.key)
+                if members.isEmpty {
+                    problems.append(.init(field: "category[\(i)]", "no active topic is in category '\(category.prefix(64))'"))
+                }
+                resolved.topics += members.filter { !resolved.topics.contains($0) }
+            }
+            resolved.categories = []
+        }
+        if query.topics.isEmpty && query.categories.isEmpty { problems.append(.init(field: "topic", "name at least one topic or category")) }
+        if resolved.topics.count > 100 { problems.append(.init(field: "topic", "at most 100 topics")) }
         for (i, key) in query.topics.enumerated() {
             guard (try? Topic.validateKey(key)) != nil, let topic = try await store.topic(key: key) else {
                 problems.append(.init(field: "topic[\(i)]", "unknown topic '\(key.prefix(64))'"))
@@ -104,12 +124,13 @@ extension Ledger {
             problems.append(.init(field: "locale", "'\(locale.prefix(40))' is not a language code such as de or en-GB"))
         }
         if !problems.isEmpty { throw DomainError.invalid(problems) }
+        return resolved
     }
 
     /// Walks an audience a page at a time (memory stays flat however large it
     /// is), calling `body` with each page's members in contact-id order.
     public func audience(_ query: AudienceQuery, pageSize: Int = 1_000, _ body: ([AudienceMember]) async throws -> Void) async throws {
-        try await validate(query)
+        let query = try await validate(query)
         let at = now
         var after: UUID?
         while true {

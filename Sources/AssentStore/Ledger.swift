@@ -593,6 +593,9 @@ public struct Ledger: Sendable {
         if request.changes.contains(where: { $0.intent == .expire }) && request.source != .system {
             problems.append(.init(field: "source", "expiry is recorded by Assent itself (source system)"))
         }
+        if request.changes.contains(where: { $0.intent == .renew }) && (request.source != .emailLink || request.actor.kind != .subject) {
+            problems.append(.init(field: "source", "a renewal is recorded from the person's own re-permission link only (source email_link)"))
+        }
         if request.source == .emailLink && request.actor.kind != .subject {
             problems.append(.init(field: "source", "'email_link' is recorded by Assent's own confirmation links only"))
         }
@@ -655,6 +658,14 @@ public struct Ledger: Sendable {
                     continue
                 }
                 current = .granted
+            }
+            if change.intent == .renew, current == .granted, let stored = preferences[topic.key] {
+                // A second click on the same link (or a mail scanner's) adds nothing.
+                if stored.expiresAt == nil || occurredAt.timeIntervalSince(stored.since) < 86_400 {
+                    plan.unchanged.append(.init(topicKey: topic.key, state: current,
+                                                reason: stored.expiresAt == nil ? "granted without an expiry" : "renewed less than a day ago"))
+                    continue
+                }
             }
             // A change the person made earlier than the current state's cause
             // (a verbal instruction keyed in late) never overrides a newer one.

@@ -282,6 +282,30 @@ public protocol LedgerStore: Sendable {
     /// Marks a key revoked; false when no such active key.
     func revokeAPIKey(id: String, at: Date) async throws -> Bool
 
+    // MARK: Segments
+    /// Throws `duplicate(field: "id")`.
+    func insertSegment(_ segment: Segment) async throws
+    /// Replaces name, description, definition and `updatedAt`; throws `notFound`.
+    func updateSegment(_ segment: Segment) async throws
+    /// Deletes a segment and its sizes; false when there was none.
+    func deleteSegment(id: String) async throws -> Bool
+    func segment(id: String) async throws -> Segment?
+    /// Ordered by id.
+    func segments() async throws -> [Segment]
+    /// Records a day's size, replacing one measured earlier that day.
+    func recordSegmentSize(_ size: SegmentSize) async throws
+    /// The latest `limit` days measured, oldest first.
+    func segmentSizes(segmentID: String, limit: Int) async throws -> [SegmentSize]
+
+    // MARK: Re-permission
+    /// Live grants expiring after `now` and by `horizon` that are inside their
+    /// (active) topic's re-permission window and have no request yet; contacts
+    /// erased or objecting are left out. Soonest first.
+    func dueRepermissions(now: Date, horizon: Date, limit: Int) async throws -> [RepermissionDue]
+    /// Records a grant's request and queues its email in one transaction;
+    /// false (and nothing written) when that grant already has one.
+    func insertRepermission(_ request: RepermissionRequest, email: OutboxItem) async throws -> Bool
+
     // MARK: Idempotency
     func beginIdempotency(scope: String, key: String, requestHash: Data, now: Date) async throws -> IdempotencyBegin
     func completeIdempotency(scope: String, key: String, response: StoredResponse) async throws

@@ -26,6 +26,9 @@ public actor MemoryStore: LedgerStore {
     private var staff: [UUID: StaffUser] = [:]
     private var staffSessions: [Data: StaffSession] = [:]
     private var audit: [AuditEntry] = []
+    private var segmentsByID: [String: Segment] = [:]
+    private var segmentSizesByID: [String: [String: SegmentSize]] = [:]
+    private var repermissions: [String: RepermissionRequest] = [:]
 
     public init() {}
 
@@ -508,6 +511,69 @@ public actor MemoryStore: LedgerStore {
 
     public func abandonIdempotency(scope: String, key: String) async throws {
         idempotency[scope + "\u{0}" + key] = nil
+    }
+
+    // MARK: Segments
+
+    public func insertSegment(_ segment: Segment) async throws {
+        guard segmentsByID[segment.id] == nil else { throw StoreError.duplicate(field: "id", value: segment.id) }
+        segmentsByID[segment.id] = segment
+    }
+
+    public func updateSegment(_ segment: Segment) async throws {
+        guard let old = segmentsByID[segment.id] else { throw StoreError.notFound(what: "segment", id: segment.id) }
+        var updated = segment
+        updated.createdAt = old.createdAt
+        updated.createdBy = old.createdBy
+        segmentsByID[segment.id] = updated
+    }
+
+    public func deleteSegment(id: String) async throws -> Bool {
+        segmentSizesByID[id] = nil
+        return segmentsByID.removeValue(forKey: id) != nil
+    }
+
+    public func segment(id: String) async throws -> Segment? { segmentsByID[id] }
+
+    public func segments() async throws -> [Segment] { segmentsByID.values.sorted { $0.id < $1.id } }
+
+    public func recordSegmentSize(_ size: SegmentSize) async throws {
+        guard segmentsByID[size.segmentID] != nil else { throw StoreError.notFound(what: "segment", id: size.segmentID) }
+        segmentSizesByID[size.segmentID, default: [:]][size.day] = size
+    }
+
+    public func segmentSizes(segmentID: String, limit: Int) async throws -> [SegmentSize] {
+        Array((segmentSizesByID[segmentID] ?? [:]).values.sorted { $0.day < $1.day }.suffix(limit))
+    }
+
+    // MARK: Re-permission
+
+    private static func repermissionKey(_ contactID: UUID, _ topicKey: String, _ expiresAt: Date) -> String {
+        "\(contactID)|\(topicKey)|\(expiresAt.millisecondsSince1970)"
+    }
+
+    public func dueRepermissions(now: Date, horizon: Date, limit: Int) async throws -> [RepermissionDue] {
+        var due: [RepermissionDue] = []
+        for (contactID, preferences) in preferencesByContact {
+            guard let contact = contactsByID[contactID], !contact.isErased, contact.objectedAt == nil else { continue }
+            for p in preferences.values where p.state == .granted {
+                guard let expiresAt = p.expiresAt, expiresAt > now, expiresAt <= horizon,
+                      let topic = topicsByKey[p.topicKey], topic.isActive, let days = topic.repermissionDaysBefore,
+                      expiresAt <= now.addingTimeInterval(TimeInterval(days) * 86_400),
+                      repermissions[Self.repermissionKey(contactID, p.topicKey, expiresAt)] == nil else { continue }
+                due.append(RepermissionDue(contactID: contactID, topicKey: p.topicKey, expiresAt: expiresAt))
+            }
+        }
+        return Array(due.sorted { ($0.expiresAt, $0.contactID.uuidString, $0.topicKey) < ($1.expiresAt, $1.contactID.uuidString, $1.topicKey) }.prefix(limit))
+    }
+
+    public func insertRepermission(_ request: RepermissionRequest, email: OutboxItem) async throws -> Bool {
+        guard contactsByID[request.contactID] != nil else { throw StoreError.notFound(what: "contact", id: request.contactID.uuidString) }
+        let key = Self.repermissionKey(request.contactID, request.topicKey, request.grantExpiresAt)
+        guard repermissions[key] == nil else { return false }
+        repermissions[key] = request
+        outbox[email.id] = email
+        return true
     }
 }
 

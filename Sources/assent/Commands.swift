@@ -112,7 +112,7 @@ struct Serve: AsyncParsableCommand {
                                                                                  publicURL: { publicURL.value }), store: ledger.store,
                                     receipts: { [ledger] id in try await ledger.receipt(eventID: id, issuer: issuer) })
         let worker = OutboxWorker(store: ledger.store, masterKey: ledger.masterKey, transport: transport, composer: composer, logger: logger)
-        let expiry = ExpiryWorker(ledger: ledger, logger: logger)
+        let expiry = Scheduler(ledger: ledger, logger: logger)
         let site = SiteConfiguration(publicURL: { publicURL.value }, organisation: mail.organisation,
                                      formPostsPerMinute: formPostsPerMinute, linkPostsPerMinute: linkPostsPerMinute,
                                      trustedProxies: Set(trustedProxies), consoleTimeZone: TimeZone(identifier: consoleTimeZone)!)

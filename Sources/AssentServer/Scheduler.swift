@@ -1,0 +1,58 @@
+import AssentStore
+import Logging
+import ServiceLifecycle
+
+/// The ledger's timed work, every `interval`: records consent expiry as it
+/// falls due (`expired`, source `system`), queues re-permission emails for
+/// grants entering their topic's window, and measures each segment once a
+/// day. Runs in every `assent serve`; several instances may run it at once,
+/// and a restart picks up whatever fell due meanwhile: each job is idempotent
+/// (an expiry is recorded once, a grant is asked once, a day has one size).
+public struct Scheduler: Service {
+    let ledger: Ledger
+    let interval: Duration
+    let logger: Logger
+
+    public init(ledger: Ledger, interval: Duration = .seconds(60), logger: Logger = Logger(label: "assent.scheduler")) {
+        self.ledger = ledger
+        self.interval = interval
+        self.logger = logger
+    }
+
+    /// One pass of every job; what each did.
+    @discardableResult
+    public func runOnce() async -> (expired: Int, repermissionsQueued: Int, segmentsMeasured: Int) {
+        let expired = await drain("expiry") { try await ledger.expireDue(limit: 500) }
+        let queued = await drain("re-permission") { try await ledger.queueRepermissions(limit: 200) }
+        var measured = 0
+        do { measured = try await ledger.measureSegmentsDue() } catch { logger.error("segment measurement failed: \(error)") }
+        if expired > 0 { logger.info("recorded \(expired) expired consent(s)") }
+        if queued > 0 { logger.info("queued \(queued) re-permission email(s)") }
+        if measured > 0 { logger.info("measured \(measured) segment(s)") }
+        return (expired, queued, measured)
+    }
+
+    /// Runs a batch job until a batch comes back short of full.
+    private func drain(_ name: String, _ batch: () async throws -> Int) async -> Int {
+        var total = 0
+        do {
+            while true {
+                let done = try await batch()
+                total += done
+                if done == 0 || Task.isCancelled { break }
+            }
+        } catch {
+            logger.error("\(name) run failed: \(error)")
+        }
+        return total
+    }
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await runOnce()
+                try? await Task.sleep(for: interval)
+            }
+        }
+    }
+}
