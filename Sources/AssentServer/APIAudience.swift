@@ -73,7 +73,9 @@ extension API {
     /// Who may be sent these topics now, streamed as CSV or NDJSON (or just counted).
     func audience(_ request: Request) async throws -> APIResponse {
         let q = try Query(request)
-        guard let topicsText = q.string("topics") else { throw APIError.badRequest(field: "topics", "is required: one or more topic keys, comma-separated") }
+        guard let topicsText = q.string("topics") ?? q.string("categories").map({ _ in "" }) else {
+            throw APIError.badRequest(field: "topics", "is required: one or more topic keys, comma-separated (or categories=)")
+        }
         let match = try q.string("match").map { text in
             guard let match = AudienceQuery.Match(rawValue: text) else { throw APIError.badRequest(field: "match", "must be any or all") }
             return match
@@ -88,19 +90,37 @@ extension API {
                 return date
             }
         }
-        let query = AudienceQuery(topics: topicsText.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }, match: match,
-                                  locale: q.string("locale"), createdSince: try date("createdSince"), changedSince: try date("changedSince"))
-        do { try await ledger.validate(query) } catch DomainError.invalid(let errors) {
-            throw APIError.invalid(errors.map { ValidationError(field: $0.field.replacingOccurrences(of: "topic", with: "topics"), $0.message) })
+        let query = AudienceQuery(topics: topicsText.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
+                                  categories: (q.string("categories") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
+                                  match: match, locale: q.string("locale"), createdSince: try date("createdSince"), changedSince: try date("changedSince"))
+        return try await audienceResponse(query, format: format, countOnly: try q.bool("count") == true, name: query.topics.joined(separator: "+"))
+    }
+
+    /// The ledger names an audience's parts `topic[i]` and `category[i]`; the API calls them `topics` and `categories`.
+    static func wireFields(_ errors: [ValidationError]) -> [ValidationError] {
+        errors.map { error in
+            var field = error.field
+            if field == "topic" || field.hasPrefix("topic[") { field = "topics" + field.dropFirst("topic".count) }
+            if field.hasPrefix("category[") { field = "categories" + field.dropFirst("category".count) }
+            if field == "category" { field = "categories" }
+            return ValidationError(field: field, error.message)
         }
-        if try q.bool("count") == true {
+    }
+
+    /// An audience streamed as CSV or NDJSON (or just its size), a page at a time.
+    func audienceResponse(_ definition: AudienceQuery, format: String, countOnly: Bool, name: String) async throws -> APIResponse {
+        let query: AudienceQuery
+        do { query = try await ledger.validate(definition) } catch DomainError.invalid(let errors) {
+            throw APIError.invalid(Self.wireFields(errors))
+        }
+        if countOnly {
             var count = 0
             try await ledger.audience(query) { count += $0.count }
             return try APIResponse(json: ["count": count])
         }
         let ledger = self.ledger, base = site.baseURL
         var response = APIResponse(status: .ok, body: Data(), contentType: format == "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson")
-        response.headers[.contentDisposition] = "attachment; filename=\"audience-\(query.topics.joined(separator: "+")).\(format)\""
+        response.headers[.contentDisposition] = "attachment; filename=\"audience-\(name).\(format)\""
         response.stream = { writer in
             if format == "csv" {
                 try await writer.write(ByteBuffer(string: AudienceRows.csvHeader(query) + "\r\n"))

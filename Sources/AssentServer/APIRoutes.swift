@@ -58,7 +58,7 @@ struct API: Sendable {
             APIRoute(method: .get, path: "/api/v1/keys", scope: .admin) { _, _ in try await listKeys() },
             APIRoute(method: .post, path: "/api/v1/keys", scope: .admin, replayable: false) { r, c in try await createKey(r, c) },
             APIRoute(method: .delete, path: "/api/v1/keys/{id}", scope: .admin) { _, c in try await revokeKey(c) },
-        ] + formRoutes + rightsRoutes + audienceRoutes
+        ] + formRoutes + rightsRoutes + audienceRoutes + segmentRoutes
     }
 
     // MARK: Health
@@ -85,7 +85,8 @@ struct API: Sendable {
         let body = try await request.decodeJSON(CreateTopicBody.self, context: context)
         let topic = try await ledger.createTopic(
             Topic(key: body.key, title: body.title, description: body.description ?? "", category: body.category ?? "general",
-                  requiresDoubleOptIn: body.requiresDoubleOptIn ?? true, consentLifetimeDays: body.consentLifetimeDays, createdAt: Date()),
+                  requiresDoubleOptIn: body.requiresDoubleOptIn ?? true, consentLifetimeDays: body.consentLifetimeDays,
+                  repermissionDaysBefore: body.repermissionDaysBefore, createdAt: Date()),
             noticeText: body.notice)
         let notice = try await ledger.store.notice(topicKey: topic.key, version: 1)
         var response = try APIResponse(status: .created, json: TopicJSON(topic, notice: notice))
@@ -115,6 +116,9 @@ struct API: Sendable {
             if let category = body.category { topic.category = category }
             if let flag = body.requiresDoubleOptIn { topic.requiresDoubleOptIn = flag }
             body.consentLifetimeDays.apply(to: &topic.consentLifetimeDays)
+            body.repermissionDaysBefore.apply(to: &topic.repermissionDaysBefore)
+            // Clearing the lifetime clears the re-permission window that depended on it.
+            if case .set(nil) = body.consentLifetimeDays, case .absent = body.repermissionDaysBefore { topic.repermissionDaysBefore = nil }
         }
         return try APIResponse(json: TopicJSON(topic))
     }

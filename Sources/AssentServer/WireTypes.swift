@@ -8,26 +8,29 @@ import Foundation
 // MARK: Requests
 
 struct CreateTopicBody: StrictBody {
-    static let allowedKeys: Set<String> = ["key", "title", "description", "category", "requiresDoubleOptIn", "consentLifetimeDays", "notice"]
+    static let allowedKeys: Set<String> = ["key", "title", "description", "category", "requiresDoubleOptIn", "consentLifetimeDays",
+                                           "repermissionDaysBefore", "notice"]
     var key: String
     var title: String
     var description: String?
     var category: String?
     var requiresDoubleOptIn: Bool?
     var consentLifetimeDays: Int?
+    var repermissionDaysBefore: Int?
     var notice: String
 }
 
 struct PatchTopicBody: StrictBody {
-    static let allowedKeys: Set<String> = ["title", "description", "category", "requiresDoubleOptIn", "consentLifetimeDays"]
+    static let allowedKeys: Set<String> = ["title", "description", "category", "requiresDoubleOptIn", "consentLifetimeDays", "repermissionDaysBefore"]
     var title: String?
     var description: String?
     var category: String?
     var requiresDoubleOptIn: Bool?
     var consentLifetimeDays: Patch<Int>
+    var repermissionDaysBefore: Patch<Int>
 
     enum CodingKeys: String, CodingKey {
-        case title, description, category, requiresDoubleOptIn, consentLifetimeDays
+        case title, description, category, requiresDoubleOptIn, consentLifetimeDays, repermissionDaysBefore
     }
 
     init(from decoder: any Decoder) throws {
@@ -37,6 +40,7 @@ struct PatchTopicBody: StrictBody {
         category = try c.decodeIfPresent(String.self, forKey: .category)
         requiresDoubleOptIn = try c.decodeIfPresent(Bool.self, forKey: .requiresDoubleOptIn)
         consentLifetimeDays = try c.decodePatch(Int.self, forKey: .consentLifetimeDays)
+        repermissionDaysBefore = try c.decodePatch(Int.self, forKey: .repermissionDaysBefore)
     }
 }
 
@@ -131,6 +135,7 @@ struct TopicJSON: Encodable {
     var status: String
     var requiresDoubleOptIn: Bool
     var consentLifetimeDays: Int?
+    var repermissionDaysBefore: Int?
     var currentNoticeVersion: Int
     var notice: NoticeJSON?
     var createdAt: Date
@@ -144,6 +149,7 @@ struct TopicJSON: Encodable {
         status = t.status.rawValue
         requiresDoubleOptIn = t.requiresDoubleOptIn
         consentLifetimeDays = t.consentLifetimeDays
+        repermissionDaysBefore = t.repermissionDaysBefore
         currentNoticeVersion = t.currentNoticeVersion
         self.notice = notice.map(NoticeJSON.init)
         createdAt = t.createdAt
@@ -151,7 +157,8 @@ struct TopicJSON: Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case key, title, description, category, status, requiresDoubleOptIn, consentLifetimeDays, currentNoticeVersion, notice, createdAt, updatedAt
+        case key, title, description, category, status, requiresDoubleOptIn, consentLifetimeDays, repermissionDaysBefore, currentNoticeVersion, notice
+        case createdAt, updatedAt
     }
 
     // Absent optionals are written as null so every field is always present.
@@ -164,6 +171,7 @@ struct TopicJSON: Encodable {
         try c.encode(status, forKey: .status)
         try c.encode(requiresDoubleOptIn, forKey: .requiresDoubleOptIn)
         try c.encode(consentLifetimeDays, forKey: .consentLifetimeDays)
+        try c.encode(repermissionDaysBefore, forKey: .repermissionDaysBefore)
         try c.encode(currentNoticeVersion, forKey: .currentNoticeVersion)
         if let notice { try c.encode(notice, forKey: .notice) }
         try c.encode(createdAt, forKey: .createdAt)

@@ -330,3 +330,40 @@ struct SMTPTests {
         #expect(try await ledger.store.outboxItems(status: .pending, limit: 10).count == 2)
     }
 }
+
+@Suite struct RepermissionEmailTests {
+    @Test(arguments: StoreKind.available)
+    func theEmailCarriesAWorkingRenewalLinkIsScrubbedAndSkipsAGrantThatChanged(_ kind: StoreKind) async throws {
+        let clock = TestClock(Date(timeIntervalSince1970: 1_800_000_000))
+        let ledger = try await kind.makeLedger(now: { clock.now })
+        _ = try await ledger.createTopic(Topic(key: "events", title: "Events", consentLifetimeDays: 30, repermissionDaysBefore: 7, createdAt: Date()),
+                                         noticeText: "Invitations to our events.")
+        let jo = try await ledger.createContact(email: EmailAddress("jo@example.com"), name: "Jo", externalID: nil, locale: "de-AT")
+        let bo = try await ledger.createContact(email: EmailAddress("bo@example.com"), name: nil, externalID: nil, locale: nil)
+        for c in [jo, bo] {
+            _ = try await ledger.recordChange(ChangeRequest(contactID: c.id, changes: [.init(topicKey: "events", intent: .optIn)], source: .api, actor: .apiKey("k")))
+        }
+        let transport = RecordingTransport()
+        let composer = MailComposer(templates: try await MailTemplates(), settings: MailSettings(from: MailAddress("p@example.com"), organisation: "Example",
+                                                                                               publicURL: { "https://consent.example.org/" }), store: ledger.store)
+        let worker = OutboxWorker(store: ledger.store, masterKey: ledger.masterKey, transport: transport, composer: composer, now: { clock.now })
+        clock.now = clock.now.addingTimeInterval(24 * 86_400)
+        #expect(try await ledger.queueRepermissions() == 2)
+        // Bo withdraws before the email goes out: it is not sent.
+        _ = try await ledger.recordChange(ChangeRequest(contactID: bo.id, changes: [.init(topicKey: "events", intent: .optOut)], source: .api, actor: .apiKey("k")))
+        #expect(try await worker.runOnce() == 2)
+        #expect(transport.messages.count == 1)
+        let message = try #require(transport.messages.first)
+        #expect(message.to.address == "jo@example.com" && message.subject == "Möchten Sie weiterhin Events von Example erhalten?", "German for de-AT")
+        #expect(message.text.contains("Invitations to our events.") && message.html.contains("Ja, weiter senden"))
+        #expect(message.headers.contains { $0.0 == "List-Unsubscribe" && $0.1.hasPrefix("<https://consent.example.org/p/") })
+        let token = try #require(message.text.components(separatedBy: "https://consent.example.org/r/").last?.prefix { !$0.isWhitespace })
+        #expect(try await ledger.renewal(token: String(token))?.contact.id == jo.id, "the emailed link works")
+        let sent = try await ledger.store.outboxItems(status: .sent, limit: 10).filter { $0.kind == RepermissionEmail.kind }
+        #expect(sent.count == 2)
+        for item in sent {
+            let email = try RepermissionEmail.open(item, masterKey: ledger.masterKey)
+            #expect(email.token == "[sent]" && email.centreToken == "[sent]", "links act as the person: not kept once sent")
+        }
+    }
+}
