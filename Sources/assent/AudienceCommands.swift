@@ -19,39 +19,13 @@ struct Audience: AsyncParsableCommand {
         @Option(help: "Write to this file instead of standard output.") var output: String?
         @Flag(help: "Only print how many.") var count = false
 
+        @Option(name: .customLong("category"), help: "Every active topic of this category (repeat for several).") var categories: [String] = []
+
         func run() async throws {
-            guard ["csv", "ndjson"].contains(format) else { throw ValidationError("--format: '\(format)' must be csv or ndjson") }
-            guard !topics.isEmpty else { throw ValidationError("--topic: name at least one topic") }
+            guard !topics.isEmpty || !categories.isEmpty else { throw ValidationError("--topic: name at least one topic (or --category)") }
             let ledger = try await store.openLedger()
-            let query = AudienceQuery(topics: topics, match: all ? .all : .any, locale: locale)
-            try await reportingErrors { try await ledger.validate(query) }
-            if count {
-                var n = 0
-                try await ledger.audience(query) { n += $0.count }
-                print(n)
-                return
-            }
-            let sink: FileHandle
-            if let output {
-                guard FileManager.default.createFile(atPath: output, contents: nil) else { throw ValidationError("--output: cannot write \(output)") }
-                sink = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
-            } else {
-                sink = .standardOutput
-            }
-            let started = Date()
-            var written = 0
-            let base = site.value
-            if format == "csv" { sink.write(Data((AudienceRows.csvHeader(query) + "\r\n").utf8)) }
-            try await ledger.audience(query) { members in
-                var chunk = ""
-                for member in members { chunk += try await AudienceRows.line(member, query: query, ledger: ledger, base: base, format: format) }
-                sink.write(Data(chunk.utf8))
-                written += members.count
-                let rate = Double(written) / max(Date().timeIntervalSince(started), 0.001)
-                FileHandle.standardError.write(Data("\r\(written) contacts, \(Int(rate))/s".utf8))
-            }
-            FileHandle.standardError.write(Data("\r\(written) contacts in \(String(format: "%.1f", Date().timeIntervalSince(started))) s\(output.map { " -> \($0)" } ?? "")\n".utf8))
-            if output != nil { try sink.close() }
+            let query = AudienceQuery(topics: topics, categories: categories, match: all ? .all : .any, locale: locale)
+            try await AudienceWriter(format: format, output: output, countOnly: count, base: site.value).write(query, ledger: ledger)
         }
     }
 
@@ -75,5 +49,45 @@ struct Audience: AsyncParsableCommand {
                 for (email, result) in zip(chunk, results) { print("\(email.value)\t\(result.allowed ? "yes" : "no")\t\(result.reason.rawValue)") }
             }
         }
+    }
+}
+
+/// Streams an audience to standard output or a file with progress on
+/// standard error (or prints its size): `audience export` and `segments export`.
+struct AudienceWriter {
+    var format: String
+    var output: String?
+    var countOnly: Bool
+    var base: String
+
+    func write(_ definition: AudienceQuery, ledger: Ledger) async throws {
+        guard ["csv", "ndjson"].contains(format) else { throw ValidationError("--format: '\(format)' must be csv or ndjson") }
+        let query = try await reportingErrors { try await ledger.validate(definition) }
+        if countOnly {
+            var n = 0
+            try await ledger.audience(query) { n += $0.count }
+            print(n)
+            return
+        }
+        let sink: FileHandle
+        if let output {
+            guard FileManager.default.createFile(atPath: output, contents: nil) else { throw ValidationError("--output: cannot write \(output)") }
+            sink = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        } else {
+            sink = .standardOutput
+        }
+        let started = Date()
+        var written = 0
+        if format == "csv" { sink.write(Data((AudienceRows.csvHeader(query) + "\r\n").utf8)) }
+        try await ledger.audience(query) { members in
+            var chunk = ""
+            for member in members { chunk += try await AudienceRows.line(member, query: query, ledger: ledger, base: base, format: format) }
+            sink.write(Data(chunk.utf8))
+            written += members.count
+            let rate = Double(written) / max(Date().timeIntervalSince(started), 0.001)
+            FileHandle.standardError.write(Data("\r\(written) contacts, \(Int(rate))/s".utf8))
+        }
+        FileHandle.standardError.write(Data("\r\(written) contacts in \(String(format: "%.1f", Date().timeIntervalSince(started))) s\(output.map { " -> \($0)" } ?? "")\n".utf8))
+        if output != nil { try sink.close() }
     }
 }

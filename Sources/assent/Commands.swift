@@ -171,12 +171,14 @@ struct Topics: AsyncParsableCommand {
         @Option(help: "Longer description.") var description: String = ""
         @Flag(inversion: .prefixedNo, help: "Opt-ins from forms and the portal must be confirmed by email (default on).") var doubleOptIn = true
         @Option(help: "Days a grant lasts before it expires.") var lifetimeDays: Int?
+        @Option(help: "With --lifetime-days: email a renewal link this many days before a grant expires.") var repermissionDays: Int?
 
         func run() async throws {
             let ledger = try await store.openLedger()
             let topic = try await reportingErrors {
                 try await ledger.createTopic(Topic(key: key, title: title, description: description, category: category,
-                                                   requiresDoubleOptIn: doubleOptIn, consentLifetimeDays: lifetimeDays, createdAt: Date()),
+                                                   requiresDoubleOptIn: doubleOptIn, consentLifetimeDays: lifetimeDays,
+                                                   repermissionDaysBefore: repermissionDays, createdAt: Date()),
                                              noticeText: notice)
             }
             print("created topic \(topic.key) (\(topic.category)): \(topic.title)")
@@ -199,7 +201,7 @@ struct Topics: AsyncParsableCommand {
                     category = t.category
                 }
                 let flags = [t.status == .retired ? "retired" : nil, t.requiresDoubleOptIn ? "double opt-in" : nil,
-                             t.consentLifetimeDays.map { "lasts \($0) days" }, "notice v\(t.currentNoticeVersion)"].compactMap { $0 }
+                             t.consentLifetimeDays.map { "lasts \($0) days" }, t.repermissionDaysBefore.map { "renewal asked \($0) days before" }, "notice v\(t.currentNoticeVersion)"].compactMap { $0 }
                 print("  \(t.key)  \(t.title)  [\(flags.joined(separator: ", "))]")
             }
         }

@@ -133,6 +133,25 @@ import Testing
         try "jo@example.com\nbo@example.com\nnew@example.com\n".write(to: input, atomically: true, encoding: .utf8)
         let checked = try cli.run(["audience", "check", "--topic", "news", input.path])
         #expect(checked.stdout == "jo@example.com\tyes\tgranted\nbo@example.com\tno\tnone\nnew@example.com\tno\tunknown\n", "\(checked.stdout)\(checked.stderr)")
+        #expect(try cli.run(["audience", "export", "--category", "general", "--count"]).stdout == "1\n", "news is in the default category")
+
+        // Segments: saved, measured at once, listed, shown, exported, removed.
+        let saved = try cli.run(["segments", "add", "news-readers", "--name", "News readers", "--topic", "news"])
+        #expect(saved.status == 0 && saved.stdout == "saved segment news-readers (News readers): 1 contact(s) today\n", "\(saved.stdout)\(saved.stderr)")
+        #expect(try cli.run(["segments", "list"]).stdout.hasPrefix("news-readers  News readers  [topics news]  1 on "))
+        let shown = try cli.run(["segments", "show", "news-readers"]).stdout
+        #expect(shown.contains("saved by command line") && shown.contains("        1  ########################################"), "\(shown)")
+        #expect(try cli.run(["segments", "export", "news-readers", "--count"]).stdout == "1\n")
+        let exported = try cli.run(["segments", "export", "news-readers", "--public-url", "https://consent.example.org"])
+        #expect(exported.stdout.split(separator: "\r\n").count == 2 && exported.stdout.contains("jo@example.com,Jo,"))
+        let refused = try cli.run(["segments", "add", "bad", "--name", "Bad", "--topic", "nope"])
+        #expect(refused.status != 0 && refused.stderr.contains("unknown topic 'nope'"))
+        #expect(try cli.run(["segments", "remove", "news-readers"]).stdout == "deleted segment news-readers\n")
+        #expect(try cli.run(["segments", "list"]).stdout.hasPrefix("no segments yet"))
+        let window = try cli.run(["topics", "add", "offers", "--title", "Offers", "--notice", "Offers.", "--lifetime-days", "30", "--repermission-days", "30"])
+        #expect(window.status != 0 && window.stderr.contains("repermissionDaysBefore"), "\(window.stderr)")
+        #expect(try cli.run(["topics", "add", "offers", "--title", "Offers", "--notice", "Offers.", "--lifetime-days", "730", "--repermission-days", "30"]).status == 0)
+        #expect(try cli.run(["topics", "list"]).stdout.contains("lasts 730 days, renewal asked 30 days before"))
     }
 
 }
