@@ -85,7 +85,7 @@ struct ConsolePages: Sendable {
             ConsoleRoute(method: .get, path: "/console/audit", roles: Self.readers) { r, _, v in try await auditLog(r, v!) },
             ConsoleRoute(method: .get, path: "/console/verify", roles: Self.readers) { _, _, v in verifyPage(v!, report: nil) },
             ConsoleRoute(method: .post, path: "/console/verify", roles: Self.readers) { _, c, v in try await verify(c, v!) },
-        ]
+        ] + segmentRoutes
     }
 
     // MARK: Dispatch
@@ -562,23 +562,32 @@ struct ConsolePages: Sendable {
     func topics(_ visit: ConsoleVisit, errors: [String] = [], status: HTTPResponse.Status = .ok, flash: String? = nil) async throws -> Response {
         let topics = try await ledger.store.topics(includeRetired: true).map { t -> [String: Any] in
             ["key": t.key, "title": t.title, "category": t.category, "status": t.status.rawValue, "doi": t.requiresDoubleOptIn,
-             "lifetime": t.consentLifetimeDays.map { "\($0) days" } ?? "until withdrawn", "version": t.currentNoticeVersion]
+             "lifetime": Self.lifetimeText(t), "version": t.currentNoticeVersion]
         }
         return render("console-topics", title: "Topics", visit: visit, nav: "Topics", status: status, model: ["topics": topics], flash: flash, errors: errors)
     }
 
+    /// An optional whole number of days from a form field: nil when empty.
+    static func days(_ f: FormBody, _ name: String, label: String) throws -> Int? {
+        guard let text = f.value(name)?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return nil }
+        guard let days = Int(text) else { throw DomainError.invalid(field: name, "\(label): '\(text.prefix(20))' is not a number of days") }
+        return days
+    }
+
     func createTopic(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
         let f = visit.form
-        var lifetime: Int?
-        if let text = f.value("lifetime")?.trimmingCharacters(in: .whitespaces), !text.isEmpty {
-            guard let days = Int(text) else { return try await topics(visit, errors: ["Lifetime: '\(text.prefix(20))' is not a number of days"], status: .unprocessableContent) }
-            lifetime = days
+        let lifetime: Int?, repermission: Int?
+        do {
+            lifetime = try Self.days(f, "lifetime", label: "Lifetime")
+            repermission = try Self.days(f, "repermission", label: "Re-permission")
+        } catch DomainError.invalid(let errors) {
+            return try await topics(visit, errors: errors.map(\.message), status: .unprocessableContent)
         }
         do {
             let topic = try await ledger.createTopic(
                 Topic(key: f.value("key") ?? "", title: f.value("title") ?? "", description: f.value("description") ?? "",
                       category: (f.value("category") ?? "").isEmpty ? "general" : f.value("category")!, requiresDoubleOptIn: f.value("doi") == "1",
-                      consentLifetimeDays: lifetime, createdAt: Date()),
+                      consentLifetimeDays: lifetime, repermissionDaysBefore: repermission, createdAt: Date()),
                 noticeText: f.value("notice") ?? "")
             try await ledger.audit(visit.user, "topic_create", target: "topic:\(topic.key)", ipAddress: context.remoteIP)
             return redirect("/console/topics/\(topic.key)")
@@ -596,7 +605,8 @@ struct ConsolePages: Sendable {
         return render("console-topic", title: topic.title, visit: visit, nav: "Topics", status: status, model: [
             "topic": ["key": topic.key, "title": topic.title, "category": topic.category, "description": topic.description,
                       "status": topic.status.rawValue, "doi": topic.requiresDoubleOptIn,
-                      "lifetime": topic.consentLifetimeDays.map { "\($0) days" } ?? "until withdrawn"],
+                      "lifetime": Self.lifetimeText(topic), "lifetimeDays": topic.consentLifetimeDays.map(String.init) ?? "",
+                      "repermissionDays": topic.repermissionDaysBefore.map(String.init) ?? ""],
             "active": topic.isActive, "currentNotice": notices.last?.text ?? "",
             "notices": notices.reversed().map { ["version": $0.version, "published": time($0.createdAt),
                                                  "excerpt": String($0.text.prefix(80)) + ($0.text.count > 80 ? "…" : "")] },
@@ -607,16 +617,26 @@ struct ConsolePages: Sendable {
         let key = try context.parameters.require("key")
         let f = visit.form
         do {
+            let lifetime = try Self.days(f, "lifetime", label: "Lifetime")
+            let repermission = try Self.days(f, "repermission", label: "Re-permission")
             _ = try await ledger.updateTopic(key: key) { t in
                 if let title = f.value("title") { t.title = title }
                 if let category = f.value("category"), !category.isEmpty { t.category = category }
                 if let description = f.value("description") { t.description = description }
+                // Applies to grants given from now on; those already given keep their expiry.
+                if f.value("lifetime") != nil { t.consentLifetimeDays = lifetime }
+                if f.value("repermission") != nil { t.repermissionDaysBefore = repermission }
             }
             try await ledger.audit(visit.user, "topic_update", target: "topic:\(key)", ipAddress: context.remoteIP)
             return try await topic(context, visit, flash: "Saved.")
         } catch DomainError.invalid(let errors) {
             return try await topic(context, visit, errors: errors.map(\.description), status: .unprocessableContent)
         }
+    }
+
+    static func lifetimeText(_ t: Topic) -> String {
+        guard let days = t.consentLifetimeDays else { return "until withdrawn" }
+        return "\(days) days" + (t.repermissionDaysBefore.map { ", renewal asked \($0) days before" } ?? "")
     }
 
     func publishNotice(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {

@@ -47,6 +47,7 @@ func staff(_ api: APIHarness, _ role: StaffUser.Role, _ email: String? = nil) as
             try await api.createTopic("events")
             let contact = try await api.createContact("jo@example.com")
             _ = try await api.send(.post, "/api/v1/forms", json: ["id": "newsletter", "title": "News", "topics": ["events"]])
+            _ = try await api.send(.post, "/api/v1/segments", json: ["id": "event-fans", "name": "Event fans", "topics": ["events"]])
             let keyID = try #require(try await api.ledger.store.apiKeys().first?.id)
             let target = try await api.ledger.createStaffUser(email: "target@example.com", name: "Target", role: .agent, password: "target password 1",
                                                               mustChangePassword: false, actor: nil)
@@ -58,6 +59,7 @@ func staff(_ api: APIHarness, _ role: StaffUser.Role, _ email: String? = nil) as
             func path(_ route: ConsoleRoute) -> String {
                 var p = route.path
                 let id = p.hasPrefix("/console/contacts") ? contact : p.hasPrefix("/console/forms") ? "newsletter"
+                    : p.hasPrefix("/console/segments") ? "event-fans"
                     : p.hasPrefix("/console/keys") ? keyID : target.id.uuidString.lowercased()
                 p = p.replacingOccurrences(of: "{id}", with: id).replacingOccurrences(of: "{key}", with: "events").replacingOccurrences(of: "{version}", with: "1")
                 return p
@@ -255,6 +257,51 @@ func staff(_ api: APIHarness, _ role: StaffUser.Role, _ email: String? = nil) as
             #expect(try await admin.post("/console/topics/events/retire").text.contains("Retired."))
             let actions = Set(try await api.ledger.store.auditEntries(AuditQuery()).map(\.action))
             #expect(actions.isSuperset(of: ["topic_create", "topic_update", "notice_publish", "topic_retire", "form_create", "key_create", "user_create"]))
+        }
+    }
+}
+
+@Suite struct ConsoleSegmentTests {
+    @Test(arguments: StoreKind.available)
+    func anAgentSavesASegmentAndSeesItsSizeOverTimeAsAChartWithItsNumbers(_ kind: StoreKind) async throws {
+        let clock = TestClock(Date(timeIntervalSince1970: 1_800_000_000))
+        try await withAPI(kind, now: { clock.now }) { api in
+            try await api.createTopic("events", category: "events", doubleOptIn: false)
+            try await api.createTopic("news", doubleOptIn: false)
+            for (email, topics) in [("a@example.com", ["events"]), ("b@example.com", ["news"])] {
+                let id = try await api.createContact(email)
+                _ = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "api", "preferences": topics.map { ["topic": $0, "granted": true] }])
+            }
+            let first = try await staff(api, .agent)
+            let list = try await first.get("/console/segments")
+            #expect(list.status == .ok && list.text.contains("No segments yet.") && list.text.contains("name=\"category\" value=\"events\""))
+            let bad = try await first.post("/console/segments", "id=Bad+Id&name=&topic=events")
+            #expect(bad.status == .unprocessableContent && bad.text.contains("id:") && bad.text.contains("name: is required"), "\(bad.text)")
+            let saved = try await first.post("/console/segments", "id=event-fans&name=Event+fans&category=events")
+            #expect(saved.status == .seeOther && saved.headers[.location] == "/console/segments/event-fans")
+            // Tomorrow one more person joins; the scheduler measures again.
+            clock.now = clock.now.addingTimeInterval(86_400)
+            let id = try await api.createContact("c@example.com")
+            _ = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "api", "preferences": [["topic": "events", "granted": true]]])
+            #expect(await Scheduler(ledger: api.ledger).runOnce().segmentsMeasured == 1)
+            let agent = try await staff(api, .agent, "next-day@example.com") // yesterday's session has expired
+            let page = try await agent.get("/console/segments/event-fans")
+            #expect(page.status == .ok && page.text.contains("topics in events"))
+            #expect(page.text.contains("<svg class=\"chart\"") && page.text.contains("role=\"img\"") && page.text.contains("From 1 contacts on 2027-01-15 to 2 on 2027-01-16"))
+            #expect(page.text.contains("<tr><td>2027-01-16</td><td>2</td>") && page.text.contains("<tr><td>2027-01-15</td><td>1</td>"), "the numbers behind the chart")
+            #expect(!page.text.contains("export.csv"), "agents do not download people's links")
+            let edited = try await agent.post("/console/segments/event-fans", "name=Everyone&topic=events&topic=news")
+            #expect(edited.status == .ok && edited.text.contains("Saved.") && edited.text.contains("granted any of events, news"))
+            let measured = try await agent.post("/console/segments/event-fans/measure")
+            #expect(measured.text.contains("3 contacts may be sent it today."))
+            #expect(try await agent.post("/console/segments/event-fans/delete").status == .forbidden)
+
+            let admin = try await staff(api, .admin)
+            let csv = try await admin.get("/console/segments/event-fans/export.csv")
+            #expect(csv.status == .ok && csv.headers[.contentType] == "text/csv; charset=utf-8" && csv.text.split(separator: "\r\n").count == 4)
+            #expect(try await admin.post("/console/segments/event-fans/delete").headers[.location] == "/console/segments")
+            let audit = try await api.ledger.store.auditEntries(AuditQuery(limit: 20)).map(\.action)
+            #expect(["segment_create", "segment_update", "segment_export", "segment_delete"].allSatisfy(audit.contains))
         }
     }
 }

@@ -123,6 +123,18 @@ extension SnapshotTests {
             try assertSnapshot(try await auditor.get("/console/contacts/\(id)/evidence").text, named: "console-evidence", replacing: auditorSecrets)
             try assertSnapshot(try await auditor.get("/console/topics").text, named: "console-topics", replacing: auditorSecrets)
             try assertSnapshot(try await auditor.get("/console/audit").text, named: "console-audit", replacing: auditorSecrets)
+            // A segment measured on three days: its page with the chart and the numbers.
+            _ = try await agent.post("/console/segments", "id=event-fans&name=Event+fans&description=Invitations&topic=events")
+            for day in 1...2 {
+                clock.now += 86_400
+                if day == 2 {
+                    let other = try await api.createContact("bo@example.com")
+                    _ = try await api.send(.put, "/api/v1/contacts/\(other)/preferences", json: ["source": "api", "preferences": [["topic": "events", "granted": true]]])
+                }
+                _ = try await api.ledger.measureSegmentsDue()
+            }
+            let reader = try await StaffBrowser.signIn(api, "auditor@example.com", "auditor password 1")
+            try assertSnapshot(try await reader.get("/console/segments/event-fans").text, named: "console-segment", replacing: [reader.csrf: "{csrf}"])
         }
     }
 }
