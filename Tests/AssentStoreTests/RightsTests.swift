@@ -156,9 +156,10 @@ import Testing
             "consent_events": export.events.count, "preferences": export.preferences.count, "outbox": export.emails.count,
             "subject_requests": export.requests.count,
         ]
-        // Secrets and bookkeeping, not facts about the person: keys, hashes of link and session secrets, the chain head.
+        // Secrets and bookkeeping, not facts about the person: keys, hashes of link and session secrets, the chain head,
+        // which grants were asked to renew (the emails themselves are in the export).
         let technical: Set<String> = ["contact_keys", "chain_heads", "contact_link_secrets", "confirmation_tokens", "portal_links",
-                                      "portal_sessions", "suppressions"]
+                                      "portal_sessions", "suppressions", "repermission_requests"]
         let counts = try await rowsReferencing(erin.id, ledger.store)
         #expect(!counts.isEmpty)
         for (table, count) in counts {
