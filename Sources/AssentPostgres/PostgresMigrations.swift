@@ -336,5 +336,57 @@ enum PostgresMigrations {
             )
             """,
         ]),
+        ("0009_webhooks", [
+            """
+            CREATE TABLE webhook_endpoints (
+                id TEXT PRIMARY KEY,
+                url TEXT NOT NULL,
+                description TEXT NOT NULL,
+                events TEXT NOT NULL,
+                topics TEXT NOT NULL,
+                sources TEXT NOT NULL,
+                enabled BOOLEAN NOT NULL,
+                allow_private_network BOOLEAN NOT NULL,
+                sealed_secret BYTEA NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL
+            )
+            """,
+            // The ordinal orders deliveries: one contact's reach an endpoint in this order.
+            """
+            CREATE TABLE webhook_deliveries (
+                ordinal BIGSERIAL PRIMARY KEY,
+                id UUID NOT NULL UNIQUE,
+                endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+                event_type TEXT NOT NULL,
+                contact_id UUID,
+                payload BYTEA NOT NULL,
+                status TEXT NOT NULL,
+                attempts BIGINT NOT NULL,
+                next_attempt_at BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                delivered_at BIGINT,
+                last_status_code BIGINT,
+                last_error TEXT
+            )
+            """,
+            "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending'",
+            "CREATE INDEX webhook_deliveries_order ON webhook_deliveries (endpoint_id, contact_id, ordinal) WHERE status = 'pending'",
+            "CREATE INDEX webhook_deliveries_log ON webhook_deliveries (endpoint_id, created_at)",
+            "CREATE INDEX webhook_deliveries_contact ON webhook_deliveries (contact_id)",
+            """
+            CREATE TABLE webhook_attempts (
+                delivery_id UUID NOT NULL REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+                number BIGINT NOT NULL,
+                at BIGINT NOT NULL,
+                status_code BIGINT,
+                latency_ms BIGINT NOT NULL,
+                response TEXT,
+                error TEXT,
+                PRIMARY KEY (delivery_id, number)
+            )
+            """,
+        ]),
     ]
 }

@@ -343,7 +343,7 @@ public final class PostgresStore: LedgerStore {
 
     // MARK: Contacts
 
-    public func insertContact(_ contact: Contact, wrappedKey: Data) async throws {
+    public func insertContact(_ contact: Contact, wrappedKey: Data, webhooks: [WebhookDelivery]) async throws {
         try await mapUnique(value: { field in field == "email" ? contact.email.value : field == "externalId" ? contact.externalID ?? "" : contact.id.uuidString.lowercased() }) {
             try await transaction { c in
                 try await c.query("""
@@ -352,6 +352,7 @@ public final class PostgresStore: LedgerStore {
                         \(contact.createdAt.millisecondsSince1970), \(contact.updatedAt.millisecondsSince1970))
                     """, logger: logger)
                 try await c.query("INSERT INTO contact_keys (contact_id, wrapped_key) VALUES (\(contact.id), \(wrappedKey))", logger: logger)
+                try await insert(webhooks, on: c)
             }
         }
     }
@@ -469,6 +470,8 @@ public final class PostgresStore: LedgerStore {
                             \(item.nextAttemptAt.millisecondsSince1970), \(item.createdAt.millisecondsSince1970))
                         """, logger: logger)
                 }
+                // After the head lock: one contact's deliveries get ordinals in commit order.
+                try await insert(commit.webhooks, on: c)
                 for e in commit.events {
                     try await c.query("""
                         INSERT INTO consent_events (contact_id, seq, id, topic_key, action, from_state, to_state, source, channel,
@@ -964,15 +967,18 @@ public final class PostgresStore: LedgerStore {
 
     // MARK: Subject requests
 
-    public func insertSubjectRequest(_ request: SubjectRequest) async throws {
+    public func insertSubjectRequest(_ request: SubjectRequest, webhooks: [WebhookDelivery]) async throws {
         do {
-            try await client.query("""
-                INSERT INTO subject_requests (id, contact_id, kind, status, channel, note, created_at, due_at, closed_at, outcome, identity_note,
-                    extension_reason, handler)
-                VALUES (\(request.id), \(request.contactID), \(request.kind.rawValue), \(request.status.rawValue), \(request.channel), \(request.note),
-                    \(request.createdAt.millisecondsSince1970), \(request.dueAt.millisecondsSince1970), \(request.closedAt?.millisecondsSince1970),
-                    \(request.outcome), \(request.identityNote), \(request.extensionReason), \(request.handler))
-                """, logger: logger)
+            try await transaction { c in
+                try await c.query("""
+                    INSERT INTO subject_requests (id, contact_id, kind, status, channel, note, created_at, due_at, closed_at, outcome, identity_note,
+                        extension_reason, handler)
+                    VALUES (\(request.id), \(request.contactID), \(request.kind.rawValue), \(request.status.rawValue), \(request.channel), \(request.note),
+                        \(request.createdAt.millisecondsSince1970), \(request.dueAt.millisecondsSince1970), \(request.closedAt?.millisecondsSince1970),
+                        \(request.outcome), \(request.identityNote), \(request.extensionReason), \(request.handler))
+                    """, logger: logger)
+                try await insert(webhooks, on: c)
+            }
         } catch where Self.foreignKeyViolation(error) {
             throw StoreError.notFound(what: "contact", id: request.contactID.uuidString.lowercased())
         } catch where Self.uniqueViolation(error) != nil {
@@ -1039,6 +1045,8 @@ public final class PostgresStore: LedgerStore {
             try await c.query("DELETE FROM portal_links WHERE contact_id = \(e.contactID)", logger: logger)
             try await c.query("DELETE FROM portal_sessions WHERE contact_id = \(e.contactID)", logger: logger)
             try await c.query("UPDATE subject_requests SET note = NULL, identity_note = NULL WHERE contact_id = \(e.contactID)", logger: logger)
+            try await c.query("DELETE FROM webhook_deliveries WHERE contact_id = \(e.contactID)", logger: logger) // attempts cascade
+            try await insert(e.webhooks, on: c)
             // Stored API responses (idempotent replays) that carry the address.
             try await c.query("DELETE FROM idempotency_keys WHERE position(convert_to(\(e.email), 'UTF8') IN body) > 0", logger: logger)
             try await c.query("""
@@ -1319,6 +1327,156 @@ public final class PostgresStore: LedgerStore {
         } catch where Self.foreignKeyViolation(error) {
             throw StoreError.notFound(what: "contact", id: request.contactID.uuidString.lowercased())
         }
+    }
+
+    // MARK: Webhooks
+
+    func insert(_ deliveries: [WebhookDelivery], on c: PostgresConnection) async throws {
+        for d in deliveries {
+            try await c.query("""
+                INSERT INTO webhook_deliveries (id, endpoint_id, event_type, contact_id, payload, status, attempts, next_attempt_at, created_at,
+                    delivered_at, last_status_code, last_error)
+                VALUES (\(d.id), \(d.endpointID), \(d.eventType.rawValue), \(d.contactID), \(d.payload), \(d.status.rawValue), \(d.attempts),
+                    \(d.nextAttemptAt.millisecondsSince1970), \(d.createdAt.millisecondsSince1970), \(d.deliveredAt?.millisecondsSince1970),
+                    \(d.lastStatusCode), \(d.lastError))
+                """, logger: logger)
+        }
+    }
+
+    static func delivery(_ r: PostgresRandomAccessRow) throws -> WebhookDelivery? {
+        guard let type = WebhookEventType(rawValue: try r["event_type"].decode(String.self)),
+              let status = WebhookDelivery.Status(rawValue: try r["status"].decode(String.self)) else { return nil }
+        return WebhookDelivery(id: try r["id"].decode(UUID.self), endpointID: try r["endpoint_id"].decode(String.self), eventType: type,
+                               contactID: try r["contact_id"].decode(UUID?.self), payload: try r["payload"].decode(Data.self), status: status,
+                               attempts: try r["attempts"].decode(Int.self),
+                               nextAttemptAt: Date(millisecondsSince1970: try r["next_attempt_at"].decode(Int64.self)),
+                               createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+                               deliveredAt: try r["delivered_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)),
+                               lastStatusCode: try r["last_status_code"].decode(Int?.self), lastError: try r["last_error"].decode(String?.self))
+    }
+
+    public func insertWebhookEndpoint(_ e: WebhookEndpoint) async throws {
+        try await mapUnique(value: { _ in e.id }) {
+            try await client.query("""
+                INSERT INTO webhook_endpoints (id, url, description, events, topics, sources, enabled, allow_private_network, sealed_secret,
+                    created_by, created_at, updated_at)
+                VALUES (\(e.id), \(e.url), \(e.description), \(e.events.map(\.rawValue).joined(separator: ",")), \(e.topics.joined(separator: ",")),
+                    \(e.sources.map(\.rawValue).joined(separator: ",")), \(e.enabled), \(e.allowPrivateNetwork), \(e.sealedSecret), \(e.createdBy),
+                    \(e.createdAt.millisecondsSince1970), \(e.updatedAt.millisecondsSince1970))
+                """, logger: logger)
+        }
+    }
+
+    public func updateWebhookEndpoint(_ e: WebhookEndpoint) async throws {
+        let updated = try await rows("""
+            UPDATE webhook_endpoints SET url = \(e.url), description = \(e.description), events = \(e.events.map(\.rawValue).joined(separator: ",")),
+                topics = \(e.topics.joined(separator: ",")), sources = \(e.sources.map(\.rawValue).joined(separator: ",")), enabled = \(e.enabled),
+                allow_private_network = \(e.allowPrivateNetwork), sealed_secret = \(e.sealedSecret), updated_at = \(e.updatedAt.millisecondsSince1970)
+            WHERE id = \(e.id) RETURNING id
+            """)
+        if updated.isEmpty { throw StoreError.notFound(what: "webhook", id: e.id) }
+    }
+
+    public func deleteWebhookEndpoint(id: String) async throws -> Bool {
+        // Deliveries and their attempts cascade.
+        !(try await rows("DELETE FROM webhook_endpoints WHERE id = \(id) RETURNING id").isEmpty)
+    }
+
+    static func endpoint(_ r: PostgresRandomAccessRow) throws -> WebhookEndpoint {
+        func list(_ text: String) -> [String] { text.split(separator: ",").map(String.init) }
+        return WebhookEndpoint(
+            id: try r["id"].decode(String.self), url: try r["url"].decode(String.self), description: try r["description"].decode(String.self),
+            events: list(try r["events"].decode(String.self)).compactMap(WebhookEventType.init(rawValue:)), topics: list(try r["topics"].decode(String.self)),
+            sources: list(try r["sources"].decode(String.self)).compactMap(ConsentSource.init(rawValue:)), enabled: try r["enabled"].decode(Bool.self),
+            allowPrivateNetwork: try r["allow_private_network"].decode(Bool.self), sealedSecret: try r["sealed_secret"].decode(Data.self),
+            createdBy: try r["created_by"].decode(String.self), createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
+            updatedAt: Date(millisecondsSince1970: try r["updated_at"].decode(Int64.self)))
+    }
+
+    public func webhookEndpoint(id: String) async throws -> WebhookEndpoint? {
+        try await rows("SELECT * FROM webhook_endpoints WHERE id = \(id)").first.map(Self.endpoint)
+    }
+
+    public func webhookEndpoints() async throws -> [WebhookEndpoint] {
+        try await rows("SELECT * FROM webhook_endpoints ORDER BY created_at, id").map(Self.endpoint)
+    }
+
+    public func insertWebhookDeliveries(_ deliveries: [WebhookDelivery]) async throws {
+        do {
+            try await transaction { c in try await insert(deliveries, on: c) }
+        } catch where Self.foreignKeyViolation(error) {
+            throw StoreError.notFound(what: "webhook", id: deliveries.first?.endpointID ?? "")
+        }
+    }
+
+    public func claimWebhookDeliveries(now: Date, limit: Int, lease: TimeInterval) async throws -> [WebhookDelivery] {
+        let at = now.millisecondsSince1970, until = now.addingTimeInterval(lease).millisecondsSince1970
+        // SKIP LOCKED: concurrent workers take different rows. An earlier pending delivery of the same
+        // contact and endpoint (claimed or not) holds later ones back, which keeps their order.
+        return try await rows("""
+            UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = \(until)
+            WHERE id IN (
+                SELECT d.id FROM webhook_deliveries d
+                WHERE d.status = 'pending' AND d.next_attempt_at <= \(at)
+                  AND (d.contact_id IS NULL OR NOT EXISTS (
+                      SELECT 1 FROM webhook_deliveries e WHERE e.status = 'pending' AND e.endpoint_id = d.endpoint_id
+                          AND e.contact_id = d.contact_id AND e.ordinal < d.ordinal))
+                ORDER BY d.ordinal LIMIT \(limit) FOR UPDATE SKIP LOCKED)
+            RETURNING *
+            """).compactMap(Self.delivery).sorted { $0.createdAt < $1.createdAt }
+    }
+
+    public func recordWebhookAttempt(_ a: WebhookAttempt, outcome: WebhookOutcome, payload: Data?) async throws {
+        let (status, next, delivered): (String, Int64?, Int64?) = switch outcome {
+        case .delivered: ("delivered", nil, a.at.millisecondsSince1970)
+        case .retry(let at): ("pending", at.millisecondsSince1970, nil)
+        case .failed: ("failed", nil, nil)
+        }
+        try await transaction { c in
+            let exists = try await rows("SELECT id FROM webhook_deliveries WHERE id = \(a.deliveryID) FOR UPDATE", on: c)
+            guard !exists.isEmpty else { return }
+            // Numbered after those already logged (a retry after `failed` starts a fresh count but keeps the log).
+            try await c.query("""
+                INSERT INTO webhook_attempts (delivery_id, number, at, status_code, latency_ms, response, error)
+                VALUES (\(a.deliveryID), (SELECT COALESCE(MAX(number), 0) + 1 FROM webhook_attempts WHERE delivery_id = \(a.deliveryID)),
+                    \(a.at.millisecondsSince1970), \(a.statusCode), \(a.latencyMilliseconds), \(a.response), \(a.error))
+                """, logger: logger)
+            try await c.query("""
+                UPDATE webhook_deliveries SET status = \(status), next_attempt_at = COALESCE(\(next)::bigint, next_attempt_at),
+                    delivered_at = \(delivered), last_status_code = \(a.statusCode), last_error = \(a.error), payload = COALESCE(\(payload)::bytea, payload)
+                WHERE id = \(a.deliveryID)
+                """, logger: logger)
+        }
+    }
+
+    public func webhookDelivery(id: UUID) async throws -> WebhookDelivery? {
+        try await rows("SELECT * FROM webhook_deliveries WHERE id = \(id)").first.flatMap(Self.delivery)
+    }
+
+    public func webhookDeliveries(_ q: WebhookDeliveryQuery) async throws -> [WebhookDelivery] {
+        try await rows("""
+            SELECT * FROM webhook_deliveries
+            WHERE (\(q.endpointID)::text IS NULL OR endpoint_id = \(q.endpointID)) AND (\(q.status?.rawValue)::text IS NULL OR status = \(q.status?.rawValue))
+              AND (\(q.contactID)::uuid IS NULL OR contact_id = \(q.contactID)) AND (\(q.since?.millisecondsSince1970)::bigint IS NULL OR created_at >= \(q.since?.millisecondsSince1970))
+            ORDER BY ordinal DESC LIMIT \(q.limit)
+            """).compactMap(Self.delivery)
+    }
+
+    public func webhookAttempts(deliveryID: UUID) async throws -> [WebhookAttempt] {
+        try await rows("SELECT * FROM webhook_attempts WHERE delivery_id = \(deliveryID) ORDER BY number").map { r in
+            WebhookAttempt(deliveryID: deliveryID, number: try r["number"].decode(Int.self), at: Date(millisecondsSince1970: try r["at"].decode(Int64.self)),
+                           statusCode: try r["status_code"].decode(Int?.self), latencyMilliseconds: try r["latency_ms"].decode(Int.self),
+                           response: try r["response"].decode(String?.self), error: try r["error"].decode(String?.self))
+        }
+    }
+
+    public func retryWebhookDeliveries(ids: [UUID]?, endpointID: String?, now: Date) async throws -> Int {
+        if let ids, ids.isEmpty { return 0 }
+        return try await rows("""
+            UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = \(now.millisecondsSince1970)
+            WHERE status = 'failed' AND (\(endpointID)::text IS NULL OR endpoint_id = \(endpointID)) AND (\(ids.map { _ in true })::boolean IS NULL OR id = ANY(\(ids ?? [])))
+            RETURNING id
+            """).count
     }
 
     // MARK: Idempotency

@@ -318,6 +318,56 @@ enum SQLiteMigrations {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("0009_webhooks") { db in
+            try db.execute(sql: """
+                CREATE TABLE webhook_endpoints (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    url TEXT NOT NULL,
+                    description TEXT NOT NULL,
+                    events TEXT NOT NULL,
+                    topics TEXT NOT NULL,
+                    sources TEXT NOT NULL,
+                    enabled INTEGER NOT NULL,
+                    allow_private_network INTEGER NOT NULL,
+                    sealed_secret BLOB NOT NULL,
+                    created_by TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+
+                -- The ordinal orders deliveries: one contact's reach an endpoint in this order.
+                CREATE TABLE webhook_deliveries (
+                    ordinal INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+                    event_type TEXT NOT NULL,
+                    contact_id TEXT,
+                    payload BLOB NOT NULL,
+                    status TEXT NOT NULL,
+                    attempts INTEGER NOT NULL,
+                    next_attempt_at INTEGER NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    delivered_at INTEGER,
+                    last_status_code INTEGER,
+                    last_error TEXT
+                );
+                CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
+                CREATE INDEX webhook_deliveries_order ON webhook_deliveries(endpoint_id, contact_id, ordinal) WHERE status = 'pending';
+                CREATE INDEX webhook_deliveries_log ON webhook_deliveries(endpoint_id, created_at);
+                CREATE INDEX webhook_deliveries_contact ON webhook_deliveries(contact_id);
+
+                CREATE TABLE webhook_attempts (
+                    delivery_id TEXT NOT NULL REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+                    number INTEGER NOT NULL,
+                    at INTEGER NOT NULL,
+                    status_code INTEGER,
+                    latency_ms INTEGER NOT NULL,
+                    response TEXT,
+                    error TEXT,
+                    PRIMARY KEY (delivery_id, number)
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }

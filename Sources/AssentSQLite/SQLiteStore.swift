@@ -150,7 +150,7 @@ public final class SQLiteStore: LedgerStore {
 
     // MARK: Contacts
 
-    public func insertContact(_ contact: Contact, wrappedKey: Data) async throws {
+    public func insertContact(_ contact: Contact, wrappedKey: Data, webhooks: [WebhookDelivery]) async throws {
         try await mapUnique({
             try await pool.write { db in
                 try db.execute(sql: """
@@ -158,6 +158,7 @@ public final class SQLiteStore: LedgerStore {
                     """, arguments: [contact.id.db, contact.email.value, contact.name, contact.externalID, contact.locale,
                                      contact.createdAt.millisecondsSince1970, contact.updatedAt.millisecondsSince1970])
                 try db.execute(sql: "INSERT INTO contact_keys (contact_id, wrapped_key) VALUES (?, ?)", arguments: [contact.id.db, wrappedKey])
+                try Self.insert(webhooks, db)
             }
         }, value: { field in field == "email" ? contact.email.value : field == "externalId" ? contact.externalID ?? "" : contact.id.db })
     }
@@ -263,6 +264,7 @@ public final class SQLiteStore: LedgerStore {
                 """, arguments: [token.hash, id, TopicList.encode(token.topics), TopicList.encode(token.confirmedTopics),
                                  token.createdAt.millisecondsSince1970, token.expiresAt.millisecondsSince1970])
         }
+        try insert(commit.webhooks, db)
         for item in commit.outbox {
             try db.execute(sql: """
                 INSERT INTO outbox (id, contact_id, kind, payload, status, attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -722,11 +724,11 @@ public final class SQLiteStore: LedgerStore {
 
     // MARK: Subject requests
 
-    public func insertSubjectRequest(_ request: SubjectRequest) async throws {
-        try await mapUnique({ try await insertSubjectRequestRow(request) }, value: { _ in request.kind.rawValue })
+    public func insertSubjectRequest(_ request: SubjectRequest, webhooks: [WebhookDelivery]) async throws {
+        try await mapUnique({ try await insertSubjectRequestRow(request, webhooks: webhooks) }, value: { _ in request.kind.rawValue })
     }
 
-    private func insertSubjectRequestRow(_ request: SubjectRequest) async throws {
+    private func insertSubjectRequestRow(_ request: SubjectRequest, webhooks: [WebhookDelivery]) async throws {
         try await pool.write { db in
             try Self.requireContact(request.contactID, db)
             try db.execute(sql: """
@@ -736,6 +738,7 @@ public final class SQLiteStore: LedgerStore {
                 """, arguments: [request.id.db, request.contactID.db, request.kind.rawValue, request.status.rawValue, request.channel, request.note,
                                    request.createdAt.millisecondsSince1970, request.dueAt.millisecondsSince1970, request.closedAt?.millisecondsSince1970,
                                    request.outcome, request.identityNote, request.extensionReason, request.handler])
+            try Self.insert(webhooks, db)
         }
     }
 
@@ -796,6 +799,9 @@ public final class SQLiteStore: LedgerStore {
                 try db.execute(sql: "DELETE FROM \(table) WHERE contact_id = ?", arguments: [id])
             }
             try db.execute(sql: "UPDATE subject_requests SET note = NULL, identity_note = NULL WHERE contact_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE contact_id = ?)", arguments: [id])
+            try db.execute(sql: "DELETE FROM webhook_deliveries WHERE contact_id = ?", arguments: [id])
+            try Self.insert(e.webhooks, db)
             // Stored API responses (idempotent replays) that carry the address.
             try db.execute(sql: "DELETE FROM idempotency_keys WHERE instr(CAST(body AS TEXT), ?) > 0", arguments: [e.email])
             try db.execute(sql: """
@@ -1093,6 +1099,180 @@ public final class SQLiteStore: LedgerStore {
                 """, arguments: [email.id.db, email.contactID?.db, email.kind, email.payload, email.status.rawValue, email.attempts,
                                    email.nextAttemptAt.millisecondsSince1970, email.createdAt.millisecondsSince1970])
             return true
+        }
+    }
+
+    // MARK: Webhooks
+
+    static func insert(_ deliveries: [WebhookDelivery], _ db: Database) throws {
+        guard !deliveries.isEmpty else { return }
+        let statement = try db.cachedStatement(sql: """
+            INSERT INTO webhook_deliveries (id, endpoint_id, event_type, contact_id, payload, status, attempts, next_attempt_at, created_at,
+                delivered_at, last_status_code, last_error)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        for d in deliveries {
+            try statement.execute(arguments: [d.id.db, d.endpointID, d.eventType.rawValue, d.contactID?.db, d.payload, d.status.rawValue, d.attempts,
+                                              d.nextAttemptAt.millisecondsSince1970, d.createdAt.millisecondsSince1970,
+                                              d.deliveredAt?.millisecondsSince1970, d.lastStatusCode, d.lastError])
+        }
+    }
+
+    static func delivery(_ row: Row) -> WebhookDelivery? {
+        guard let id = UUID(uuidString: row["id"]), let type = WebhookEventType(rawValue: row["event_type"]),
+              let status = WebhookDelivery.Status(rawValue: row["status"]) else { return nil }
+        return WebhookDelivery(id: id, endpointID: row["endpoint_id"], eventType: type, contactID: (row["contact_id"] as String?).flatMap(UUID.init(uuidString:)),
+                               payload: row["payload"], status: status, attempts: row["attempts"],
+                               nextAttemptAt: Date(millisecondsSince1970: row["next_attempt_at"]), createdAt: Date(millisecondsSince1970: row["created_at"]),
+                               deliveredAt: (row["delivered_at"] as Int64?).map(Date.init(millisecondsSince1970:)),
+                               lastStatusCode: row["last_status_code"], lastError: row["last_error"])
+    }
+
+    static func endpointArguments(_ e: WebhookEndpoint) -> [any DatabaseValueConvertible & Sendable] {
+        [e.url, e.description, e.events.map(\.rawValue).joined(separator: ","), TopicList.encode(e.topics),
+         e.sources.map(\.rawValue).joined(separator: ","), e.enabled, e.allowPrivateNetwork, e.sealedSecret, e.updatedAt.millisecondsSince1970]
+    }
+
+    public func insertWebhookEndpoint(_ e: WebhookEndpoint) async throws {
+        try await mapUnique({
+            try await pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO webhook_endpoints (url, description, events, topics, sources, enabled, allow_private_network, sealed_secret, updated_at,
+                        id, created_by, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: StatementArguments(Self.endpointArguments(e) + [e.id, e.createdBy, e.createdAt.millisecondsSince1970]))
+            }
+        }, value: { _ in e.id })
+    }
+
+    public func updateWebhookEndpoint(_ e: WebhookEndpoint) async throws {
+        let changed = try await pool.write { db in
+            try db.execute(sql: """
+                UPDATE webhook_endpoints SET url = ?, description = ?, events = ?, topics = ?, sources = ?, enabled = ?, allow_private_network = ?,
+                    sealed_secret = ?, updated_at = ? WHERE id = ?
+                """, arguments: StatementArguments(Self.endpointArguments(e) + [e.id]))
+            return db.changesCount
+        }
+        if changed == 0 { throw StoreError.notFound(what: "webhook", id: e.id) }
+    }
+
+    public func deleteWebhookEndpoint(id: String) async throws -> Bool {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE endpoint_id = ?)", arguments: [id])
+            try db.execute(sql: "DELETE FROM webhook_deliveries WHERE endpoint_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM webhook_endpoints WHERE id = ?", arguments: [id])
+            return db.changesCount > 0
+        }
+    }
+
+    static func endpoint(_ row: Row) -> WebhookEndpoint {
+        func list(_ text: String) -> [String] { text.split(separator: ",").map(String.init) }
+        return WebhookEndpoint(id: row["id"], url: row["url"], description: row["description"],
+                               events: list(row["events"]).compactMap(WebhookEventType.init(rawValue:)), topics: list(row["topics"]),
+                               sources: list(row["sources"]).compactMap(ConsentSource.init(rawValue:)), enabled: row["enabled"],
+                               allowPrivateNetwork: row["allow_private_network"], sealedSecret: row["sealed_secret"], createdBy: row["created_by"],
+                               createdAt: Date(millisecondsSince1970: row["created_at"]), updatedAt: Date(millisecondsSince1970: row["updated_at"]))
+    }
+
+    public func webhookEndpoint(id: String) async throws -> WebhookEndpoint? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM webhook_endpoints WHERE id = ?", arguments: [id]).map(Self.endpoint) }
+    }
+
+    public func webhookEndpoints() async throws -> [WebhookEndpoint] {
+        try await pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM webhook_endpoints ORDER BY created_at, id").map(Self.endpoint) }
+    }
+
+    public func insertWebhookDeliveries(_ deliveries: [WebhookDelivery]) async throws {
+        do {
+            try await pool.write { db in try Self.insert(deliveries, db) }
+        } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_FOREIGNKEY {
+            throw StoreError.notFound(what: "webhook", id: deliveries.first?.endpointID ?? "")
+        }
+    }
+
+    public func claimWebhookDeliveries(now: Date, limit: Int, lease: TimeInterval) async throws -> [WebhookDelivery] {
+        try await pool.write { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT d.* FROM webhook_deliveries d
+                WHERE d.status = 'pending' AND d.next_attempt_at <= ?
+                  AND (d.contact_id IS NULL OR NOT EXISTS (
+                      SELECT 1 FROM webhook_deliveries e WHERE e.status = 'pending' AND e.endpoint_id = d.endpoint_id
+                          AND e.contact_id = d.contact_id AND e.ordinal < d.ordinal))
+                ORDER BY d.ordinal LIMIT ?
+                """, arguments: [now.millisecondsSince1970, limit])
+            var claimed: [WebhookDelivery] = []
+            for row in rows {
+                guard var d = Self.delivery(row) else { continue }
+                d.attempts += 1
+                d.nextAttemptAt = now.addingTimeInterval(lease)
+                try db.execute(sql: "UPDATE webhook_deliveries SET attempts = ?, next_attempt_at = ? WHERE id = ?",
+                               arguments: [d.attempts, d.nextAttemptAt.millisecondsSince1970, d.id.db])
+                claimed.append(d)
+            }
+            return claimed
+        }
+    }
+
+    public func recordWebhookAttempt(_ a: WebhookAttempt, outcome: WebhookOutcome, payload: Data?) async throws {
+        try await pool.write { db in
+            guard try Int.fetchOne(db, sql: "SELECT 1 FROM webhook_deliveries WHERE id = ?", arguments: [a.deliveryID.db]) != nil else { return }
+            // Numbered after those already logged (a retry after `failed` starts a fresh count but keeps the log).
+            try db.execute(sql: """
+                INSERT INTO webhook_attempts (delivery_id, number, at, status_code, latency_ms, response, error)
+                VALUES (?, (SELECT COALESCE(MAX(number), 0) + 1 FROM webhook_attempts WHERE delivery_id = ?), ?, ?, ?, ?, ?)
+                """, arguments: [a.deliveryID.db, a.deliveryID.db, a.at.millisecondsSince1970, a.statusCode, a.latencyMilliseconds, a.response, a.error])
+            let (status, next, delivered): (String, Int64?, Int64?) = switch outcome {
+            case .delivered: ("delivered", nil, a.at.millisecondsSince1970)
+            case .retry(let at): ("pending", at.millisecondsSince1970, nil)
+            case .failed: ("failed", nil, nil)
+            }
+            try db.execute(sql: """
+                UPDATE webhook_deliveries SET status = ?, next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = ?, last_status_code = ?,
+                    last_error = ?, payload = COALESCE(?, payload)
+                WHERE id = ?
+                """, arguments: [status, next, delivered, a.statusCode, a.error, payload, a.deliveryID.db])
+        }
+    }
+
+    public func webhookDelivery(id: UUID) async throws -> WebhookDelivery? {
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM webhook_deliveries WHERE id = ?", arguments: [id.db]).flatMap(Self.delivery) }
+    }
+
+    public func webhookDeliveries(_ q: WebhookDeliveryQuery) async throws -> [WebhookDelivery] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM webhook_deliveries
+                WHERE (? IS NULL OR endpoint_id = ?) AND (? IS NULL OR status = ?) AND (? IS NULL OR contact_id = ?) AND (? IS NULL OR created_at >= ?)
+                ORDER BY ordinal DESC LIMIT ?
+                """, arguments: [q.endpointID, q.endpointID, q.status?.rawValue, q.status?.rawValue, q.contactID?.db, q.contactID?.db,
+                                 q.since?.millisecondsSince1970, q.since?.millisecondsSince1970, q.limit]).compactMap(Self.delivery)
+        }
+    }
+
+    public func webhookAttempts(deliveryID: UUID) async throws -> [WebhookAttempt] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM webhook_attempts WHERE delivery_id = ? ORDER BY number", arguments: [deliveryID.db]).map { row in
+                WebhookAttempt(deliveryID: deliveryID, number: row["number"], at: Date(millisecondsSince1970: row["at"]), statusCode: row["status_code"],
+                               latencyMilliseconds: row["latency_ms"], response: row["response"], error: row["error"])
+            }
+        }
+    }
+
+    public func retryWebhookDeliveries(ids: [UUID]?, endpointID: String?, now: Date) async throws -> Int {
+        try await pool.write { db in
+            var sql = "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ? WHERE status = 'failed'"
+            var arguments: [any DatabaseValueConvertible & Sendable] = [now.millisecondsSince1970]
+            if let endpointID {
+                sql += " AND endpoint_id = ?"
+                arguments.append(endpointID)
+            }
+            if let ids {
+                guard !ids.isEmpty else { return 0 }
+                sql += " AND id IN (\(Array(repeating: "?", count: ids.count).joined(separator: ", ")))"
+                arguments += ids.map(\.db)
+            }
+            try db.execute(sql: sql, arguments: StatementArguments(arguments))
+            return db.changesCount
         }
     }
 

@@ -175,6 +175,9 @@ struct Pages: Sendable {
             "notices": e.notices.map { ["topic": $0.topic, "version": $0.version, "published": t($0.publishedAt), "text": $0.text] },
             "forms": e.forms.map { ["id": $0.id, "version": $0.version, "title": $0.title] },
             "emails": e.emails.map { ["kind": $0.kind, "status": $0.status, "queued": t($0.queuedAt), "sent": $0.sentAt.map { t($0) as Any } ?? false] },
+            "disclosures": e.disclosures.map { ["recipient": $0.recipient, "event": $0.event, "status": $0.status, "queued": t($0.queuedAt),
+                                                "delivered": $0.deliveredAt.map { t($0) as Any } ?? false] },
+            "hasDisclosures": !e.disclosures.isEmpty,
             "requests": e.requests.map { ["kind": $0.kind, "channel": $0.channel, "created": t($0.createdAt), "due": t($0.dueAt), "status": $0.status] },
             "receiptCount": e.receipts.count, "jwks": site.baseURL + "/.well-known/jwks.json",
         ]

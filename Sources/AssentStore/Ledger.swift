@@ -259,6 +259,9 @@ public struct Ledger: Sendable {
     /// `withdrawn` to send receipts for those too.
     public var receiptEmailActions: Set<ConsentAction> = [.confirmed]
 
+    /// Enabled webhook endpoints, shared by copies of this ledger.
+    let webhookCache = WebhookEndpointCache()
+
     public init(store: any LedgerStore, masterKey: MasterKey, environment: LedgerEnvironment = .live) {
         self.store = store
         self.masterKey = masterKey
@@ -346,7 +349,11 @@ public struct Ledger: Sendable {
         try contact.validate()
         let wrapped = try masterKey.wrap(.generate(), contactID: contact.id)
         do {
-            try await store.insertContact(contact, wrappedKey: wrapped)
+            let webhooks = try await webhookDeliveries(.contactCreated, contact: contact, at: at, data: [
+                "contact": WebhookPayload.contact(contact), "name": contact.name ?? NSNull(), "locale": contact.locale ?? NSNull(),
+                "createdAt": WebhookPayload.iso(at),
+            ])
+            try await store.insertContact(contact, wrappedKey: wrapped, webhooks: webhooks)
         } catch StoreError.duplicate(let field, let value) {
             throw DomainError.conflict(field: field, message: "a contact with \(field) '\(value)' already exists")
         }
@@ -461,15 +468,18 @@ public struct Ledger: Sendable {
         while true {
             attempt += 1
             let state = try await store.ledgerState(contactID: contactID)
-            let plan = try await decide(state)
+            var plan = try await decide(state)
+            plan.webhooks = try await webhookDeliveries(for: plan.events, contactID: contactID)
             let preferences = plan.preferences(after: state).values.sorted { $0.topicKey < $1.topicKey }
             let result = ChangeResult(contactID: contactID, events: plan.events, unchanged: plan.unchanged, preferences: preferences,
                                       confirmationRequestedFor: plan.confirmationTopics)
             if plan.isEmpty { return result }
             do {
-                try await store.commit(LedgerCommit(contactID: contactID, expectedHead: state.head, events: plan.events,
-                                                    preferences: plan.changedPreferences, outbox: plan.outbox,
-                                                    issueToken: plan.issueToken, consumeToken: plan.consumeToken))
+                var commit = LedgerCommit(contactID: contactID, expectedHead: state.head, events: plan.events,
+                                          preferences: plan.changedPreferences, outbox: plan.outbox,
+                                          issueToken: plan.issueToken, consumeToken: plan.consumeToken)
+                commit.webhooks = plan.webhooks
+                try await store.commit(commit)
                 return result
             } catch StoreError.concurrentModification {
                 if attempt >= maxAttempts { throw DomainError.contention(contactID: contactID) }
@@ -632,6 +642,7 @@ public struct Ledger: Sendable {
         var issueToken: ConfirmationToken?
         var consumeToken: (hash: Data, topics: [String])?
         var confirmationTopics: [String] = []
+        var webhooks: [WebhookDelivery] = []
 
         var isEmpty: Bool { events.isEmpty && outbox.isEmpty && issueToken == nil && consumeToken == nil }
 

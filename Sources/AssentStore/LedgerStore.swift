@@ -35,6 +35,8 @@ public struct LedgerCommit: Sendable {
     public var issueToken: ConfirmationToken?
     /// Topics confirmed through an existing link (by its hash).
     public var consumeToken: (hash: Data, topics: [String])?
+    /// Webhook messages about these events, enqueued with them.
+    public var webhooks: [WebhookDelivery] = []
 
     public init(contactID: UUID, expectedHead: ChainHead, events: [ConsentEvent], preferences: [Preference],
                 outbox: [OutboxItem] = [], issueToken: ConfirmationToken? = nil, consumeToken: (hash: Data, topics: [String])? = nil) {
@@ -122,8 +124,9 @@ public protocol LedgerStore: Sendable {
     func notice(topicKey: String, version: Int) async throws -> Notice?
 
     // MARK: Contacts
-    /// Inserts a contact with its wrapped evidence key. Throws `duplicate(field: "email" | "externalId")`.
-    func insertContact(_ contact: Contact, wrappedKey: Data) async throws
+    /// Inserts a contact with its wrapped evidence key and the webhook
+    /// messages announcing it, in one transaction. Throws `duplicate(field: "email" | "externalId")`.
+    func insertContact(_ contact: Contact, wrappedKey: Data, webhooks: [WebhookDelivery]) async throws
     func updateContact(_ contact: Contact) async throws
     func contact(id: UUID) async throws -> Contact?
     func contact(email: EmailAddress) async throws -> Contact?
@@ -225,7 +228,8 @@ public protocol LedgerStore: Sendable {
     func deletePortalSession(hash: Data) async throws
 
     // MARK: Subject requests
-    func insertSubjectRequest(_ request: SubjectRequest) async throws
+    /// Inserts a request and the webhook messages announcing it, in one transaction.
+    func insertSubjectRequest(_ request: SubjectRequest, webhooks: [WebhookDelivery]) async throws
     func closeSubjectRequest(id: UUID, at: Date, outcome: String) async throws
     /// Saves a request's handling fields: due date, extension, handler, identity note, status, outcome.
     func updateSubjectRequest(_ request: SubjectRequest) async throws
@@ -238,7 +242,8 @@ public protocol LedgerStore: Sendable {
     /// their evidence key is deleted (shredding the evidence in their events),
     /// links, sign-ins, sessions, queued emails and request notes go, stored
     /// API responses containing the email go, and the email's keyed hash joins
-    /// the suppression list. Events, the projection and the chain stay.
+    /// the suppression list. Events, the projection and the chain stay. The
+    /// contact's webhook messages go too, replaced by `erasure.webhooks`.
     func eraseContact(_ erasure: ContactErasure) async throws
     func suppression(emailHash: Data) async throws -> Suppression?
     /// Records (or, with nil, lifts) an objection to all direct marketing.
@@ -305,6 +310,33 @@ public protocol LedgerStore: Sendable {
     /// Records a grant's request and queues its email in one transaction;
     /// false (and nothing written) when that grant already has one.
     func insertRepermission(_ request: RepermissionRequest, email: OutboxItem) async throws -> Bool
+
+    // MARK: Webhooks
+    /// Throws `duplicate(field: "id")`.
+    func insertWebhookEndpoint(_ endpoint: WebhookEndpoint) async throws
+    /// Replaces every field but `id`, `createdBy` and `createdAt`; throws `notFound`.
+    func updateWebhookEndpoint(_ endpoint: WebhookEndpoint) async throws
+    /// Deletes an endpoint with its deliveries and their attempts; false when there was none.
+    func deleteWebhookEndpoint(id: String) async throws -> Bool
+    func webhookEndpoint(id: String) async throws -> WebhookEndpoint?
+    /// Oldest first.
+    func webhookEndpoints() async throws -> [WebhookEndpoint]
+    /// Enqueues messages (a replay); one contact's keep their order.
+    func insertWebhookDeliveries(_ deliveries: [WebhookDelivery]) async throws
+    /// Claims up to `limit` due pending deliveries for `lease` seconds and
+    /// counts an attempt on each. A delivery is due only when no earlier
+    /// pending delivery of the same contact to the same endpoint remains, so
+    /// one contact's messages arrive in order. Concurrent workers never get the same one.
+    func claimWebhookDeliveries(now: Date, limit: Int, lease: TimeInterval) async throws -> [WebhookDelivery]
+    /// Records an attempt and its outcome together; `payload`, when given, replaces the stored body (scrubbed once delivered).
+    func recordWebhookAttempt(_ attempt: WebhookAttempt, outcome: WebhookOutcome, payload: Data?) async throws
+    func webhookDelivery(id: UUID) async throws -> WebhookDelivery?
+    /// Newest first.
+    func webhookDeliveries(_ query: WebhookDeliveryQuery) async throws -> [WebhookDelivery]
+    /// Oldest first.
+    func webhookAttempts(deliveryID: UUID) async throws -> [WebhookAttempt]
+    /// Makes failed deliveries (these, or all of an endpoint, or all) pending again, due now, with a fresh count; returns how many.
+    func retryWebhookDeliveries(ids: [UUID]?, endpointID: String?, now: Date) async throws -> Int
 
     // MARK: Idempotency
     func beginIdempotency(scope: String, key: String, requestHash: Data, now: Date) async throws -> IdempotencyBegin

@@ -29,6 +29,10 @@ public actor MemoryStore: LedgerStore {
     private var segmentsByID: [String: Segment] = [:]
     private var segmentSizesByID: [String: [String: SegmentSize]] = [:]
     private var repermissions: [String: RepermissionRequest] = [:]
+    private var endpoints: [String: WebhookEndpoint] = [:]
+    private var deliveries: [UUID: (ordinal: Int, delivery: WebhookDelivery)] = [:]
+    private var attempts: [UUID: [WebhookAttempt]] = [:]
+    private var nextOrdinal = 1
 
     public init() {}
 
@@ -80,11 +84,12 @@ public actor MemoryStore: LedgerStore {
         }
     }
 
-    public func insertContact(_ contact: Contact, wrappedKey: Data) async throws {
+    public func insertContact(_ contact: Contact, wrappedKey: Data, webhooks: [WebhookDelivery]) async throws {
         guard contactsByID[contact.id] == nil else { throw StoreError.duplicate(field: "id", value: contact.id.uuidString) }
         try checkUnique(contact)
         contactsByID[contact.id] = contact
         keysByContact[contact.id] = wrappedKey
+        enqueue(webhooks)
     }
 
     public func updateContact(_ contact: Contact) async throws {
@@ -126,6 +131,7 @@ public actor MemoryStore: LedgerStore {
             tokens[consume.hash] = token
         }
         eventsByContact[commit.contactID, default: []].append(contentsOf: commit.events)
+        enqueue(commit.webhooks)
         for p in commit.preferences { preferencesByContact[commit.contactID, default: [:]][p.topicKey] = p }
         heads[commit.contactID] = commit.newHead
         if let issued = commit.issueToken {
@@ -349,12 +355,13 @@ public actor MemoryStore: LedgerStore {
 
     // MARK: Subject requests
 
-    public func insertSubjectRequest(_ request: SubjectRequest) async throws {
+    public func insertSubjectRequest(_ request: SubjectRequest, webhooks: [WebhookDelivery]) async throws {
         guard contactsByID[request.contactID] != nil else { throw StoreError.notFound(what: "contact", id: request.contactID.uuidString) }
         if request.status == .open, requests.values.contains(where: { $0.contactID == request.contactID && $0.kind == request.kind && $0.status == .open }) {
             throw StoreError.duplicate(field: "kind", value: request.kind.rawValue)
         }
         requests[request.id] = request
+        enqueue(webhooks)
     }
 
     public func updateSubjectRequest(_ request: SubjectRequest) async throws {
@@ -389,6 +396,10 @@ public actor MemoryStore: LedgerStore {
         contactsByID[e.contactID] = contact
         keysByContact[e.contactID] = nil
         outbox = outbox.filter { $0.value.contactID != e.contactID }
+        let gone = Set(deliveries.values.filter { $0.delivery.contactID == e.contactID }.map(\.delivery.id))
+        deliveries = deliveries.filter { !gone.contains($0.key) }
+        attempts = attempts.filter { !gone.contains($0.key) }
+        enqueue(e.webhooks)
         tokens = tokens.filter { $0.value.contactID != e.contactID }
         linkSecrets[e.contactID] = nil
         portalLinks = portalLinks.filter { $0.value.contactID != e.contactID }
@@ -574,6 +585,108 @@ public actor MemoryStore: LedgerStore {
         repermissions[key] = request
         outbox[email.id] = email
         return true
+    }
+
+    // MARK: Webhooks
+
+    private func enqueue(_ new: [WebhookDelivery]) {
+        for d in new {
+            deliveries[d.id] = (nextOrdinal, d)
+            nextOrdinal += 1
+        }
+    }
+
+    public func insertWebhookEndpoint(_ endpoint: WebhookEndpoint) async throws {
+        guard endpoints[endpoint.id] == nil else { throw StoreError.duplicate(field: "id", value: endpoint.id) }
+        endpoints[endpoint.id] = endpoint
+    }
+
+    public func updateWebhookEndpoint(_ endpoint: WebhookEndpoint) async throws {
+        guard let old = endpoints[endpoint.id] else { throw StoreError.notFound(what: "webhook", id: endpoint.id) }
+        var updated = endpoint
+        updated.createdAt = old.createdAt
+        updated.createdBy = old.createdBy
+        endpoints[endpoint.id] = updated
+    }
+
+    public func deleteWebhookEndpoint(id: String) async throws -> Bool {
+        let gone = Set(deliveries.values.filter { $0.delivery.endpointID == id }.map(\.delivery.id))
+        deliveries = deliveries.filter { !gone.contains($0.key) }
+        attempts = attempts.filter { !gone.contains($0.key) }
+        return endpoints.removeValue(forKey: id) != nil
+    }
+
+    public func webhookEndpoint(id: String) async throws -> WebhookEndpoint? { endpoints[id] }
+
+    public func webhookEndpoints() async throws -> [WebhookEndpoint] {
+        endpoints.values.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
+    }
+
+    public func insertWebhookDeliveries(_ new: [WebhookDelivery]) async throws {
+        for d in new where endpoints[d.endpointID] == nil { throw StoreError.notFound(what: "webhook", id: d.endpointID) }
+        enqueue(new)
+    }
+
+    public func claimWebhookDeliveries(now: Date, limit: Int, lease: TimeInterval) async throws -> [WebhookDelivery] {
+        let pending = deliveries.values.filter { $0.delivery.status == .pending }.sorted { $0.ordinal < $1.ordinal }
+        var blocked: Set<String> = []
+        var claimed: [WebhookDelivery] = []
+        for (_, d) in pending {
+            let key = "\(d.endpointID)|\(d.contactID?.uuidString ?? "-")"
+            defer { if d.contactID != nil { blocked.insert(key) } }
+            guard claimed.count < limit, d.nextAttemptAt <= now, d.contactID == nil || !blocked.contains(key) else { continue }
+            var updated = d
+            updated.attempts += 1
+            updated.nextAttemptAt = now.addingTimeInterval(lease)
+            deliveries[d.id]?.delivery = updated
+            claimed.append(updated)
+        }
+        return claimed
+    }
+
+    public func recordWebhookAttempt(_ attempt: WebhookAttempt, outcome: WebhookOutcome, payload: Data?) async throws {
+        guard var d = deliveries[attempt.deliveryID]?.delivery else { return } // deleted meanwhile (erasure, endpoint removed)
+        var logged = attempt
+        logged.number = (attempts[attempt.deliveryID]?.count ?? 0) + 1
+        attempts[attempt.deliveryID, default: []].append(logged)
+        d.lastStatusCode = attempt.statusCode
+        d.lastError = attempt.error
+        switch outcome {
+        case .delivered:
+            d.status = .delivered
+            d.deliveredAt = attempt.at
+        case .retry(let at):
+            d.nextAttemptAt = at
+        case .failed:
+            d.status = .failed
+        }
+        if let payload { d.payload = payload }
+        deliveries[attempt.deliveryID]?.delivery = d
+    }
+
+    public func webhookDelivery(id: UUID) async throws -> WebhookDelivery? { deliveries[id]?.delivery }
+
+    public func webhookDeliveries(_ q: WebhookDeliveryQuery) async throws -> [WebhookDelivery] {
+        Array(deliveries.values.sorted { $0.ordinal > $1.ordinal }.map(\.delivery).filter { d in
+            (q.endpointID == nil || d.endpointID == q.endpointID) && (q.status == nil || d.status == q.status)
+                && (q.contactID == nil || d.contactID == q.contactID) && (q.since == nil || d.createdAt >= q.since!)
+        }.prefix(q.limit))
+    }
+
+    public func webhookAttempts(deliveryID: UUID) async throws -> [WebhookAttempt] { attempts[deliveryID] ?? [] }
+
+    public func retryWebhookDeliveries(ids: [UUID]?, endpointID: String?, now: Date) async throws -> Int {
+        var count = 0
+        for (id, entry) in deliveries where entry.delivery.status == .failed
+            && (ids == nil || ids!.contains(id)) && (endpointID == nil || entry.delivery.endpointID == endpointID) {
+            var d = entry.delivery
+            d.status = .pending
+            d.attempts = 0
+            d.nextAttemptAt = now
+            deliveries[id]?.delivery = d
+            count += 1
+        }
+        return count
     }
 }
 

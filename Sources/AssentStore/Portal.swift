@@ -88,6 +88,15 @@ public struct PersonalDataExport: Codable, Sendable {
         public var sentAt: Date?
     }
 
+    /// A message about the person to another system (a webhook): the recipient, what, when.
+    public struct DisclosurePart: Codable, Sendable {
+        public var recipient: String
+        public var event: String
+        public var status: String
+        public var queuedAt: Date
+        public var deliveredAt: Date?
+    }
+
     public var generatedAt: Date
     public var contact: ContactPart
     public var preferences: [PreferencePart]
@@ -101,6 +110,8 @@ public struct PersonalDataExport: Codable, Sendable {
     public var receipts: [ReceiptPart]
     /// Emails sent or queued to the person (what, when; not their links).
     public var emails: [EmailPart]
+    /// Messages about the person sent or queued to other systems by webhook (recipients, Art. 15(1)(c)).
+    public var disclosures: [DisclosurePart]
     /// Set when the person was erased: what remains is the events' skeleton.
     public var erasedAt: Date?
 }
@@ -210,7 +221,12 @@ extension Ledger {
         request.identityNote = (identity?.isEmpty ?? true) ? nil : identity
         request.handler = actor?.email.value
         do {
-            try await store.insertSubjectRequest(request)
+            let contact = try await existingContact(contactID)
+            let webhooks = try await webhookDeliveries(.dsrRequestCreated, contact: contact, at: now, data: [
+                "requestId": request.id.uuidString.lowercased(), "contact": WebhookPayload.contact(contact), "kind": request.kind.rawValue,
+                "channel": request.channel, "receivedAt": WebhookPayload.iso(request.createdAt), "dueAt": WebhookPayload.iso(request.dueAt),
+            ])
+            try await store.insertSubjectRequest(request, webhooks: webhooks)
         } catch StoreError.duplicate {
             // A second click at the same moment: the first one's request stands.
             if let open = try await store.subjectRequests(contactID: contactID, status: .open, limit: 100).first(where: { $0.kind == kind }) { return open }
@@ -295,6 +311,12 @@ extension Ledger {
         let emails = try await store.outboxItems(contactID: contactID).map {
             PersonalDataExport.EmailPart(kind: $0.kind, status: $0.status.rawValue, queuedAt: $0.createdAt, sentAt: $0.sentAt)
         }
+        var recipients: [String: String] = [:]
+        for endpoint in try await store.webhookEndpoints() { recipients[endpoint.id] = endpoint.url }
+        let disclosures = try await store.webhookDeliveries(WebhookDeliveryQuery(contactID: contactID, limit: 100_000)).reversed().map {
+            PersonalDataExport.DisclosurePart(recipient: recipients[$0.endpointID] ?? $0.endpointID, event: $0.eventType.rawValue,
+                                              status: $0.status.rawValue, queuedAt: $0.createdAt, deliveredAt: $0.deliveredAt)
+        }
         return PersonalDataExport(
             generatedAt: at,
             contact: .init(id: contact.id.uuidString.lowercased(), email: contact.email.value, name: contact.name, externalId: contact.externalID, locale: contact.locale,
@@ -318,7 +340,7 @@ extension Ledger {
                 .init(id: $0.id.uuidString.lowercased(), kind: $0.kind.rawValue, status: $0.status.rawValue, channel: $0.channel, note: $0.note,
                       createdAt: $0.createdAt, dueAt: $0.dueAt)
             },
-            receipts: receipts, emails: emails, erasedAt: contact.erasedAt)
+            receipts: receipts, emails: emails, disclosures: disclosures, erasedAt: contact.erasedAt)
     }
 }
 

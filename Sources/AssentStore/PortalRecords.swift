@@ -127,6 +127,8 @@ public struct ContactErasure: Sendable {
     public var reason: String
     /// Who erased (a staff email, an API key, the command line).
     public var erasedBy: String
+    /// `contact.erased` messages, enqueued with the erasure (the contact's other messages are deleted).
+    public var webhooks: [WebhookDelivery] = []
 
     public init(contactID: UUID, at: Date, emailHash: Data, email: String, reason: String, erasedBy: String) {
         self.contactID = contactID

@@ -28,8 +28,13 @@ extension Ledger {
         if reason.isEmpty { throw DomainError.invalid(field: "reason", "is required: why the data is erased (e.g. the person's request of 2026-11-29)") }
         try TextCheck.check(reason, field: "reason", max: Limits.noteLength, allowNewlines: true)
         _ = try await withdraw(contactID: id, topicKey: nil, source: .system, evidence: Evidence(), actor: .system)
-        try await store.eraseContact(ContactErasure(contactID: id, at: now, emailHash: suppressionHash(contact.email), email: contact.email.value,
-                                                    reason: reason, erasedBy: erasedBy))
+        let at = now
+        var erasure = ContactErasure(contactID: id, at: at, emailHash: suppressionHash(contact.email), email: contact.email.value,
+                                     reason: reason, erasedBy: erasedBy)
+        // Downstream systems are told who to delete (the email leaves the delivery log once delivered).
+        erasure.webhooks = try await webhookDeliveries(.contactErased, contact: contact, at: at,
+                                                       data: ["contact": WebhookPayload.contact(contact), "erasedAt": WebhookPayload.iso(at)])
+        try await store.eraseContact(erasure)
         try await audit(actor, "erase_contact", actorEmail: erasedBy, target: "contact:\(id.uuidString.lowercased())", detail: reason, ipAddress: ipAddress)
         for request in try await store.subjectRequests(contactID: id, status: .open, limit: 100) where request.kind == .erasure {
             try await store.closeSubjectRequest(id: request.id, at: now, outcome: "erased")

@@ -154,7 +154,7 @@ import Testing
         let export = try await ledger.exportPersonalData(contactID: erin.id)
         let exported: [String: Int] = [
             "consent_events": export.events.count, "preferences": export.preferences.count, "outbox": export.emails.count,
-            "subject_requests": export.requests.count,
+            "subject_requests": export.requests.count, "webhook_deliveries": export.disclosures.count,
         ]
         // Secrets and bookkeeping, not facts about the person: keys, hashes of link and session secrets, the chain head,
         // which grants were asked to renew (the emails themselves are in the export).
