@@ -203,8 +203,8 @@ public struct OutboxWorker: Service {
             case RepermissionEmail.kind:
                 let email = try RepermissionEmail.open(item, masterKey: masterKey)
                 let scrubbed = try email.scrubbed(masterKey: masterKey, itemID: item.id)
-                guard try await email.stillDue(in: store, at: now()) else {
-                    logger.info("skipped \(item.kind) \(item.id): the grant was renewed, withdrawn or expired meanwhile")
+                guard try await email.stillDue(in: store, masterKey: masterKey, at: now()) else {
+                    logger.info("skipped \(item.kind) \(item.id): the grant, address, topic or link changed meanwhile")
                     return await complete(item, payload: scrubbed)
                 }
                 try await transport.send(try await composer.repermission(email, messageID: messageID, date: at))

@@ -1047,6 +1047,7 @@ public final class SQLiteStore: LedgerStore {
     }
 
     public func recordSegmentSize(_ size: SegmentSize) async throws {
+        guard try await segment(id: size.segmentID) != nil else { throw StoreError.notFound(what: "segment", id: size.segmentID) }
         try await pool.write { db in
             try db.execute(sql: """
                 INSERT INTO segment_sizes (segment_id, day, size, measured_at) VALUES (?, ?, ?, ?)

@@ -93,7 +93,8 @@ extension API {
         let query = AudienceQuery(topics: topicsText.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
                                   categories: (q.string("categories") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
                                   match: match, locale: q.string("locale"), createdSince: try date("createdSince"), changedSince: try date("changedSince"))
-        return try await audienceResponse(query, format: format, countOnly: try q.bool("count") == true, name: query.topics.joined(separator: "+"))
+        return try await audienceResponse(query, format: format, countOnly: try q.bool("count") == true,
+                                          name: (query.topics + query.categories).joined(separator: "+"))
     }
 
     /// The ledger names an audience's parts `topic[i]` and `category[i]`; the API calls them `topics` and `categories`.

@@ -147,7 +147,7 @@ extension API {
             APIRoute(method: .post, path: "/api/v1/segments", scope: .write) { r, c in try await createSegment(r, c) },
             APIRoute(method: .get, path: "/api/v1/segments/{id}", scope: .read) { _, c in try await getSegment(c) },
             APIRoute(method: .patch, path: "/api/v1/segments/{id}", scope: .write) { r, c in try await patchSegment(r, c) },
-            APIRoute(method: .delete, path: "/api/v1/segments/{id}", scope: .write) { _, c in try await deleteSegment(c) },
+            APIRoute(method: .delete, path: "/api/v1/segments/{id}", scope: .admin) { _, c in try await deleteSegment(c) },
             APIRoute(method: .post, path: "/api/v1/segments/{id}/measure", scope: .write) { _, c in try await measureSegment(c) },
             // Rows carry each person's links, which act as them: a write key is needed.
             APIRoute(method: .get, path: "/api/v1/segments/{id}/audience", scope: .write) { r, c in try await segmentAudience(r, c) },
@@ -227,7 +227,10 @@ extension API {
     func measureSegment(_ context: AssentRequestContext) async throws -> APIResponse {
         let segment = try await ledger.existingSegment(segmentID(context))
         do {
-            return try APIResponse(json: SegmentSizeJSON(try await ledger.measureSegment(segment)))
+            let size = try await ledger.measureSegment(segment)
+            try await ledger.audit(nil, "segment_measure", actorEmail: "API key \(context.apiKey?.id ?? "?")", target: "segment:\(segment.id)",
+                                   detail: "\(size.size)", ipAddress: context.remoteIP)
+            return try APIResponse(json: SegmentSizeJSON(size))
         } catch DomainError.invalid(let errors) {
             throw APIError(.conflict, detail: "the segment's definition no longer holds: " + errors.map(\.description).joined(separator: "; "))
         }

@@ -37,7 +37,7 @@ extension ConsolePages {
         let categories = Array(Set(topics.map(\.category))).sorted()
         return [
             "topicChoices": topics.map { ["key": $0.key, "title": $0.title, "checked": q?.topics.contains($0.key) == true] },
-            "categoryChoices": categories.map { ["name": $0, "checked": q?.categories.contains($0) == true] },
+            "categoryChoices": categories.enumerated().map { ["index": $0.offset, "name": $0.element, "checked": q?.categories.contains($0.element) == true] },
             "matchAll": q?.match == .all, "locale": q?.locale ?? "",
         ]
     }
@@ -102,7 +102,11 @@ extension ConsolePages {
             _ = try await ledger.updateSegment(id: id) { s in
                 if let name = f.value("name") { s.name = name }
                 if let description = f.value("description") { s.description = description }
-                s.query = definition(f)
+                // The form has no date filters: keep those set through the API or CLI.
+                var query = definition(f)
+                query.createdSince = s.query.createdSince
+                query.changedSince = s.query.changedSince
+                s.query = query
             }
             try await ledger.audit(visit.user, "segment_update", target: "segment:\(id)", ipAddress: context.remoteIP)
             return try await segment(context, visit, flash: "Saved.")
@@ -115,6 +119,7 @@ extension ConsolePages {
         let s = try await ledger.existingSegment(try context.parameters.require("id"))
         do {
             let size = try await ledger.measureSegment(s)
+            try await ledger.audit(visit.user, "segment_measure", target: "segment:\(s.id)", detail: "\(size.size)", ipAddress: context.remoteIP)
             return try await segment(context, visit, flash: "\(size.size) contacts may be sent it today.")
         } catch DomainError.invalid(let errors) {
             return try await segment(context, visit, errors: ["Its definition no longer holds; edit it."] + errors.map(\.description), status: .conflict)

@@ -149,6 +149,8 @@ struct PreferencePages: Sendable {
         let state = renewal.preference?.effectiveState(at: now) ?? .none
         let current: String = if state == .granted, let expires = renewal.preference?.expiresAt {
             pages.word("renewCurrent", language).replacingOccurrences(of: "{date}", with: PortalPages.day(expires, language))
+        } else if state == .granted {
+            pages.word("renewNoEnd", language)
         } else {
             pages.word("renewLapsed", language)
         }

@@ -32,7 +32,7 @@ public struct Scheduler: Service {
         return (expired, queued, measured)
     }
 
-    /// Runs a batch job until a batch comes back short of full.
+    /// Runs a batch job until a batch does nothing.
     private func drain(_ name: String, _ batch: () async throws -> Int) async -> Int {
         var total = 0
         do {

@@ -273,7 +273,8 @@ extension Ledger {
 
     // MARK: Signed links
 
-    var linkKey: SymmetricKey { masterKey.derivedKey(purpose: "contact-links/v1") }
+    static let linkKeyPurpose = "contact-links/v1"
+    var linkKey: SymmetricKey { masterKey.derivedKey(purpose: Self.linkKeyPurpose) }
 
     /// The token of a contact's preference-centre or unsubscribe link (the
     /// contact's link secret is made on first use).

@@ -66,8 +66,14 @@ public struct RepermissionEmail: Codable, Sendable, Equatable {
     /// Whether this email is still worth sending: the grant it asks about is
     /// unchanged (not renewed, withdrawn or expired meanwhile) and the person
     /// has not objected or been erased.
-    public func stillDue(in store: any LedgerStore, at now: Date) async throws -> Bool {
-        guard let contact = try await store.contact(id: contactID), !contact.isErased, contact.objectedAt == nil else { return false }
+    public func stillDue(in store: any LedgerStore, masterKey: MasterKey, at now: Date) async throws -> Bool {
+        // The address it was written to must still be theirs (a link to an old inbox would
+        // let its reader renew), and the link must still work (not rotated).
+        guard let contact = try await store.contact(id: contactID), !contact.isErased, contact.objectedAt == nil, contact.email.value == to,
+              let topic = try await store.topic(key: topicKey), topic.isActive, topic.repermissionDaysBefore != nil,
+              let (link, mac) = ContactLink.parse(token, purpose: .repermission), link.contactID == contactID, link.topicKey == topicKey,
+              let secret = try await store.linkSecret(contactID: contactID),
+              link.verify(mac: mac, secret: secret, key: masterKey.derivedKey(purpose: Ledger.linkKeyPurpose)) else { return false }
         let preference = try await store.preferences(contactID: contactID).first { $0.topicKey == topicKey }
         return preference?.state == .granted && preference?.expiresAt == expiresAt && expiresAt > now
     }

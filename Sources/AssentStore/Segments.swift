@@ -64,7 +64,7 @@ extension Ledger {
                               createdBy: createdBy, createdAt: now)
         try await validateSegment(segment)
         do { try await store.insertSegment(segment) } catch StoreError.duplicate {
-            throw DomainError.invalid(field: "id", "a segment '\(id)' already exists")
+            throw DomainError.conflict(field: "id", message: "a segment '\(id)' already exists")
         }
         return segment
     }

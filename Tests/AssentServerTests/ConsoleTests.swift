@@ -290,7 +290,10 @@ func staff(_ api: APIHarness, _ role: StaffUser.Role, _ email: String? = nil) as
             #expect(page.text.contains("<svg class=\"chart\"") && page.text.contains("role=\"img\"") && page.text.contains("From 1 contacts on 2027-01-15 to 2 on 2027-01-16"))
             #expect(page.text.contains("<tr><td>2027-01-16</td><td>2</td>") && page.text.contains("<tr><td>2027-01-15</td><td>1</td>"), "the numbers behind the chart")
             #expect(!page.text.contains("export.csv"), "agents do not download people's links")
+            _ = try await api.send(.patch, "/api/v1/segments/event-fans", json: ["createdSince": "2020-01-01T00:00:00Z"])
             let edited = try await agent.post("/console/segments/event-fans", "name=Everyone&topic=events&topic=news")
+            #expect((try await api.send(.get, "/api/v1/segments/event-fans").json["createdSince"] as? String)?.hasPrefix("2020-01-01T00:00:00") == true,
+                    "the console form keeps filters it does not show")
             #expect(edited.status == .ok && edited.text.contains("Saved.") && edited.text.contains("granted any of events, news"))
             let measured = try await agent.post("/console/segments/event-fans/measure")
             #expect(measured.text.contains("3 contacts may be sent it today."))
@@ -301,7 +304,7 @@ func staff(_ api: APIHarness, _ role: StaffUser.Role, _ email: String? = nil) as
             #expect(csv.status == .ok && csv.headers[.contentType] == "text/csv; charset=utf-8" && csv.text.split(separator: "\r\n").count == 4)
             #expect(try await admin.post("/console/segments/event-fans/delete").headers[.location] == "/console/segments")
             let audit = try await api.ledger.store.auditEntries(AuditQuery(limit: 20)).map(\.action)
-            #expect(["segment_create", "segment_update", "segment_export", "segment_delete"].allSatisfy(audit.contains))
+            #expect(["segment_create", "segment_update", "segment_measure", "segment_export", "segment_delete"].allSatisfy(audit.contains))
         }
     }
 }

@@ -38,7 +38,7 @@ import Testing
         #expect(item.contactID == jo.id && item.status == .pending)
         let email = try RepermissionEmail.open(item, masterKey: ledger.masterKey)
         #expect(email.topicKey == "events" && email.to == "jo@example.com" && email.locale == "de" && email.expiresAt == Self.day(30))
-        #expect(try await email.stillDue(in: ledger.store, at: clock.now))
+        #expect(try await email.stillDue(in: ledger.store, masterKey: ledger.masterKey, at: clock.now))
         let renewal = try #require(try await ledger.renewal(token: email.token))
         #expect(renewal.contact.id == jo.id && renewal.topic.key == "events" && renewal.notice?.text == "About events.")
         #expect(try await ledger.resolveLink(email.centreToken, purpose: .preferenceCentre)?.contact.id == jo.id)
@@ -53,10 +53,12 @@ import Testing
         #expect(event.expiresAt == Self.day(55))
         let timeline = try await ledger.timeline(contactID: jo.id, beforeSeq: nil, limit: 1)
         #expect(timeline.first?.personal?.ipAddress == "203.0.113.9" && timeline.first?.personal?.userAgent == "Mail/1")
-        #expect(try await email.stillDue(in: ledger.store, at: clock.now) == false, "the grant it asked about was replaced")
+        #expect(try await email.stillDue(in: ledger.store, masterKey: ledger.masterKey, at: clock.now) == false, "the grant it asked about was replaced")
         let again = try #require(try await ledger.renew(token: email.token, noticeVersion: 1, ipAddress: nil, userAgent: nil))
         #expect(again.1.events.isEmpty && again.1.unchanged.first?.reason == "renewed less than a day ago", "a second click adds nothing")
 
+        // Bo's email is not sent to an address that stopped being Bo's, nor after the topic stops asking.
+        clock.now = Self.day(33.5)
         // Bo's window opens on day 33; three schedulers at once ask once.
         clock.now = Self.day(33.5)
         let counts = try await withThrowingTaskGroup(of: Int.self) { group in
@@ -64,6 +66,15 @@ import Testing
             return try await group.reduce(0, +)
         }
         #expect(counts == 1)
+        let boItem = try #require(try await queued(ledger).first { $0.contactID == bo.id })
+        let boEmail = try RepermissionEmail.open(boItem, masterKey: ledger.masterKey)
+        #expect(try await boEmail.stillDue(in: ledger.store, masterKey: ledger.masterKey, at: clock.now))
+        _ = try await ledger.updateContact(id: bo.id) { $0.email = try! EmailAddress("bo.new@example.com") }
+        #expect(try await boEmail.stillDue(in: ledger.store, masterKey: ledger.masterKey, at: clock.now) == false, "the address changed")
+        _ = try await ledger.updateContact(id: bo.id) { $0.email = try! EmailAddress("bo@example.com") }
+        #expect(try await boEmail.stillDue(in: ledger.store, masterKey: ledger.masterKey, at: clock.now))
+        try await ledger.rotateLinks(contactID: bo.id)
+        #expect(try await boEmail.stillDue(in: ledger.store, masterKey: ledger.masterKey, at: clock.now) == false, "its link was revoked")
         // Jo's renewed grant (ends day 55) is a new grant: asked again in its own window.
         clock.now = Self.day(48.5)
         #expect(try await ledger.queueRepermissions() == 1)
@@ -170,11 +181,13 @@ import Testing
                 return []
             } catch DomainError.invalid(let errors) {
                 return errors.map(\.field)
+            } catch DomainError.conflict(let field, _) {
+                return ["conflict: \(field)"]
             } catch {
                 return ["unexpected \(error)"]
             }
         }
-        #expect(await refused("news", "Again", AudienceQuery(topics: ["news"])) == ["id"], "taken")
+        #expect(await refused("news", "Again", AudienceQuery(topics: ["news"])) == ["conflict: id"], "taken")
         #expect(await refused("Bad Id", "X", AudienceQuery(topics: ["news"])) == ["id"])
         #expect(await refused("x", " ", AudienceQuery(topics: ["news"])) == ["name"])
         #expect(await refused("x", "X", AudienceQuery(topics: [])) == ["topic"])
