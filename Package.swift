@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // Pure domain: types, state machine, canonical encoding, hashing, sealing.
@@ -71,6 +72,19 @@ let package = Package(
             resources: [.copy("Templates")],
             swiftSettings: swiftSettings
         ),
+        // Webhooks: the delivery worker (signed HTTP posts with retries) over AsyncHTTPClient.
+        .target(
+            name: "AssentWebhooks",
+            dependencies: [
+                "AssentCore", "AssentStore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // What tests share: a factory for every store, throwaway PostgreSQL databases.
         .target(
             name: "AssentTestSupport",
@@ -102,7 +116,7 @@ let package = Package(
         .executableTarget(
             name: "assent",
             dependencies: [
-                "AssentCore", "AssentStore", "AssentSQLite", "AssentPostgres", "AssentServer", "AssentMail",
+                "AssentCore", "AssentStore", "AssentSQLite", "AssentPostgres", "AssentServer", "AssentMail", "AssentWebhooks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -114,6 +128,11 @@ let package = Package(
         .testTarget(
             name: "AssentMailTests",
             dependencies: ["AssentMail", "AssentStore", "AssentCore", "AssentTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "AssentWebhooksTests",
+            dependencies: ["AssentWebhooks", "AssentStore", "AssentCore", "AssentTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1418,6 +1418,7 @@ public final class PostgresStore: LedgerStore {
             WHERE id IN (
                 SELECT d.id FROM webhook_deliveries d
                 WHERE d.status = 'pending' AND d.next_attempt_at <= \(at)
+                  AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = d.endpoint_id AND w.enabled)
                   AND (d.contact_id IS NULL OR NOT EXISTS (
                       SELECT 1 FROM webhook_deliveries e WHERE e.status = 'pending' AND e.endpoint_id = d.endpoint_id
                           AND e.contact_id = d.contact_id AND e.ordinal < d.ordinal))

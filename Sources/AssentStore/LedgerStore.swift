@@ -326,7 +326,8 @@ public protocol LedgerStore: Sendable {
     /// Claims up to `limit` due pending deliveries for `lease` seconds and
     /// counts an attempt on each. A delivery is due only when no earlier
     /// pending delivery of the same contact to the same endpoint remains, so
-    /// one contact's messages arrive in order. Concurrent workers never get the same one.
+    /// one contact's messages arrive in order. A disabled endpoint's wait until it is enabled again.
+    /// Concurrent workers never get the same one.
     func claimWebhookDeliveries(now: Date, limit: Int, lease: TimeInterval) async throws -> [WebhookDelivery]
     /// Records an attempt and its outcome together; `payload`, when given, replaces the stored body (scrubbed once delivered).
     func recordWebhookAttempt(_ attempt: WebhookAttempt, outcome: WebhookOutcome, payload: Data?) async throws

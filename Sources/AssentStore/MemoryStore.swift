@@ -634,7 +634,8 @@ public actor MemoryStore: LedgerStore {
         for (_, d) in pending {
             let key = "\(d.endpointID)|\(d.contactID?.uuidString ?? "-")"
             defer { if d.contactID != nil { blocked.insert(key) } }
-            guard claimed.count < limit, d.nextAttemptAt <= now, d.contactID == nil || !blocked.contains(key) else { continue }
+            guard claimed.count < limit, d.nextAttemptAt <= now, endpoints[d.endpointID]?.enabled == true,
+                  d.contactID == nil || !blocked.contains(key) else { continue }
             var updated = d
             updated.attempts += 1
             updated.nextAttemptAt = now.addingTimeInterval(lease)
