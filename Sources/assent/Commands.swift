@@ -3,6 +3,7 @@ import AssentMail
 import AssentServer
 import AssentSQLite
 import AssentStore
+import AssentWebhooks
 import ArgumentParser
 import Foundation
 import Hummingbird
@@ -113,11 +114,14 @@ struct Serve: AsyncParsableCommand {
                                     receipts: { [ledger] id in try await ledger.receipt(eventID: id, issuer: issuer) })
         let worker = OutboxWorker(store: ledger.store, masterKey: ledger.masterKey, transport: transport, composer: composer, logger: logger)
         let expiry = Scheduler(ledger: ledger, logger: logger)
+        var webhooks = WebhookWorker(ledger: ledger, logger: logger)
+        // For tests of retries: shrinks the day of webhook retries (0.001 = about 90 seconds).
+        if let scale = ProcessInfo.processInfo.environment["ASSENT_WEBHOOK_BACKOFF_SCALE"].flatMap(Double.init), scale > 0 { webhooks.backoffScale = scale }
         let site = SiteConfiguration(publicURL: { publicURL.value }, organisation: mail.organisation,
                                      formPostsPerMinute: formPostsPerMinute, linkPostsPerMinute: linkPostsPerMinute,
                                      trustedProxies: Set(trustedProxies), consoleTimeZone: TimeZone(identifier: consoleTimeZone)!)
         let app = try await buildApplication(configuration: .init(host: host, port: port), ledger: ledger, issuer: issuer, site: site,
-                                             services: [worker, expiry], logger: logger) { port in
+                                             services: [worker, expiry, webhooks], logger: logger) { port in
             publicURL.setDefault("http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)")
             emit("Assent is serving the API on http://\(host):\(port)/api/v1 and the staff console on http://\(host):\(port)/console (\(database)); emails: \(transport.summary); press Ctrl-C to stop.")
         }
