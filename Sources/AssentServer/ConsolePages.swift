@@ -85,7 +85,7 @@ struct ConsolePages: Sendable {
             ConsoleRoute(method: .get, path: "/console/audit", roles: Self.readers) { r, _, v in try await auditLog(r, v!) },
             ConsoleRoute(method: .get, path: "/console/verify", roles: Self.readers) { _, _, v in verifyPage(v!, report: nil) },
             ConsoleRoute(method: .post, path: "/console/verify", roles: Self.readers) { _, c, v in try await verify(c, v!) },
-        ] + segmentRoutes
+        ] + segmentRoutes + webhookRoutes
     }
 
     // MARK: Dispatch

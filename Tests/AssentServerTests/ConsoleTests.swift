@@ -48,6 +48,10 @@ func staff(_ api: APIHarness, _ role: StaffUser.Role, _ email: String? = nil) as
             let contact = try await api.createContact("jo@example.com")
             _ = try await api.send(.post, "/api/v1/forms", json: ["id": "newsletter", "title": "News", "topics": ["events"]])
             _ = try await api.send(.post, "/api/v1/segments", json: ["id": "event-fans", "name": "Event fans", "topics": ["events"]])
+            let hook = try #require(try await api.send(.post, "/api/v1/webhooks", json: ["url": "http://127.0.0.1:9/hooks", "events": ["contact.created"],
+                                                                                         "allowPrivateNetwork": true]).json["id"] as? String)
+            _ = try await api.createContact("someone@example.com")
+            let delivery = try #require(try await api.ledger.store.webhookDeliveries(WebhookDeliveryQuery(endpointID: hook)).first?.id.uuidString.lowercased())
             let keyID = try #require(try await api.ledger.store.apiKeys().first?.id)
             let target = try await api.ledger.createStaffUser(email: "target@example.com", name: "Target", role: .agent, password: "target password 1",
                                                               mustChangePassword: false, actor: nil)
@@ -59,9 +63,10 @@ func staff(_ api: APIHarness, _ role: StaffUser.Role, _ email: String? = nil) as
             func path(_ route: ConsoleRoute) -> String {
                 var p = route.path
                 let id = p.hasPrefix("/console/contacts") ? contact : p.hasPrefix("/console/forms") ? "newsletter"
-                    : p.hasPrefix("/console/segments") ? "event-fans"
+                    : p.hasPrefix("/console/segments") ? "event-fans" : p.hasPrefix("/console/webhooks") ? hook
                     : p.hasPrefix("/console/keys") ? keyID : target.id.uuidString.lowercased()
                 p = p.replacingOccurrences(of: "{id}", with: id).replacingOccurrences(of: "{key}", with: "events").replacingOccurrences(of: "{version}", with: "1")
+                    .replacingOccurrences(of: "{delivery}", with: delivery)
                 return p
             }
             for route in routes {
@@ -305,6 +310,41 @@ func staff(_ api: APIHarness, _ role: StaffUser.Role, _ email: String? = nil) as
             #expect(try await admin.post("/console/segments/event-fans/delete").headers[.location] == "/console/segments")
             let audit = try await api.ledger.store.auditEntries(AuditQuery(limit: 20)).map(\.action)
             #expect(["segment_create", "segment_update", "segment_measure", "segment_export", "segment_delete"].allSatisfy(audit.contains))
+        }
+    }
+}
+
+@Suite struct ConsoleWebhookTests {
+    @Test(arguments: StoreKind.available)
+    func anAdminAddsAWebhookSeesItsSecretOnceAndReadsTheDeliveryLog(_ kind: StoreKind) async throws {
+        try await withAPI(kind) { api in
+            try await api.createTopic("events", doubleOptIn: false)
+            let admin = try await staff(api, .admin)
+            let refused = try await admin.post("/console/webhooks", "url=http%3A%2F%2F10.0.0.8%2Fhooks&event=consent.changed")
+            #expect(refused.status == .unprocessableContent && refused.text.contains("private address"), "\(refused.text)")
+            let added = try await admin.post("/console/webhooks", "url=http%3A%2F%2F127.0.0.1%3A9%2Fhooks&event=consent.changed&event=contact.created&private=1&description=CRM")
+            #expect(added.status == .ok && added.text.contains("whsec_") && added.text.contains("shown only this once"), "\(added.text)")
+            let endpoint = try #require(try await api.ledger.store.webhookEndpoints().first)
+            #expect(endpoint.createdBy == "admin@example.com" && endpoint.allowPrivateNetwork && endpoint.description == "CRM")
+            let contact = try await api.createContact("jo@example.com")
+            _ = try await api.send(.put, "/api/v1/contacts/\(contact)/preferences", json: ["source": "api", "preferences": [["topic": "events", "granted": true]]])
+            let list = try await admin.get("/console/webhooks")
+            #expect(list.text.contains("http://127.0.0.1:9/hooks") && list.text.contains("<td>2</td><td>0</td>"), "two pending, none failed")
+            let page = try await admin.get("/console/webhooks/\(endpoint.id)")
+            #expect(page.status == .ok && page.text.contains("consent.changed") && page.text.contains("contact.created") && !page.text.contains("whsec_"))
+            let delivery = try #require(try await api.ledger.store.webhookDeliveries(WebhookDeliveryQuery(endpointID: endpoint.id)).first)
+            let detail = try await admin.get("/console/webhooks/\(endpoint.id)/deliveries/\(delivery.id.uuidString.lowercased())")
+            #expect(detail.status == .ok && detail.text.contains("&quot;type&quot; : &quot;consent.changed&quot;") && detail.text.contains("Not attempted yet."), "\(detail.text)")
+            let disabled = try await admin.post("/console/webhooks/\(endpoint.id)/enabled", "enabled=0")
+            #expect(disabled.text.contains("Disabled: new messages wait") && disabled.text.contains("disabled: new messages wait"))
+            let replayed = try await admin.post("/console/webhooks/\(endpoint.id)/replay", "since=2020-01-01")
+            #expect(replayed.text.contains("2 messages since 2020-01-01 will be sent again."))
+            #expect(try await admin.post("/console/webhooks/\(endpoint.id)/replay", "since=yesterday").status == .unprocessableContent)
+            let auditor = try await staff(api, .auditor)
+            #expect(try await auditor.get("/console/webhooks/\(endpoint.id)").status == .ok, "auditors read the log")
+            #expect(try await auditor.post("/console/webhooks/\(endpoint.id)/delete").status == .forbidden)
+            #expect(try await admin.post("/console/webhooks/\(endpoint.id)/delete").headers[.location] == "/console/webhooks")
+            #expect(try await api.ledger.store.webhookEndpoints().isEmpty)
         }
     }
 }
