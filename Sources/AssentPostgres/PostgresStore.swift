@@ -443,6 +443,10 @@ public final class PostgresStore: LedgerStore {
                 let current = try await rows("SELECT seq FROM chain_heads WHERE contact_id = \(id) FOR UPDATE", on: c)
                     .first.map { try $0["seq"].decode(Int64.self) } ?? 0
                 guard current == commit.expectedHead.seq else { throw StoreError.concurrentModification(contactID: id) }
+                // Erased since the change was decided (erasure takes the same head lock): start again, and the re-read refuses it.
+                if try await rows("SELECT erased_at FROM contacts WHERE id = \(id)", on: c).first.flatMap({ try $0["erased_at"].decode(Int64?.self) }) != nil {
+                    throw StoreError.concurrentModification(contactID: id)
+                }
                 if let consume = commit.consumeToken {
                     let updated = try await rows("""
                         UPDATE confirmation_tokens
@@ -1032,6 +1036,8 @@ public final class PostgresStore: LedgerStore {
 
     public func eraseContact(_ e: ContactErasure) async throws {
         try await transaction { c in
+            // The chain head's lock: a change being committed for this contact finishes first, or waits and then sees the erasure.
+            _ = try await rows("SELECT seq FROM chain_heads WHERE contact_id = \(e.contactID) FOR UPDATE", on: c)
             let updated = try await rows("""
                 UPDATE contacts SET email = NULL, name = NULL, external_id = NULL, locale = NULL,
                     erased_at = \(e.at.millisecondsSince1970), updated_at = \(e.at.millisecondsSince1970)
@@ -1331,14 +1337,16 @@ public final class PostgresStore: LedgerStore {
 
     // MARK: Webhooks
 
+    /// An endpoint deleted since the ledger read its list gets nothing (the write itself goes ahead).
     func insert(_ deliveries: [WebhookDelivery], on c: PostgresConnection) async throws {
         for d in deliveries {
             try await c.query("""
                 INSERT INTO webhook_deliveries (id, endpoint_id, event_type, contact_id, payload, status, attempts, next_attempt_at, created_at,
                     delivered_at, last_status_code, last_error)
-                VALUES (\(d.id), \(d.endpointID), \(d.eventType.rawValue), \(d.contactID), \(d.payload), \(d.status.rawValue), \(d.attempts),
+                SELECT \(d.id), \(d.endpointID), \(d.eventType.rawValue), \(d.contactID), \(d.payload), \(d.status.rawValue), \(d.attempts),
                     \(d.nextAttemptAt.millisecondsSince1970), \(d.createdAt.millisecondsSince1970), \(d.deliveredAt?.millisecondsSince1970),
-                    \(d.lastStatusCode), \(d.lastError))
+                    \(d.lastStatusCode), \(d.lastError)
+                WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = \(d.endpointID) FOR KEY SHARE)
                 """, logger: logger)
         }
     }
@@ -1434,7 +1442,11 @@ public final class PostgresStore: LedgerStore {
         case .failed: ("failed", nil, nil)
         }
         try await transaction { c in
-            let exists = try await rows("SELECT id FROM webhook_deliveries WHERE id = \(a.deliveryID) FOR UPDATE", on: c)
+            // Only the worker holding this claim records: a late answer to an attempt whose lease ran
+            // out (and was claimed again) must not overwrite the newer outcome.
+            let exists = try await rows("""
+                SELECT id FROM webhook_deliveries WHERE id = \(a.deliveryID) AND status = 'pending' AND attempts = \(a.number) FOR UPDATE
+                """, on: c)
             guard !exists.isEmpty else { return }
             // Numbered after those already logged (a retry after `failed` starts a fresh count but keeps the log).
             try await c.query("""

@@ -246,6 +246,10 @@ public final class SQLiteStore: LedgerStore {
         let id = commit.contactID.db
         let currentSeq = try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM chain_heads WHERE contact_id = ?"), arguments: [id]) ?? 0
         guard currentSeq == commit.expectedHead.seq else { throw StoreError.concurrentModification(contactID: commit.contactID) }
+        // Erased since the change was decided: start again, and the re-read refuses it.
+        if try Int64.fetchOne(db.cachedStatement(sql: "SELECT erased_at FROM contacts WHERE id = ?"), arguments: [id]) != nil {
+            throw StoreError.concurrentModification(contactID: commit.contactID)
+        }
         if let consume = commit.consumeToken {
             guard let row = try Row.fetchOne(db, sql: "SELECT confirmed_topics, superseded_at FROM confirmation_tokens WHERE hash = ?", arguments: [consume.hash]) else {
                 throw StoreError.notFound(what: "confirmation link", id: "")
@@ -1107,15 +1111,16 @@ public final class SQLiteStore: LedgerStore {
 
     static func insert(_ deliveries: [WebhookDelivery], _ db: Database) throws {
         guard !deliveries.isEmpty else { return }
+        // An endpoint deleted since the ledger read its list gets nothing (the write itself goes ahead).
         let statement = try db.cachedStatement(sql: """
             INSERT INTO webhook_deliveries (id, endpoint_id, event_type, contact_id, payload, status, attempts, next_attempt_at, created_at,
                 delivered_at, last_status_code, last_error)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = ?)
             """)
         for d in deliveries {
             try statement.execute(arguments: [d.id.db, d.endpointID, d.eventType.rawValue, d.contactID?.db, d.payload, d.status.rawValue, d.attempts,
                                               d.nextAttemptAt.millisecondsSince1970, d.createdAt.millisecondsSince1970,
-                                              d.deliveredAt?.millisecondsSince1970, d.lastStatusCode, d.lastError])
+                                              d.deliveredAt?.millisecondsSince1970, d.lastStatusCode, d.lastError, d.endpointID])
         }
     }
 
@@ -1217,7 +1222,10 @@ public final class SQLiteStore: LedgerStore {
 
     public func recordWebhookAttempt(_ a: WebhookAttempt, outcome: WebhookOutcome, payload: Data?) async throws {
         try await pool.write { db in
-            guard try Int.fetchOne(db, sql: "SELECT 1 FROM webhook_deliveries WHERE id = ?", arguments: [a.deliveryID.db]) != nil else { return }
+            // Only the worker holding this claim records: a late answer to an attempt whose lease ran
+            // out (and was claimed again) must not overwrite the newer outcome.
+            guard try Int.fetchOne(db, sql: "SELECT 1 FROM webhook_deliveries WHERE id = ? AND status = 'pending' AND attempts = ?",
+                                   arguments: [a.deliveryID.db, a.number]) != nil else { return }
             // Numbered after those already logged (a retry after `failed` starts a fresh count but keeps the log).
             try db.execute(sql: """
                 INSERT INTO webhook_attempts (delivery_id, number, at, status_code, latency_ms, response, error)

@@ -318,7 +318,7 @@ extension API {
     func retryDelivery(_ context: AssentRequestContext) async throws -> APIResponse {
         let d = try await delivery(context)
         guard d.status == .failed else { throw APIError(.conflict, detail: "only a failed delivery is retried; this one is \(d.status.rawValue)") }
-        _ = try await ledger.store.retryWebhookDeliveries(ids: [d.id], endpointID: d.endpointID, now: Date())
+        _ = try await ledger.store.retryWebhookDeliveries(ids: [d.id], endpointID: d.endpointID, now: ledger.environment.now())
         try await ledger.audit(nil, "webhook_retry", actorEmail: actorLabel(context), target: "webhook:\(d.endpointID)", detail: d.id.uuidString.lowercased(),
                                ipAddress: context.remoteIP)
         let fresh = try await ledger.store.webhookDelivery(id: d.id) ?? d
@@ -327,7 +327,7 @@ extension API {
 
     func retryFailed(_ context: AssentRequestContext) async throws -> APIResponse {
         let endpoint = try await webhook(context)
-        let count = try await ledger.store.retryWebhookDeliveries(ids: nil, endpointID: endpoint.id, now: Date())
+        let count = try await ledger.store.retryWebhookDeliveries(ids: nil, endpointID: endpoint.id, now: ledger.environment.now())
         try await ledger.audit(nil, "webhook_retry", actorEmail: actorLabel(context), target: "webhook:\(endpoint.id)", detail: "\(count) failed",
                                ipAddress: context.remoteIP)
         return try APIResponse(json: CountJSON(count: count))

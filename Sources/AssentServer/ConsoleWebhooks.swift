@@ -92,8 +92,14 @@ extension ConsolePages {
 
     func retryWebhook(_ request: Request, _ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
         let e = try await ledger.existingWebhook(try context.parameters.require("id"))
-        let ids = visit.form.value("delivery").flatMap(UUID.init(uuidString:)).map { [$0] }
-        let count = try await ledger.store.retryWebhookDeliveries(ids: ids, endpointID: e.id, now: Date())
+        var ids: [UUID]?
+        if let text = visit.form.value("delivery") {
+            guard let id = UUID(uuidString: text) else {
+                return try await webhook(request, context, visit, errors: ["Delivery: '\(text.prefix(40))' is not a delivery id."], status: .badRequest)
+            }
+            ids = [id]
+        }
+        let count = try await ledger.store.retryWebhookDeliveries(ids: ids, endpointID: e.id, now: ledger.environment.now())
         try await ledger.audit(visit.user, "webhook_retry", target: "webhook:\(e.id)", detail: "\(count) failed", ipAddress: context.remoteIP)
         return try await webhook(request, context, visit, flash: "\(count) failed \(count == 1 ? "delivery is" : "deliveries are") pending again.")
     }

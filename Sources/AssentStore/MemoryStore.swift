@@ -123,6 +123,7 @@ public actor MemoryStore: LedgerStore {
     public func commit(_ commit: LedgerCommit) async throws {
         let current = heads[commit.contactID] ?? .empty(commit.contactID)
         guard current == commit.expectedHead else { throw StoreError.concurrentModification(contactID: commit.contactID) }
+        if contactsByID[commit.contactID]?.isErased == true { throw StoreError.concurrentModification(contactID: commit.contactID) }
         if let consume = commit.consumeToken {
             guard var token = tokens[consume.hash] else { throw StoreError.notFound(what: "confirmation link", id: "") }
             // Replaced since it was read: let the caller re-read and see it.
@@ -590,7 +591,7 @@ public actor MemoryStore: LedgerStore {
     // MARK: Webhooks
 
     private func enqueue(_ new: [WebhookDelivery]) {
-        for d in new {
+        for d in new where endpoints[d.endpointID] != nil {
             deliveries[d.id] = (nextOrdinal, d)
             nextOrdinal += 1
         }
@@ -646,7 +647,8 @@ public actor MemoryStore: LedgerStore {
     }
 
     public func recordWebhookAttempt(_ attempt: WebhookAttempt, outcome: WebhookOutcome, payload: Data?) async throws {
-        guard var d = deliveries[attempt.deliveryID]?.delivery else { return } // deleted meanwhile (erasure, endpoint removed)
+        // Deleted meanwhile (erasure, endpoint removed), or no longer this worker's claim.
+        guard var d = deliveries[attempt.deliveryID]?.delivery, d.status == .pending, d.attempts == attempt.number else { return }
         var logged = attempt
         logged.number = (attempts[attempt.deliveryID]?.count ?? 0) + 1
         attempts[attempt.deliveryID, default: []].append(logged)

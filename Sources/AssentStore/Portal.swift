@@ -312,7 +312,11 @@ extension Ledger {
             PersonalDataExport.EmailPart(kind: $0.kind, status: $0.status.rawValue, queuedAt: $0.createdAt, sentAt: $0.sentAt)
         }
         var recipients: [String: String] = [:]
-        for endpoint in try await store.webhookEndpoints() { recipients[endpoint.id] = endpoint.url }
+        // The recipient's address without path or query (those may hold the receiver's own tokens).
+        for endpoint in try await store.webhookEndpoints() {
+            let components = URLComponents(string: endpoint.url)
+            recipients[endpoint.id] = components.map { "\($0.scheme ?? "https")://\($0.host ?? "?")" + ($0.port.map { ":\($0)" } ?? "") } ?? endpoint.id
+        }
         let disclosures = try await store.webhookDeliveries(WebhookDeliveryQuery(contactID: contactID, limit: 100_000)).reversed().map {
             PersonalDataExport.DisclosurePart(recipient: recipients[$0.endpointID] ?? $0.endpointID, event: $0.eventType.rawValue,
                                               status: $0.status.rawValue, queuedAt: $0.createdAt, deliveredAt: $0.deliveredAt)

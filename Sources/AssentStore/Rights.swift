@@ -32,8 +32,11 @@ extension Ledger {
         var erasure = ContactErasure(contactID: id, at: at, emailHash: suppressionHash(contact.email), email: contact.email.value,
                                      reason: reason, erasedBy: erasedBy)
         // Downstream systems are told who to delete (the email leaves the delivery log once delivered).
+        // Due only after any attempt of the messages it replaces has ended (they are deleted,
+        // but one may be in flight), so that it is the last thing a receiver hears.
         erasure.webhooks = try await webhookDeliveries(.contactErased, contact: contact, at: at,
                                                        data: ["contact": WebhookPayload.contact(contact), "erasedAt": WebhookPayload.iso(at)])
+            .map { var d = $0; d.nextAttemptAt = at.addingTimeInterval(WebhookDelivery.claimLease); return d }
         try await store.eraseContact(erasure)
         try await audit(actor, "erase_contact", actorEmail: erasedBy, target: "contact:\(id.uuidString.lowercased())", detail: reason, ipAddress: ipAddress)
         for request in try await store.subjectRequests(contactID: id, status: .open, limit: 100) where request.kind == .erasure {

@@ -39,8 +39,11 @@ public enum WebhookAddressPolicy {
         var v6 = in6_addr()
         guard inet_pton(AF_INET6, text, &v6) == 1 else { return false }
         let b = withUnsafeBytes(of: v6) { Array($0) }
-        if b[0..<15].allSatisfy({ $0 == 0 }) { return false } // :: and ::1
+        if b[0..<12].allSatisfy({ $0 == 0 }) { return false } // ::, ::1 and the deprecated ::a.b.c.d
         if b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xFF && b[11] == 0xFF { return isPublicV4(Array(b[12..<16])) } // ::ffff:a.b.c.d
+        if b[0] == 0xFE && b[1] & 0xC0 == 0xC0 { return false } // fec0::/10 site-local (deprecated)
+        if b[0] == 0x20 && b[1] == 0x02 { return isPublicV4(Array(b[2..<6])) } // 2002::/16 6to4 wraps an IPv4 address
+        if b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xFF && b[3] == 0x9B && b[4] == 0x00 && b[5] == 0x01 { return false } // 64:ff9b:1::/48 local NAT64
         if b[0] & 0xFE == 0xFC { return false } // fc00::/7 unique local
         if b[0] == 0xFE && b[1] & 0xC0 == 0x80 { return false } // fe80::/10 link-local
         if b[0] == 0xFF { return false } // multicast
@@ -69,11 +72,22 @@ public enum WebhookAddressPolicy {
         }
     }
 
-    /// Why this URL may not be called now, or nil when it may.
-    public static func refusal(url: String, allowPrivateNetwork: Bool) -> String? {
+    /// `resolve` on a Dispatch thread: getaddrinfo blocks, and Swift's
+    /// concurrency threads (two on a small machine) must not wait on DNS.
+    public static func resolveOffPool(_ host: String) async -> [String] {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: resolve(host)) }
+        }
+    }
+
+    /// Why this URL may not be called now, or nil when it may. The addresses
+    /// are checked here; the HTTP client resolves the name again when it
+    /// connects, so a DNS answer that changes in between (rebinding) is not
+    /// caught: on a hostile network, send webhooks through an egress proxy.
+    public static func refusal(url: String, allowPrivateNetwork: Bool) async -> String? {
         guard let components = URLComponents(string: url), let host = components.host, !host.isEmpty else { return "'\(url.prefix(80))' has no host" }
         let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
-        let addresses = resolve(bare)
+        let addresses = await resolveOffPool(bare)
         guard !addresses.isEmpty else { return "'\(bare)' does not resolve" }
         if !allowPrivateNetwork, let blocked = addresses.first(where: { !isPublic($0) }) {
             return "'\(bare)' resolves to \(blocked), a loopback, link-local or private address; an admin may allow the private network for this webhook"
@@ -84,12 +98,13 @@ public enum WebhookAddressPolicy {
 
 extension Ledger {
     /// Checks a webhook's fields; problems are named by field.
-    func validateWebhook(url: String, description: String, events: [WebhookEventType], topics: [String], allowPrivateNetwork: Bool) async throws {
+    func validateWebhook(url: String, description: String, events: [WebhookEventType], topics: [String], allowPrivateNetwork: Bool,
+                         checkAddress: Bool = true) async throws {
         var problems: [ValidationError] = []
         let trimmed = url.trimmingCharacters(in: .whitespaces)
         if let components = URLComponents(string: trimmed), let scheme = components.scheme?.lowercased(), ["http", "https"].contains(scheme),
            let host = components.host, !host.isEmpty, components.user == nil, components.password == nil, trimmed.count <= Limits.urlLength {
-            if let refusal = WebhookAddressPolicy.refusal(url: trimmed, allowPrivateNetwork: allowPrivateNetwork) {
+            if checkAddress, let refusal = await WebhookAddressPolicy.refusal(url: trimmed, allowPrivateNetwork: allowPrivateNetwork) {
                 problems.append(.init(field: "url", refusal))
             }
         } else {
@@ -142,12 +157,16 @@ extension Ledger {
 
     /// Changes a webhook (URL, filters, enabled, private network); its deliveries stay.
     public func updateWebhook(id: String, _ edit: (inout WebhookEndpoint) -> Void) async throws -> WebhookEndpoint {
-        var endpoint = try await existingWebhook(id)
+        let original = try await existingWebhook(id)
+        var endpoint = original
         edit(&endpoint)
         endpoint.id = id
         endpoint.updatedAt = now
+        // The address is looked up again only when it may have become unsafe: disabling an
+        // endpoint whose host stopped resolving must still work.
+        let addressChanged = endpoint.url != original.url || (endpoint.allowPrivateNetwork != original.allowPrivateNetwork && !endpoint.allowPrivateNetwork)
         try await validateWebhook(url: endpoint.url, description: endpoint.description, events: endpoint.events, topics: endpoint.topics,
-                                  allowPrivateNetwork: endpoint.allowPrivateNetwork)
+                                  allowPrivateNetwork: endpoint.allowPrivateNetwork, checkAddress: addressChanged)
         try await store.updateWebhookEndpoint(endpoint)
         webhookCache.invalidate()
         return endpoint

@@ -49,13 +49,14 @@ public struct WebhookEndpoint: Sendable, Equatable {
         self.updatedAt = updatedAt ?? createdAt
     }
 
-    /// Whether this endpoint wants a consent event.
+    /// Whether this endpoint wants a consent event. A disabled endpoint still
+    /// gets its messages queued: they wait until it is enabled again.
     public func wants(_ event: ConsentEvent) -> Bool {
-        enabled && events.contains(.consentChanged) && (topics.isEmpty || topics.contains(event.topicKey))
+        events.contains(.consentChanged) && (topics.isEmpty || topics.contains(event.topicKey))
             && (sources.isEmpty || sources.contains(event.source))
     }
 
-    public func wants(_ type: WebhookEventType) -> Bool { enabled && events.contains(type) }
+    public func wants(_ type: WebhookEventType) -> Bool { events.contains(type) }
 }
 
 /// One message to one endpoint, with its delivery state. The body is fixed
@@ -111,8 +112,10 @@ public struct WebhookDelivery: Sendable, Equatable {
         return delays[attempt - 1]
     }
 
-    /// How long a claimed delivery is held by one worker (longer than any attempt takes).
-    public static let claimLease: TimeInterval = 60
+    /// How long a claimed delivery is held by one worker: longer than any
+    /// attempt may take (20 s), short enough that a crashed worker's claims
+    /// are soon taken over by another instance or the restarted one.
+    public static let claimLease: TimeInterval = 30
 }
 
 /// One attempt to deliver, as the delivery log shows it.
@@ -222,7 +225,8 @@ enum WebhookPayload {
 }
 
 /// The endpoints a ledger fans out to, read at most once a second (another
-/// instance's change to an endpoint reaches this one within that second).
+/// instance's change to an endpoint reaches this one within that second; a
+/// message for an endpoint deleted meanwhile is dropped by the store).
 final class WebhookEndpointCache: @unchecked Sendable {
     private let lock = NSLock()
     private var endpoints: [WebhookEndpoint] = []
@@ -234,7 +238,7 @@ final class WebhookEndpointCache: @unchecked Sendable {
         if let cached: [WebhookEndpoint] = lock.withLock({ fetchedAt.map { now.timeIntervalSince($0) < Self.maxAge } == true ? endpoints : nil }) {
             return cached
         }
-        let fresh = try await store.webhookEndpoints().filter(\.enabled)
+        let fresh = try await store.webhookEndpoints()
         lock.withLock {
             endpoints = fresh
             fetchedAt = now

@@ -64,8 +64,9 @@ public struct WebhookWorker: Service {
             } else {
                 outcome = .failed
             }
-            // Once delivered, a contact.erased message keeps no address in the log.
-            let scrubbed = outcome == .delivered && delivery.eventType == .contactErased ? Self.withoutEmail(delivery.payload) : nil
+            // Once delivered (or given up), a contact.erased message keeps no address in the log.
+            let finished: Bool = if case .retry = outcome { false } else { true }
+            let scrubbed = finished && delivery.eventType == .contactErased ? Self.withoutEmail(delivery.payload) : nil
             try await ledger.store.recordWebhookAttempt(attempt, outcome: outcome, payload: scrubbed)
             switch outcome {
             case .delivered: logger.debug("delivered \(delivery.eventType.rawValue) \(delivery.id) to \(endpoint.id)")
@@ -78,15 +79,40 @@ public struct WebhookWorker: Service {
         }
     }
 
+    /// The most one attempt may take, lookup and reading the answer included:
+    /// well inside the claim lease, so that no other worker takes the delivery meanwhile.
+    public var attemptDeadline: Duration = .seconds(20)
+
     /// One signed POST; never throws for the receiver's faults (they are the attempt's result).
     func send(_ delivery: WebhookDelivery, to endpoint: WebhookEndpoint) async throws -> WebhookAttempt {
         let started = ledger.environment.now()
-        func result(_ status: Int?, _ body: String?, _ error: String?) -> WebhookAttempt {
-            WebhookAttempt(deliveryID: delivery.id, number: delivery.attempts, at: started, statusCode: status,
-                           latencyMilliseconds: max(0, Int(Date().timeIntervalSince(started) * 1_000)), response: body, error: error)
+        let clock = ContinuousClock.now
+        @Sendable func result(_ status: Int?, _ body: String?, _ error: String?) -> WebhookAttempt {
+            let elapsed = ContinuousClock.now - clock
+            return WebhookAttempt(deliveryID: delivery.id, number: delivery.attempts, at: started, statusCode: status,
+                                  latencyMilliseconds: Int(elapsed.components.seconds * 1_000 + elapsed.components.attoseconds / 1_000_000_000_000_000),
+                                  response: body, error: error)
         }
+        let deadline = attemptDeadline
+        return try await withThrowingTaskGroup(of: WebhookAttempt?.self) { group in
+            group.addTask { try await attempt(delivery, to: endpoint, result: result) }
+            group.addTask {
+                try await Task.sleep(for: deadline)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let attempt = first else {
+                return result(nil, nil, "no complete answer within \(deadline)")
+            }
+            return attempt
+        }
+    }
+
+    private func attempt(_ delivery: WebhookDelivery, to endpoint: WebhookEndpoint,
+                         result: @Sendable (Int?, String?, String?) -> WebhookAttempt) async throws -> WebhookAttempt {
+        let started = ledger.environment.now()
         // Checked on every attempt: DNS may have changed since the endpoint was saved.
-        if let refusal = WebhookAddressPolicy.refusal(url: endpoint.url, allowPrivateNetwork: endpoint.allowPrivateNetwork) {
+        if let refusal = await WebhookAddressPolicy.refusal(url: endpoint.url, allowPrivateNetwork: endpoint.allowPrivateNetwork) {
             return result(nil, nil, "refused: \(refusal)")
         }
         let secret = try ledger.webhookSecret(endpoint)

@@ -130,6 +130,7 @@ struct Webhooks: AsyncParsableCommand {
         @Option(help: "Only this webhook's.") var webhook: String?
         @Option(help: "pending, delivered or failed.") var status: String?
         @Option(help: "One delivery: its payload and every attempt.") var id: String?
+        @Option(help: "Only those made since a date (2026-11-01) or date-time.") var since: String?
         @Option(help: "How many.") var limit: Int = 50
 
         static func print(_ ledger: Ledger, _ query: WebhookDeliveryQuery) async throws {
@@ -156,7 +157,14 @@ struct Webhooks: AsyncParsableCommand {
                 guard let s = WebhookDelivery.Status(rawValue: text) else { throw ValidationError("--status: '\(text)' is not pending, delivered or failed") }
                 return s
             }
-            try await Self.print(ledger, WebhookDeliveryQuery(endpointID: webhook, status: parsed, limit: max(1, limit)))
+            let formatter = ISO8601DateFormatter()
+            let from = try since.map { text in
+                guard let date = formatter.date(from: text) ?? formatter.date(from: text + "T00:00:00Z") else {
+                    throw ValidationError("--since: '\(text)' is not a date such as 2026-11-01 or 2026-11-01T10:00:00Z")
+                }
+                return date
+            }
+            try await Self.print(ledger, WebhookDeliveryQuery(endpointID: webhook, status: parsed, since: from, limit: max(1, limit)))
         }
     }
 
