@@ -1335,6 +1335,64 @@ public final class PostgresStore: LedgerStore {
         }
     }
 
+    // MARK: Reports
+
+    public func stateCounts(now: Date) async throws -> [StateCount] {
+        try await rows("""
+            SELECT topic_key, CASE WHEN state = 'granted' AND expires_at IS NOT NULL AND expires_at <= \(now.millisecondsSince1970) THEN 'expired' ELSE state END AS s,
+                COUNT(*) AS n
+            FROM preferences GROUP BY topic_key, s
+            """, reader: true).compactMap { r -> StateCount? in
+            guard let state = PreferenceState(rawValue: try r["s"].decode(String.self)) else { return nil }
+            return StateCount(topicKey: try r["topic_key"].decode(String.self), state: state, count: try r["n"].decode(Int.self))
+        }
+    }
+
+    public func contactCount() async throws -> Int {
+        try await rows("SELECT COUNT(*) AS n FROM contacts WHERE erased_at IS NULL", reader: true).first.map { try $0["n"].decode(Int.self) } ?? 0
+    }
+
+    public func changeCounts(from: Date, to: Date, weekStart: Date) async throws -> [ChangeCount] {
+        let origin = weekStart.millisecondsSince1970
+        return try await rows("""
+            SELECT (occurred_at - \(origin)) / 604800000 AS week, source,
+                SUM(CASE WHEN action IN ('granted', 'confirmed') THEN 1 ELSE 0 END) AS opt_ins,
+                SUM(CASE WHEN action = 'withdrawn' THEN 1 ELSE 0 END) AS opt_outs
+            FROM consent_events
+            WHERE occurred_at >= \(from.millisecondsSince1970) AND occurred_at < \(to.millisecondsSince1970) AND action IN ('granted', 'confirmed', 'withdrawn')
+            GROUP BY week, source ORDER BY week, source
+            """, reader: true).compactMap { r -> ChangeCount? in
+            guard let source = ConsentSource(rawValue: try r["source"].decode(String.self)) else { return nil }
+            return ChangeCount(week: Date(millisecondsSince1970: origin + (try r["week"].decode(Int64.self)) * 604_800_000), source: source,
+                               optIns: try r["opt_ins"].decode(Int.self), optOuts: try r["opt_outs"].decode(Int.self))
+        }
+    }
+
+    public func confirmationOutcomes(from: Date, to: Date) async throws -> [ConfirmationOutcome] {
+        try await rows("""
+            SELECT r.topic_key, r.occurred_at,
+                (SELECT CASE WHEN n.action = 'confirmed' THEN n.occurred_at END FROM consent_events n
+                 WHERE n.contact_id = r.contact_id AND n.topic_key = r.topic_key AND n.seq > r.seq ORDER BY n.seq LIMIT 1) AS confirmed_at
+            FROM consent_events r
+            WHERE r.action = 'requested' AND r.occurred_at >= \(from.millisecondsSince1970) AND r.occurred_at < \(to.millisecondsSince1970)
+            """, reader: true).map { r in
+            ConfirmationOutcome(topicKey: try r["topic_key"].decode(String.self), requestedAt: Date(millisecondsSince1970: try r["occurred_at"].decode(Int64.self)),
+                                confirmedAt: try r["confirmed_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)))
+        }
+    }
+
+    public func expiringCounts(now: Date) async throws -> [ExpiringCount] {
+        let at = now.millisecondsSince1970, day: Int64 = 86_400_000
+        return try await rows("""
+            SELECT topic_key, SUM(CASE WHEN expires_at <= \(at + 30 * day) THEN 1 ELSE 0 END) AS d30,
+                SUM(CASE WHEN expires_at <= \(at + 60 * day) THEN 1 ELSE 0 END) AS d60, COUNT(*) AS d90
+            FROM preferences WHERE state = 'granted' AND expires_at > \(at) AND expires_at <= \(at + 90 * day) GROUP BY topic_key ORDER BY topic_key
+            """, reader: true).map { r in
+            ExpiringCount(topicKey: try r["topic_key"].decode(String.self), within30: try r["d30"].decode(Int.self),
+                          within60: try r["d60"].decode(Int.self), within90: try r["d90"].decode(Int.self))
+        }
+    }
+
     // MARK: Webhooks
 
     /// An endpoint deleted since the ledger read its list gets nothing (the write itself goes ahead).

@@ -1107,6 +1107,70 @@ public final class SQLiteStore: LedgerStore {
         }
     }
 
+    // MARK: Reports
+
+    public func stateCounts(now: Date) async throws -> [StateCount] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT topic_key, CASE WHEN state = 'granted' AND expires_at IS NOT NULL AND expires_at <= ? THEN 'expired' ELSE state END AS s,
+                    COUNT(*) AS n
+                FROM preferences GROUP BY topic_key, s
+                """, arguments: [now.millisecondsSince1970]).compactMap { row in
+                PreferenceState(rawValue: row["s"]).map { StateCount(topicKey: row["topic_key"], state: $0, count: row["n"]) }
+            }
+        }
+    }
+
+    public func contactCount() async throws -> Int {
+        try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM contacts WHERE erased_at IS NULL") ?? 0 }
+    }
+
+    public func changeCounts(from: Date, to: Date, weekStart: Date) async throws -> [ChangeCount] {
+        let origin = weekStart.millisecondsSince1970
+        return try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT (occurred_at - ?) / 604800000 AS week, source,
+                    SUM(CASE WHEN action IN ('granted', 'confirmed') THEN 1 ELSE 0 END) AS opt_ins,
+                    SUM(CASE WHEN action = 'withdrawn' THEN 1 ELSE 0 END) AS opt_outs
+                FROM consent_events WHERE occurred_at >= ? AND occurred_at < ? AND action IN ('granted', 'confirmed', 'withdrawn')
+                GROUP BY week, source ORDER BY week, source
+                """, arguments: [origin, from.millisecondsSince1970, to.millisecondsSince1970]).compactMap { row in
+                ConsentSource(rawValue: row["source"]).map {
+                    ChangeCount(week: Date(millisecondsSince1970: origin + (row["week"] as Int64) * 604_800_000), source: $0,
+                                optIns: row["opt_ins"], optOuts: row["opt_outs"])
+                }
+            }
+        }
+    }
+
+    public func confirmationOutcomes(from: Date, to: Date) async throws -> [ConfirmationOutcome] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT r.topic_key, r.occurred_at,
+                    (SELECT CASE WHEN n.action = 'confirmed' THEN n.occurred_at END FROM consent_events n
+                     WHERE n.contact_id = r.contact_id AND n.topic_key = r.topic_key AND n.seq > r.seq ORDER BY n.seq LIMIT 1) AS confirmed_at
+                FROM consent_events r
+                WHERE r.action = 'requested' AND r.occurred_at >= ? AND r.occurred_at < ?
+                """, arguments: [from.millisecondsSince1970, to.millisecondsSince1970]).map { row in
+                ConfirmationOutcome(topicKey: row["topic_key"], requestedAt: Date(millisecondsSince1970: row["occurred_at"]),
+                                    confirmedAt: (row["confirmed_at"] as Int64?).map(Date.init(millisecondsSince1970:)))
+            }
+        }
+    }
+
+    public func expiringCounts(now: Date) async throws -> [ExpiringCount] {
+        let at = now.millisecondsSince1970, day: Int64 = 86_400_000
+        return try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT topic_key, SUM(CASE WHEN expires_at <= ? THEN 1 ELSE 0 END) AS d30, SUM(CASE WHEN expires_at <= ? THEN 1 ELSE 0 END) AS d60,
+                    COUNT(*) AS d90
+                FROM preferences WHERE state = 'granted' AND expires_at > ? AND expires_at <= ? GROUP BY topic_key ORDER BY topic_key
+                """, arguments: [at + 30 * day, at + 60 * day, at, at + 90 * day]).map { row in
+                ExpiringCount(topicKey: row["topic_key"], within30: row["d30"], within60: row["d60"], within90: row["d90"])
+            }
+        }
+    }
+
     // MARK: Webhooks
 
     static func insert(_ deliveries: [WebhookDelivery], _ db: Database) throws {

@@ -163,7 +163,7 @@ public enum AudienceRows {
     }
 
     /// RFC 4180 quoting, and a leading apostrophe for text a spreadsheet would run as a formula.
-    static func csv(_ field: String) -> String {
+    public static func csv(_ field: String) -> String {
         var text = field
         if let first = text.first, "=+-@\t\r".contains(first) { text = "'" + text }
         guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }

@@ -12,6 +12,8 @@ struct ConsoleRoute: Sendable {
     var path: String
     /// nil: no sign-in needed (the sign-in page itself).
     var roles: Set<StaffUser.Role>?
+    /// A file upload (multipart/form-data): the handler reads the body and checks the CSRF token itself.
+    var upload = false
     var handler: @Sendable (Request, AssentRequestContext, ConsoleVisit?) async throws -> Response
 }
 
@@ -85,7 +87,7 @@ struct ConsolePages: Sendable {
             ConsoleRoute(method: .get, path: "/console/audit", roles: Self.readers) { r, _, v in try await auditLog(r, v!) },
             ConsoleRoute(method: .get, path: "/console/verify", roles: Self.readers) { _, _, v in verifyPage(v!, report: nil) },
             ConsoleRoute(method: .post, path: "/console/verify", roles: Self.readers) { _, c, v in try await verify(c, v!) },
-        ] + segmentRoutes + webhookRoutes
+        ] + segmentRoutes + webhookRoutes + reportRoutes + importRoutes
     }
 
     // MARK: Dispatch
@@ -109,9 +111,10 @@ struct ConsolePages: Sendable {
             let csrf = ledger.staffCSRFToken(sessionSecret: secret)
             var form = FormBody("")
             if route.method == .post {
-                form = FormBody(try await request.collectText(upTo: Self.maxBody))
                 let sameOrigin = request.headers[.origin].map { $0.lowercased() == pages.site.origin } ?? true
-                guard sameOrigin, ledger.checkStaffCSRF(form.value("csrf"), sessionSecret: secret) else {
+                // An upload's token is inside its multipart body: its handler checks it before acting.
+                if !route.upload { form = FormBody(try await request.collectText(upTo: Self.maxBody)) }
+                guard sameOrigin, route.upload || ledger.checkStaffCSRF(form.value("csrf"), sessionSecret: secret) else {
                     return message(.forbidden, title: "This form has expired", paragraphs: ["Go back, reload the page and try again."],
                                    visit: ConsoleVisit(user: user, secret: secret, csrf: csrf, form: FormBody("")))
                 }

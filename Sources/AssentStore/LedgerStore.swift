@@ -311,6 +311,18 @@ public protocol LedgerStore: Sendable {
     /// false (and nothing written) when that grant already has one.
     func insertRepermission(_ request: RepermissionRequest, email: OutboxItem) async throws -> Bool
 
+    // MARK: Reports
+    /// Preferences per topic and state (a grant lapsed by `now` counts as expired); no `none` rows.
+    func stateCounts(now: Date) async throws -> [StateCount]
+    /// Contacts not erased.
+    func contactCount() async throws -> Int
+    /// Opt-ins and opt-outs by week (of 7 days from `weekStart`) and source, for events that occurred in [from, to).
+    func changeCounts(from: Date, to: Date, weekStart: Date) async throws -> [ChangeCount]
+    /// Each `requested` event that occurred in [from, to), with when the next event on that topic confirmed it (if it did).
+    func confirmationOutcomes(from: Date, to: Date) async throws -> [ConfirmationOutcome]
+    /// Live grants lapsing after `now` and within 30, 60 and 90 days, per topic (topics with none are left out).
+    func expiringCounts(now: Date) async throws -> [ExpiringCount]
+
     // MARK: Webhooks
     /// Throws `duplicate(field: "id")`.
     func insertWebhookEndpoint(_ endpoint: WebhookEndpoint) async throws

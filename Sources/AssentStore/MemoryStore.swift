@@ -588,6 +588,52 @@ public actor MemoryStore: LedgerStore {
         return true
     }
 
+    // MARK: Reports
+
+    public func stateCounts(now: Date) async throws -> [StateCount] {
+        var counts: [String: [PreferenceState: Int]] = [:]
+        for p in preferencesByContact.values.flatMap(\.values) { counts[p.topicKey, default: [:]][p.effectiveState(at: now), default: 0] += 1 }
+        return counts.flatMap { topic, states in states.map { StateCount(topicKey: topic, state: $0.key, count: $0.value) } }
+    }
+
+    public func contactCount() async throws -> Int { contactsByID.values.filter { !$0.isErased }.count }
+
+    public func changeCounts(from: Date, to: Date, weekStart: Date) async throws -> [ChangeCount] {
+        var counts: [String: ChangeCount] = [:]
+        for e in eventsByContact.values.joined() where e.occurredAt >= from && e.occurredAt < to && [.granted, .confirmed, .withdrawn].contains(e.action) {
+            let week = Date(millisecondsSince1970: weekStart.millisecondsSince1970 + (e.occurredAt.millisecondsSince1970 - weekStart.millisecondsSince1970) / 604_800_000 * 604_800_000)
+            let key = "\(week.millisecondsSince1970)|\(e.source.rawValue)"
+            var c = counts[key] ?? ChangeCount(week: week, source: e.source, optIns: 0, optOuts: 0)
+            if e.action == .withdrawn { c.optOuts += 1 } else { c.optIns += 1 }
+            counts[key] = c
+        }
+        return counts.values.sorted { ($0.week, $0.source.rawValue) < ($1.week, $1.source.rawValue) }
+    }
+
+    public func confirmationOutcomes(from: Date, to: Date) async throws -> [ConfirmationOutcome] {
+        var result: [ConfirmationOutcome] = []
+        for events in eventsByContact.values {
+            for (i, r) in events.enumerated() where r.action == .requested && r.occurredAt >= from && r.occurredAt < to {
+                let next = events[(i + 1)...].first { $0.topicKey == r.topicKey }
+                result.append(ConfirmationOutcome(topicKey: r.topicKey, requestedAt: r.occurredAt, confirmedAt: next?.action == .confirmed ? next?.occurredAt : nil))
+            }
+        }
+        return result
+    }
+
+    public func expiringCounts(now: Date) async throws -> [ExpiringCount] {
+        var counts: [String: ExpiringCount] = [:]
+        for p in preferencesByContact.values.flatMap(\.values) where p.state == .granted {
+            guard let e = p.expiresAt, e > now, e <= now.addingTimeInterval(90 * 86_400) else { continue }
+            var c = counts[p.topicKey] ?? ExpiringCount(topicKey: p.topicKey, within30: 0, within60: 0, within90: 0)
+            if e <= now.addingTimeInterval(30 * 86_400) { c.within30 += 1 }
+            if e <= now.addingTimeInterval(60 * 86_400) { c.within60 += 1 }
+            c.within90 += 1
+            counts[p.topicKey] = c
+        }
+        return counts.values.sorted { $0.topicKey < $1.topicKey }
+    }
+
     // MARK: Webhooks
 
     private func enqueue(_ new: [WebhookDelivery]) {

@@ -135,6 +135,8 @@ extension SnapshotTests {
             }
             let reader = try await StaffBrowser.signIn(api, "auditor@example.com", "auditor password 1")
             try assertSnapshot(try await reader.get("/console/segments/event-fans").text, named: "console-segment", replacing: [reader.csrf: "{csrf}"])
+            // The reports of this small history: four charts with their numbers.
+            try assertSnapshot(try await reader.get("/console/reports").text, named: "console-reports", replacing: [reader.csrf: "{csrf}"])
         }
     }
 }

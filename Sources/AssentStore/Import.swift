@@ -1,0 +1,316 @@
+import AssentCore
+import Crypto
+import Foundation
+
+/// Which column holds what. Columns not named here are matched by header:
+/// `email`, `name`, `external_id`, `locale`, `occurred_at`, and a topic's
+/// key (or `topic:<key>`) for its Yes/No value.
+public struct ImportMapping: Sendable, Equatable {
+    /// Header -> field (`email`, `name`, `external_id`, `locale`, `occurred_at`, `topic:<key>`, or `ignore`).
+    public var columns: [String: String]
+
+    public init(columns: [String: String] = [:]) {
+        self.columns = columns
+    }
+
+    static let aliases: [String: String] = [
+        "email": "email", "e-mail": "email", "email address": "email", "name": "name", "full name": "name",
+        "external_id": "external_id", "externalid": "external_id", "external id": "external_id", "crm id": "external_id",
+        "locale": "locale", "language": "locale", "occurred_at": "occurred_at", "occurredat": "occurred_at", "date": "occurred_at",
+    ]
+}
+
+/// The batch's facts: why these consents may be recorded.
+public struct ImportOptions: Sendable {
+    /// Where the consents came from and what people were told: required, on every event (sealed evidence note).
+    public var evidence: String
+    /// Topic -> the notice version people saw; the current one when absent.
+    public var noticeVersions: [String: Int]
+    /// Write (false: a dry run that reports what would change).
+    public var commit: Bool
+    /// Who imports: a staff user's email, or `command line`.
+    public var importedBy: String
+    public var actor: Actor
+
+    public init(evidence: String, noticeVersions: [String: Int] = [:], commit: Bool = false, importedBy: String = "command line",
+                actor: Actor = Actor(kind: .staff, id: "command line")) {
+        self.evidence = evidence
+        self.noticeVersions = noticeVersions
+        self.commit = commit
+        self.importedBy = importedBy
+        self.actor = actor
+    }
+}
+
+/// A problem with the file, by line and column.
+public struct ImportProblem: Sendable, Equatable, CustomStringConvertible {
+    public var line: Int
+    public var column: String?
+    public var message: String
+
+    public var description: String { "line \(line)" + (column.map { ", column \($0)" } ?? "") + ": \(message)" }
+}
+
+/// What an import did (or, in a dry run, would do).
+public struct ImportReport: Sendable {
+    public var batchID: String
+    public var committed: Bool
+    public var rows = 0
+    public var newContacts = 0
+    public var grants = 0
+    public var withdrawals = 0
+    /// Values that would change nothing (already so, or older than what is recorded).
+    public var unchanged = 0
+    /// Rows of erased (suppressed) addresses: refused.
+    public var suppressed: [(line: Int, email: String)] = []
+    public var problems: [ImportProblem] = []
+    /// Up to this many problems are collected before giving up.
+    public static let problemLimit = 100
+}
+
+extension Ledger {
+    /// Imports a CSV of contacts and their Yes/No per topic. Every row is
+    /// checked first; a file with any problem changes nothing. Then, when
+    /// `options.commit`, each row goes through the one write path (source
+    /// `import`, the batch id, the evidence statement as the note). A re-run
+    /// of the same file changes nothing. `progress` gets (writing?, rows, bytes read) as each pass goes.
+    public func importContacts(_ open: () throws -> CSVReader, mapping: ImportMapping = ImportMapping(), options: ImportOptions,
+                               progress: (Bool, Int, Int) -> Void = { _, _, _ in }) async throws -> ImportReport {
+        let evidence = options.evidence.trimmingCharacters(in: .whitespacesAndNewlines)
+        var report = ImportReport(batchID: "import-" + environment.newID().uuidString.lowercased().prefix(13).replacingOccurrences(of: "-", with: ""),
+                                  committed: false)
+        if evidence.isEmpty {
+            throw DomainError.invalid(field: "evidence", "is required: where these consents came from and the notice people saw (e.g. \"CRM export 2026-11-01; web form notice v3\")")
+        }
+        try TextCheck.check(evidence, field: "evidence", max: Limits.noteLength, allowNewlines: true)
+        let topics = Dictionary(uniqueKeysWithValues: try await store.topics(includeRetired: true).map { ($0.key, $0) })
+        for (key, version) in options.noticeVersions {
+            guard let topic = topics[key] else { throw DomainError.invalid(field: "notice", "unknown topic '\(key)'") }
+            guard (1...topic.currentNoticeVersion).contains(version) else {
+                throw DomainError.invalid(field: "notice", "topic '\(key)' has notice versions 1...\(topic.currentNoticeVersion), not \(version)")
+            }
+        }
+
+        // Pass 1: read every row, check it, and work out what it would change.
+        var reader = try open()
+        guard let header = try reader.nextRecord() else { throw DomainError.invalid(field: "file", "is empty: the first line must name the columns") }
+        let columns = try Self.importColumns(header.fields, mapping: mapping, topics: topics)
+        var seen = Set<Int64>()
+        var plan = ImportPlanCounter()
+        while let record = try Self.nextRecord(&reader, &report) {
+            report.rows += 1
+            if let row = try await check(record, columns: columns, topics: topics, seen: &seen, report: &report) {
+                try await plan.count(row, ledger: self, report: &report)
+            }
+            if report.problems.count >= ImportReport.problemLimit { break }
+            if report.rows % 1_000 == 0 { progress(false, report.rows, reader.bytesRead) }
+        }
+        progress(false, report.rows, reader.bytesRead)
+        guard report.problems.isEmpty, options.commit else { return report }
+
+        // Pass 2: the same rows, written.
+        reader = try open()
+        _ = try reader.nextRecord()
+        var written = ImportReport(batchID: report.batchID, committed: true)
+        seen.removeAll(keepingCapacity: true)
+        while let record = try Self.nextRecord(&reader, &written) {
+            written.rows += 1
+            guard let row = try await check(record, columns: columns, topics: topics, seen: &seen, report: &written) else { continue }
+            try await apply(row, topics: topics, options: options, evidence: evidence, report: &written)
+            if written.rows % 1_000 == 0 { progress(true, written.rows, reader.bytesRead) }
+        }
+        progress(true, written.rows, reader.bytesRead)
+        try await audit(nil, "import", actorEmail: options.importedBy, target: "batch:\(written.batchID)",
+                        detail: "\(written.rows) rows: \(written.newContacts) new contacts, \(written.grants) grants, \(written.withdrawals) withdrawals, "
+                            + "\(written.unchanged) unchanged, \(written.suppressed.count) suppressed; evidence: \(evidence)")
+        return written
+    }
+
+    private static func nextRecord(_ reader: inout CSVReader, _ report: inout ImportReport) throws -> CSVReader.Record? {
+        do { return try reader.nextRecord() } catch let failure as CSVReader.Failure {
+            throw DomainError.invalid(field: "file", failure.description)
+        }
+    }
+
+    enum ImportColumn: Equatable {
+        case email, name, externalID, locale, occurredAt, topic(String), ignore
+    }
+
+    static func importColumns(_ headers: [String], mapping: ImportMapping, topics: [String: Topic]) throws -> [ImportColumn] {
+        var problems: [ValidationError] = []
+        var columns: [ImportColumn] = []
+        for (i, raw) in headers.enumerated() {
+            let header = raw.trimmingCharacters(in: .whitespaces)
+            let target = mapping.columns[header] ?? ImportMapping.aliases[header.lowercased()]
+                ?? (topics[header.lowercased()] != nil ? "topic:\(header.lowercased())" : header.lowercased().hasPrefix("topic:") ? header.lowercased() : nil)
+            switch target {
+            case "email": columns.append(.email)
+            case "name": columns.append(.name)
+            case "external_id": columns.append(.externalID)
+            case "locale": columns.append(.locale)
+            case "occurred_at": columns.append(.occurredAt)
+            case "ignore": columns.append(.ignore)
+            case let t? where t.hasPrefix("topic:"):
+                let key = String(t.dropFirst("topic:".count))
+                if let topic = topics[key], topic.isActive { columns.append(.topic(key)) } else {
+                    problems.append(.init(field: "column \(i + 1)", "'\(header.prefix(64))': topic '\(key.prefix(64))' is \(topics[key] == nil ? "unknown" : "retired")"))
+                    columns.append(.ignore)
+                }
+            default:
+                problems.append(.init(field: "column \(i + 1)", "'\(header.prefix(64))' is neither a contact field nor a topic; map it (e.g. --map '\(header.prefix(32))=topic:events') or ignore it (--map '\(header.prefix(32))=ignore')"))
+                columns.append(.ignore)
+            }
+        }
+        if columns.filter({ $0 == .email }).count != 1 { problems.append(.init(field: "header", "needs exactly one email column")) }
+        if !columns.contains(where: { if case .topic = $0 { true } else { false } }) { problems.append(.init(field: "header", "names no topic column")) }
+        for (i, c) in columns.enumerated() where c != .ignore && columns[..<i].contains(c) {
+            problems.append(.init(field: "column \(i + 1)", "'\(headers[i].prefix(64))' repeats an earlier column's field"))
+        }
+        if !problems.isEmpty { throw DomainError.invalid(problems) }
+        return columns
+    }
+
+    struct ImportRow {
+        var line: Int
+        var email: EmailAddress
+        var name: String?
+        var externalID: String?
+        var locale: String?
+        var occurredAt: Date?
+        /// Topic -> yes (true) or no (false); topics left empty are absent.
+        var values: [(topic: String, yes: Bool)]
+    }
+
+    static let yes: Set<String> = ["yes", "y", "true", "1", "granted", "opt-in", "opted in", "x"]
+    static let no: Set<String> = ["no", "n", "false", "0", "withdrawn", "opt-out", "opted out"]
+
+    /// One row checked; nil (with the problems noted) when it has any.
+    private func check(_ record: CSVReader.Record, columns: [ImportColumn], topics: [String: Topic], seen: inout Set<Int64>,
+                       report: inout ImportReport) async throws -> ImportRow? {
+        let before = report.problems.count
+        func problem(_ column: Int?, _ message: String) {
+            report.problems.append(ImportProblem(line: record.line, column: column.map { "\($0 + 1)" }, message: message))
+        }
+        if record.fields.count != columns.count {
+            problem(nil, "has \(record.fields.count) fields but the header has \(columns.count)")
+            return nil
+        }
+        var email: EmailAddress?
+        var row = ImportDraft()
+        for (i, column) in columns.enumerated() {
+            let value = record.fields[i].trimmingCharacters(in: .whitespaces)
+            switch column {
+            case .email:
+                do { email = try EmailAddress(value, field: "email") } catch { problem(i, "'\(value.prefix(80))' is not an email address") }
+            case .name: row.name = value.isEmpty ? nil : value
+            case .externalID: row.externalID = value.isEmpty ? nil : value
+            case .locale: row.locale = value.isEmpty ? nil : value
+            case .occurredAt:
+                guard !value.isEmpty else { continue }
+                let formatter = ISO8601DateFormatter()
+                guard let date = formatter.date(from: value) ?? formatter.date(from: value + "T00:00:00Z") else {
+                    problem(i, "'\(value.prefix(40))' is not a date such as 2026-11-01 or 2026-11-01T10:00:00Z")
+                    continue
+                }
+                if date.timeIntervalSince(now) > allowedClockSkew { problem(i, "\(value) is in the future") }
+                if date.timeIntervalSince1970 < 946_684_800 { problem(i, "\(value) is before 2000-01-01") }
+                row.occurredAt = date
+            case .topic(let key):
+                let lower = value.lowercased()
+                if lower.isEmpty { continue }
+                if Self.yes.contains(lower) { row.values.append((key, true)) } else if Self.no.contains(lower) { row.values.append((key, false)) } else {
+                    problem(i, "'\(value.prefix(40))' for \(key) is neither yes nor no (yes/no, true/false, 1/0, or empty for no change)")
+                }
+            case .ignore: continue
+            }
+        }
+        if let email {
+            var hasher = SHA256()
+            hasher.update(data: Data(email.value.utf8))
+            let digest = hasher.finalize().withUnsafeBytes { $0.load(as: Int64.self) }
+            if !seen.insert(digest).inserted { problem(nil, "\(email.value) appears more than once in the file") }
+            if let name = row.name {
+                do { try TextCheck.check(name, field: "name", max: Limits.nameLength) } catch { problem(columns.firstIndex(of: .name), "the name is too long or has control characters") }
+            }
+            if let id = row.externalID, let other = try await store.contact(externalID: id), other.email != email {
+                problem(columns.firstIndex(of: .externalID), "external id '\(id.prefix(64))' already belongs to \(other.email.value)")
+            }
+        }
+        guard report.problems.count == before, let email else { return nil }
+        return ImportRow(line: record.line, email: email, name: row.name, externalID: row.externalID, locale: row.locale,
+                         occurredAt: row.occurredAt, values: row.values)
+    }
+
+    /// A row's fields while they are read.
+    struct ImportDraft {
+        var name: String?
+        var externalID: String?
+        var locale: String?
+        var occurredAt: Date?
+        var values: [(topic: String, yes: Bool)] = []
+    }
+
+    private func apply(_ row: ImportRow, topics: [String: Topic], options: ImportOptions, evidence: String, report: inout ImportReport) async throws {
+        var contact = try await store.contact(email: row.email)
+        if contact == nil {
+            if try await store.suppression(emailHash: suppressionHash(row.email)) != nil {
+                report.suppressed.append((row.line, row.email.value))
+                return
+            }
+            guard row.values.contains(where: \.yes) else {
+                report.unchanged += row.values.count
+                return // nobody to record a No for: a new contact reads No already
+            }
+            contact = try await createContact(email: row.email, name: row.name, externalID: row.externalID, locale: row.locale)
+            report.newContacts += 1
+        }
+        guard let contact else { return }
+        let changes = row.values.map { TopicChange(topicKey: $0.topic, intent: $0.yes ? .optIn : .optOut, noticeVersion: options.noticeVersions[$0.topic]) }
+        guard !changes.isEmpty else { return }
+        do {
+            let result = try await recordChange(ChangeRequest(
+                contactID: contact.id, changes: changes, source: .import, actor: options.actor, occurredAt: row.occurredAt,
+                evidence: Evidence(personal: PersonalEvidence(note: evidence)), batchID: report.batchID, changesField: "line \(row.line)"))
+            report.grants += result.events.filter { $0.action == .granted }.count
+            report.withdrawals += result.events.filter { $0.action == .withdrawn }.count
+            report.unchanged += result.unchanged.count
+        } catch DomainError.gone {
+            report.unchanged += changes.count // erased meanwhile
+        } catch DomainError.invalid(let errors) {
+            // An objection: only the person's own opt-in counts. Reported, not fatal.
+            report.problems.append(ImportProblem(line: row.line, column: nil, message: errors.map(\.message).joined(separator: "; ")))
+        }
+    }
+}
+
+/// What a dry run expects each row to change, from the stored state.
+struct ImportPlanCounter {
+    mutating func count(_ row: Ledger.ImportRow, ledger: Ledger, report: inout ImportReport) async throws {
+        guard let contact = try await ledger.store.contact(email: row.email) else {
+            if try await ledger.store.suppression(emailHash: ledger.suppressionHash(row.email)) != nil {
+                report.suppressed.append((row.line, row.email.value))
+                return
+            }
+            let yes = row.values.filter(\.yes).count
+            if yes > 0 { report.newContacts += 1 }
+            report.grants += yes
+            report.unchanged += row.values.count - yes
+            return
+        }
+        let at = ledger.environment.now()
+        let preferences = try await ledger.store.ledgerState(contactID: contact.id).preferences
+        for value in row.values {
+            let stored = preferences[value.topic]
+            let current = stored?.effectiveState(at: at) ?? .none
+            if let since = stored?.since, let occurred = row.occurredAt, occurred < since {
+                report.unchanged += 1
+                continue
+            }
+            switch (value.yes, current) {
+            case (true, .granted), (false, .none), (false, .withdrawn), (false, .expired): report.unchanged += 1
+            case (true, _): report.grants += 1
+            case (false, _): report.withdrawals += 1
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import AssentCore
+import AssentStore
+import AssentTestSupport
+import Foundation
+import Testing
+
+@Suite struct CSVReaderTests {
+    func records(_ text: String) throws -> [CSVReader.Record] {
+        var reader = CSVReader(text: text)
+        var all: [CSVReader.Record] = []
+        while let r = try reader.nextRecord() { all.append(r) }
+        return all
+    }
+
+    @Test func quotedFieldsCRLFAndABOMAreRead() throws {
+        let all = try records("\u{FEFF}email,name\r\n\"a@example.com\",\"Lee, \"\"Ann\"\"\"\r\n\r\nb@example.com,\"two\nlines\"\r\nc@example.com,\n")
+        #expect(all.map(\.fields) == [["email", "name"], ["a@example.com", "Lee, \"Ann\""], ["b@example.com", "two\nlines"], ["c@example.com", ""]])
+        #expect(all.map(\.line) == [1, 2, 4, 6], "the line each record starts on, counting the empty line and the line break inside quotes")
+        #expect(try records("a,b\nc,d").map(\.fields) == [["a", "b"], ["c", "d"]], "no newline at the end")
+    }
+
+    @Test func malformedInputIsNamedByLine() {
+        #expect(throws: CSVReader.Failure.unterminatedQuote(line: 2)) { _ = try records("a,b\n\"open,x\n") }
+        #expect(throws: CSVReader.Failure.stray(line: 1)) { _ = try records("a\"b,c\n") }
+        #expect(throws: CSVReader.Failure.stray(line: 1)) { _ = try records("\"a\"b,c\n") }
+    }
+
+    @Test func chunkBoundariesDoNotMatter() throws {
+        let text = "\u{FEFF}email,events\r\n\"x@example.com\",\"yes\"\r\nz@example.com,no\r\n"
+        let bytes = Array(text.utf8)
+        var offset = 0
+        var reader = CSVReader {
+            guard offset < bytes.count else { return nil }
+            defer { offset += 1 }
+            return Data([bytes[offset]]) // one byte at a time
+        }
+        var all: [[String]] = []
+        while let r = try reader.nextRecord() { all.append(r.fields) }
+        #expect(all == [["email", "events"], ["x@example.com", "yes"], ["z@example.com", "no"]])
+    }
+}
+
+@Suite struct ImportTests {
+    static let evidence = "CRM export of 2026-11-01; sign-up form notice v1"
+
+    func run(_ ledger: Ledger, _ text: String, commit: Bool, mapping: ImportMapping = ImportMapping()) async throws -> ImportReport {
+        try await ledger.importContacts({ CSVReader(text: text) }, mapping: mapping, options: ImportOptions(evidence: Self.evidence, commit: commit))
+    }
+
+    @Test(arguments: StoreKind.available)
+    func aDryRunShowsWhatWouldChangeACommitWritesItAndARerunChangesNothing(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        try await seedTopics(ledger)
+        let bo = try await ledger.createContact(email: EmailAddress("bo@example.com"), name: "Bo", externalID: nil, locale: nil)
+        _ = try await optIn(ledger, bo, ["news"])
+        let gone = try await ledger.createContact(email: EmailAddress("gone@example.com"), name: nil, externalID: nil, locale: nil)
+        _ = try await ledger.eraseContact(gone.id, reason: "asked", erasedBy: "test")
+        let csv = """
+            \u{FEFF}Email,Name,external_id,events,news,hr-training,occurred_at\r
+            jo@example.com,"Bloggs, Jo",crm-1,yes,,no,2026-01-15\r
+            bo@example.com,Bo,,Y,no,,\r
+            gone@example.com,,,yes,,,\r
+            new@example.com,,,no,,,\r
+
+            """
+        let dry = try await run(ledger, csv, commit: false)
+        #expect(dry.problems.isEmpty && !dry.committed && dry.rows == 4, "\(dry.problems)")
+        #expect(dry.newContacts == 1 && dry.grants == 2 && dry.withdrawals == 1 && dry.unchanged == 2, "jo: events; bo: events, news withdrawn; new: a No is already so")
+        #expect(dry.suppressed.map(\.line) == [4] && dry.suppressed.map(\.email) == ["gone@example.com"])
+        #expect(try await ledger.store.contact(email: EmailAddress("jo@example.com")) == nil, "a dry run writes nothing")
+
+        let done = try await run(ledger, csv, commit: true)
+        #expect(done.committed && done.problems.isEmpty && done.newContacts == 1 && done.grants == 2 && done.withdrawals == 1, "\(done)")
+        #expect(done.suppressed.map(\.email) == ["gone@example.com"], "erased addresses are refused and listed")
+        let jo = try #require(try await ledger.store.contact(email: EmailAddress("jo@example.com")))
+        #expect(jo.name == "Bloggs, Jo" && jo.externalID == "crm-1")
+        let events = try await ledger.store.events(contactID: jo.id, beforeSeq: nil, limit: 10)
+        #expect(events.count == 1 && events[0].source == .import && events[0].batchID == done.batchID && events[0].topicKey == "events")
+        #expect(events[0].occurredAt == ISO8601DateFormatter().date(from: "2026-01-15T00:00:00Z"), "the row's occurred_at")
+        #expect(try await ledger.timeline(contactID: jo.id, beforeSeq: nil, limit: 1).first?.personal?.note == Self.evidence)
+        #expect(try await ledger.store.contact(email: EmailAddress("new@example.com")) == nil, "nobody to record a No for")
+        #expect(try await ledger.check(email: EmailAddress("bo@example.com"), topicKey: "news").reason == .withdrawn)
+
+        let again = try await run(ledger, csv, commit: true)
+        #expect(again.newContacts == 0 && again.grants == 0 && again.withdrawals == 0 && again.problems.isEmpty, "a re-run changes nothing")
+        #expect(try await ledger.store.events(contactID: jo.id, beforeSeq: nil, limit: 10).count == 1)
+        #expect(try await ledger.verify().isIntact)
+        #expect(try await ledger.store.auditEntries(AuditQuery(action: "import")).count == 2)
+    }
+
+    @Test(arguments: [StoreKind.memory, .sqlite])
+    func aBadFileChangesNothingAndEveryProblemNamesItsLineAndColumn(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        try await seedTopics(ledger)
+        let bad = """
+            email,events,news
+            ok@example.com,yes,no
+            not-an-email,yes,
+            dup@example.com,maybe,
+            dup@example.com,yes,
+            short@example.com,yes
+
+            """
+        let report = try await run(ledger, bad, commit: true)
+        #expect(!report.committed)
+        #expect(report.problems.map(\.description) == [
+            "line 3, column 1: 'not-an-email' is not an email address",
+            "line 4, column 2: 'maybe' for events is neither yes nor no (yes/no, true/false, 1/0, or empty for no change)",
+            "line 5: dup@example.com appears more than once in the file",
+            "line 6: has 2 fields but the header has 3",
+        ])
+        #expect(try await ledger.store.contact(email: EmailAddress("ok@example.com")) == nil, "a bad file changes nothing, not even its good rows")
+
+        await #expect(throws: DomainError.self) { _ = try await run(ledger, "email,evnts\nok@example.com,yes\n", commit: false) }
+        do {
+            _ = try await run(ledger, "email,evnts,Newsletter\nok@example.com,yes,no\n", commit: false)
+        } catch DomainError.invalid(let errors) {
+            #expect(errors.map(\.field) == ["column 2", "column 3", "header"], "unknown columns are named; and no topic is left")
+        }
+        let mapped = try await run(ledger, "E-Mail,Newsletter,Notes\nok@example.com,yes,called twice\n", commit: true,
+                                   mapping: ImportMapping(columns: ["Newsletter": "topic:news", "Notes": "ignore"]))
+        #expect(mapped.problems.isEmpty && mapped.grants == 1, "a column mapping names what the headers do not")
+        await #expect(throws: DomainError.invalid(field: "evidence", "is required: where these consents came from and the notice people saw (e.g. \"CRM export 2026-11-01; web form notice v3\")")) {
+            _ = try await ledger.importContacts({ CSVReader(text: "email,events\n") }, options: ImportOptions(evidence: "  "))
+        }
+    }
+}
