@@ -437,75 +437,111 @@ public final class PostgresStore: LedgerStore {
 
     public func commit(_ commit: LedgerCommit) async throws {
         do {
-            try await transaction { c in
-                let id = commit.contactID
-                // Lock the head row: a concurrent writer of the same contact waits here, then sees the moved head.
-                let current = try await rows("SELECT seq FROM chain_heads WHERE contact_id = \(id) FOR UPDATE", on: c)
-                    .first.map { try $0["seq"].decode(Int64.self) } ?? 0
-                guard current == commit.expectedHead.seq else { throw StoreError.concurrentModification(contactID: id) }
-                // Erased since the change was decided (erasure takes the same head lock): start again, and the re-read refuses it.
-                if try await rows("SELECT erased_at FROM contacts WHERE id = \(id)", on: c).first.flatMap({ try $0["erased_at"].decode(Int64?.self) }) != nil {
-                    throw StoreError.concurrentModification(contactID: id)
-                }
-                if let consume = commit.consumeToken {
-                    let updated = try await rows("""
-                        UPDATE confirmation_tokens
-                        SET confirmed_topics = ARRAY(SELECT DISTINCT unnest(confirmed_topics || \(consume.topics)) ORDER BY 1)
-                        WHERE hash = \(consume.hash) AND superseded_at IS NULL RETURNING hash
-                        """, on: c)
-                    // Missing or replaced since it was read: let the caller re-read and see which.
-                    if updated.isEmpty { throw StoreError.concurrentModification(contactID: id) }
-                }
-                if let token = commit.issueToken {
-                    try await c.query("""
-                        UPDATE confirmation_tokens SET superseded_at = \(token.createdAt.millisecondsSince1970)
-                        WHERE contact_id = \(id) AND superseded_at IS NULL
-                        """, logger: logger)
-                    try await c.query("""
-                        INSERT INTO confirmation_tokens (hash, contact_id, topics, confirmed_topics, created_at, expires_at)
-                        VALUES (\(token.hash), \(id), \(token.topics), \(token.confirmedTopics), \(token.createdAt.millisecondsSince1970),
-                            \(token.expiresAt.millisecondsSince1970))
-                        """, logger: logger)
-                }
-                for item in commit.outbox {
-                    try await c.query("""
-                        INSERT INTO outbox (id, contact_id, kind, payload, status, attempts, next_attempt_at, created_at)
-                        VALUES (\(item.id), \(item.contactID), \(item.kind), \(item.payload), \(item.status.rawValue), \(item.attempts),
-                            \(item.nextAttemptAt.millisecondsSince1970), \(item.createdAt.millisecondsSince1970))
-                        """, logger: logger)
-                }
-                // After the head lock: one contact's deliveries get ordinals in commit order.
-                try await insert(commit.webhooks, on: c)
-                for e in commit.events {
-                    try await c.query("""
-                        INSERT INTO consent_events (contact_id, seq, id, topic_key, action, from_state, to_state, source, channel,
-                            actor_kind, actor_id, occurred_at, recorded_at, expires_at, notice_version, form_id, form_version, batch_id,
-                            sealed_evidence, prev_hash, hash)
-                        VALUES (\(id), \(e.seq), \(e.id), \(e.topicKey), \(e.action.rawValue), \(e.fromState.rawValue), \(e.toState.rawValue),
-                            \(e.source.rawValue), \(e.channel?.rawValue), \(e.actor.kind.rawValue), \(e.actor.id),
-                            \(e.occurredAt.millisecondsSince1970), \(e.recordedAt.millisecondsSince1970), \(e.expiresAt?.millisecondsSince1970),
-                            \(e.noticeVersion), \(e.formID), \(e.formVersion), \(e.batchID), \(e.sealedEvidence), \(e.prevHash), \(e.hash))
-                        """, logger: logger)
-                }
-                for p in commit.preferences {
-                    try await c.query("""
-                        INSERT INTO preferences (contact_id, topic_key, state, since, expires_at, seq)
-                        VALUES (\(id), \(p.topicKey), \(p.state.rawValue), \(p.since.millisecondsSince1970), \(p.expiresAt?.millisecondsSince1970), \(p.seq))
-                        ON CONFLICT (contact_id, topic_key) DO UPDATE SET state = excluded.state, since = excluded.since,
-                            expires_at = excluded.expires_at, seq = excluded.seq
-                        """, logger: logger)
-                }
-                let head = commit.newHead
-                try await c.query("""
-                    INSERT INTO chain_heads (contact_id, seq, hash) VALUES (\(id), \(head.seq), \(head.hash))
-                    ON CONFLICT (contact_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
-                    """, logger: logger)
-            }
+            try await transaction { c in try await write(commit, on: c) }
         } catch {
             // Two first writers of a contact both found no head to lock; the
             // primary key (contact_id, seq) lets one win and refuses the other.
             if Self.uniqueViolation(error) != nil { throw StoreError.concurrentModification(contactID: commit.contactID) }
             throw error
+        }
+    }
+
+    public func commit(batch: [LedgerCommit]) async throws {
+        guard !batch.isEmpty else { return }
+        // Heads are locked in contact order, so two batches never wait on each other in a circle.
+        let ordered = batch.sorted { $0.contactID.uuidString < $1.contactID.uuidString }
+        do {
+            try await transaction { c in
+                for commit in ordered { try await write(commit, on: c) }
+            }
+        } catch {
+            let state = (error as? PSQLError)?.serverInfo?[.sqlState]
+            if Self.uniqueViolation(error) != nil || state == "40P01" { throw StoreError.concurrentModification(contactID: ordered[0].contactID) }
+            throw error
+        }
+    }
+
+    /// The body of one commit, inside a caller's transaction.
+    func write(_ commit: LedgerCommit, on c: PostgresConnection) async throws {
+        let id = commit.contactID
+        // Lock the head row: a concurrent writer of the same contact waits here, then sees the moved head.
+        let current = try await rows("SELECT seq FROM chain_heads WHERE contact_id = \(id) FOR UPDATE", on: c)
+            .first.map { try $0["seq"].decode(Int64.self) } ?? 0
+        guard current == commit.expectedHead.seq else { throw StoreError.concurrentModification(contactID: id) }
+        // Erased since the change was decided (erasure takes the same head lock): start again, and the re-read refuses it.
+        if try await rows("SELECT erased_at FROM contacts WHERE id = \(id)", on: c).first.flatMap({ try $0["erased_at"].decode(Int64?.self) }) != nil {
+            throw StoreError.concurrentModification(contactID: id)
+        }
+        if let consume = commit.consumeToken {
+            let updated = try await rows("""
+                UPDATE confirmation_tokens
+                SET confirmed_topics = ARRAY(SELECT DISTINCT unnest(confirmed_topics || \(consume.topics)) ORDER BY 1)
+                WHERE hash = \(consume.hash) AND superseded_at IS NULL RETURNING hash
+                """, on: c)
+            // Missing or replaced since it was read: let the caller re-read and see which.
+            if updated.isEmpty { throw StoreError.concurrentModification(contactID: id) }
+        }
+        if let token = commit.issueToken {
+            try await c.query("""
+                UPDATE confirmation_tokens SET superseded_at = \(token.createdAt.millisecondsSince1970)
+                WHERE contact_id = \(id) AND superseded_at IS NULL
+                """, logger: logger)
+            try await c.query("""
+                INSERT INTO confirmation_tokens (hash, contact_id, topics, confirmed_topics, created_at, expires_at)
+                VALUES (\(token.hash), \(id), \(token.topics), \(token.confirmedTopics), \(token.createdAt.millisecondsSince1970),
+                    \(token.expiresAt.millisecondsSince1970))
+                """, logger: logger)
+        }
+        for item in commit.outbox {
+            try await c.query("""
+                INSERT INTO outbox (id, contact_id, kind, payload, status, attempts, next_attempt_at, created_at)
+                VALUES (\(item.id), \(item.contactID), \(item.kind), \(item.payload), \(item.status.rawValue), \(item.attempts),
+                    \(item.nextAttemptAt.millisecondsSince1970), \(item.createdAt.millisecondsSince1970))
+                """, logger: logger)
+        }
+        // After the head lock: one contact's deliveries get ordinals in commit order.
+        try await insert(commit.webhooks, on: c)
+        for e in commit.events {
+            try await c.query("""
+                INSERT INTO consent_events (contact_id, seq, id, topic_key, action, from_state, to_state, source, channel,
+                    actor_kind, actor_id, occurred_at, recorded_at, expires_at, notice_version, form_id, form_version, batch_id,
+                    sealed_evidence, prev_hash, hash)
+                VALUES (\(id), \(e.seq), \(e.id), \(e.topicKey), \(e.action.rawValue), \(e.fromState.rawValue), \(e.toState.rawValue),
+                    \(e.source.rawValue), \(e.channel?.rawValue), \(e.actor.kind.rawValue), \(e.actor.id),
+                    \(e.occurredAt.millisecondsSince1970), \(e.recordedAt.millisecondsSince1970), \(e.expiresAt?.millisecondsSince1970),
+                    \(e.noticeVersion), \(e.formID), \(e.formVersion), \(e.batchID), \(e.sealedEvidence), \(e.prevHash), \(e.hash))
+                """, logger: logger)
+        }
+        for p in commit.preferences {
+            try await c.query("""
+                INSERT INTO preferences (contact_id, topic_key, state, since, expires_at, seq)
+                VALUES (\(id), \(p.topicKey), \(p.state.rawValue), \(p.since.millisecondsSince1970), \(p.expiresAt?.millisecondsSince1970), \(p.seq))
+                ON CONFLICT (contact_id, topic_key) DO UPDATE SET state = excluded.state, since = excluded.since,
+                    expires_at = excluded.expires_at, seq = excluded.seq
+                """, logger: logger)
+        }
+        let head = commit.newHead
+        try await c.query("""
+            INSERT INTO chain_heads (contact_id, seq, hash) VALUES (\(id), \(head.seq), \(head.hash))
+            ON CONFLICT (contact_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
+            """, logger: logger)
+    }
+
+    public func insertContacts(_ contacts: [NewContact]) async throws {
+        guard !contacts.isEmpty else { return }
+        try await mapUnique(value: { _ in "" }) {
+            try await transaction { c in
+                for new in contacts {
+                    let contact = new.contact
+                    try await c.query("""
+                        INSERT INTO contacts (id, email, name, external_id, locale, created_at, updated_at)
+                        VALUES (\(contact.id), \(contact.email.value), \(contact.name), \(contact.externalID), \(contact.locale),
+                            \(contact.createdAt.millisecondsSince1970), \(contact.updatedAt.millisecondsSince1970))
+                        """, logger: logger)
+                    try await c.query("INSERT INTO contact_keys (contact_id, wrapped_key) VALUES (\(contact.id), \(new.wrappedKey))", logger: logger)
+                    try await insert(new.webhooks, on: c)
+                }
+            }
         }
     }
 

@@ -241,6 +241,30 @@ public final class SQLiteStore: LedgerStore {
         }
     }
 
+    public func commit(batch: [LedgerCommit]) async throws {
+        guard !batch.isEmpty else { return }
+        try await pool.write { db in
+            for commit in batch { try Self.write(commit, in: db) }
+        }
+    }
+
+    public func insertContacts(_ contacts: [NewContact]) async throws {
+        guard !contacts.isEmpty else { return }
+        try await mapUnique({
+            try await pool.write { db in
+                for new in contacts {
+                    let c = new.contact
+                    try db.cachedStatement(sql: """
+                        INSERT INTO contacts (id, email, name, external_id, locale, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                        """).execute(arguments: [c.id.db, c.email.value, c.name, c.externalID, c.locale, c.createdAt.millisecondsSince1970,
+                                                 c.updatedAt.millisecondsSince1970])
+                    try db.cachedStatement(sql: "INSERT INTO contact_keys (contact_id, wrapped_key) VALUES (?, ?)").execute(arguments: [c.id.db, new.wrappedKey])
+                    try Self.insert(new.webhooks, db)
+                }
+            }
+        }, value: { _ in "" })
+    }
+
     /// The body of one commit, usable inside a larger transaction.
     static func write(_ commit: LedgerCommit, in db: Database) throws {
         let id = commit.contactID.db

@@ -113,12 +113,18 @@ extension Ledger {
         _ = try reader.nextRecord()
         var written = ImportReport(batchID: report.batchID, committed: true)
         seen.removeAll(keepingCapacity: true)
+        var chunk: [ImportRow] = []
         while let record = try Self.nextRecord(&reader, &written) {
             written.rows += 1
             guard let row = try await check(record, columns: columns, topics: topics, seen: &seen, report: &written) else { continue }
-            try await apply(row, topics: topics, options: options, evidence: evidence, report: &written)
-            if written.rows % 1_000 == 0 { progress(true, written.rows, reader.bytesRead) }
+            chunk.append(row)
+            if chunk.count == Self.importChunk {
+                try await apply(chunk, options: options, evidence: evidence, report: &written)
+                chunk.removeAll(keepingCapacity: true)
+                progress(true, written.rows, reader.bytesRead)
+            }
         }
+        try await apply(chunk, options: options, evidence: evidence, report: &written)
         progress(true, written.rows, reader.bytesRead)
         try await audit(nil, "import", actorEmail: options.importedBy, target: "batch:\(written.batchID)",
                         detail: "\(written.rows) rows: \(written.newContacts) new contacts, \(written.grants) grants, \(written.withdrawals) withdrawals, "
@@ -250,35 +256,60 @@ extension Ledger {
         var values: [(topic: String, yes: Bool)] = []
     }
 
-    private func apply(_ row: ImportRow, topics: [String: Topic], options: ImportOptions, evidence: String, report: inout ImportReport) async throws {
-        var contact = try await store.contact(email: row.email)
-        if contact == nil {
+    /// Rows written together: their new contacts in one transaction, their changes in another.
+    static let importChunk = 500
+
+    private func apply(_ rows: [ImportRow], options: ImportOptions, evidence: String, report: inout ImportReport) async throws {
+        guard !rows.isEmpty else { return }
+        var contacts: [Contact?] = []
+        var toCreate: [(index: Int, row: ImportRow)] = []
+        for (i, row) in rows.enumerated() {
+            let existing = try await store.contact(email: row.email)
+            contacts.append(existing)
+            guard existing == nil else { continue }
             if try await store.suppression(emailHash: suppressionHash(row.email)) != nil {
                 report.suppressed.append((row.line, row.email.value))
-                return
+            } else if row.values.contains(where: \.yes) {
+                toCreate.append((i, row))
+            } else {
+                report.unchanged += row.values.count // nobody to record a No for: a new contact reads No already
             }
-            guard row.values.contains(where: \.yes) else {
-                report.unchanged += row.values.count
-                return // nobody to record a No for: a new contact reads No already
-            }
-            contact = try await createContact(email: row.email, name: row.name, externalID: row.externalID, locale: row.locale)
-            report.newContacts += 1
         }
-        guard let contact else { return }
-        let changes = row.values.map { TopicChange(topicKey: $0.topic, intent: $0.yes ? .optIn : .optOut, noticeVersion: options.noticeVersions[$0.topic]) }
-        guard !changes.isEmpty else { return }
-        do {
-            let result = try await recordChange(ChangeRequest(
-                contactID: contact.id, changes: changes, source: .import, actor: options.actor, occurredAt: row.occurredAt,
+        let created = try await createContacts(toCreate.map { ($0.row.email, $0.row.name, $0.row.externalID, $0.row.locale) })
+        for (n, item) in toCreate.enumerated() {
+            switch created[n] {
+            case .success(let contact):
+                contacts[item.index] = contact
+                report.newContacts += 1
+            case .failure(let error):
+                report.problems.append(ImportProblem(line: item.row.line, column: nil, message: "could not add the contact: \(error)"))
+            }
+        }
+        var requests: [ChangeRequest] = []
+        var lines: [Int] = []
+        for (i, row) in rows.enumerated() {
+            guard let contact = contacts[i], !row.values.isEmpty else { continue }
+            requests.append(ChangeRequest(
+                contactID: contact.id, changes: row.values.map { TopicChange(topicKey: $0.topic, intent: $0.yes ? .optIn : .optOut,
+                                                                          noticeVersion: options.noticeVersions[$0.topic]) },
+                source: .import, actor: options.actor, occurredAt: row.occurredAt,
                 evidence: Evidence(personal: PersonalEvidence(note: evidence)), batchID: report.batchID, changesField: "line \(row.line)"))
-            report.grants += result.events.filter { $0.action == .granted }.count
-            report.withdrawals += result.events.filter { $0.action == .withdrawn }.count
-            report.unchanged += result.unchanged.count
-        } catch DomainError.gone {
-            report.unchanged += changes.count // erased meanwhile
-        } catch DomainError.invalid(let errors) {
-            // An objection: only the person's own opt-in counts. Reported, not fatal.
-            report.problems.append(ImportProblem(line: row.line, column: nil, message: errors.map(\.message).joined(separator: "; ")))
+            lines.append(row.line)
+        }
+        for (n, result) in try await recordChanges(requests).enumerated() {
+            switch result {
+            case .success(let change):
+                report.grants += change.events.filter { $0.action == .granted }.count
+                report.withdrawals += change.events.filter { $0.action == .withdrawn }.count
+                report.unchanged += change.unchanged.count
+            case .failure(DomainError.gone):
+                report.unchanged += requests[n].changes.count // erased meanwhile
+            case .failure(DomainError.invalid(let errors)):
+                // An objection: only the person's own opt-in counts. Reported, not fatal.
+                report.problems.append(ImportProblem(line: lines[n], column: nil, message: errors.map(\.message).joined(separator: "; ")))
+            case .failure(let error):
+                throw error
+            }
         }
     }
 }

@@ -364,6 +364,42 @@ public struct Ledger: Sendable {
         return contact
     }
 
+    /// Adds many contacts in one transaction (an import's group commit). The
+    /// caller has checked suppression. If any address or external id is taken
+    /// meanwhile, each is added on its own instead; results are in order.
+    public func createContacts(_ items: [(email: EmailAddress, name: String?, externalID: String?, locale: String?)]) async throws
+        -> [Result<Contact, any Error>] {
+        let at = now
+        var prepared: [NewContact] = []
+        var results: [Result<Contact, any Error>?] = Array(repeating: nil, count: items.count)
+        var indices: [Int] = []
+        for (i, item) in items.enumerated() {
+            do {
+                let contact = Contact(id: environment.newID(), email: item.email, name: item.name, externalID: item.externalID, locale: item.locale, createdAt: at)
+                try contact.validate()
+                let webhooks = try await webhookDeliveries(.contactCreated, contact: contact, at: at, data: [
+                    "contact": WebhookPayload.contact(contact), "name": contact.name ?? NSNull(), "locale": contact.locale ?? NSNull(),
+                    "createdAt": WebhookPayload.iso(at),
+                ])
+                prepared.append(NewContact(contact: contact, wrappedKey: try masterKey.wrap(.generate(), contactID: contact.id), webhooks: webhooks))
+                indices.append(i)
+            } catch {
+                results[i] = .failure(error)
+            }
+        }
+        do {
+            try await store.insertContacts(prepared)
+            for (n, i) in indices.enumerated() { results[i] = .success(prepared[n].contact) }
+        } catch StoreError.duplicate {
+            for i in indices {
+                let item = items[i]
+                do { results[i] = .success(try await createContact(email: item.email, name: item.name, externalID: item.externalID, locale: item.locale, bySubject: true)) }
+                catch { results[i] = .failure(error) }
+            }
+        }
+        return results.map { $0! }
+    }
+
     public func existingContact(_ id: UUID) async throws -> Contact {
         guard let contact = try await store.contact(id: id) else { throw DomainError.notFound(what: "contact", id: id.uuidString.lowercased()) }
         return contact
@@ -398,6 +434,53 @@ public struct Ledger: Sendable {
     /// chain head meanwhile, it starts again from the read; nothing is lost or
     /// reordered. A request whose every topic is unchanged records nothing.
     public func recordChange(_ request: ChangeRequest) async throws -> ChangeResult {
+        try await writeWithRetry(request.contactID, try await decider(request))
+    }
+
+    /// Many changes, for different contacts, committed together in one
+    /// transaction (group commit: one disk flush for the lot). Each is decided
+    /// exactly as `recordChange` decides it; if any contact changed meanwhile,
+    /// every change of the batch is recorded on its own instead. Results are
+    /// in the order of the requests.
+    public func recordChanges(_ requests: [ChangeRequest]) async throws -> [Result<ChangeResult, any Error>] {
+        precondition(Set(requests.map(\.contactID)).count == requests.count, "one request per contact in a batch")
+        var results: [Result<ChangeResult, any Error>?] = Array(repeating: nil, count: requests.count)
+        var commits: [(index: Int, commit: LedgerCommit, result: ChangeResult)] = []
+        for (i, request) in requests.enumerated() {
+            do {
+                let decide = try await decider(request)
+                let state = try await store.ledgerState(contactID: request.contactID)
+                var plan = try await decide(state)
+                plan.webhooks = try await webhookDeliveries(for: plan.events, contactID: request.contactID)
+                let result = ChangeResult(contactID: request.contactID, events: plan.events, unchanged: plan.unchanged,
+                                          preferences: plan.preferences(after: state).values.sorted { $0.topicKey < $1.topicKey },
+                                          confirmationRequestedFor: plan.confirmationTopics)
+                if plan.isEmpty {
+                    results[i] = .success(result)
+                } else {
+                    var commit = LedgerCommit(contactID: request.contactID, expectedHead: state.head, events: plan.events,
+                                              preferences: plan.changedPreferences, outbox: plan.outbox, issueToken: plan.issueToken, consumeToken: plan.consumeToken)
+                    commit.webhooks = plan.webhooks
+                    commits.append((i, commit, result))
+                }
+            } catch {
+                results[i] = .failure(error)
+            }
+        }
+        do {
+            try await store.commit(batch: commits.map(\.commit))
+            for c in commits { results[c.index] = .success(c.result) }
+        } catch StoreError.concurrentModification {
+            for c in commits {
+                do { results[c.index] = .success(try await recordChange(requests[c.index])) } catch { results[c.index] = .failure(error) }
+            }
+        }
+        return results.map { $0! }
+    }
+
+    /// Checks a request and returns how to decide it from a contact's state
+    /// (run again on every retry, so that it sees what changed meanwhile).
+    private func decider(_ request: ChangeRequest) async throws -> (LedgerState) async throws -> Plan {
         let at = now
         let occurredAt = (request.occurredAt ?? at).truncatedToMilliseconds
         try validate(request, occurredAt: occurredAt, now: at)
@@ -406,7 +489,7 @@ public struct Ledger: Sendable {
         let contactKey = try await contactKey(request.contactID)
         let original = request
 
-        return try await writeWithRetry(request.contactID) { state in
+        return { state in
             // Read the contact and topics on every attempt, so that a retry
             // sees a topic retired or an email changed in the meantime.
             let contact = try await existingContact(original.contactID)

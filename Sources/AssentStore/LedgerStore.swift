@@ -55,6 +55,19 @@ public struct LedgerCommit: Sendable {
     }
 }
 
+/// A contact to insert with its wrapped key and the messages announcing it.
+public struct NewContact: Sendable {
+    public var contact: Contact
+    public var wrappedKey: Data
+    public var webhooks: [WebhookDelivery]
+
+    public init(contact: Contact, wrappedKey: Data, webhooks: [WebhookDelivery]) {
+        self.contact = contact
+        self.wrappedKey = wrappedKey
+        self.webhooks = webhooks
+    }
+}
+
 /// A contact's head and current preferences, read together.
 public struct LedgerState: Sendable {
     public var head: ChainHead
@@ -127,6 +140,8 @@ public protocol LedgerStore: Sendable {
     /// Inserts a contact with its wrapped evidence key and the webhook
     /// messages announcing it, in one transaction. Throws `duplicate(field: "email" | "externalId")`.
     func insertContact(_ contact: Contact, wrappedKey: Data, webhooks: [WebhookDelivery]) async throws
+    /// Several contacts in one transaction: all or none (`duplicate` names the first clash).
+    func insertContacts(_ contacts: [NewContact]) async throws
     func updateContact(_ contact: Contact) async throws
     func contact(id: UUID) async throws -> Contact?
     func contact(email: EmailAddress) async throws -> Contact?
@@ -145,6 +160,9 @@ public protocol LedgerStore: Sendable {
     /// Appends events, upserts projection rows and moves the head in one
     /// transaction; throws `concurrentModification` if the head moved.
     func commit(_ commit: LedgerCommit) async throws
+    /// Several commits (for different contacts) in one transaction: all or
+    /// none; `concurrentModification` if any head moved.
+    func commit(batch: [LedgerCommit]) async throws
     func preferences(contactID: UUID) async throws -> [Preference]
     /// Events newest first, with `seq < beforeSeq` when given.
     func events(contactID: UUID, beforeSeq: Int64?, limit: Int) async throws -> [ConsentEvent]

@@ -84,6 +84,22 @@ public actor MemoryStore: LedgerStore {
         }
     }
 
+    public func insertContacts(_ contacts: [NewContact]) async throws {
+        var emails = Set<EmailAddress>()
+        for new in contacts {
+            guard emails.insert(new.contact.email).inserted else { throw StoreError.duplicate(field: "email", value: new.contact.email.value) }
+            try checkUnique(new.contact)
+        }
+        for new in contacts { try await insertContact(new.contact, wrappedKey: new.wrappedKey, webhooks: new.webhooks) }
+    }
+
+    public func commit(batch: [LedgerCommit]) async throws {
+        for c in batch where (heads[c.contactID] ?? .empty(c.contactID)) != c.expectedHead || contactsByID[c.contactID]?.isErased == true {
+            throw StoreError.concurrentModification(contactID: c.contactID)
+        }
+        for c in batch { try await commit(c) }
+    }
+
     public func insertContact(_ contact: Contact, wrappedKey: Data, webhooks: [WebhookDelivery]) async throws {
         guard contactsByID[contact.id] == nil else { throw StoreError.duplicate(field: "id", value: contact.id.uuidString) }
         try checkUnique(contact)
