@@ -413,6 +413,34 @@ public final class PostgresStore: LedgerStore {
 
     // MARK: Ledger
 
+    public func contactSnapshots(emails: [EmailAddress]) async throws -> [ContactSnapshot] {
+        guard !emails.isEmpty else { return [] }
+        let contacts = try await rows("SELECT * FROM contacts WHERE email = ANY(\(emails.map(\.value)))").compactMap(Self.contact)
+        guard !contacts.isEmpty else { return [] }
+        let ids = contacts.map(\.id)
+        var heads: [UUID: ChainHead] = [:], keys: [UUID: Data] = [:], preferences: [UUID: [String: Preference]] = [:]
+        for r in try await rows("SELECT * FROM chain_heads WHERE contact_id = ANY(\(ids))") {
+            let id = try r["contact_id"].decode(UUID.self)
+            heads[id] = ChainHead(contactID: id, seq: try r["seq"].decode(Int64.self), hash: try r["hash"].decode(Data.self))
+        }
+        for r in try await rows("SELECT * FROM contact_keys WHERE contact_id = ANY(\(ids))") {
+            keys[try r["contact_id"].decode(UUID.self)] = try r["wrapped_key"].decode(Data.self)
+        }
+        for r in try await rows("SELECT * FROM preferences WHERE contact_id = ANY(\(ids))") {
+            let id = try r["contact_id"].decode(UUID.self)
+            let p = try Self.preference(r, contactID: id)
+            preferences[id, default: [:]][p.topicKey] = p
+        }
+        return contacts.map { c in
+            ContactSnapshot(contact: c, state: LedgerState(head: heads[c.id] ?? .empty(c.id), preferences: preferences[c.id] ?? [:]), wrappedKey: keys[c.id])
+        }
+    }
+
+    public func contacts(externalIDs: [String]) async throws -> [Contact] {
+        guard !externalIDs.isEmpty else { return [] }
+        return try await rows("SELECT * FROM contacts WHERE external_id = ANY(\(externalIDs))").compactMap(Self.contact)
+    }
+
     public func ledgerState(contactID: UUID) async throws -> LedgerState {
         // One round trip: the head (if any) and every preference row.
         let rows = try await rows("""

@@ -221,6 +221,43 @@ public final class SQLiteStore: LedgerStore {
 
     // MARK: Ledger
 
+    public func contactSnapshots(emails: [EmailAddress]) async throws -> [ContactSnapshot] {
+        guard !emails.isEmpty else { return [] }
+        return try await pool.read { db in
+            let contacts = try Row.fetchAll(db, sql: "SELECT * FROM contacts WHERE email IN (\(Self.marks(emails.count)))",
+                                            arguments: StatementArguments(emails.map(\.value))).compactMap(Self.contact)
+            guard !contacts.isEmpty else { return [] }
+            let ids = contacts.map(\.id.db), marks = Self.marks(ids.count)
+            var heads: [String: ChainHead] = [:], keys: [String: Data] = [:], preferences: [String: [String: Preference]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM chain_heads WHERE contact_id IN (\(marks))", arguments: StatementArguments(ids)) {
+                let id: String = row["contact_id"]
+                heads[id] = ChainHead(contactID: UUID(uuidString: id)!, seq: row["seq"], hash: row["hash"])
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM contact_keys WHERE contact_id IN (\(marks))", arguments: StatementArguments(ids)) {
+                keys[row["contact_id"]] = row["wrapped_key"]
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM preferences WHERE contact_id IN (\(marks))", arguments: StatementArguments(ids)) {
+                let id: String = row["contact_id"]
+                let p = Self.preference(row, contactID: UUID(uuidString: id)!)
+                preferences[id, default: [:]][p.topicKey] = p
+            }
+            return contacts.map { c in
+                ContactSnapshot(contact: c, state: LedgerState(head: heads[c.id.db] ?? .empty(c.id), preferences: preferences[c.id.db] ?? [:]),
+                                wrappedKey: keys[c.id.db])
+            }
+        }
+    }
+
+    public func contacts(externalIDs: [String]) async throws -> [Contact] {
+        guard !externalIDs.isEmpty else { return [] }
+        return try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM contacts WHERE external_id IN (\(Self.marks(externalIDs.count)))",
+                             arguments: StatementArguments(externalIDs)).compactMap(Self.contact)
+        }
+    }
+
+    static func marks(_ n: Int) -> String { Array(repeating: "?", count: n).joined(separator: ", ") }
+
     public func ledgerState(contactID: UUID) async throws -> LedgerState {
         try await pool.read { db in
             let head = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, hash FROM chain_heads WHERE contact_id = ?"), arguments: [contactID.db])

@@ -96,15 +96,22 @@ extension Ledger {
         guard let header = try reader.nextRecord() else { throw DomainError.invalid(field: "file", "is empty: the first line must name the columns") }
         let columns = try Self.importColumns(header.fields, mapping: mapping, topics: topics)
         var seen = Set<Int64>()
-        var plan = ImportPlanCounter()
+        var pending: [ImportRow] = []
+        func countChunk() async throws {
+            let (rows, snapshots) = try await readChunk(pending, report: &report)
+            try await countChanges(rows, snapshots: snapshots, report: &report)
+            pending.removeAll(keepingCapacity: true)
+        }
         while let record = try Self.nextRecord(&reader, &report) {
             report.rows += 1
-            if let row = try await check(record, columns: columns, topics: topics, seen: &seen, report: &report) {
-                try await plan.count(row, ledger: self, report: &report)
+            if let row = try await check(record, columns: columns, topics: topics, seen: &seen, report: &report) { pending.append(row) }
+            if pending.count == Self.importChunk {
+                try await countChunk()
+                progress(false, report.rows, reader.bytesRead)
             }
             if report.problems.count >= ImportReport.problemLimit { break }
-            if report.rows % 1_000 == 0 { progress(false, report.rows, reader.bytesRead) }
         }
+        try await countChunk()
         progress(false, report.rows, reader.bytesRead)
         guard report.problems.isEmpty, options.commit else { return report }
 
@@ -238,9 +245,6 @@ extension Ledger {
             if let name = row.name {
                 do { try TextCheck.check(name, field: "name", max: Limits.nameLength) } catch { problem(columns.firstIndex(of: .name), "the name is too long or has control characters") }
             }
-            if let id = row.externalID, let other = try await store.contact(externalID: id), other.email != email {
-                problem(columns.firstIndex(of: .externalID), "external id '\(id.prefix(64))' already belongs to \(other.email.value)")
-            }
         }
         guard report.problems.count == before, let email else { return nil }
         return ImportRow(line: record.line, email: email, name: row.name, externalID: row.externalID, locale: row.locale,
@@ -259,15 +263,74 @@ extension Ledger {
     /// Rows written together: their new contacts in one transaction, their changes in another.
     static let importChunk = 500
 
-    private func apply(_ rows: [ImportRow], options: ImportOptions, evidence: String, report: inout ImportReport) async throws {
+    /// Reads what a chunk of rows needs (its contacts with their states and keys, in one go)
+    /// and drops rows whose external id belongs to someone else, naming them.
+    private func readChunk(_ rows: [ImportRow], report: inout ImportReport) async throws -> (rows: [ImportRow], snapshots: [EmailAddress: ContactSnapshot]) {
+        guard !rows.isEmpty else { return ([], [:]) }
+        let snapshots = Dictionary(try await store.contactSnapshots(emails: rows.map(\.email)).map { ($0.contact.email, $0) }, uniquingKeysWith: { a, _ in a })
+        let owners = Dictionary(try await store.contacts(externalIDs: rows.compactMap(\.externalID)).compactMap { c in c.externalID.map { ($0, c) } },
+                                uniquingKeysWith: { a, _ in a })
+        var kept: [ImportRow] = []
+        for row in rows {
+            if let id = row.externalID, let other = owners[id], other.email != row.email {
+                report.problems.append(ImportProblem(line: row.line, column: nil, message: "external id '\(id.prefix(64))' already belongs to \(other.email.value)"))
+            } else {
+                kept.append(row)
+            }
+        }
+        return (kept, snapshots)
+    }
+
+    /// Which of these addresses (of no contact) are suppressed.
+    private func suppressed(_ rows: [ImportRow]) async throws -> Set<EmailAddress> {
+        guard !rows.isEmpty else { return [] }
+        let hashes = try await store.suppressedHashes(rows.map { suppressionHash($0.email) })
+        return Set(rows.filter { hashes.contains(suppressionHash($0.email)) }.map(\.email))
+    }
+
+    /// A dry run's count of what a chunk would change, from the stored state.
+    private func countChanges(_ rows: [ImportRow], snapshots: [EmailAddress: ContactSnapshot], report: inout ImportReport) async throws {
+        let at = now
+        let blocked = try await suppressed(rows.filter { snapshots[$0.email] == nil })
+        for row in rows {
+            guard let snapshot = snapshots[row.email] else {
+                if blocked.contains(row.email) {
+                    report.suppressed.append((row.line, row.email.value))
+                    continue
+                }
+                let yes = row.values.filter(\.yes).count
+                if yes > 0 { report.newContacts += 1 }
+                report.grants += yes
+                report.unchanged += row.values.count - yes
+                continue
+            }
+            for value in row.values {
+                let stored = snapshot.state.preferences[value.topic]
+                let current = stored?.effectiveState(at: at) ?? .none
+                if let since = stored?.since, let occurred = row.occurredAt, occurred < since {
+                    report.unchanged += 1
+                    continue
+                }
+                switch (value.yes, current) {
+                case (true, .granted), (false, .none), (false, .withdrawn), (false, .expired): report.unchanged += 1
+                case (true, _): report.grants += 1
+                case (false, _): report.withdrawals += 1
+                }
+            }
+        }
+    }
+
+    private func apply(_ chunk: [ImportRow], options: ImportOptions, evidence: String, report: inout ImportReport) async throws {
+        let (rows, found) = try await readChunk(chunk, report: &report)
         guard !rows.isEmpty else { return }
+        let blocked = try await suppressed(rows.filter { found[$0.email] == nil })
         var contacts: [Contact?] = []
         var toCreate: [(index: Int, row: ImportRow)] = []
         for (i, row) in rows.enumerated() {
-            let existing = try await store.contact(email: row.email)
+            let existing = found[row.email]?.contact
             contacts.append(existing)
             guard existing == nil else { continue }
-            if try await store.suppression(emailHash: suppressionHash(row.email)) != nil {
+            if blocked.contains(row.email) {
                 report.suppressed.append((row.line, row.email.value))
             } else if row.values.contains(where: \.yes) {
                 toCreate.append((i, row))
@@ -276,10 +339,13 @@ extension Ledger {
             }
         }
         let created = try await createContacts(toCreate.map { ($0.row.email, $0.row.name, $0.row.externalID, $0.row.locale) })
+        var snapshots: [UUID: ContactSnapshot] = [:]
+        for snapshot in found.values { snapshots[snapshot.contact.id] = snapshot }
         for (n, item) in toCreate.enumerated() {
             switch created[n] {
-            case .success(let contact):
-                contacts[item.index] = contact
+            case .success(let snapshot):
+                contacts[item.index] = snapshot.contact
+                snapshots[snapshot.contact.id] = snapshot
                 report.newContacts += 1
             case .failure(let error):
                 report.problems.append(ImportProblem(line: item.row.line, column: nil, message: "could not add the contact: \(error)"))
@@ -296,7 +362,7 @@ extension Ledger {
                 evidence: Evidence(personal: PersonalEvidence(note: evidence)), batchID: report.batchID, changesField: "line \(row.line)"))
             lines.append(row.line)
         }
-        for (n, result) in try await recordChanges(requests).enumerated() {
+        for (n, result) in try await recordChanges(requests, snapshots: snapshots).enumerated() {
             switch result {
             case .success(let change):
                 report.grants += change.events.filter { $0.action == .granted }.count
@@ -309,38 +375,6 @@ extension Ledger {
                 report.problems.append(ImportProblem(line: lines[n], column: nil, message: errors.map(\.message).joined(separator: "; ")))
             case .failure(let error):
                 throw error
-            }
-        }
-    }
-}
-
-/// What a dry run expects each row to change, from the stored state.
-struct ImportPlanCounter {
-    mutating func count(_ row: Ledger.ImportRow, ledger: Ledger, report: inout ImportReport) async throws {
-        guard let contact = try await ledger.store.contact(email: row.email) else {
-            if try await ledger.store.suppression(emailHash: ledger.suppressionHash(row.email)) != nil {
-                report.suppressed.append((row.line, row.email.value))
-                return
-            }
-            let yes = row.values.filter(\.yes).count
-            if yes > 0 { report.newContacts += 1 }
-            report.grants += yes
-            report.unchanged += row.values.count - yes
-            return
-        }
-        let at = ledger.environment.now()
-        let preferences = try await ledger.store.ledgerState(contactID: contact.id).preferences
-        for value in row.values {
-            let stored = preferences[value.topic]
-            let current = stored?.effectiveState(at: at) ?? .none
-            if let since = stored?.since, let occurred = row.occurredAt, occurred < since {
-                report.unchanged += 1
-                continue
-            }
-            switch (value.yes, current) {
-            case (true, .granted), (false, .none), (false, .withdrawn), (false, .expired): report.unchanged += 1
-            case (true, _): report.grants += 1
-            case (false, _): report.withdrawals += 1
             }
         }
     }

@@ -366,12 +366,13 @@ public struct Ledger: Sendable {
 
     /// Adds many contacts in one transaction (an import's group commit). The
     /// caller has checked suppression. If any address or external id is taken
-    /// meanwhile, each is added on its own instead; results are in order.
+    /// meanwhile, each is added on its own instead; results are in order,
+    /// each new contact with its (empty) ledger state and wrapped key.
     public func createContacts(_ items: [(email: EmailAddress, name: String?, externalID: String?, locale: String?)]) async throws
-        -> [Result<Contact, any Error>] {
+        -> [Result<ContactSnapshot, any Error>] {
         let at = now
         var prepared: [NewContact] = []
-        var results: [Result<Contact, any Error>?] = Array(repeating: nil, count: items.count)
+        var results: [Result<ContactSnapshot, any Error>?] = Array(repeating: nil, count: items.count)
         var indices: [Int] = []
         for (i, item) in items.enumerated() {
             do {
@@ -389,12 +390,20 @@ public struct Ledger: Sendable {
         }
         do {
             try await store.insertContacts(prepared)
-            for (n, i) in indices.enumerated() { results[i] = .success(prepared[n].contact) }
+            for (n, i) in indices.enumerated() {
+                let c = prepared[n].contact
+                results[i] = .success(ContactSnapshot(contact: c, state: LedgerState(head: .empty(c.id), preferences: [:]), wrappedKey: prepared[n].wrappedKey))
+            }
         } catch StoreError.duplicate {
             for i in indices {
                 let item = items[i]
-                do { results[i] = .success(try await createContact(email: item.email, name: item.name, externalID: item.externalID, locale: item.locale, bySubject: true)) }
-                catch { results[i] = .failure(error) }
+                do {
+                    let c = try await createContact(email: item.email, name: item.name, externalID: item.externalID, locale: item.locale, bySubject: true)
+                    results[i] = .success(ContactSnapshot(contact: c, state: try await store.ledgerState(contactID: c.id),
+                                                          wrappedKey: try await store.wrappedKey(contactID: c.id)))
+                } catch {
+                    results[i] = .failure(error)
+                }
             }
         }
         return results.map { $0! }
@@ -442,14 +451,17 @@ public struct Ledger: Sendable {
     /// exactly as `recordChange` decides it; if any contact changed meanwhile,
     /// every change of the batch is recorded on its own instead. Results are
     /// in the order of the requests.
-    public func recordChanges(_ requests: [ChangeRequest]) async throws -> [Result<ChangeResult, any Error>] {
+    public func recordChanges(_ requests: [ChangeRequest], snapshots: [UUID: ContactSnapshot] = [:]) async throws -> [Result<ChangeResult, any Error>] {
         precondition(Set(requests.map(\.contactID)).count == requests.count, "one request per contact in a batch")
         var results: [Result<ChangeResult, any Error>?] = Array(repeating: nil, count: requests.count)
         var commits: [(index: Int, commit: LedgerCommit, result: ChangeResult)] = []
+        // Read once for the whole batch: the topics, and (when the caller has them) each contact with its state and key.
+        let topics = Dictionary(uniqueKeysWithValues: try await store.topics(includeRetired: true).map { ($0.key, $0) })
         for (i, request) in requests.enumerated() {
             do {
-                let decide = try await decider(request)
-                let state = try await store.ledgerState(contactID: request.contactID)
+                let snapshot = snapshots[request.contactID]
+                let decide = try await decider(request, preloaded: (snapshot, topics))
+                let state: LedgerState = if let snapshot { snapshot.state } else { try await store.ledgerState(contactID: request.contactID) }
                 var plan = try await decide(state)
                 plan.webhooks = try await webhookDeliveries(for: plan.events, contactID: request.contactID)
                 let result = ChangeResult(contactID: request.contactID, events: plan.events, unchanged: plan.unchanged,
@@ -480,19 +492,31 @@ public struct Ledger: Sendable {
 
     /// Checks a request and returns how to decide it from a contact's state
     /// (run again on every retry, so that it sees what changed meanwhile).
-    private func decider(_ request: ChangeRequest) async throws -> (LedgerState) async throws -> Plan {
+    private func decider(_ request: ChangeRequest, preloaded: (snapshot: ContactSnapshot?, topics: [String: Topic])? = nil)
+        async throws -> (LedgerState) async throws -> Plan {
         let at = now
         let occurredAt = (request.occurredAt ?? at).truncatedToMilliseconds
         try validate(request, occurredAt: occurredAt, now: at)
-        let target = try await existingContact(request.contactID)
+        let target: Contact
+        if let known = preloaded?.snapshot?.contact { target = known } else { target = try await existingContact(request.contactID) }
         if target.isErased { throw DomainError.gone(what: "contact", id: target.id.uuidString.lowercased()) }
-        let contactKey = try await contactKey(request.contactID)
+        let contactKey: ContactKey
+        if let snapshot = preloaded?.snapshot {
+            guard let wrapped = snapshot.wrappedKey else {
+                throw DomainError.invalid(field: "contact", "this contact has been erased; its preferences cannot change")
+            }
+            contactKey = try masterKey.unwrap(wrapped, contactID: request.contactID)
+        } else {
+            contactKey = try await self.contactKey(request.contactID)
+        }
         let original = request
 
         return { state in
             // Read the contact and topics on every attempt, so that a retry
-            // sees a topic retired or an email changed in the meantime.
-            let contact = try await existingContact(original.contactID)
+            // sees a topic retired or an email changed in the meantime (a
+            // batch decides once, from what it read for the whole batch).
+            let contact: Contact
+            if let known = preloaded?.snapshot?.contact { contact = known } else { contact = try await existingContact(original.contactID) }
             if contact.isErased { throw DomainError.gone(what: "contact", id: contact.id.uuidString.lowercased()) }
             // After an objection to direct marketing only the person may opt in again.
             if let objected = contact.objectedAt, original.actor.kind != .subject,
@@ -500,7 +524,7 @@ public struct Ledger: Sendable {
                 throw DomainError.invalid(field: original.changesField, "the person objected to all direct marketing on \(objected.isoDay); "
                                           + "only their own opt-in (a form, the portal, the preference centre) can change that")
             }
-            let topics = try await resolveTopics(original)
+            let topics = try await resolveTopics(original, known: preloaded?.topics)
             // An opt-in from a source that cannot prove inbox ownership becomes a
             // request that the person confirms by email (double opt-in).
             var request = original
@@ -699,12 +723,13 @@ public struct Ledger: Sendable {
         if !problems.isEmpty { throw DomainError.invalid(problems) }
     }
 
-    private func resolveTopics(_ request: ChangeRequest) async throws -> [String: Topic] {
+    private func resolveTopics(_ request: ChangeRequest, known: [String: Topic]? = nil) async throws -> [String: Topic] {
         var topics: [String: Topic] = [:]
         var problems: [ValidationError] = []
         for (i, change) in request.changes.enumerated() {
             let field = "\(request.changesField)[\(i)]"
-            guard let topic = try await store.topic(key: change.topicKey) else {
+            let found: Topic? = if let known { known[change.topicKey] } else { try await store.topic(key: change.topicKey) }
+            guard let topic = found else {
                 problems.append(.init(field: "\(field).topic", "unknown topic '\(change.topicKey)'"))
                 continue
             }

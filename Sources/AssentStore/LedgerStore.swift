@@ -68,6 +68,20 @@ public struct NewContact: Sendable {
     }
 }
 
+/// A contact with what a write needs about it, read in one go for a batch.
+public struct ContactSnapshot: Sendable {
+    public var contact: Contact
+    public var state: LedgerState
+    /// nil once erased.
+    public var wrappedKey: Data?
+
+    public init(contact: Contact, state: LedgerState, wrappedKey: Data?) {
+        self.contact = contact
+        self.state = state
+        self.wrappedKey = wrappedKey
+    }
+}
+
 /// A contact's head and current preferences, read together.
 public struct LedgerState: Sendable {
     public var head: ChainHead
@@ -157,6 +171,11 @@ public protocol LedgerStore: Sendable {
 
     // MARK: Ledger
     func ledgerState(contactID: UUID) async throws -> LedgerState
+    /// For a batch (an import chunk): the contacts with these emails, each with
+    /// its ledger state and wrapped key, read together.
+    func contactSnapshots(emails: [EmailAddress]) async throws -> [ContactSnapshot]
+    /// The contacts with these external ids.
+    func contacts(externalIDs: [String]) async throws -> [Contact]
     /// Appends events, upserts projection rows and moves the head in one
     /// transaction; throws `concurrentModification` if the head moved.
     func commit(_ commit: LedgerCommit) async throws

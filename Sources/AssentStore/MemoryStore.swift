@@ -132,6 +132,19 @@ public actor MemoryStore: LedgerStore {
 
     // MARK: Ledger
 
+    public func contactSnapshots(emails: [EmailAddress]) async throws -> [ContactSnapshot] {
+        let wanted = Set(emails)
+        return contactsByID.values.filter { wanted.contains($0.email) && !$0.isErased }.map {
+            ContactSnapshot(contact: $0, state: LedgerState(head: heads[$0.id] ?? .empty($0.id), preferences: preferencesByContact[$0.id] ?? [:]),
+                            wrappedKey: keysByContact[$0.id])
+        }
+    }
+
+    public func contacts(externalIDs: [String]) async throws -> [Contact] {
+        let wanted = Set(externalIDs)
+        return contactsByID.values.filter { $0.externalID.map(wanted.contains) ?? false }
+    }
+
     public func ledgerState(contactID: UUID) async throws -> LedgerState {
         LedgerState(head: heads[contactID] ?? .empty(contactID), preferences: preferencesByContact[contactID] ?? [:])
     }
