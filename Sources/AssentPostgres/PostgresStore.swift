@@ -497,7 +497,9 @@ public final class PostgresStore: LedgerStore {
             .first.map { try $0["seq"].decode(Int64.self) } ?? 0
         guard current == commit.expectedHead.seq else { throw StoreError.concurrentModification(contactID: id) }
         // Erased since the change was decided (erasure takes the same head lock): start again, and the re-read refuses it.
-        if try await rows("SELECT erased_at FROM contacts WHERE id = \(id)", on: c).first.flatMap({ try $0["erased_at"].decode(Int64?.self) }) != nil {
+        // (or, for someone else's opt-in, objected)
+        if let row = try await rows("SELECT erased_at, objected_at FROM contacts WHERE id = \(id)", on: c).first,
+           try row["erased_at"].decode(Int64?.self) != nil || (try row["objected_at"].decode(Int64?.self) != nil && commit.optsInForSomeoneElse) {
             throw StoreError.concurrentModification(contactID: id)
         }
         if let consume = commit.consumeToken {
@@ -1403,9 +1405,9 @@ public final class PostgresStore: LedgerStore {
 
     public func stateCounts(now: Date) async throws -> [StateCount] {
         try await rows("""
-            SELECT topic_key, CASE WHEN state = 'granted' AND expires_at IS NOT NULL AND expires_at <= \(now.millisecondsSince1970) THEN 'expired' ELSE state END AS s,
+            SELECT p.topic_key, CASE WHEN p.state = 'granted' AND p.expires_at IS NOT NULL AND p.expires_at <= \(now.millisecondsSince1970) THEN 'expired' ELSE p.state END AS s,
                 COUNT(*) AS n
-            FROM preferences GROUP BY topic_key, s
+            FROM preferences p JOIN contacts c ON c.id = p.contact_id WHERE c.erased_at IS NULL GROUP BY p.topic_key, s
             """, reader: true).compactMap { r -> StateCount? in
             guard let state = PreferenceState(rawValue: try r["s"].decode(String.self)) else { return nil }
             return StateCount(topicKey: try r["topic_key"].decode(String.self), state: state, count: try r["n"].decode(Int.self))

@@ -307,8 +307,9 @@ public final class SQLiteStore: LedgerStore {
         let id = commit.contactID.db
         let currentSeq = try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM chain_heads WHERE contact_id = ?"), arguments: [id]) ?? 0
         guard currentSeq == commit.expectedHead.seq else { throw StoreError.concurrentModification(contactID: commit.contactID) }
-        // Erased since the change was decided: start again, and the re-read refuses it.
-        if try Int64.fetchOne(db.cachedStatement(sql: "SELECT erased_at FROM contacts WHERE id = ?"), arguments: [id]) != nil {
+        // Erased (or, for someone else's opt-in, objected) since the change was decided: start again, and the re-read refuses it.
+        if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT erased_at, objected_at FROM contacts WHERE id = ?"), arguments: [id]),
+           (row["erased_at"] as Int64?) != nil || ((row["objected_at"] as Int64?) != nil && commit.optsInForSomeoneElse) {
             throw StoreError.concurrentModification(contactID: commit.contactID)
         }
         if let consume = commit.consumeToken {
@@ -1173,9 +1174,9 @@ public final class SQLiteStore: LedgerStore {
     public func stateCounts(now: Date) async throws -> [StateCount] {
         try await pool.read { db in
             try Row.fetchAll(db, sql: """
-                SELECT topic_key, CASE WHEN state = 'granted' AND expires_at IS NOT NULL AND expires_at <= ? THEN 'expired' ELSE state END AS s,
+                SELECT p.topic_key, CASE WHEN p.state = 'granted' AND p.expires_at IS NOT NULL AND p.expires_at <= ? THEN 'expired' ELSE p.state END AS s,
                     COUNT(*) AS n
-                FROM preferences GROUP BY topic_key, s
+                FROM preferences p JOIN contacts c ON c.id = p.contact_id WHERE c.erased_at IS NULL GROUP BY p.topic_key, s
                 """, arguments: [now.millisecondsSince1970]).compactMap { row in
                 PreferenceState(rawValue: row["s"]).map { StateCount(topicKey: row["topic_key"], state: $0, count: row["n"]) }
             }

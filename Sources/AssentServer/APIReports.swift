@@ -30,7 +30,8 @@ extension API {
                 return date
             }
         }
-        let to = try date("to") ?? now
+        // A date alone means "through that day".
+        let to = try date("to").map { q.string("to")?.count == 10 ? $0.addingTimeInterval(86_400) : $0 } ?? now
         let from = try date("from") ?? Ledger.weekStart(to).addingTimeInterval(-11 * 7 * 86_400)
         guard from < to else { throw APIError.invalid(field: "from", "must be before 'to'") }
         guard to.timeIntervalSince(from) <= 3 * 366 * 86_400 else { throw APIError.invalid(field: "to", "a report covers at most three years") }

@@ -20,7 +20,28 @@ extension ConsolePages {
         ]
     }
 
-    static var uploadFolder: URL { FileManager.default.temporaryDirectory.appendingPathComponent("assent-imports", isDirectory: true) }
+    /// Uploads wait here between the dry run and the import: readable by this user only.
+    static var uploadFolder: URL {
+        FileManager.default.temporaryDirectory.appendingPathComponent("assent-imports-\(getuid())", isDirectory: true)
+    }
+
+    /// Creates the folder (0700) and deletes uploads left for more than a day (abandoned dry runs).
+    static func prepareUploadFolder() throws {
+        let folder = uploadFolder
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: folder.path)
+        let cutoff = Date().addingTimeInterval(-86_400)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] {
+            let path = folder.appendingPathComponent(name).path
+            if let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date, modified < cutoff {
+                try? FileManager.default.removeItem(atPath: path)
+            }
+        }
+    }
+
+    static func removeUpload(_ id: String) {
+        for suffix in ["csv", "evidence"] { try? FileManager.default.removeItem(at: uploadFolder.appendingPathComponent("\(id).\(suffix)")) }
+    }
 
     func importPage(_ visit: ConsoleVisit, errors: [String] = [], status: HTTPResponse.Status = .ok) -> Response {
         render("console-import", title: "Import", visit: visit, nav: "Import", status: status, model: [:], errors: errors)
@@ -34,7 +55,9 @@ extension ConsolePages {
                 .trimmingCharacters(in: CharacterSet(charactersIn: "\"")), !boundary.isEmpty else {
             throw DomainError.invalid(field: "file", "send the form as multipart/form-data")
         }
-        FileManager.default.createFile(atPath: file.path, contents: nil)
+        guard FileManager.default.createFile(atPath: file.path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+            throw DomainError.invalid(field: "file", "could not be stored for the import")
+        }
         let handle = try FileHandle(forWritingTo: file)
         defer { try? handle.close() }
         let parser = MultipartParser(boundary: boundary)
@@ -62,28 +85,32 @@ extension ConsolePages {
             try parser.execute(chunk)
             if tooLarge { throw DomainError.invalid(field: "file", "is larger than \(Self.maxUpload / 1_048_576) MB: import it with 'assent import'") }
         }
-        var components = URLComponents()
-        components.queryItems = fields.map { URLQueryItem(name: $0.0, value: $0.1) }
-        return FormBody(components.percentEncodedQuery ?? "")
+        return FormBody(pairs: fields)
     }
 
     func upload(_ request: Request, _ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
-        try FileManager.default.createDirectory(at: Self.uploadFolder, withIntermediateDirectories: true)
+        try Self.prepareUploadFolder()
         let id = UUID().uuidString.lowercased()
         let file = Self.uploadFolder.appendingPathComponent("\(id).csv")
-        let form: FormBody
-        do { form = try await readUpload(request, to: file) } catch DomainError.invalid(let errors) {
-            try? FileManager.default.removeItem(at: file)
-            return importPage(visit, errors: errors.map(\.description), status: .unprocessableContent)
+        do {
+            let form: FormBody
+            do { form = try await readUpload(request, to: file) } catch DomainError.invalid(let errors) {
+                Self.removeUpload(id)
+                return importPage(visit, errors: errors.map(\.description), status: .unprocessableContent)
+            }
+            guard ledger.checkStaffCSRF(form.value("csrf"), sessionSecret: visit.secret) else {
+                Self.removeUpload(id)
+                return message(.forbidden, title: "This form has expired", paragraphs: ["Go back, reload the page and try again."], visit: visit)
+            }
+            let evidence = form.value("evidence") ?? ""
+            // The statement travels with the file to the second step.
+            FileManager.default.createFile(atPath: Self.uploadFolder.appendingPathComponent("\(id).evidence").path, contents: Data(evidence.utf8),
+                                           attributes: [.posixPermissions: 0o600])
+            return try await runImport(id: id, evidence: evidence, commit: false, context: context, visit: visit)
+        } catch {
+            Self.removeUpload(id)
+            throw error
         }
-        guard ledger.checkStaffCSRF(form.value("csrf"), sessionSecret: visit.secret) else {
-            try? FileManager.default.removeItem(at: file)
-            return message(.forbidden, title: "This form has expired", paragraphs: ["Go back, reload the page and try again."], visit: visit)
-        }
-        let evidence = form.value("evidence") ?? ""
-        // The statement travels with the file to the second step.
-        try Data(evidence.utf8).write(to: Self.uploadFolder.appendingPathComponent("\(id).evidence"))
-        return try await runImport(id: id, evidence: evidence, commit: false, context: context, visit: visit)
     }
 
     func commitImport(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
@@ -97,19 +124,17 @@ extension ConsolePages {
     private func runImport(id: String, evidence: String, commit: Bool, context: AssentRequestContext, visit: ConsoleVisit) async throws -> Response {
         let file = Self.uploadFolder.appendingPathComponent("\(id).csv")
         let report: ImportReport
+        defer { if commit { Self.removeUpload(id) } }
         do {
             report = try await ledger.importContacts({
                 guard let handle = FileHandle(forReadingAtPath: file.path) else { throw DomainError.invalid(field: "file", "the upload is gone") }
                 return CSVReader(fileHandle: handle)
             }, options: ImportOptions(evidence: evidence, commit: commit, importedBy: visit.user.email.value, actor: .staff(visit.user.id.uuidString.lowercased())))
         } catch DomainError.invalid(let errors) {
-            try? FileManager.default.removeItem(at: file)
+            Self.removeUpload(id)
             return importPage(visit, errors: errors.map(\.description), status: .unprocessableContent)
         }
-        if commit || !report.problems.isEmpty {
-            try? FileManager.default.removeItem(at: file)
-            try? FileManager.default.removeItem(at: Self.uploadFolder.appendingPathComponent("\(id).evidence"))
-        }
+        if !report.problems.isEmpty { Self.removeUpload(id) }
         return render("console-import", title: commit ? "Imported" : "Import: dry run", visit: visit, nav: "Import",
                       status: report.problems.isEmpty ? .ok : .unprocessableContent, model: [
             "report": [
@@ -118,7 +143,7 @@ extension ConsolePages {
             ],
             "suppressed": report.suppressed.prefix(100).map { ["line": $0.line, "email": $0.email] }, "hasSuppressed": !report.suppressed.isEmpty,
             "problems": report.problems.map(\.description), "hasProblems": !report.problems.isEmpty,
-            "dryRun": !commit && report.problems.isEmpty, "committed": commit && report.problems.isEmpty, "upload": id, "evidence": evidence,
+            "dryRun": !commit && report.problems.isEmpty, "committed": report.committed, "upload": id, "evidence": evidence,
         ])
     }
 }

@@ -28,7 +28,9 @@ extension ConsolePages {
         let changes = try await ledger.changeReport(from: from, to: to)
         let funnel = try await ledger.funnelReport(from: from, to: to)
         let expiring = try await ledger.expiringReport()
-        let period = "from=\(ReportViews.day(from))&to=\(ReportViews.day(to))"
+        // The form shows the last day included; a date alone means through that day.
+        let lastDay = to.addingTimeInterval(-0.001)
+        let period = "from=\(ReportViews.day(from))&to=\(ReportViews.day(lastDay))"
 
         // 1. States per topic.
         let statesTable = ReportViews.statesTable(states)
@@ -74,7 +76,7 @@ extension ConsolePages {
             ["header": t.header, "rows": t.rows.map { ["cells": $0] }]
         }
         return render("console-reports", title: "Reports", visit: visit, nav: "Reports", model: [
-            "from": ReportViews.day(from), "to": ReportViews.day(to), "period": period,
+            "from": ReportViews.day(from), "to": ReportViews.day(lastDay), "period": period,
             "statesChart": statesChart, "statesTable": table(statesTable),
             "changesChart": changesChart, "changesTable": table(ReportViews.changesTable(changes)), "hasChanges": !changes.isEmpty,
             "funnelChart": funnelChart, "funnelTable": table(ReportViews.funnelTable(funnel)),

@@ -235,6 +235,11 @@ enum PageHeaders {
 struct FormBody {
     let pairs: [(String, String)]
 
+    /// Fields already decoded (a multipart upload's small fields).
+    init(pairs: [(String, String)]) {
+        self.pairs = pairs
+    }
+
     init(_ text: String) {
         pairs = text.split(separator: "&").map { part in
             let kv = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)

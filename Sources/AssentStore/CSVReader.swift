@@ -123,6 +123,8 @@ public struct CSVReader {
                 try finish()
                 return Record(line: start, fields: fields)
             case UInt8(ascii: "\""):
+                // A byte-order mark before a quoted first field is not part of it.
+                if first && fields.isEmpty && field == [0xEF, 0xBB, 0xBF] { field.removeAll() }
                 guard field.isEmpty && !quoted else { throw Failure.stray(line: start) }
                 quoted = true
                 inQuotes = true

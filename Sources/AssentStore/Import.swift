@@ -95,16 +95,18 @@ extension Ledger {
         var reader = try open()
         guard let header = try reader.nextRecord() else { throw DomainError.invalid(field: "file", "is empty: the first line must name the columns") }
         let columns = try Self.importColumns(header.fields, mapping: mapping, topics: topics)
-        var seen = Set<Int64>()
+        var seen = Set<Int64>(), seenExternal = Set<Int64>()
         var pending: [ImportRow] = []
         func countChunk() async throws {
             let (rows, snapshots) = try await readChunk(pending, report: &report)
-            try await countChanges(rows, snapshots: snapshots, report: &report)
+            try await countChanges(rows, snapshots: snapshots, topics: topics, report: &report)
             pending.removeAll(keepingCapacity: true)
         }
         while let record = try Self.nextRecord(&reader, &report) {
             report.rows += 1
-            if let row = try await check(record, columns: columns, topics: topics, seen: &seen, report: &report) { pending.append(row) }
+            if let row = try await check(record, columns: columns, topics: topics, seen: &seen, seenExternal: &seenExternal, report: &report) {
+                pending.append(row)
+            }
             if pending.count == Self.importChunk {
                 try await countChunk()
                 progress(false, report.rows, reader.bytesRead)
@@ -120,10 +122,13 @@ extension Ledger {
         _ = try reader.nextRecord()
         var written = ImportReport(batchID: report.batchID, committed: true)
         seen.removeAll(keepingCapacity: true)
+        seenExternal.removeAll(keepingCapacity: true)
+        try await audit(nil, "import_start", actorEmail: options.importedBy, target: "batch:\(written.batchID)",
+                        detail: "\(report.rows) rows checked; evidence: \(evidence)")
         var chunk: [ImportRow] = []
         while let record = try Self.nextRecord(&reader, &written) {
             written.rows += 1
-            guard let row = try await check(record, columns: columns, topics: topics, seen: &seen, report: &written) else { continue }
+            guard let row = try await check(record, columns: columns, topics: topics, seen: &seen, seenExternal: &seenExternal, report: &written) else { continue }
             chunk.append(row)
             if chunk.count == Self.importChunk {
                 try await apply(chunk, options: options, evidence: evidence, report: &written)
@@ -199,7 +204,7 @@ extension Ledger {
 
     /// One row checked; nil (with the problems noted) when it has any.
     private func check(_ record: CSVReader.Record, columns: [ImportColumn], topics: [String: Topic], seen: inout Set<Int64>,
-                       report: inout ImportReport) async throws -> ImportRow? {
+                       seenExternal: inout Set<Int64>, report: inout ImportReport) async throws -> ImportRow? {
         let before = report.problems.count
         func problem(_ column: Int?, _ message: String) {
             report.problems.append(ImportProblem(line: record.line, column: column.map { "\($0 + 1)" }, message: message))
@@ -242,8 +247,21 @@ extension Ledger {
             hasher.update(data: Data(email.value.utf8))
             let digest = hasher.finalize().withUnsafeBytes { $0.load(as: Int64.self) }
             if !seen.insert(digest).inserted { problem(nil, "\(email.value) appears more than once in the file") }
-            if let name = row.name {
-                do { try TextCheck.check(name, field: "name", max: Limits.nameLength) } catch { problem(columns.firstIndex(of: .name), "the name is too long or has control characters") }
+            // The contact's fields as adding the contact would check them, so that the import cannot fail half way.
+            do {
+                try Contact(id: UUID(), email: email, name: row.name, externalID: row.externalID, locale: row.locale, createdAt: now).validate()
+            } catch DomainError.invalid(let errors) {
+                for e in errors {
+                    let column = e.field == "name" ? ImportColumn.name : e.field == "locale" ? .locale : .externalID
+                    problem(columns.firstIndex(of: column), e.message)
+                }
+            }
+            if let id = row.externalID {
+                var hasher = SHA256()
+                hasher.update(data: Data(id.utf8))
+                if !seenExternal.insert(hasher.finalize().withUnsafeBytes { $0.load(as: Int64.self) }).inserted {
+                    problem(columns.firstIndex(of: .externalID), "external id '\(id.prefix(64))' appears more than once in the file")
+                }
             }
         }
         guard report.problems.count == before, let email else { return nil }
@@ -289,8 +307,13 @@ extension Ledger {
     }
 
     /// A dry run's count of what a chunk would change, from the stored state.
-    private func countChanges(_ rows: [ImportRow], snapshots: [EmailAddress: ContactSnapshot], report: inout ImportReport) async throws {
+    private func countChanges(_ rows: [ImportRow], snapshots: [EmailAddress: ContactSnapshot], topics: [String: Topic], report: inout ImportReport) async throws {
         let at = now
+        /// A yes whose consent would already have lapsed grants nothing (as the ledger decides).
+        func lapsed(_ row: ImportRow, _ topic: String) -> Bool {
+            guard let days = topics[topic]?.consentLifetimeDays else { return false }
+            return (row.occurredAt ?? at).addingTimeInterval(TimeInterval(days) * 86_400) <= at
+        }
         let blocked = try await suppressed(rows.filter { snapshots[$0.email] == nil })
         for row in rows {
             guard let snapshot = snapshots[row.email] else {
@@ -298,13 +321,22 @@ extension Ledger {
                     report.suppressed.append((row.line, row.email.value))
                     continue
                 }
-                let yes = row.values.filter(\.yes).count
-                if yes > 0 { report.newContacts += 1 }
+                let yes = row.values.filter { $0.yes && !lapsed(row, $0.topic) }.count
+                if row.values.contains(where: \.yes) { report.newContacts += 1 }
                 report.grants += yes
                 report.unchanged += row.values.count - yes
                 continue
             }
+            if let objected = snapshot.contact.objectedAt, row.values.contains(where: \.yes) {
+                report.problems.append(ImportProblem(line: row.line, column: nil, message: "\(row.email.value) objected to all direct marketing on \(objected.isoDay); "
+                                                     + "only their own opt-in can change that, not an import"))
+                continue
+            }
             for value in row.values {
+                if value.yes && lapsed(row, value.topic) {
+                    report.unchanged += 1
+                    continue
+                }
                 let stored = snapshot.state.preferences[value.topic]
                 let current = stored?.effectiveState(at: at) ?? .none
                 if let since = stored?.since, let occurred = row.occurredAt, occurred < since {

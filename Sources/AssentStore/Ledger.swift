@@ -805,8 +805,15 @@ public struct Ledger: Sendable {
             case .unchanged(let reason):
                 plan.unchanged.append(.init(topicKey: topic.key, state: current, reason: reason))
             case .change(let action, let to):
-                let id = environment.newID()
                 let expiresAt = to == .granted ? topic.consentLifetimeDays.map { occurredAt.addingTimeInterval(TimeInterval($0) * 86_400) } : nil
+                // A yes given so long ago that its lifetime is already over grants nothing (and
+                // recording it would make every re-import record it again).
+                if let expiresAt, expiresAt <= recordedAt {
+                    plan.unchanged.append(.init(topicKey: topic.key, state: current,
+                                                reason: "given on \(occurredAt.isoDay), it lapsed on \(expiresAt.isoDay) (the topic's consents last \(topic.consentLifetimeDays ?? 0) days)"))
+                    continue
+                }
+                let id = environment.newID()
                 let sealed = request.evidence.personal.isEmpty
                     ? nil : try key.seal(request.evidence.personal, eventID: id, contactID: request.contactID)
                 let event = ConsentEvent(

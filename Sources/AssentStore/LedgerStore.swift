@@ -49,6 +49,12 @@ public struct LedgerCommit: Sendable {
         self.consumeToken = consumeToken
     }
 
+    /// Whether it grants or asks for consent on someone's behalf (not the
+    /// person's own act): refused once they objected to direct marketing.
+    public var optsInForSomeoneElse: Bool {
+        events.contains { [.granted, .requested].contains($0.action) && $0.actor.kind != .subject }
+    }
+
     public var newHead: ChainHead {
         guard let last = events.last else { return expectedHead }
         return ChainHead(contactID: contactID, seq: last.seq, hash: last.hash)

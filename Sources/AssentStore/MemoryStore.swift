@@ -94,7 +94,8 @@ public actor MemoryStore: LedgerStore {
     }
 
     public func commit(batch: [LedgerCommit]) async throws {
-        for c in batch where (heads[c.contactID] ?? .empty(c.contactID)) != c.expectedHead || contactsByID[c.contactID]?.isErased == true {
+        for c in batch where (heads[c.contactID] ?? .empty(c.contactID)) != c.expectedHead || contactsByID[c.contactID]?.isErased == true
+            || (contactsByID[c.contactID]?.objectedAt != nil && c.optsInForSomeoneElse) {
             throw StoreError.concurrentModification(contactID: c.contactID)
         }
         for c in batch { try await commit(c) }
@@ -152,7 +153,9 @@ public actor MemoryStore: LedgerStore {
     public func commit(_ commit: LedgerCommit) async throws {
         let current = heads[commit.contactID] ?? .empty(commit.contactID)
         guard current == commit.expectedHead else { throw StoreError.concurrentModification(contactID: commit.contactID) }
-        if contactsByID[commit.contactID]?.isErased == true { throw StoreError.concurrentModification(contactID: commit.contactID) }
+        if contactsByID[commit.contactID]?.isErased == true || (contactsByID[commit.contactID]?.objectedAt != nil && commit.optsInForSomeoneElse) {
+            throw StoreError.concurrentModification(contactID: commit.contactID)
+        }
         if let consume = commit.consumeToken {
             guard var token = tokens[consume.hash] else { throw StoreError.notFound(what: "confirmation link", id: "") }
             // Replaced since it was read: let the caller re-read and see it.
@@ -621,7 +624,9 @@ public actor MemoryStore: LedgerStore {
 
     public func stateCounts(now: Date) async throws -> [StateCount] {
         var counts: [String: [PreferenceState: Int]] = [:]
-        for p in preferencesByContact.values.flatMap(\.values) { counts[p.topicKey, default: [:]][p.effectiveState(at: now), default: 0] += 1 }
+        for (id, preferences) in preferencesByContact where contactsByID[id]?.isErased != true {
+            for p in preferences.values { counts[p.topicKey, default: [:]][p.effectiveState(at: now), default: 0] += 1 }
+        }
         return counts.flatMap { topic, states in states.map { StateCount(topicKey: topic, state: $0.key, count: $0.value) } }
     }
 

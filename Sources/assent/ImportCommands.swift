@@ -57,7 +57,8 @@ struct Import: AsyncParsableCommand {
             }
         }
         FileHandle.standardError.write(Data("\n".utf8))
-        print(report.committed ? "imported batch \(report.batchID)" : (report.problems.isEmpty ? "dry run: nothing was written (add --commit to import)" : "nothing was written"))
+        print(report.committed ? "imported batch \(report.batchID)" + (report.problems.isEmpty ? "" : ", with \(report.problems.count) rows refused (below)")
+              : (report.problems.isEmpty ? "dry run: nothing was written (add --commit to import)" : "nothing was written"))
         print("\(report.rows) rows: \(report.newContacts) new contacts, \(report.grants) grants, \(report.withdrawals) withdrawals, \(report.unchanged) unchanged, \(report.suppressed.count) suppressed")
         for s in report.suppressed.prefix(50) { print("  line \(s.line): \(s.email) was erased and is suppressed; refused") }
         if report.suppressed.count > 50 { print("  ... and \(report.suppressed.count - 50) more suppressed") }

@@ -22,6 +22,10 @@ import Testing
             #expect(csv.headers[.contentType] == "text/csv; charset=utf-8" && csv.text == "topic,granted,pending,withdrawn,expired,none\r\nevents,2,0,0,0,0\r\n")
             let changes = try await api.send(.get, "/api/v1/reports/changes")
             #expect((changes.json["items"] as? [[String: Any]])?.first?["optIns"] as? Int == 2 && (changes.json["items"] as? [[String: Any]])?.first?["source"] as? String == "api")
+            let today = String(WireDateForTests.today().prefix(10))
+            let weekAgo = String(ISO8601DateFormatter().string(from: Date().addingTimeInterval(-7 * 86_400)).prefix(10))
+            let throughToday = try await api.send(.get, "/api/v1/reports/changes?from=\(weekAgo)&to=\(today)")
+            #expect((throughToday.json["items"] as? [[String: Any]])?.first?["optIns"] as? Int == 2, "a date alone means through that day")
             #expect(try await api.send(.get, "/api/v1/reports/changes?from=2026-02-01&to=2026-01-01").problemFields == ["from"])
             #expect(try await api.send(.get, "/api/v1/reports/changes?from=soon").problemFields == ["from"])
             #expect(try await api.send(.get, "/api/v1/reports/double-opt-in?format=xml").problemFields == ["format"])
@@ -79,4 +83,8 @@ import Testing
             #expect(try await agent.get("/console/reports?from=2026-13-45").status == .badRequest)
         }
     }
+}
+
+enum WireDateForTests {
+    static func today() -> String { ISO8601DateFormatter().string(from: Date()) }
 }

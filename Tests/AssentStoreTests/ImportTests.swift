@@ -17,6 +17,7 @@ import Testing
         #expect(all.map(\.fields) == [["email", "name"], ["a@example.com", "Lee, \"Ann\""], ["b@example.com", "two\nlines"], ["c@example.com", ""]])
         #expect(all.map(\.line) == [1, 2, 4, 6], "the line each record starts on, counting the empty line and the line break inside quotes")
         #expect(try records("a,b\nc,d").map(\.fields) == [["a", "b"], ["c", "d"]], "no newline at the end")
+        #expect(try records("\u{FEFF}\"email\",name\n").map(\.fields) == [["email", "name"]], "a byte-order mark before a quoted header")
     }
 
     @Test func malformedInputIsNamedByLine() {
@@ -117,11 +118,33 @@ import Testing
         } catch DomainError.invalid(let errors) {
             #expect(errors.map(\.field) == ["column 2", "column 3", "header"], "unknown columns are named; and no topic is left")
         }
+        let fields = try await run(ledger, "email,external_id,locale,events\na@example.com,crm-1,en,yes\nb@example.com,crm-1,xx_YY!,yes\n", commit: true)
+        #expect(fields.problems.map(\.description) == ["line 3, column 3: 'xx_YY!' is not a language tag such as en or en-GB",
+                                                        "line 3, column 2: external id 'crm-1' appears more than once in the file"], "\(fields.problems)")
+        #expect(try await ledger.store.contact(email: EmailAddress("a@example.com")) == nil, "found before anything was written")
         let mapped = try await run(ledger, "E-Mail,Newsletter,Notes\nok@example.com,yes,called twice\n", commit: true,
                                    mapping: ImportMapping(columns: ["Newsletter": "topic:news", "Notes": "ignore"]))
         #expect(mapped.problems.isEmpty && mapped.grants == 1, "a column mapping names what the headers do not")
         await #expect(throws: DomainError.invalid(field: "evidence", "is required: where these consents came from and the notice people saw (e.g. \"CRM export 2026-11-01; web form notice v3\")")) {
             _ = try await ledger.importContacts({ CSVReader(text: "email,events\n") }, options: ImportOptions(evidence: "  "))
         }
+    }
+
+    @Test(arguments: StoreKind.available)
+    func anObjectionBlocksTheFileAndALapsedYesGrantsNothingEvenOnARerun(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        _ = try await ledger.createTopic(Topic(key: "offers", title: "Offers", consentLifetimeDays: 30, createdAt: Date()), noticeText: "Offers.")
+        let jo = try await ledger.createContact(email: EmailAddress("jo@example.com"), name: nil, externalID: nil, locale: nil)
+        _ = try await ledger.objectToMarketing(jo.id, source: .staff, channel: .letter, actor: .staff("s"), evidence: Evidence(personal: PersonalEvidence(note: "letter")))
+        let blocked = try await run(ledger, "email,offers\njo@example.com,yes\nbo@example.com,yes\n", commit: true)
+        #expect(!blocked.committed && blocked.problems.first?.description.hasPrefix("line 2: jo@example.com objected to all direct marketing") == true, "\(blocked.problems)")
+        #expect(try await ledger.store.contact(email: EmailAddress("bo@example.com")) == nil, "and so nothing was written")
+        let old = "email,offers,occurred_at\nbo@example.com,yes,2020-03-01\n"
+        let first = try await run(ledger, old, commit: true)
+        #expect(first.grants == 0 && first.unchanged == 1 && first.problems.isEmpty, "a 30-day consent given in 2020 lapsed long ago")
+        let again = try await run(ledger, old, commit: true)
+        #expect(again.grants == 0 && again.problems.isEmpty)
+        let bo = try #require(try await ledger.store.contact(email: EmailAddress("bo@example.com")))
+        #expect(try await ledger.store.events(contactID: bo.id, beforeSeq: nil, limit: 10).isEmpty, "nothing recorded, however often it is imported")
     }
 }

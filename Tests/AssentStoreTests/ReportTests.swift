@@ -57,5 +57,9 @@ import Testing
         #expect(expiring == [ExpiringCount(topicKey: "events", within30: 0, within60: 1, within90: 1)], "b's grant ends 40 days after day 0 + 5 h: in 31 days")
         #expect(Ledger.weekStart(Self.at(days: 13, hours: 23)) == Self.at(days: 7) && Ledger.weekStart(Self.monday) == Self.monday)
         await #expect(throws: DomainError.self) { _ = try await ledger.changeReport(from: Self.at(days: 2), to: Self.monday) }
+        // An erased contact leaves the counts, which still add up to everyone.
+        _ = try await ledger.eraseContact(people["e"]!.id, reason: "asked", erasedBy: "test")
+        let after = try await ledger.stateReport().filter { $0.topicKey == "news" }
+        #expect(after.map(\.count).reduce(0, +) == 4 && after.first { $0.state == .granted }?.count == 0)
     }
 }
