@@ -7,7 +7,10 @@ enum WireDate {
     static let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
     static let plain = Date.ISO8601FormatStyle()
 
-    static func format(_ date: Date) -> String { withFraction.format(date) }
+    /// The style cuts to whole milliseconds, and a time stored in milliseconds may sit a
+    /// hair below that value as a Double (…215.28 is …215.2799999): half a millisecond
+    /// added first makes the cut a rounding, so the API shows what is stored.
+    static func format(_ date: Date) -> String { withFraction.format(date.addingTimeInterval(0.0005)) }
 
     static func parse(_ text: String) -> Date? {
         (try? withFraction.parse(text)) ?? (try? plain.parse(text))

@@ -491,3 +491,13 @@ import Testing
         }
     }
 }
+
+@Suite struct WireDateTests {
+    @Test func timesAreShownToTheMillisecondStored() {
+        // 1795940215280 ms is 1795940215.2799999... as a Double; it must read .280, as the ledger and webhooks have it.
+        #expect(WireDate.format(Date(millisecondsSince1970: 1_795_940_215_280)) == "2026-11-29T08:16:55.280Z")
+        #expect(WireDate.format(Date(millisecondsSince1970: 1_795_940_215_999)) == "2026-11-29T08:16:55.999Z")
+        #expect(WireDate.format(Date(millisecondsSince1970: 1_795_940_215_000)) == "2026-11-29T08:16:55.000Z")
+        #expect(WireDate.parse(WireDate.format(Date(millisecondsSince1970: 1_795_940_215_280)))?.millisecondsSince1970 == 1_795_940_215_280)
+    }
+}
