@@ -199,6 +199,34 @@ extension Ledger {
         var values: [(topic: String, yes: Bool)]
     }
 
+    /// One parser for every row's full timestamps (making one per row cost more than the rest of the row's checks).
+    nonisolated(unsafe) static let dateFormatter = ISO8601DateFormatter()
+
+    /// `2026-11-01` as midnight UTC, by arithmetic (the common case, many times faster than a formatter); nil otherwise.
+    public static func day(_ text: String) -> Date? {
+        let b = Array(text.utf8)
+        guard b.count == 10, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-") else { return nil }
+        func number(_ r: Range<Int>) -> Int? {
+            var n = 0
+            for i in r {
+                guard (48...57).contains(b[i]) else { return nil }
+                n = n * 10 + Int(b[i] - 48)
+            }
+            return n
+        }
+        guard let y = number(0..<4), let m = number(5..<7), let d = number(8..<10), (1...12).contains(m), d >= 1 else { return nil }
+        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+        let lengths = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+        guard d <= lengths[m - 1] else { return nil }
+        // Days from 1970-01-01 (H. Hinnant's days_from_civil).
+        let yy = m <= 2 ? y - 1 : y
+        let era = (yy >= 0 ? yy : yy - 399) / 400
+        let yoe = yy - era * 400
+        let doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return Date(timeIntervalSince1970: TimeInterval(era * 146_097 + doe - 719_468) * 86_400)
+    }
+
     static let yes: Set<String> = ["yes", "y", "true", "1", "granted", "opt-in", "opted in", "x"]
     static let no: Set<String> = ["no", "n", "false", "0", "withdrawn", "opt-out", "opted out"]
 
@@ -225,8 +253,7 @@ extension Ledger {
             case .locale: row.locale = value.isEmpty ? nil : value
             case .occurredAt:
                 guard !value.isEmpty else { continue }
-                let formatter = ISO8601DateFormatter()
-                guard let date = formatter.date(from: value) ?? formatter.date(from: value + "T00:00:00Z") else {
+                guard let date = Self.day(value) ?? Self.dateFormatter.date(from: value) else {
                     problem(i, "'\(value.prefix(40))' is not a date such as 2026-11-01 or 2026-11-01T10:00:00Z")
                     continue
                 }
