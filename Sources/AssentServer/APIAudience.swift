@@ -82,17 +82,9 @@ extension API {
         } ?? .any
         let format = q.string("format") ?? "csv"
         guard ["csv", "ndjson"].contains(format) else { throw APIError.badRequest(field: "format", "must be csv or ndjson") }
-        func date(_ name: String) throws -> Date? {
-            try q.string(name).map { text in
-                guard let date = WireDate.parse(text) ?? WireDate.parse(text + "T00:00:00Z") else {
-                    throw APIError.badRequest(field: name, "'\(text.prefix(40))' is not a date such as 2026-11-01 or 2026-11-01T10:00:00Z")
-                }
-                return date
-            }
-        }
         let query = AudienceQuery(topics: topicsText.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
                                   categories: (q.string("categories") ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
-                                  match: match, locale: q.string("locale"), createdSince: try date("createdSince"), changedSince: try date("changedSince"))
+                                  match: match, locale: q.string("locale"), createdSince: try q.date("createdSince"), changedSince: try q.date("changedSince"))
         return try await audienceResponse(query, format: format, countOnly: try q.bool("count") == true,
                                           name: (query.topics + query.categories).joined(separator: "+"))
     }

@@ -22,17 +22,9 @@ extension API {
 
     /// The period of a report: `from` and `to` (dates or date-times); by default the last 12 weeks.
     static func period(_ q: Query, now: Date) throws -> (from: Date, to: Date) {
-        func date(_ name: String) throws -> Date? {
-            try q.string(name).map { text in
-                guard let date = WireDate.parse(text) ?? WireDate.parse(text + "T00:00:00Z") else {
-                    throw APIError.badRequest(field: name, "'\(text.prefix(40))' is not a date such as 2026-11-01 or 2026-11-01T10:00:00Z")
-                }
-                return date
-            }
-        }
         // A date alone means "through that day".
-        let to = try date("to").map { q.string("to")?.count == 10 ? $0.addingTimeInterval(86_400) : $0 } ?? now
-        let from = try date("from") ?? Ledger.weekStart(to).addingTimeInterval(-11 * 7 * 86_400)
+        let to = try q.date("to").map { q.string("to")?.count == 10 ? $0.addingTimeInterval(86_400) : $0 } ?? now
+        let from = try q.date("from") ?? Ledger.weekStart(to).addingTimeInterval(-11 * 7 * 86_400)
         guard from < to else { throw APIError.invalid(field: "from", "must be before 'to'") }
         guard to.timeIntervalSince(from) <= 3 * 366 * 86_400 else { throw APIError.invalid(field: "to", "a report covers at most three years") }
         return (from, to)

@@ -393,6 +393,16 @@ struct Query {
         return v
     }
 
+    /// A date (`2026-11-01`, midnight UTC) or an RFC 3339 date-time; 400 naming the parameter otherwise.
+    func date(_ name: String) throws -> Date? {
+        try string(name).map { text in
+            guard let date = WireDate.parse(text) ?? WireDate.parse(text + "T00:00:00Z") else {
+                throw APIError.badRequest(field: name, "'\(text.prefix(40))' is not a date such as 2026-11-01 or 2026-11-01T10:00:00Z")
+            }
+            return date
+        }
+    }
+
     func bool(_ name: String) throws -> Bool? {
         guard let v = string(name) else { return nil }
         switch v {

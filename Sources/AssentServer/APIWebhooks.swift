@@ -289,12 +289,7 @@ extension API {
             guard let status = WebhookDelivery.Status(rawValue: text) else { throw APIError.badRequest(field: "status", "must be pending, delivered or failed") }
             return status
         }
-        let since = try q.string("since").map { text in
-            guard let date = WireDate.parse(text) ?? WireDate.parse(text + "T00:00:00Z") else {
-                throw APIError.badRequest(field: "since", "'\(text.prefix(40))' is not a date such as 2026-11-01 or 2026-11-01T10:00:00Z")
-            }
-            return date
-        }
+        let since = try q.date("since")
         let items = try await ledger.store.webhookDeliveries(WebhookDeliveryQuery(endpointID: endpoint.id, status: status, since: since,
                                                                                   limit: try q.limit(default: 50, max: 200)))
         return try APIResponse(json: ListJSON(items: items.map { WebhookDeliveryJSON($0) }))

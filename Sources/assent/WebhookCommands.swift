@@ -8,6 +8,15 @@ struct Webhooks: AsyncParsableCommand {
         abstract: "Signed webhooks: who is told about consent changes, and the delivery log.",
         subcommands: [Add.self, List.self, Show.self, Enable.self, Disable.self, Remove.self, Deliveries.self, Retry.self, Replay.self])
 
+    /// `--since`: a date (midnight UTC) or a date-time.
+    static func since(_ text: String) throws -> Date {
+        let formatter = ISO8601DateFormatter()
+        guard let date = formatter.date(from: text) ?? formatter.date(from: text + "T00:00:00Z") else {
+            throw ValidationError("--since: '\(text)' is not a date such as 2026-11-01 or 2026-11-01T10:00:00Z")
+        }
+        return date
+    }
+
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Register a URL for some events; prints the signing secret once.")
         @OptionGroup var store: StoreOptions
@@ -157,13 +166,7 @@ struct Webhooks: AsyncParsableCommand {
                 guard let s = WebhookDelivery.Status(rawValue: text) else { throw ValidationError("--status: '\(text)' is not pending, delivered or failed") }
                 return s
             }
-            let formatter = ISO8601DateFormatter()
-            let from = try since.map { text in
-                guard let date = formatter.date(from: text) ?? formatter.date(from: text + "T00:00:00Z") else {
-                    throw ValidationError("--since: '\(text)' is not a date such as 2026-11-01 or 2026-11-01T10:00:00Z")
-                }
-                return date
-            }
+            let from = try since.map { try Webhooks.since($0) }
             try await Self.print(ledger, WebhookDeliveryQuery(endpointID: webhook, status: parsed, since: from, limit: max(1, limit)))
         }
     }
@@ -196,10 +199,7 @@ struct Webhooks: AsyncParsableCommand {
         @Option(help: "A date (2026-11-01) or date-time (2026-11-01T10:00:00Z).") var since: String
 
         func run() async throws {
-            let formatter = ISO8601DateFormatter()
-            guard let date = formatter.date(from: since) ?? formatter.date(from: since + "T00:00:00Z") else {
-                throw ValidationError("--since: '\(since)' is not a date such as 2026-11-01 or 2026-11-01T10:00:00Z")
-            }
+            let date = try Webhooks.since(since)
             let ledger = try await store.openLedger()
             let count = try await reportingErrors { try await ledger.replayWebhooks(endpointID: webhook, since: date) }
             try await ledger.audit(nil, "webhook_replay", target: "webhook:\(webhook)", detail: "\(count) since \(date.display)")
