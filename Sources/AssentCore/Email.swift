@@ -8,7 +8,7 @@ public struct EmailAddress: Hashable, Sendable, Codable, CustomStringConvertible
     public let value: String
 
     public init(_ raw: String, field: String = "email") throws {
-        let trimmed = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = raw.trimmingWhitespace
         guard !trimmed.isEmpty else { throw DomainError.invalid(field: field, "is required") }
         guard trimmed.utf8.count <= Limits.emailLength else {
             throw DomainError.invalid(field: field, "must be at most \(Limits.emailLength) bytes")
@@ -17,22 +17,33 @@ public struct EmailAddress: Hashable, Sendable, Codable, CustomStringConvertible
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
             throw DomainError.invalid(field: field, "'\(raw)' is not an email address (expected local@domain)")
         }
-        let local = String(parts[0]), domain = String(parts[1])
+        let local = parts[0], domain = parts[1]
         guard local.utf8.count <= 64 else { throw DomainError.invalid(field: field, "local part must be at most 64 bytes") }
-        let localAllowed = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~.")
-        guard local.unicodeScalars.allSatisfy({ localAllowed.contains($0) || $0.value > 0x7F }),
-              !local.hasPrefix("."), !local.hasSuffix("."), !local.contains("..")
+        // Byte tables rather than CharacterSet (built from a string on every call, it cost more than the rest
+        // of an import row's checks); any byte of a multi-byte character (>= 0x80) is allowed, as before.
+        guard local.utf8.allSatisfy({ $0 >= 0x80 || Self.localAllowed[Int($0)] }),
+              local.utf8.first != UInt8(ascii: "."), local.utf8.last != UInt8(ascii: "."), !local.contains("..")
         else { throw DomainError.invalid(field: field, "'\(raw)' has characters not allowed before the @") }
         let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
-        let labelAllowed = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
         guard labels.count >= 2,
               labels.allSatisfy({ label in
-                  !label.isEmpty && label.count <= 63 && !label.hasPrefix("-") && !label.hasSuffix("-")
-                      && label.unicodeScalars.allSatisfy { labelAllowed.contains($0) || $0.value > 0x7F }
+                  !label.isEmpty && label.count <= 63 && label.utf8.first != UInt8(ascii: "-") && label.utf8.last != UInt8(ascii: "-")
+                      && label.utf8.allSatisfy { $0 >= 0x80 || Self.labelAllowed[Int($0)] }
               })
         else { throw DomainError.invalid(field: field, "'\(raw)' does not have a valid domain") }
         self.value = local.lowercased() + "@" + domain.lowercased()
     }
+
+    private static func table(_ allowed: String) -> [Bool] {
+        var table = [Bool](repeating: false, count: 128)
+        for byte in allowed.utf8 { table[Int(byte)] = true }
+        return table
+    }
+
+    /// ASCII allowed before the @ (RFC 5322 atext and the dot).
+    private static let localAllowed = table("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~.")
+    /// ASCII allowed in a domain label.
+    private static let labelAllowed = table("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()

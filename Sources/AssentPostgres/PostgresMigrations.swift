@@ -388,5 +388,9 @@ enum PostgresMigrations {
             )
             """,
         ]),
+        // The weekly and funnel reports read a period of events by when they happened.
+        ("0010_event_time_index", [
+            "CREATE INDEX consent_events_occurred_at ON consent_events(occurred_at)",
+        ]),
     ]
 }

@@ -593,6 +593,26 @@ public final class PostgresStore: LedgerStore {
             """).map(Self.event)
     }
 
+    public func eventsPage(after: (contactID: UUID, seq: Int64)?, limit: Int) async throws -> [ConsentEvent] {
+        let rows = if let after {
+            try await rows("SELECT * FROM consent_events WHERE (contact_id, seq) > (\(after.contactID), \(after.seq)) ORDER BY contact_id, seq LIMIT \(limit)")
+        } else {
+            try await rows("SELECT * FROM consent_events ORDER BY contact_id, seq LIMIT \(limit)")
+        }
+        return try rows.map(Self.event)
+    }
+
+    public func preferencesPage(after: (contactID: UUID, topicKey: String)?, limit: Int) async throws -> [Preference] {
+        let rows = if let after {
+            try await rows("""
+                SELECT * FROM preferences WHERE (contact_id, topic_key) > (\(after.contactID), \(after.topicKey)) ORDER BY contact_id, topic_key LIMIT \(limit)
+                """)
+        } else {
+            try await rows("SELECT * FROM preferences ORDER BY contact_id, topic_key LIMIT \(limit)")
+        }
+        return try rows.map { try Self.preference($0, contactID: try $0["contact_id"].decode(UUID.self)) }
+    }
+
     static func event(_ r: PostgresRandomAccessRow) throws -> ConsentEvent {
         ConsentEvent(
             id: try r["id"].decode(UUID.self), contactID: try r["contact_id"].decode(UUID.self), seq: try r["seq"].decode(Int64.self),

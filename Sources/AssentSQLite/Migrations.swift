@@ -368,6 +368,10 @@ enum SQLiteMigrations {
                 ) WITHOUT ROWID;
                 """)
         }
+        // The weekly and funnel reports read a period of events by when they happened.
+        migrator.registerMigration("0010_event_time_index") { db in
+            try db.execute(sql: "CREATE INDEX consent_events_occurred_at ON consent_events(occurred_at)")
+        }
         return migrator
     }
 }

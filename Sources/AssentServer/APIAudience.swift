@@ -155,10 +155,5 @@ public enum AudienceRows {
     }
 
     /// RFC 4180 quoting, and a leading apostrophe for text a spreadsheet would run as a formula.
-    public static func csv(_ field: String) -> String {
-        var text = field
-        if let first = text.first, "=+-@\t\r".contains(first) { text = "'" + text }
-        guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
-        return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-    }
+    public static func csv(_ field: String) -> String { TextRows.csvField(field) }
 }

@@ -58,7 +58,7 @@ struct API: Sendable {
             APIRoute(method: .get, path: "/api/v1/keys", scope: .admin) { _, _ in try await listKeys() },
             APIRoute(method: .post, path: "/api/v1/keys", scope: .admin, replayable: false) { r, c in try await createKey(r, c) },
             APIRoute(method: .delete, path: "/api/v1/keys/{id}", scope: .admin) { _, c in try await revokeKey(c) },
-        ] + formRoutes + rightsRoutes + audienceRoutes + segmentRoutes + webhookRoutes + reportRoutes
+        ] + formRoutes + rightsRoutes + audienceRoutes + segmentRoutes + webhookRoutes + reportRoutes + exportRoutes
     }
 
     // MARK: Health

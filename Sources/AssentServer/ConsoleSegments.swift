@@ -158,6 +158,6 @@ extension ConsolePages {
 
 extension Date {
     var isoDayText: String {
-        ISO8601DateFormatter.string(from: self, timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withFullDate])
+        UTCTime.day(self)
     }
 }

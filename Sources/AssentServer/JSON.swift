@@ -7,10 +7,9 @@ enum WireDate {
     static let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
     static let plain = Date.ISO8601FormatStyle()
 
-    /// The style cuts to whole milliseconds, and a time stored in milliseconds may sit a
-    /// hair below that value as a Double (…215.28 is …215.2799999): half a millisecond
-    /// added first makes the cut a rounding, so the API shows what is stored.
-    static func format(_ date: Date) -> String { withFraction.format(date.addingTimeInterval(0.0005)) }
+    /// Rounded to the millisecond (a time stored in milliseconds may sit a hair below
+    /// that value as a Double: …215.28 is …215.2799999), so the API shows what is stored.
+    static func format(_ date: Date) -> String { UTCTime.rfc3339(date) }
 
     static func parse(_ text: String) -> Date? {
         (try? withFraction.parse(text)) ?? (try? plain.parse(text))

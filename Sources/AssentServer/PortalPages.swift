@@ -286,7 +286,7 @@ struct PortalPages: Sendable {
     }
 
     static func iso(_ date: Date) -> String {
-        ISO8601DateFormatter.string(from: date, timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withInternetDateTime])
+        UTCTime.rfc3339(date, milliseconds: false)
     }
 
     static func moment(_ date: Date, _ language: String) -> String {

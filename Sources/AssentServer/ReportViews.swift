@@ -7,7 +7,7 @@ enum ReportViews {
     static let stateOrder: [PreferenceState] = [.granted, .pending, .withdrawn, .expired, .none]
 
     static func day(_ date: Date) -> String {
-        ISO8601DateFormatter.string(from: date, timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withFullDate])
+        UTCTime.day(date)
     }
 
     /// RFC 4180 lines with a header.

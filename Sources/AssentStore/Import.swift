@@ -202,31 +202,6 @@ extension Ledger {
     /// One parser for every row's full timestamps (making one per row cost more than the rest of the row's checks).
     nonisolated(unsafe) static let dateFormatter = ISO8601DateFormatter()
 
-    /// `2026-11-01` as midnight UTC, by arithmetic (the common case, many times faster than a formatter); nil otherwise.
-    public static func day(_ text: String) -> Date? {
-        let b = Array(text.utf8)
-        guard b.count == 10, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-") else { return nil }
-        func number(_ r: Range<Int>) -> Int? {
-            var n = 0
-            for i in r {
-                guard (48...57).contains(b[i]) else { return nil }
-                n = n * 10 + Int(b[i] - 48)
-            }
-            return n
-        }
-        guard let y = number(0..<4), let m = number(5..<7), let d = number(8..<10), (1...12).contains(m), d >= 1 else { return nil }
-        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-        let lengths = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
-        guard d <= lengths[m - 1] else { return nil }
-        // Days from 1970-01-01 (H. Hinnant's days_from_civil).
-        let yy = m <= 2 ? y - 1 : y
-        let era = (yy >= 0 ? yy : yy - 399) / 400
-        let yoe = yy - era * 400
-        let doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return Date(timeIntervalSince1970: TimeInterval(era * 146_097 + doe - 719_468) * 86_400)
-    }
-
     static let yes: Set<String> = ["yes", "y", "true", "1", "granted", "opt-in", "opted in", "x"]
     static let no: Set<String> = ["no", "n", "false", "0", "withdrawn", "opt-out", "opted out"]
 
@@ -244,7 +219,7 @@ extension Ledger {
         var email: EmailAddress?
         var row = ImportDraft()
         for (i, column) in columns.enumerated() {
-            let value = record.fields[i].trimmingCharacters(in: .whitespaces)
+            let value = record.fields[i].trimmingWhitespace
             switch column {
             case .email:
                 do { email = try EmailAddress(value, field: "email") } catch { problem(i, "'\(value.prefix(80))' is not an email address") }
@@ -253,7 +228,7 @@ extension Ledger {
             case .locale: row.locale = value.isEmpty ? nil : value
             case .occurredAt:
                 guard !value.isEmpty else { continue }
-                guard let date = Self.day(value) ?? Self.dateFormatter.date(from: value) else {
+                guard let date = UTCTime.parseDay(value) ?? Self.dateFormatter.date(from: value) else {
                     problem(i, "'\(value.prefix(40))' is not a date such as 2026-11-01 or 2026-11-01T10:00:00Z")
                     continue
                 }
@@ -276,7 +251,7 @@ extension Ledger {
             if !seen.insert(digest).inserted { problem(nil, "\(email.value) appears more than once in the file") }
             // The contact's fields as adding the contact would check them, so that the import cannot fail half way.
             do {
-                try Contact(id: UUID(), email: email, name: row.name, externalID: row.externalID, locale: row.locale, createdAt: now).validate()
+                try Contact(id: UUID.random(), email: email, name: row.name, externalID: row.externalID, locale: row.locale, createdAt: now).validate()
             } catch DomainError.invalid(let errors) {
                 for e in errors {
                     let column = e.field == "name" ? ImportColumn.name : e.field == "locale" ? .locale : .externalID

@@ -1,4 +1,5 @@
 import AssentCore
+import Crypto
 import Foundation
 
 /// One topic's part of a change request.
@@ -220,7 +221,7 @@ public struct LedgerEnvironment: Sendable {
     public var now: @Sendable () -> Date
     public var newID: @Sendable () -> UUID
 
-    public init(now: @escaping @Sendable () -> Date = { Date() }, newID: @escaping @Sendable () -> UUID = { UUID() }) {
+    public init(now: @escaping @Sendable () -> Date = { Date() }, newID: @escaping @Sendable () -> UUID = { UUID.random() }) {
         self.now = now
         self.newID = newID
     }
@@ -262,10 +263,16 @@ public struct Ledger: Sendable {
     /// Enabled webhook endpoints, shared by copies of this ledger.
     let webhookCache = WebhookEndpointCache()
 
+    /// Keys derived from the master key once (HKDF on every use was a twentieth of an import's time).
+    let suppressionKey: SymmetricKey
+    let linkKey: SymmetricKey
+
     public init(store: any LedgerStore, masterKey: MasterKey, environment: LedgerEnvironment = .live) {
         self.store = store
         self.masterKey = masterKey
         self.environment = environment
+        self.suppressionKey = masterKey.derivedKey(purpose: "suppression/v1")
+        self.linkKey = masterKey.derivedKey(purpose: Self.linkKeyPurpose)
     }
 
     var now: Date { environment.now().truncatedToMilliseconds }

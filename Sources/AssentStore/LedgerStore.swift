@@ -191,6 +191,11 @@ public protocol LedgerStore: Sendable {
     func preferences(contactID: UUID) async throws -> [Preference]
     /// Events newest first, with `seq < beforeSeq` when given.
     func events(contactID: UUID, beforeSeq: Int64?, limit: Int) async throws -> [ConsentEvent]
+    /// Every event, a page at a time, ordered by contact id (as text) then
+    /// seq, after the given position (an export's cursor).
+    func eventsPage(after: (contactID: UUID, seq: Int64)?, limit: Int) async throws -> [ConsentEvent]
+    /// Every preference row, ordered by contact id (as text) then topic, after the given position.
+    func preferencesPage(after: (contactID: UUID, topicKey: String)?, limit: Int) async throws -> [Preference]
     /// Many checks at once (the batch check): the rows found, by email.
     func checkRows(emails: [EmailAddress], topicKey: String) async throws -> [String: CheckRow]
     /// Which of these keyed email hashes are on the suppression list.

@@ -127,6 +127,20 @@ public actor MemoryStore: LedgerStore {
 
     public func wrappedKey(contactID: UUID) async throws -> Data? { keysByContact[contactID] }
 
+    public func eventsPage(after: (contactID: UUID, seq: Int64)?, limit: Int) async throws -> [ConsentEvent] {
+        let start = after.map { ($0.contactID.uuidString.lowercased(), $0.seq) }
+        return Array(eventsByContact.sorted { $0.key.uuidString.lowercased() < $1.key.uuidString.lowercased() }.lazy
+            .flatMap { entry in entry.value.sorted { $0.seq < $1.seq }.map { (entry.key.uuidString.lowercased(), $0) } }
+            .filter { start == nil || ($0.0, $0.1.seq) > start! }.map(\.1).prefix(limit))
+    }
+
+    public func preferencesPage(after: (contactID: UUID, topicKey: String)?, limit: Int) async throws -> [Preference] {
+        let start = after.map { ($0.contactID.uuidString.lowercased(), $0.topicKey) }
+        return Array(preferencesByContact.values.flatMap(\.values).map { ($0.contactID.uuidString.lowercased(), $0) }
+            .sorted { ($0.0, $0.1.topicKey) < ($1.0, $1.1.topicKey) }
+            .filter { start == nil || ($0.0, $0.1.topicKey) > start! }.map(\.1).prefix(limit))
+    }
+
     public func sampleWrappedKey() async throws -> (contactID: UUID, wrappedKey: Data)? {
         keysByContact.first.map { ($0.key, $0.value) }
     }

@@ -223,7 +223,7 @@ extension Ledger {
 
     static func plausibleLocale(_ text: String?) -> String? {
         guard let text, !text.isEmpty else { return nil }
-        let probe = Contact(id: UUID(), email: try! EmailAddress("probe@example.org"), locale: text, createdAt: Date())
+        let probe = Contact(id: UUID.random(), email: try! EmailAddress("probe@example.org"), locale: text, createdAt: Date())
         return (try? probe.validate()) == nil ? nil : text
     }
 
@@ -274,7 +274,6 @@ extension Ledger {
     // MARK: Signed links
 
     static let linkKeyPurpose = "contact-links/v1"
-    var linkKey: SymmetricKey { masterKey.derivedKey(purpose: Self.linkKeyPurpose) }
 
     /// The token of a contact's preference-centre or unsubscribe link (the
     /// contact's link secret is made on first use).

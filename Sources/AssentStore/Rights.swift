@@ -7,7 +7,7 @@ extension Ledger {
     /// key derived from the master key, so the list reveals no address to
     /// someone holding only the database.
     public func suppressionHash(_ email: EmailAddress) -> Data {
-        Data(HMAC<SHA256>.authenticationCode(for: Data(email.value.utf8), using: masterKey.derivedKey(purpose: "suppression/v1")))
+        Data(HMAC<SHA256>.authenticationCode(for: Data(email.value.utf8), using: suppressionKey))
     }
 
     /// Erases a person (GDPR Art. 17) and keeps the proof:
@@ -60,6 +60,6 @@ extension Ledger {
 extension Date {
     /// `2026-11-29`, for messages.
     var isoDay: String {
-        ISO8601DateFormatter.string(from: self, timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withFullDate])
+        UTCTime.day(self)
     }
 }

@@ -200,7 +200,7 @@ enum WebhookPayload {
     }
 
     static func iso(_ date: Date) -> String {
-        ISO8601DateFormatter.string(from: date, timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withInternetDateTime, .withFractionalSeconds])
+        UTCTime.rfc3339(date)
     }
 
     static func contact(_ c: Contact) -> [String: Any] {
@@ -250,11 +250,11 @@ final class WebhookEndpointCache: @unchecked Sendable {
 }
 
 extension Ledger {
-    /// Deliveries for `type` to every enabled endpoint that wants it.
-    func webhookDeliveries(_ type: WebhookEventType, contact: Contact, at: Date, data: [String: Any]) async throws -> [WebhookDelivery] {
+    /// Deliveries for `type` to every enabled endpoint that wants it (the data is only built when one does).
+    func webhookDeliveries(_ type: WebhookEventType, contact: Contact, at: Date, data: @autoclosure () -> [String: Any]) async throws -> [WebhookDelivery] {
         let endpoints = try await webhookCache.endpoints(store: store).filter { $0.wants(type) }
         guard !endpoints.isEmpty else { return [] }
-        let payload = try WebhookPayload.encode(type: type, at: at, data: data)
+        let payload = try WebhookPayload.encode(type: type, at: at, data: data())
         return endpoints.map { WebhookDelivery(id: environment.newID(), endpointID: $0.id, eventType: type, contactID: contact.id,
                                                payload: payload, nextAttemptAt: at, createdAt: at) }
     }

@@ -149,7 +149,7 @@ func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
 }
 
 extension Date {
-    var display: String { ISO8601DateFormatter.string(from: self, timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withInternetDateTime]) }
+    var display: String { UTCTime.rfc3339(self, milliseconds: false) }
 }
 
 /// Writes a line to standard output at once (unbuffered), so that a process

@@ -34,6 +34,35 @@ import Testing
             #expect(try await api.send(.get, "/api/v1/reports/expiring").items.isEmpty)
         }
     }
+
+    @Test(arguments: StoreKind.available)
+    func theWholeStoreStreamsToAnAdminKeyAndEachExportIsAudited(_ kind: StoreKind) async throws {
+        try await withAPI(kind) { api in
+            try await api.createTopic("events", doubleOptIn: false)
+            for email in ["a@example.com", "b@example.com"] {
+                let id = try await api.createContact(email)
+                _ = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "api", "preferences": [["topic": "events", "granted": true]]])
+            }
+            let contacts = try await api.send(.get, "/api/v1/exports/contacts")
+            #expect(contacts.status == .ok && contacts.headers[.contentType] == "text/csv; charset=utf-8", "\(contacts.text)")
+            #expect(contacts.headers[.contentDisposition] == "attachment; filename=\"assent-contacts.csv\"")
+            let lines = contacts.text.components(separatedBy: "\r\n")
+            #expect(lines.count == 4 && lines[0].hasPrefix("id,email,name") && lines.last == "", "a header, two contacts: \(lines)")
+            #expect(lines.contains { $0.contains(",a@example.com,") } && lines.contains { $0.contains(",b@example.com,") })
+            let events = try await api.send(.get, "/api/v1/exports/events?format=ndjson")
+            let objects = events.text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            #expect(events.headers[.contentType] == "application/x-ndjson" && objects.count == 2 && objects.allSatisfy { $0["action"] as? String == "granted" && $0["seq"] as? Int == 1 })
+            let preferences = try await api.send(.get, "/api/v1/exports/preferences?format=csv")
+            #expect(preferences.text.components(separatedBy: "\r\n").filter { $0.contains(",events,granted,") }.count == 2)
+
+            #expect(try await api.send(.get, "/api/v1/exports/everything").status == .notFound)
+            #expect(try await api.send(.get, "/api/v1/exports/events?format=xml").problemFields == ["format"])
+            let writer = try await api.newKey(.write)
+            #expect(try await api.send(.get, "/api/v1/exports/contacts", token: writer).status == .forbidden, "everyone's data: an admin key only")
+            let audited = try await api.ledger.store.auditEntries(AuditQuery(action: "export_all"))
+            #expect(Set(audited.compactMap(\.target)) == ["export:contacts", "export:events", "export:preferences"], "\(audited)")
+        }
+    }
 }
 
 @Suite struct ConsoleReportAndImportTests {

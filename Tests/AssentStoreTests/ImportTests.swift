@@ -147,14 +147,4 @@ import Testing
         let bo = try #require(try await ledger.store.contact(email: EmailAddress("bo@example.com")))
         #expect(try await ledger.store.events(contactID: bo.id, beforeSeq: nil, limit: 10).isEmpty, "nothing recorded, however often it is imported")
     }
-
-    @Test func datesAreReadByArithmeticAsAFormatterReadsThem() {
-        let formatter = ISO8601DateFormatter()
-        for text in ["1970-01-01", "2000-02-29", "2024-02-29", "2026-11-29", "2026-12-31", "2100-03-01", "1999-12-31"] {
-            #expect(Ledger.day(text) == formatter.date(from: text + "T00:00:00Z"), "\(text)")
-        }
-        for text in ["2026-02-29", "2026-13-01", "2026-00-10", "2026-1-01", "2026-11-31", "20261129xx", "2026-11-29T10:00:00Z"] {
-            #expect(Ledger.day(text) == nil, "\(text)")
-        }
-    }
 }

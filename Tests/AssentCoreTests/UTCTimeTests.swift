@@ -1,0 +1,60 @@
+@testable import AssentCore
+import Foundation
+import Testing
+
+/// The arithmetic formatter against Foundation's ICU one, which it replaces on hot paths.
+@Suite struct UTCTimeTests {
+    @Test func formatsAsFoundationDoesAcrossCenturiesLeapDaysAndMilliseconds() {
+        let reference = ISO8601DateFormatter()
+        reference.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        var generator = SystemRandomNumberGenerator()
+        var dates = [Date(timeIntervalSince1970: 0), Date(timeIntervalSince1970: -1), Date(timeIntervalSince1970: 951_782_400), // 2000-02-29
+                     Date(timeIntervalSince1970: 4_107_542_399.999), Date(timeIntervalSince1970: 1_795_867_215.28)]
+        for _ in 0..<5_000 {
+            dates.append(Date(timeIntervalSince1970: Double(Int64.random(in: -2_208_988_800_000...253_402_300_799_000, using: &generator)) / 1000))
+        }
+        for date in dates {
+            // A stored time is whole milliseconds; Foundation cuts a Double that sits a hair below one, so both see the rounded value.
+            let millis = (date.timeIntervalSince1970 * 1000).rounded()
+            let exact = Date(timeIntervalSince1970: millis / 1000 + 0.0001)
+            #expect(UTCTime.rfc3339(date) == reference.string(from: exact), "\(date.timeIntervalSince1970)")
+            let plain = ISO8601DateFormatter.string(from: date, timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withInternetDateTime])
+            #expect(UTCTime.rfc3339(date, milliseconds: false) == plain, "\(date.timeIntervalSince1970)")
+            let day = ISO8601DateFormatter.string(from: date, timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withFullDate])
+            #expect(UTCTime.day(date) == day, "\(date.timeIntervalSince1970)")
+        }
+        #expect(UTCTime.rfc3339(Date(timeIntervalSince1970: 1_795_867_215.28)) == "2026-11-28T12:00:15.280Z", "a millisecond a hair below its value is not cut")
+    }
+
+    @Test func readsDaysAsAFormatterReadsThemAndRefusesTheRest() {
+        let formatter = ISO8601DateFormatter()
+        for text in ["1970-01-01", "2000-02-29", "2024-02-29", "2026-11-29", "2026-12-31", "2100-03-01", "1999-12-31", "1900-03-01"] {
+            #expect(UTCTime.parseDay(text) == formatter.date(from: text + "T00:00:00Z"), "\(text)")
+            #expect(UTCTime.parseDay(text).map(UTCTime.day) == text)
+        }
+        for text in ["2026-02-29", "2100-02-29", "2026-13-01", "2026-00-10", "2026-1-01", "2026-11-31", "20261129xx", "2026-11-29T10:00:00Z", "", "２０２６-11-29"] {
+            #expect(UTCTime.parseDay(text) == nil, "\(text)")
+        }
+    }
+
+    @Test func trimsWhiteSpaceAsFoundationDoes() {
+        for text in ["", " ", "a", " a ", "\t a b \r\n", "\u{00A0}x\u{3000}", "\u{2028}", "x\u{0085}", "é ", " 😀"] {
+            #expect(text.trimmingWhitespace == text.trimmingCharacters(in: .whitespacesAndNewlines), "\(text.debugDescription)")
+        }
+    }
+}
+
+@Suite struct IdentifierTests {
+    @Test func randomUUIDsAreVersion4WithTheRFCVariantAndDoNotRepeat() {
+        var seen = Set<UUID>()
+        for _ in 0..<10_000 {
+            let id = UUID.random()
+            let text = id.uuidString.lowercased()
+            #expect(Array(text)[14] == "4", "version 4: \(text)")
+            #expect("89ab".contains(Array(text)[19]), "variant 10: \(text)")
+            #expect(UUID(uuidString: text) == id)
+            seen.insert(id)
+        }
+        #expect(seen.count == 10_000)
+    }
+}
