@@ -965,6 +965,28 @@ public final class PostgresStore: LedgerStore {
         try await rows("SELECT secret FROM contact_link_secrets WHERE contact_id = \(contactID)").first.map { try $0["secret"].decode(Data.self) }
     }
 
+    public func ensureLinkSecrets(_ candidates: [UUID: Data], at: Date) async throws -> [UUID: Data] {
+        guard !candidates.isEmpty else { return [:] }
+        var found: [UUID: Data] = [:]
+        for r in try await rows("SELECT contact_id, secret FROM contact_link_secrets WHERE contact_id = ANY(\(Array(candidates.keys)))") {
+            found[try r["contact_id"].decode(UUID.self)] = try r["secret"].decode(Data.self)
+        }
+        let missing = candidates.filter { found[$0.key] == nil }
+        guard !missing.isEmpty else { return found }
+        try await transaction { c in
+            for (id, secret) in missing {
+                let stored = try await c.query("""
+                    INSERT INTO contact_link_secrets (contact_id, secret, created_at)
+                    SELECT \(id), \(secret), \(at.millisecondsSince1970) WHERE EXISTS (SELECT 1 FROM contacts WHERE id = \(id))
+                    ON CONFLICT (contact_id) DO UPDATE SET secret = contact_link_secrets.secret
+                    RETURNING secret
+                    """, logger: logger)
+                for try await row in stored { found[id] = try row.decode(Data.self) }
+            }
+        }
+        return found
+    }
+
     public func ensureLinkSecret(contactID: UUID, candidate: Data, at: Date) async throws -> Data {
         do {
             // A no-op update on conflict makes RETURNING give the stored secret in one round trip.

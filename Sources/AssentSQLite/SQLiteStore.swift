@@ -734,6 +734,32 @@ public final class SQLiteStore: LedgerStore {
         }
     }
 
+    public func ensureLinkSecrets(_ candidates: [UUID: Data], at: Date) async throws -> [UUID: Data] {
+        guard !candidates.isEmpty else { return [:] }
+        @Sendable func read(_ ids: [UUID], _ db: Database) throws -> [UUID: Data] {
+            var found: [UUID: Data] = [:]
+            let marks = Array(repeating: "?", count: ids.count).joined(separator: ",")
+            for row in try Row.fetchAll(db, sql: "SELECT contact_id, secret FROM contact_link_secrets WHERE contact_id IN (\(marks))",
+                                        arguments: StatementArguments(ids.map(\.db))) {
+                if let id = UUID(uuidString: row["contact_id"]) { found[id] = row["secret"] }
+            }
+            return found
+        }
+        var found = try await pool.read { db in try read(Array(candidates.keys), db) }
+        let missing = candidates.filter { found[$0.key] == nil }
+        guard !missing.isEmpty else { return found }
+        let made = try await pool.write { db in
+            let insert = try db.cachedStatement(sql: """
+                INSERT INTO contact_link_secrets (contact_id, secret, created_at)
+                SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM contacts WHERE id = ?) ON CONFLICT (contact_id) DO NOTHING
+                """)
+            for (id, secret) in missing { try insert.execute(arguments: [id.db, secret, at.millisecondsSince1970, id.db]) }
+            return try read(Array(missing.keys), db)
+        }
+        found.merge(made) { _, new in new }
+        return found
+    }
+
     public func replaceLinkSecret(contactID: UUID, secret: Data, at: Date) async throws {
         try await pool.write { db in
             try Self.requireContact(contactID, db)

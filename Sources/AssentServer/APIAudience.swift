@@ -119,12 +119,7 @@ extension API {
                 try await writer.write(ByteBuffer(string: AudienceRows.csvHeader(query) + "\r\n"))
             }
             try await ledger.audience(query) { members in
-                var chunk = ""
-                for member in members {
-                    let line = try await AudienceRows.line(member, query: query, ledger: ledger, base: base, format: format)
-                    chunk += line
-                }
-                try await writer.write(ByteBuffer(string: chunk))
+                try await writer.write(ByteBuffer(string: try await AudienceRows.lines(members, query: query, ledger: ledger, base: base, format: format)))
             }
         }
         return response
@@ -138,20 +133,30 @@ public enum AudienceRows {
             .joined(separator: ",")
     }
 
-    public static func line(_ member: AudienceMember, query: AudienceQuery, ledger: Ledger, base: String, format: String) async throws -> String {
+    /// A page of members as CSV rows or NDJSON lines; their links' secrets are read (and
+    /// the missing ones made) for the whole page at once. A contact erased meanwhile is left out.
+    public static func lines(_ members: [AudienceMember], query: AudienceQuery, ledger: Ledger, base: String, format: String) async throws -> String {
+        let tokens = try await ledger.linkTokens(for: members.map(\.contact), unsubscribeTopic: query.topics.count == 1 ? query.topics[0] : nil)
+        var chunk = ""
+        for member in members {
+            guard let t = tokens[member.contact.id] else { continue }
+            chunk += line(member, query: query, centre: "\(base)/p/\(t.centre)", unsubscribe: "\(base)/u/\(t.unsubscribe)", format: format)
+        }
+        return chunk
+    }
+
+    static func line(_ member: AudienceMember, query: AudienceQuery, centre: String, unsubscribe: String, format: String) -> String {
         let c = member.contact
-        let tokens = try await ledger.linkTokens(for: c, unsubscribeTopic: query.topics.count == 1 ? query.topics[0] : nil)
-        let centre = "\(base)/p/\(tokens.centre)", unsubscribe = "\(base)/u/\(tokens.unsubscribe)"
         if format == "csv" {
             let fields = [c.email.value, c.name ?? "", c.externalID ?? "", c.locale ?? ""]
                 + query.topics.map { member.grants[$0].map { WireDate.format($0.since) } ?? "" } + [centre, unsubscribe]
-            return fields.map(csv).joined(separator: ",") + "\r\n"
+            return TextRows.csvLine(fields)
         }
-        var object: [String: Any] = ["email": c.email.value, "name": c.name ?? NSNull(), "externalId": c.externalID ?? NSNull(),
-                                     "locale": c.locale ?? NSNull(), "preferenceCentreUrl": centre, "unsubscribeUrl": unsubscribe]
-        object["grants"] = Dictionary(uniqueKeysWithValues: member.grants.map { ($0.key, WireDate.format($0.value.since)) })
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-        return String(decoding: data, as: UTF8.self) + "\n"
+        // Keys in sorted order, as the rest of the API writes them.
+        let grants = member.grants.sorted { $0.key < $1.key }.map { TextRows.jsonString($0.key) + ":" + TextRows.jsonString(WireDate.format($0.value.since)) }
+        let text = { (value: String?) in value.map(TextRows.jsonString) ?? "null" }
+        return "{\"email\":\(text(c.email.value)),\"externalId\":\(text(c.externalID)),\"grants\":{\(grants.joined(separator: ","))},"
+            + "\"locale\":\(text(c.locale)),\"name\":\(text(c.name)),\"preferenceCentreUrl\":\(text(centre)),\"unsubscribeUrl\":\(text(unsubscribe))}\n"
     }
 
     /// RFC 4180 quoting, and a leading apostrophe for text a spreadsheet would run as a formula.

@@ -370,6 +370,15 @@ public actor MemoryStore: LedgerStore {
         return candidate
     }
 
+    public func ensureLinkSecrets(_ candidates: [UUID: Data], at: Date) async throws -> [UUID: Data] {
+        var out: [UUID: Data] = [:]
+        for (id, candidate) in candidates where contactsByID[id] != nil {
+            if linkSecrets[id] == nil { linkSecrets[id] = candidate }
+            out[id] = linkSecrets[id]
+        }
+        return out
+    }
+
     public func replaceLinkSecret(contactID: UUID, secret: Data, at: Date) async throws {
         guard contactsByID[contactID] != nil else { throw StoreError.notFound(what: "contact", id: contactID.uuidString) }
         linkSecrets[contactID] = secret

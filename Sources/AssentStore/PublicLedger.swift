@@ -290,6 +290,19 @@ extension Ledger {
                 ContactLink(purpose: .unsubscribe, contactID: contact.id, topicKey: unsubscribeTopic).token(secret: secret, key: linkKey))
     }
 
+    /// The same for many contacts (an audience page): their secrets read, and the missing
+    /// ones made, together, instead of a durable write per contact on a first export.
+    public func linkTokens(for contacts: [Contact], unsubscribeTopic: String?) async throws -> [UUID: (centre: String, unsubscribe: String)] {
+        let secrets = try await store.ensureLinkSecrets(Dictionary(contacts.map { ($0.id, Self.randomSecret()) }, uniquingKeysWith: { a, _ in a }), at: now)
+        var tokens: [UUID: (centre: String, unsubscribe: String)] = [:]
+        for contact in contacts {
+            guard let secret = secrets[contact.id] else { continue }
+            tokens[contact.id] = (ContactLink(purpose: .preferenceCentre, contactID: contact.id).token(secret: secret, key: linkKey),
+                                  ContactLink(purpose: .unsubscribe, contactID: contact.id, topicKey: unsubscribeTopic).token(secret: secret, key: linkKey))
+        }
+        return tokens
+    }
+
     /// The contact's link secret, made on first use.
     private func linkSecret(_ contactID: UUID) async throws -> Data {
         if let stored = try await store.linkSecret(contactID: contactID) { return stored }

@@ -1,0 +1,408 @@
+import AssentCore
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import PostgresNIO
+
+/// Measures Assent's hot paths against this machine's own ceilings, in one run.
+/// It generates its data (a seed makes it the same every time), imports it
+/// with the real `assent import`, starts the real `assent serve` and loads it
+/// over loopback with wrk (a separate process), then verifies with `assent
+/// verify`. Every figure is printed next to its target and as a ratio to a
+/// ceiling measured in the same run.
+@main
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "assent-bench",
+        abstract: "Benchmark Assent against this machine's own ceilings (see scripts/bench and BENCHMARKS.md).")
+
+    @Option(help: "Contacts to generate (each with 3 topics, all granted).") var contacts = 1_000_000
+    @Option(help: "Seed of the generated data and of the load's choices.") var seed: UInt64 = 42
+    @Option(help: "Seconds of each wrk run.") var duration = 10
+    @Option(help: "Concurrent connections of each wrk run.") var connections = 64
+    @Option(help: "Events of the one contact whose timeline and access export are timed.") var history = 1_000
+    @Option(help: "Addresses per batch check.") var batch = 10_000
+    @Option(help: "The assent binary (default: next to this one).") var assent: String?
+    @Option(help: "Write BENCHMARKS.md and benchmarks.json into this folder.") var output: String?
+    @Option(help: "Working folder (default: a new one under the temporary folder, removed afterwards).") var workDir: String?
+    @Flag(help: "Tiny sizes and short runs: checks that every scenario still runs (the test command runs this).") var smoke = false
+
+    mutating func run() async throws {
+        if smoke {
+            contacts = min(contacts, 2_000)
+            duration = 1
+            history = min(history, 40)
+            batch = min(batch, 1_000)
+            connections = min(connections, 16)
+        }
+        guard contacts >= 10 else { throw ValidationError("--contacts: at least 10") }
+        let binary = assent ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("assent").path
+        guard FileManager.default.isExecutableFile(atPath: binary) else { throw ValidationError("--assent: no executable at \(binary)") }
+        guard let wrk = Self.which("wrk") else { throw ValidationError("wrk is not installed (apt-get install wrk; scripts/bench installs it)") }
+        let root = URL(fileURLWithPath: workDir ?? NSTemporaryDirectory() + "assent-bench-\(UUID.random().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        defer { if workDir == nil { try? FileManager.default.removeItem(at: root) } }
+
+        let ceilingSeconds = smoke ? 0.3 : 3
+        let machine = Machine.describe()
+        log("assent-bench: \(contacts) contacts x 3 topics, seed \(seed), \(duration) s per load run, \(connections) connections; \(machine.summary)")
+        log("ceilings: SHA-256 ...")
+        let eventBytes = Ceilings.eventSize()
+        let sha = Ceilings.sha256(eventBytes: eventBytes, seconds: ceilingSeconds)
+        log("ceilings: SQLite ...")
+        let sqlite = try Ceilings.sqlite(directory: root, rows: contacts, seconds: ceilingSeconds, synchronous: "FULL")
+        var stores: [StoreRun] = []
+        let settings = Settings(contacts: contacts, seed: seed, duration: duration, connections: connections, history: history, batch: batch,
+                                assent: binary, wrk: wrk, smoke: smoke)
+        var sqliteRun = StoreRun(store: "SQLite", ceilings: ["R": sqlite.reads, "W": sqlite.writes, "S": sha])
+        try await sqliteRun.measure(settings, directory: root.appendingPathComponent("sqlite"),
+                                    environment: ["ASSENT_DATABASE": root.appendingPathComponent("sqlite/assent.sqlite").path,
+                                                  "ASSENT_DATABASE_URL": ""])
+        stores.append(sqliteRun)
+        if let url = ProcessInfo.processInfo.environment["ASSENT_DATABASE_URL"], url.hasPrefix("postgres") {
+            let database = "assent_bench_\(seed)_\(UUID.random().uuidString.prefix(6).lowercased())"
+            let benchURL = try await PostgresDatabases.create(database, on: url)
+            log("ceilings: PostgreSQL ...")
+            let pg = try await Ceilings.postgres(url: benchURL, rows: contacts, seconds: ceilingSeconds)
+            var pgRun = StoreRun(store: "PostgreSQL", ceilings: ["R": pg.reads, "W": pg.writes, "S": sha])
+            try await pgRun.measure(settings, directory: root.appendingPathComponent("postgres"), environment: ["ASSENT_DATABASE_URL": benchURL])
+            stores.append(pgRun)
+            try? await PostgresDatabases.drop(database, on: url)
+        }
+        let report = Report(date: Date(), machine: machine, settings: settings, eventBytes: eventBytes, stores: stores)
+        print(report.table())
+        if let output {
+            let folder = URL(fileURLWithPath: output)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try report.json().write(to: folder.appendingPathComponent("benchmarks.json"))
+            try Data(report.markdown().utf8).write(to: folder.appendingPathComponent("BENCHMARKS.md"))
+            log("wrote \(folder.appendingPathComponent("BENCHMARKS.md").path) and benchmarks.json")
+        }
+    }
+
+    static func which(_ name: String) -> String? {
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            let path = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return nil
+    }
+}
+
+func log(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+struct Settings: Codable {
+    var contacts: Int
+    var seed: UInt64
+    var duration: Int
+    var connections: Int
+    var history: Int
+    var batch: Int
+    var assent: String
+    var wrk: String
+    var smoke: Bool
+}
+
+/// One scenario's outcome.
+struct Figure: Codable {
+    var id: String
+    var name: String
+    var value: Double
+    var unit: String
+    var target: String
+    /// The ceiling it is compared with (a letter) and the ratio.
+    var ceiling: String?
+    var ratio: Double?
+    var met: Bool
+    var note: String?
+}
+
+/// Every scenario on one store.
+struct StoreRun: Codable {
+    var store: String
+    var ceilings: [String: Double]
+    var figures: [Figure] = []
+
+    mutating func add(_ figure: Figure) {
+        figures.append(figure)
+        log("  \(figure.id) \(figure.name): \(Report.format(figure.value)) \(figure.unit)\(figure.ratio.map { " (\(Report.format($0)) x \(figure.ceiling!))" } ?? "")"
+            + " — target \(figure.target): \(figure.met ? "met" : "MISSED")")
+    }
+
+    mutating func measure(_ s: Settings, directory: URL, environment baseEnvironment: [String: String]) async throws {
+        log("\(store): generating \(s.contacts) contacts ...")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let logs = directory
+        var environment = baseEnvironment
+        environment["ASSENT_MASTER_KEY"] = Data((0..<32).map { UInt8($0) }).base64EncodedString()
+        environment["ASSENT_LOG_LEVEL"] = "warning"
+        environment["ASSENT_MAIL_DIR"] = directory.appendingPathComponent("mail").path
+        let assent = s.assent
+        let csv = directory.appendingPathComponent("contacts.csv")
+        try Data.generateContacts(s.contacts, seed: s.seed).write(to: csv)
+        for topic in ["news", "events", "offers"] {
+            try await run(assent, ["topics", "add", topic, "--title", topic.capitalized, "--notice", "We send \(topic).", "--no-double-opt-in"],
+                          environment: environment, logs: logs, name: "topic-\(topic)")
+        }
+
+        // 4. Import through the one write path.
+        log("\(store): 4. importing ...")
+        let importing = try Child(assent, ["import", csv.path, "--evidence", "Benchmark data, seed \(s.seed); notice v1", "--commit"],
+                                  environment: environment, logs: logs, name: "import")
+        let imported = try await importing.finish()
+        let events = Double(s.contacts * 3)
+        add(Figure(id: "4", name: "import \(s.contacts) contacts x 3 topics", value: events / imported.seconds, unit: "events/s",
+                   target: ">= 100,000 events/s, peak RSS <= 300 MB", ceiling: "W", ratio: events / imported.seconds / ceilings["W"]!,
+                   met: events / imported.seconds >= 100_000 && imported.peakRSS <= 300 << 20,
+                   note: "\(Report.format(imported.seconds)) s in all (checking pass included), peak RSS \(imported.peakRSS >> 20) MB"))
+
+        let token = try await run(assent, ["keys", "create", "--name", "bench", "--scope", "admin"], environment: environment, logs: logs, name: "key")
+            .split(separator: "\n").first { $0.hasPrefix("assent_") }.map(String.init) ?? ""
+        let port = try Proc.freePort()
+        var serverEnvironment = environment
+        serverEnvironment["ASSENT_PORT"] = String(port)
+        let server = try Child(assent, ["serve"], environment: serverEnvironment, logs: logs, name: "serve")
+        defer { server.terminate() }
+        let base = "http://127.0.0.1:\(port)"
+        let http = HTTPClient.shared
+        try await Self.waitReady(http, base)
+        let auth = "Bearer \(token)"
+
+        // H: the same server's /healthz under the same load.
+        log("\(store): H ...")
+        let health = try await wrk(s, "\(base)/healthz", script: nil, logs: logs, name: "wrk-healthz")
+        ceilings["H"] = health.requestsPerSecond
+
+        // 1 and 7: single checks over HTTP; the server's peak memory meanwhile.
+        log("\(store): 1. single checks ...")
+        let checkScript = directory.appendingPathComponent("check.lua")
+        try Lua.check(contacts: s.contacts, seed: s.seed, auth: auth).write(to: checkScript, atomically: true, encoding: .utf8)
+        let check = try await wrk(s, base, script: checkScript, logs: logs, name: "wrk-check")
+        add(Figure(id: "1", name: "single consent check over HTTP, \(s.connections) connections", value: check.requestsPerSecond, unit: "checks/s",
+                   target: ">= 0.7 x H, p99 <= 10 ms", ceiling: "H", ratio: check.requestsPerSecond / health.requestsPerSecond,
+                   met: check.requestsPerSecond >= 0.7 * health.requestsPerSecond && check.p99Milliseconds <= 10 && check.errors == 0,
+                   note: "p50 \(Report.format(check.p50Milliseconds)) ms, p99 \(Report.format(check.p99Milliseconds)) ms, \(check.errors) errors"))
+        let serverPeak = Proc.memory(server.pid).peak
+        add(Figure(id: "7", name: "server peak RSS holding \(s.contacts) contacts under scenario 1", value: Double(serverPeak >> 20), unit: "MB",
+                   target: "<= 200 MB", ceiling: nil, ratio: nil, met: serverPeak <= 200 << 20, note: nil))
+
+        // 2. Batch check of many addresses in one call.
+        log("\(store): 2. batch checks ...")
+        var generator = SplitMix64(seed: s.seed &+ 2)
+        var timings: [Double] = []
+        for _ in 0..<(s.smoke ? 3 : 10) {
+            let emails = (0..<s.batch).map { _ in "person\(Int.random(in: 0..<s.contacts, using: &generator))@bench.example" }
+            let body = try JSONSerialization.data(withJSONObject: ["topic": "news", "emails": emails])
+            let started = Date()
+            let (status, reply) = try await Self.send(http, "\(base)/api/v1/check", method: .POST, auth: auth, body: body)
+            timings.append(Date().timeIntervalSince(started) * 1000)
+            guard status == 200, reply.contains("\"allowed\":true") else { throw BenchError("batch check answered \(status): \(reply.prefix(300))") }
+        }
+        let batchMedian = timings.sorted()[timings.count / 2]
+        add(Figure(id: "2", name: "batch check of \(s.batch) emails", value: batchMedian, unit: "ms/call", target: "<= 50 ms per call",
+                   ceiling: nil, ratio: nil, met: batchMedian <= 50, note: "median of \(timings.count); slowest \(Report.format(timings.max()!)) ms"))
+
+        // 8. Timeline and access export of one contact with a long history.
+        log("\(store): 8. one contact with \(s.history) events ...")
+        let (created, contactJSON) = try await Self.send(http, "\(base)/api/v1/contacts", method: .POST, auth: auth,
+                                                         body: Data(#"{"email":"history@bench.example"}"#.utf8))
+        guard created == 201, let id = (try? JSONSerialization.jsonObject(with: Data(contactJSON.utf8)) as? [String: Any])?["id"] as? String else {
+            throw BenchError("could not add the history contact: \(created) \(contactJSON.prefix(300))")
+        }
+        for i in 0..<s.history {
+            let body = Data(#"{"source":"api","preferences":[{"topic":"news","granted":\#(i % 2 == 0)}]}"#.utf8)
+            let (status, reply) = try await Self.send(http, "\(base)/api/v1/contacts/\(id)/preferences", method: .PUT, auth: auth, body: body)
+            guard status == 200 else { throw BenchError("history change answered \(status): \(reply.prefix(300))") }
+        }
+        var exportTimes: [Double] = [], timelineTimes: [Double] = []
+        for _ in 0..<(s.smoke ? 3 : 30) {
+            var started = Date()
+            let (status, reply) = try await Self.send(http, "\(base)/api/v1/contacts/\(id)/export", method: .GET, auth: auth)
+            exportTimes.append(Date().timeIntervalSince(started) * 1000)
+            guard status == 200, reply.components(separatedBy: "\"action\"").count - 1 >= s.history else {
+                throw BenchError("access export answered \(status) without every event")
+            }
+            started = Date()
+            let (timelineStatus, _) = try await Self.send(http, "\(base)/api/v1/contacts/\(id)/timeline?limit=200", method: .GET, auth: auth)
+            timelineTimes.append(Date().timeIntervalSince(started) * 1000)
+            guard timelineStatus == 200 else { throw BenchError("timeline answered \(timelineStatus)") }
+        }
+        let exportMedian = exportTimes.sorted()[exportTimes.count / 2], timelineMedian = timelineTimes.sorted()[timelineTimes.count / 2]
+        add(Figure(id: "8", name: "access export of one contact with \(s.history) events", value: exportMedian, unit: "ms",
+                   target: "<= 20 ms", ceiling: nil, ratio: nil, met: exportMedian <= 20 && timelineMedian <= 20,
+                   note: "median of \(exportTimes.count); a timeline page of 200: \(Report.format(timelineMedian)) ms"))
+
+        // 3. Durable preference changes over HTTP, each for a different contact.
+        log("\(store): 3. preference changes ...")
+        let ids = directory.appendingPathComponent("ids.txt")
+        let exported = try await run(assent, ["export", "contacts"], environment: environment, logs: logs, name: "export-ids")
+        let idList = exported.split(separator: "\r\n").dropFirst().prefix(300_000).map { $0.prefix(36) }.filter { $0.count == 36 && !$0.isEmpty }
+        try (idList.joined(separator: "\n") + "\n").write(to: ids, atomically: true, encoding: .utf8)
+        let changeScript = directory.appendingPathComponent("change.lua")
+        try Lua.change(idsFile: ids.path, auth: auth).write(to: changeScript, atomically: true, encoding: .utf8)
+        let change = try await wrk(s, base, script: changeScript, logs: logs, name: "wrk-change")
+        let distinct = change.requests <= idList.count
+        add(Figure(id: "3", name: "record a change over HTTP (durable), \(s.connections) connections, distinct contacts", value: change.requestsPerSecond,
+                   unit: "changes/s", target: ">= 5,000 changes/s; ratio to W stated", ceiling: "W", ratio: change.requestsPerSecond / ceilings["W"]!,
+                   met: change.requestsPerSecond >= 5_000 && change.errors == 0,
+                   note: "p99 \(Report.format(change.p99Milliseconds)) ms, \(change.errors) errors" + (distinct ? "" : "; more requests than contacts, so some repeated")))
+
+        // 5. The audience, streamed.
+        log("\(store): 5. audience export ...")
+        let idle = Proc.memory(server.pid).now
+        let sampler = Task {
+            var most = 0
+            while !Task.isCancelled {
+                most = max(most, Proc.memory(server.pid).now)
+                try? await Task.sleep(nanoseconds: 20_000_000)
+            }
+            return most
+        }
+        let started = Date()
+        let rows = try await Self.stream(http, "\(base)/api/v1/audience?topics=news", auth: auth)
+        let seconds = Date().timeIntervalSince(started)
+        sampler.cancel()
+        let grown = max(0, await sampler.value - idle)
+        let expected = s.contacts + s.history % 2 // the history contact ends granted after an odd number of changes
+        guard rows == expected else { throw BenchError("the audience had \(rows) rows, not \(expected)") }
+        add(Figure(id: "5", name: "audience export of \(rows) granted contacts, streamed", value: Double(rows) / seconds, unit: "rows/s",
+                   target: ">= 500,000 rows/s, RSS <= 100 MB above idle", ceiling: "R", ratio: Double(rows) / seconds / ceilings["R"]!,
+                   met: Double(rows) / seconds >= 500_000 && grown <= 100 << 20,
+                   note: "\(Report.format(seconds)) s; server RSS \(idle >> 20) MB idle, +\(grown >> 20) MB at most"))
+
+        server.terminate()
+
+        // 6. Verify every chain.
+        log("\(store): 6. verify ...")
+        let verifying = try Child(assent, ["verify"], environment: environment, logs: logs, name: "verify")
+        let verified = try await verifying.finish()
+        let counted = verifying.stdout.split(separator: " ").firstIndex(of: "events,").flatMap { i in Double(verifying.stdout.split(separator: " ")[i - 1]) } ?? 0
+        add(Figure(id: "6", name: "assent verify of \(Int(counted)) events", value: counted / verified.seconds, unit: "events/s",
+                   target: ">= 0.5 x S", ceiling: "S", ratio: counted / verified.seconds / ceilings["S"]!,
+                   met: counted / verified.seconds >= 0.5 * ceilings["S"]!, note: "\(Report.format(verified.seconds)) s, peak RSS \(verified.peakRSS >> 20) MB"))
+        figures.sort { $0.id < $1.id }
+    }
+
+    func wrk(_ s: Settings, _ url: String, script: URL?, logs: URL, name: String) async throws -> WrkResult {
+        var arguments = ["-t2", "-c\(s.connections)", "-d\(s.duration)s", "--latency", "--timeout", "10s"]
+        if let script { arguments += ["-s", script.path] }
+        let text = try await run(s.wrk, arguments + [url], logs: logs, name: name)
+        return try WrkResult.parse(text)
+    }
+
+    static func waitReady(_ http: HTTPClient, _ base: String) async throws {
+        for _ in 0..<600 {
+            if let (status, _) = try? await send(http, "\(base)/healthz", method: .GET, auth: nil), status == 200 { return }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        throw BenchError("assent serve did not answer /healthz within a minute")
+    }
+
+    static func send(_ http: HTTPClient, _ url: String, method: HTTPMethod, auth: String?, body: Data? = nil) async throws -> (Int, String) {
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        if let auth { request.headers.add(name: "Authorization", value: auth) }
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        let response = try await http.execute(request, timeout: .seconds(120))
+        let bytes = try await response.body.collect(upTo: 256 << 20)
+        return (Int(response.status.code), String(buffer: bytes))
+    }
+
+    /// Lines of a streamed CSV answer, header left out, without keeping them.
+    static func stream(_ http: HTTPClient, _ url: String, auth: String) async throws -> Int {
+        var request = HTTPClientRequest(url: url)
+        request.headers.add(name: "Authorization", value: auth)
+        let response = try await http.execute(request, timeout: .seconds(3_600))
+        guard response.status.code == 200 else { throw BenchError("\(url) answered \(response.status.code)") }
+        var lines = 0
+        for try await buffer in response.body {
+            buffer.withUnsafeReadableBytes { raw in lines += raw.reduce(0) { $0 + ($1 == 10 ? 1 : 0) } }
+        }
+        return lines - 1
+    }
+}
+
+extension Data {
+    /// `email,name,external_id,news,events,offers`: everyone says yes to all three.
+    static func generateContacts(_ count: Int, seed: UInt64) -> Data {
+        var generator = SplitMix64(seed: seed)
+        let names = ["Ann", "Bo", "Cem", "Dana", "Eli", "Femi", "Gus", "Hana", "Ivo", "Jo", "Kai", "Lea", "Mo", "Nia", "Oli", "Pia"]
+        var out = "email,name,external_id,news,events,offers\n"
+        out.reserveCapacity(count * 64)
+        for i in 0..<count {
+            out += "person\(i)@bench.example,\(names[Int(generator.next() % UInt64(names.count))]) \(i),crm-\(i),yes,yes,yes\n"
+        }
+        return Data(out.utf8)
+    }
+}
+
+/// The load scripts wrk runs (Lua).
+enum Lua {
+    /// GET /api/v1/check for a random generated contact, seeded per thread.
+    static func check(contacts: Int, seed: UInt64, auth: String) -> String {
+        """
+        local n = 0
+        function setup(thread) thread:set("tid", n); n = n + 1 end
+        function init(args) math.randomseed(\(seed % 1_000_000) + tid * 7919) end
+        local headers = { ["Authorization"] = "\(auth)" }
+        request = function()
+          local i = math.random(0, \(contacts - 1))
+          return wrk.format("GET", "/api/v1/check?email=person" .. i .. "%40bench.example&topic=news", headers)
+        end
+        """
+    }
+
+    /// PUT a withdrawal of `offers` for the next contact of this thread's share (each thread takes every other id).
+    static func change(idsFile: String, auth: String) -> String {
+        """
+        local n = 0
+        function setup(thread) thread:set("tid", n); n = n + 1 end
+        local ids = {}
+        local next_index = 0
+        function init(args)
+          for line in io.lines("\(idsFile)") do ids[#ids + 1] = line end
+          next_index = tid
+        end
+        local headers = { ["Authorization"] = "\(auth)", ["Content-Type"] = "application/json" }
+        local body = '{"source":"api","preferences":[{"topic":"offers","granted":false}]}'
+        request = function()
+          local id = ids[(next_index % #ids) + 1]
+          next_index = next_index + 2
+          return wrk.format("PUT", "/api/v1/contacts/" .. id .. "/preferences", headers, body)
+        end
+        """
+    }
+}
+
+/// A database of its own for the benchmark on the PostgreSQL server named by ASSENT_DATABASE_URL.
+enum PostgresDatabases {
+    static func create(_ name: String, on url: String) async throws -> String {
+        try await admin(url, "CREATE DATABASE \(name)")
+        var components = URLComponents(string: url)!
+        components.path = "/" + name
+        return components.string!
+    }
+
+    static func drop(_ name: String, on url: String) async throws {
+        try await admin(url, "DROP DATABASE IF EXISTS \(name)")
+    }
+
+    private static func admin(_ url: String, _ sql: String) async throws {
+        guard let config = PostgresURL.configuration(url) else { throw BenchError("ASSENT_DATABASE_URL is not a postgres:// URL") }
+        let logger = Logger(label: "assent-bench")
+        let client = PostgresClient(configuration: config, backgroundLogger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            try await client.withConnection { c in _ = try await c.query(PostgresQuery(unsafeSQL: sql), logger: logger) }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+import AssentCore
+import Crypto
+import Foundation
+import GRDBSQLite
+import Logging
+import NIOSSL
+import PostgresNIO
+
+/// What this machine can do at best, measured in the same run as the scenarios,
+/// so that every figure is also a ratio that holds on a noisy machine.
+enum Ceilings {
+    /// (S) SHA-256 over inputs the size of a stored event's canonical bytes, per second (one core).
+    static func sha256(eventBytes: Int, seconds: Double) -> Double {
+        var generator = SplitMix64(seed: 7)
+        let inputs = (0..<64).map { _ in Data((0..<eventBytes).map { _ in UInt8.random(in: 0...255, using: &generator) }) }
+        var count = 0
+        var sink: UInt8 = 0
+        let started = Date()
+        repeat {
+            for input in inputs {
+                sink ^= SHA256.hash(data: input).withUnsafeBytes { $0[0] }
+            }
+            count += inputs.count
+        } while Date().timeIntervalSince(started) < seconds
+        if sink == 0xFF && count < 0 { print(sink) } // keep the work observable
+        return Double(count) / Date().timeIntervalSince(started)
+    }
+
+    /// The canonical size of an event like an import's (a sealed evidence note included).
+    static func eventSize() -> Int {
+        let event = ConsentEvent(id: UUID.random(), contactID: UUID.random(), seq: 1, topicKey: "news", action: .granted, fromState: .none, toState: .granted,
+                                 source: .import, channel: nil, actor: Actor(kind: .staff, id: "command line"), occurredAt: Date(), recordedAt: Date(),
+                                 expiresAt: nil, noticeVersion: 1, formID: nil, formVersion: nil, batchID: "import-0123456789ab",
+                                 sealedEvidence: Data(count: 100), prevHash: Data(count: 32))
+        return event.canonicalBytes.count
+    }
+
+    /// (R) Raw SQLite point selects by a unique text key with one prepared statement, and
+    /// (W) raw single-row insert-and-commit, in WAL mode with `synchronous` as Assent uses it.
+    static func sqlite(directory: URL, rows: Int, seconds: Double, synchronous: String) throws -> (reads: Double, writes: Double) {
+        let path = directory.appendingPathComponent("ceiling.sqlite").path
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        var db: OpaquePointer?
+        guard sqlite3_open(path, &db) == SQLITE_OK, let db else { throw BenchError("cannot open \(path)") }
+        defer { sqlite3_close(db) }
+        func exec(_ sql: String) throws {
+            guard sqlite3_exec(db, sql, nil, nil, nil) == SQLITE_OK else { throw BenchError("\(sql): \(String(cString: sqlite3_errmsg(db)))") }
+        }
+        try exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = \(synchronous);")
+        try exec("CREATE TABLE r (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, state TEXT NOT NULL)")
+        try exec("CREATE TABLE w (id INTEGER PRIMARY KEY, contact TEXT NOT NULL, body BLOB NOT NULL)")
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        var insert: OpaquePointer?
+        try exec("BEGIN")
+        sqlite3_prepare_v2(db, "INSERT INTO r (email, state) VALUES (?, 'granted')", -1, &insert, nil)
+        for i in 0..<rows {
+            sqlite3_bind_text(insert, 1, "person\(i)@bench.example", -1, transient)
+            guard sqlite3_step(insert) == SQLITE_DONE else { throw BenchError("insert: \(String(cString: sqlite3_errmsg(db)))") }
+            sqlite3_reset(insert)
+        }
+        sqlite3_finalize(insert)
+        try exec("COMMIT")
+
+        var select: OpaquePointer?
+        sqlite3_prepare_v2(db, "SELECT state FROM r WHERE email = ?", -1, &select, nil)
+        var generator = SplitMix64(seed: 11)
+        var reads = 0
+        var started = Date()
+        repeat {
+            for _ in 0..<1_000 {
+                sqlite3_bind_text(select, 1, "person\(Int.random(in: 0..<rows, using: &generator))@bench.example", -1, transient)
+                guard sqlite3_step(select) == SQLITE_ROW else { throw BenchError("select found nothing") }
+                sqlite3_reset(select)
+            }
+            reads += 1_000
+        } while Date().timeIntervalSince(started) < seconds
+        let readRate = Double(reads) / Date().timeIntervalSince(started)
+        sqlite3_finalize(select)
+
+        var write: OpaquePointer?
+        sqlite3_prepare_v2(db, "INSERT INTO w (contact, body) VALUES (?, ?)", -1, &write, nil)
+        let body = [UInt8](repeating: 7, count: 300)
+        var writes = 0
+        started = Date()
+        repeat {
+            sqlite3_bind_text(write, 1, UUID.random().uuidString, -1, transient)
+            _ = body.withUnsafeBytes { sqlite3_bind_blob(write, 2, $0.baseAddress, Int32($0.count), transient) }
+            guard sqlite3_step(write) == SQLITE_DONE else { throw BenchError("write: \(String(cString: sqlite3_errmsg(db)))") }
+            sqlite3_reset(write)
+            writes += 1
+        } while Date().timeIntervalSince(started) < seconds
+        let writeRate = Double(writes) / Date().timeIntervalSince(started)
+        sqlite3_finalize(write)
+        return (readRate, writeRate)
+    }
+
+    /// The same two ceilings on PostgreSQL: a prepared point select by a unique text key and
+    /// a single-row insert committed on its own, over one connection (as one request would).
+    static func postgres(url: String, rows: Int, seconds: Double) async throws -> (reads: Double, writes: Double) {
+        guard let config = PostgresURL.configuration(url) else { throw BenchError("ASSENT_DATABASE_URL is not a postgres:// URL") }
+        let logger = Logger(label: "assent-bench")
+        let client = PostgresClient(configuration: config, backgroundLogger: logger)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            return try await client.withConnection { c in
+                try await c.query("DROP TABLE IF EXISTS bench_r, bench_w", logger: logger)
+                try await c.query("CREATE UNLOGGED TABLE bench_r (id BIGSERIAL PRIMARY KEY, email TEXT NOT NULL UNIQUE, state TEXT NOT NULL)", logger: logger)
+                try await c.query("CREATE TABLE bench_w (id BIGSERIAL PRIMARY KEY, contact TEXT NOT NULL, body BYTEA NOT NULL)", logger: logger)
+                try await c.query("""
+                    INSERT INTO bench_r (email, state) SELECT 'person' || i || '@bench.example', 'granted' FROM generate_series(0, \(rows - 1)) AS i
+                    """, logger: logger)
+                try await c.query("ANALYZE bench_r", logger: logger)
+                var generator = SplitMix64(seed: 11)
+                var reads = 0
+                var started = Date()
+                repeat {
+                    let email = "person\(Int.random(in: 0..<rows, using: &generator))@bench.example"
+                    let found = try await c.query("SELECT state FROM bench_r WHERE email = \(email)", logger: logger)
+                    for try await _ in found {}
+                    reads += 1
+                } while Date().timeIntervalSince(started) < seconds
+                let readRate = Double(reads) / Date().timeIntervalSince(started)
+                let body = Data(repeating: 7, count: 300)
+                var writes = 0
+                started = Date()
+                repeat {
+                    try await c.query("INSERT INTO bench_w (contact, body) VALUES (\(UUID.random().uuidString), \(body))", logger: logger)
+                    writes += 1
+                } while Date().timeIntervalSince(started) < seconds
+                let writeRate = Double(writes) / Date().timeIntervalSince(started)
+                try await c.query("DROP TABLE bench_r, bench_w", logger: logger)
+                return (readRate, writeRate)
+            }
+        }
+    }
+}
+
+/// postgres://user:password@host:port/database?sslmode=disable, as `assent` reads it (TLS off unless asked).
+enum PostgresURL {
+    static func configuration(_ text: String) -> PostgresClient.Configuration? {
+        guard let url = URLComponents(string: text), ["postgres", "postgresql"].contains(url.scheme ?? ""), let host = url.host else { return nil }
+        let database = url.path.hasPrefix("/") ? String(url.path.dropFirst()) : url.path
+        let mode = url.queryItems?.first { $0.name == "sslmode" }?.value ?? "disable"
+        let tls: PostgresClient.Configuration.TLS = ["require", "verify-ca", "verify-full"].contains(mode) ? .require(.makeClientConfiguration()) : .disable
+        return PostgresClient.Configuration(host: host, port: url.port ?? 5432, username: url.user ?? "postgres", password: url.password,
+                                            database: database.isEmpty ? nil : database, tls: tls)
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so that a seed reproduces the data and the load.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE5_E4B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

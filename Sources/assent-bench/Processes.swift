@@ -1,0 +1,129 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A child process: `assent` commands, the server, wrk.
+final class Child: @unchecked Sendable {
+    let process = Process()
+    let name: String
+    private let out: URL, err: URL
+
+    /// Starts `executable arguments` with `environment` added to ours; output goes to files in `logs`.
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], logs: URL, name: String) throws {
+        self.name = name
+        out = logs.appendingPathComponent("\(name).out")
+        err = logs.appendingPathComponent("\(name).err")
+        FileManager.default.createFile(atPath: out.path, contents: nil)
+        FileManager.default.createFile(atPath: err.path, contents: nil)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        process.standardOutput = try FileHandle(forWritingTo: out)
+        process.standardError = try FileHandle(forWritingTo: err)
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var stdout: String { (try? String(contentsOf: out, encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOf: err, encoding: .utf8)) ?? "" }
+
+    /// Waits for the exit, sampling the peak resident memory (VmHWM) meanwhile.
+    func finish(sampling: Bool = true) async throws -> (seconds: Double, peakRSS: Int) {
+        let started = Date()
+        var peak = 0
+        while process.isRunning {
+            if sampling { peak = max(peak, Proc.memory(pid).peak) }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        let seconds = Date().timeIntervalSince(started)
+        guard process.terminationStatus == 0 else {
+            throw BenchError("\(name) exited with \(process.terminationStatus): \(stderr.suffix(2_000))")
+        }
+        return (seconds, peak)
+    }
+
+    func terminate() {
+        if process.isRunning { kill(pid, SIGTERM) }
+        process.waitUntilExit()
+    }
+}
+
+/// Runs a command to its end and returns its standard output (a failure throws with its standard error).
+@discardableResult
+func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], logs: URL, name: String) async throws -> String {
+    let child = try Child(executable, arguments, environment: environment, logs: logs, name: name)
+    _ = try await child.finish(sampling: false)
+    return child.stdout
+}
+
+enum Proc {
+    /// Resident memory now and at its peak (VmRSS, VmHWM), in bytes; zeros once the process is gone.
+    static func memory(_ pid: Int32) -> (now: Int, peak: Int) {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return (0, 0) }
+        func field(_ name: String) -> Int {
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
+            return (Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0) * 1024
+        }
+        return (field("VmRSS"), field("VmHWM"))
+    }
+
+    /// A free TCP port on 127.0.0.1 (bound, read, released).
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw BenchError("socket() failed") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw BenchError("bind() failed") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// wrk's summary: requests per second, the 99th-percentile latency, and answers that were not 2xx/3xx.
+struct WrkResult: Codable {
+    var requestsPerSecond: Double
+    var p50Milliseconds: Double
+    var p99Milliseconds: Double
+    var requests: Int
+    var errors: Int
+
+    static func parse(_ text: String) throws -> WrkResult {
+        func number(after label: String) -> Double? {
+            guard let line = text.split(separator: "\n").first(where: { $0.trimmingCharacters(in: .whitespaces).hasPrefix(label) }) else { return nil }
+            let rest = line.trimmingCharacters(in: .whitespaces).dropFirst(label.count).trimmingCharacters(in: .whitespaces)
+            return Double(rest.split(separator: " ").first.map(String.init) ?? "")
+        }
+        func latency(_ label: String) -> Double? {
+            guard let line = text.split(separator: "\n").first(where: { $0.trimmingCharacters(in: .whitespaces).hasPrefix(label) }) else { return nil }
+            guard let value = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first else { return nil }
+            let units: [(String, Double)] = [("us", 0.001), ("ms", 1), ("s", 1000), ("m", 60_000)]
+            for (unit, factor) in units where value.hasSuffix(unit) {
+                if let n = Double(value.dropLast(unit.count)) { return n * factor }
+            }
+            return nil
+        }
+        guard let rps = number(after: "Requests/sec:"), let p99 = latency("99%"), let p50 = latency("50%") else {
+            throw BenchError("could not read wrk's output:\n\(text)")
+        }
+        var requests = 0
+        if let line = text.split(separator: "\n").first(where: { $0.contains("requests in") }) {
+            requests = Int(line.trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "0") ?? 0
+        }
+        let errors = Int(number(after: "Non-2xx or 3xx responses:") ?? 0)
+            + (text.contains("Socket errors:") ? 1 : 0)
+        return WrkResult(requestsPerSecond: rps, p50Milliseconds: p50, p99Milliseconds: p99, requests: requests, errors: errors)
+    }
+}
