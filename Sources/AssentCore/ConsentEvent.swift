@@ -82,8 +82,8 @@ public struct ConsentEvent: Equatable, Sendable {
             put(Array(s.utf8))
         }
         put("assent-event/1")
-        put(id.uuidString.lowercased())
-        put(contactID.uuidString.lowercased())
+        put(id.lowercasedUTF8)
+        put(contactID.lowercasedUTF8)
         put(String(seq))
         put(topicKey)
         put(action.rawValue)

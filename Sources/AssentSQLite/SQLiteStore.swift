@@ -751,7 +751,7 @@ public final class SQLiteStore: LedgerStore {
         let made = try await pool.write { db in
             let insert = try db.cachedStatement(sql: """
                 INSERT INTO contact_link_secrets (contact_id, secret, created_at)
-                SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM contacts WHERE id = ?) ON CONFLICT (contact_id) DO NOTHING
+                SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM contacts WHERE id = ? AND erased_at IS NULL) ON CONFLICT (contact_id) DO NOTHING
                 """)
             for (id, secret) in missing { try insert.execute(arguments: [id.db, secret, at.millisecondsSince1970, id.db]) }
             return try read(Array(missing.keys), db)

@@ -353,6 +353,7 @@ struct API: Sendable {
         if context.apiKey?.id == key.id {
             throw APIError(.conflict, detail: "a key cannot revoke itself; use another admin key")
         }
+        defer { ledger.apiKeyCache.invalidate(id) }
         if try await ledger.store.revokeAPIKey(id: id, at: Date().truncatedToMilliseconds) {
             try await ledger.audit(nil, "key_revoke", actorEmail: "API key \(context.apiKey?.id ?? "?")", target: "key:\(id)", ipAddress: context.remoteIP)
         }

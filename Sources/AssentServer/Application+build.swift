@@ -39,7 +39,7 @@ public func buildRouter(ledger: Ledger, issuer: ReceiptIssuer? = nil, site: Site
     api.site = site
     api.embed = { form in try await forms.embedSnippet(form) }
     api.exportPage = { export in pages.exportHTML(export) }
-    let gate = Gate(store: ledger.store)
+    let gate = Gate(store: ledger.store, keys: ledger.apiKeyCache)
     for route in api.routes {
         let hbPath = RouterPath(stringLiteral: route.path)
         router.on(hbPath, method: route.method) { request, context in
@@ -103,6 +103,8 @@ public func buildApplication(
 /// Authentication, authorisation and idempotency around each handler.
 struct Gate: Sendable {
     let store: any LedgerStore
+    /// Keys read at most a second ago: a key revoked through this server stops at once, one revoked elsewhere within a second.
+    let keys: ShortLivedCache<String, APIKey>
 
     func handle(_ route: APIRoute, _ request: Request, _ context: AssentRequestContext) async throws -> APIResponse {
         var context = context
@@ -124,7 +126,7 @@ struct Gate: Sendable {
         unauthorized.headers[.wwwAuthenticate] = "Bearer realm=\"assent\""
         guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else { throw unauthorized }
         let token = header.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
-        guard let (id, secret) = APIKey.parse(token: token), let key = try await store.apiKey(id: id), key.matches(secret: secret) else {
+        guard let (id, secret) = APIKey.parse(token: token), let key = try await keys.value(id, fetch: { try await store.apiKey(id: id) }), key.matches(secret: secret) else {
             unauthorized.detail = "the API key is not valid"
             throw unauthorized
         }

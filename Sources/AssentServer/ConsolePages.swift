@@ -769,6 +769,7 @@ struct ConsolePages: Sendable {
         let id = try context.parameters.require("id")
         guard try await ledger.store.apiKey(id: id) != nil else { throw DomainError.notFound(what: "API key", id: String(id.prefix(64))) }
         _ = try await ledger.store.revokeAPIKey(id: id, at: Date().truncatedToMilliseconds)
+        ledger.apiKeyCache.invalidate(id)
         try await ledger.audit(visit.user, "key_revoke", target: "key:\(id)", ipAddress: context.remoteIP)
         return try await keys(visit, flash: "Key \(id) is revoked.")
     }

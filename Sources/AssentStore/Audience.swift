@@ -58,7 +58,7 @@ extension Ledger {
         guard emails.count <= Self.batchCheckLimit else {
             throw DomainError.invalid(field: "emails", "at most \(Self.batchCheckLimit) addresses per call, not \(emails.count)")
         }
-        let topic = try await existingTopic(topicKey)
+        let topic = try await checkedTopic(topicKey)
         let at = now
         var rows: [String: CheckRow] = [:]
         for chunk in stride(from: 0, to: emails.count, by: 500).map({ Array(emails[$0..<min($0 + 500, emails.count)]) }) {

@@ -258,7 +258,7 @@ public protocol LedgerStore: Sendable {
     func linkSecret(contactID: UUID) async throws -> Data?
     /// The link secrets of many contacts (an audience page), each made from its candidate
     /// when it has none yet (one read, and one transaction only when some were missing).
-    /// Contacts that no longer exist are left out.
+    /// Contacts that no longer exist or were erased get no new secret.
     func ensureLinkSecrets(_ candidates: [UUID: Data], at: Date) async throws -> [UUID: Data]
     /// Stores `candidate` unless the contact already has a secret, and returns the stored one
     /// (two instances making a first link at once agree on one secret).

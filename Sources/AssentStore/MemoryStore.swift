@@ -372,7 +372,7 @@ public actor MemoryStore: LedgerStore {
 
     public func ensureLinkSecrets(_ candidates: [UUID: Data], at: Date) async throws -> [UUID: Data] {
         var out: [UUID: Data] = [:]
-        for (id, candidate) in candidates where contactsByID[id] != nil {
+        for (id, candidate) in candidates where contactsByID[id].map({ !$0.isErased }) == true {
             if linkSecrets[id] == nil { linkSecrets[id] = candidate }
             out[id] = linkSecrets[id]
         }

@@ -302,11 +302,8 @@ extension Ledger {
             }
         }
         let at = now
-        var receipts: [PersonalDataExport.ReceiptPart] = []
-        if !contact.isErased {
-            for entry in entries where [.granted, .confirmed, .withdrawn].contains(entry.event.action) {
-                receipts.append(.init(eventId: entry.event.id.uuidString.lowercased(), jws: try await receipt(eventID: entry.event.id, issuer: issuer).jws))
-            }
+        let receipts = try await self.receipts(for: entries.map(\.event), contact: contact, issuer: issuer).map {
+            PersonalDataExport.ReceiptPart(eventId: $0.eventID.uuidString.lowercased(), jws: $0.jws)
         }
         let emails = try await store.outboxItems(contactID: contactID).map {
             PersonalDataExport.EmailPart(kind: $0.kind, status: $0.status.rawValue, queuedAt: $0.createdAt, sentAt: $0.sentAt)

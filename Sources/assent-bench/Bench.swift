@@ -20,6 +20,7 @@ struct Bench: AsyncParsableCommand {
         abstract: "Benchmark Assent against this machine's own ceilings (see scripts/bench and BENCHMARKS.md).")
 
     @Option(help: "Contacts to generate (each with 3 topics, all granted).") var contacts = 1_000_000
+    @Option(help: "Contacts on PostgreSQL, when ASSENT_DATABASE_URL is set (default: as many as --contacts).") var postgresContacts: Int?
     @Option(help: "Seed of the generated data and of the load's choices.") var seed: UInt64 = 42
     @Option(help: "Seconds of each wrk run.") var duration = 10
     @Option(help: "Concurrent connections of each wrk run.") var connections = 64
@@ -57,7 +58,7 @@ struct Bench: AsyncParsableCommand {
         var stores: [StoreRun] = []
         let settings = Settings(contacts: contacts, seed: seed, duration: duration, connections: connections, history: history, batch: batch,
                                 assent: binary, wrk: wrk, smoke: smoke)
-        var sqliteRun = StoreRun(store: "SQLite", ceilings: ["R": sqlite.reads, "W": sqlite.writes, "S": sha])
+        var sqliteRun = StoreRun(store: "SQLite", contacts: contacts, ceilings: ["R": sqlite.reads, "W": sqlite.writes, "S": sha])
         try await sqliteRun.measure(settings, directory: root.appendingPathComponent("sqlite"),
                                     environment: ["ASSENT_DATABASE": root.appendingPathComponent("sqlite/assent.sqlite").path,
                                                   "ASSENT_DATABASE_URL": ""])
@@ -65,10 +66,12 @@ struct Bench: AsyncParsableCommand {
         if let url = ProcessInfo.processInfo.environment["ASSENT_DATABASE_URL"], url.hasPrefix("postgres") {
             let database = "assent_bench_\(seed)_\(UUID.random().uuidString.prefix(6).lowercased())"
             let benchURL = try await PostgresDatabases.create(database, on: url)
+            var pgSettings = settings
+            pgSettings.contacts = min(postgresContacts ?? contacts, smoke ? contacts : Int.max)
             log("ceilings: PostgreSQL ...")
-            let pg = try await Ceilings.postgres(url: benchURL, rows: contacts, seconds: ceilingSeconds)
-            var pgRun = StoreRun(store: "PostgreSQL", ceilings: ["R": pg.reads, "W": pg.writes, "S": sha])
-            try await pgRun.measure(settings, directory: root.appendingPathComponent("postgres"), environment: ["ASSENT_DATABASE_URL": benchURL])
+            let pg = try await Ceilings.postgres(url: benchURL, rows: pgSettings.contacts, seconds: ceilingSeconds)
+            var pgRun = StoreRun(store: "PostgreSQL", contacts: pgSettings.contacts, ceilings: ["R": pg.reads, "W": pg.writes, "S": sha])
+            try await pgRun.measure(pgSettings, directory: root.appendingPathComponent("postgres"), environment: ["ASSENT_DATABASE_URL": benchURL])
             stores.append(pgRun)
             try? await PostgresDatabases.drop(database, on: url)
         }
@@ -125,6 +128,7 @@ struct Figure: Codable {
 /// Every scenario on one store.
 struct StoreRun: Codable {
     var store: String
+    var contacts: Int
     var ceilings: [String: Double]
     var figures: [Figure] = []
 
@@ -141,6 +145,7 @@ struct StoreRun: Codable {
         var environment = baseEnvironment
         environment["ASSENT_MASTER_KEY"] = Data((0..<32).map { UInt8($0) }).base64EncodedString()
         environment["ASSENT_LOG_LEVEL"] = "warning"
+        environment["ASSENT_SQLITE_SYNCHRONOUS"] = "FULL" // as the W ceiling
         environment["ASSENT_MAIL_DIR"] = directory.appendingPathComponent("mail").path
         let assent = s.assent
         let csv = directory.appendingPathComponent("contacts.csv")
@@ -183,10 +188,11 @@ struct StoreRun: Codable {
         let checkScript = directory.appendingPathComponent("check.lua")
         try Lua.check(contacts: s.contacts, seed: s.seed, auth: auth).write(to: checkScript, atomically: true, encoding: .utf8)
         let check = try await wrk(s, base, script: checkScript, logs: logs, name: "wrk-check")
+        guard check.errors == 0 else { throw BenchError("\(check.errors) checks failed (not 2xx); see \(logs.path)/serve.err") }
         add(Figure(id: "1", name: "single consent check over HTTP, \(s.connections) connections", value: check.requestsPerSecond, unit: "checks/s",
                    target: ">= 0.7 x H, p99 <= 10 ms", ceiling: "H", ratio: check.requestsPerSecond / health.requestsPerSecond,
                    met: check.requestsPerSecond >= 0.7 * health.requestsPerSecond && check.p99Milliseconds <= 10 && check.errors == 0,
-                   note: "p50 \(Report.format(check.p50Milliseconds)) ms, p99 \(Report.format(check.p99Milliseconds)) ms, \(check.errors) errors"))
+                   note: "p50 \(Report.format(check.p50Milliseconds)) ms, p99 \(Report.format(check.p99Milliseconds)) ms, \(check.socketErrors) socket errors"))
         let serverPeak = Proc.memory(server.pid).peak
         add(Figure(id: "7", name: "server peak RSS holding \(s.contacts) contacts under scenario 1", value: Double(serverPeak >> 20), unit: "MB",
                    target: "<= 200 MB", ceiling: nil, ratio: nil, met: serverPeak <= 200 << 20, note: nil))
@@ -246,11 +252,14 @@ struct StoreRun: Codable {
         let changeScript = directory.appendingPathComponent("change.lua")
         try Lua.change(idsFile: ids.path, auth: auth).write(to: changeScript, atomically: true, encoding: .utf8)
         let change = try await wrk(s, base, script: changeScript, logs: logs, name: "wrk-change")
-        let distinct = change.requests <= idList.count
+        guard change.errors == 0 else { throw BenchError("\(change.errors) changes failed (not 2xx); see \(logs.path)/serve.err") }
+        // Each of wrk's two threads takes every other id: past half the list, a thread repeats contacts (and writes nothing).
+        let distinct = change.requests <= idList.count * 9 / 10
         add(Figure(id: "3", name: "record a change over HTTP (durable), \(s.connections) connections, distinct contacts", value: change.requestsPerSecond,
                    unit: "changes/s", target: ">= 5,000 changes/s; ratio to W stated", ceiling: "W", ratio: change.requestsPerSecond / ceilings["W"]!,
-                   met: change.requestsPerSecond >= 5_000 && change.errors == 0,
-                   note: "p99 \(Report.format(change.p99Milliseconds)) ms, \(change.errors) errors" + (distinct ? "" : "; more requests than contacts, so some repeated")))
+                   met: change.requestsPerSecond >= 5_000 && distinct,
+                   note: "p99 \(Report.format(change.p99Milliseconds)) ms, \(change.socketErrors) socket errors"
+                    + (distinct ? "" : "; more requests than contacts to spare, so some repeated a contact and wrote nothing")))
 
         // 5. The audience, streamed.
         log("\(store): 5. audience export ...")

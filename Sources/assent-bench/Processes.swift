@@ -98,7 +98,10 @@ struct WrkResult: Codable {
     var p50Milliseconds: Double
     var p99Milliseconds: Double
     var requests: Int
+    /// Answers that were not 2xx or 3xx.
     var errors: Int
+    /// Connect, read, write errors and timeouts, as wrk counts them.
+    var socketErrors: Int
 
     static func parse(_ text: String) throws -> WrkResult {
         func number(after label: String) -> Double? {
@@ -123,7 +126,10 @@ struct WrkResult: Codable {
             requests = Int(line.trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "0") ?? 0
         }
         let errors = Int(number(after: "Non-2xx or 3xx responses:") ?? 0)
-            + (text.contains("Socket errors:") ? 1 : 0)
-        return WrkResult(requestsPerSecond: rps, p50Milliseconds: p50, p99Milliseconds: p99, requests: requests, errors: errors)
+        // "Socket errors: connect 0, read 0, write 0, timeout 12"
+        let socketErrors = text.split(separator: "\n").first { $0.contains("Socket errors:") }.map { line in
+            line.split(whereSeparator: { $0 == " " || $0 == "," }).compactMap { Int($0) }.reduce(0, +)
+        } ?? 0
+        return WrkResult(requestsPerSecond: rps, p50Milliseconds: p50, p99Milliseconds: p99, requests: requests, errors: errors, socketErrors: socketErrors)
     }
 }

@@ -37,7 +37,7 @@ struct Report: Codable {
 
     static let ceilingNames: [(String, String)] = [
         ("H", "the same server's /healthz, requests/s under the same wrk load"),
-        ("R", "raw point selects by a unique key, one prepared statement, per second"),
+        ("R", "raw point selects by a unique key, per second (SQLite: one prepared statement; PostgreSQL: postgres-nio's extended protocol, one connection)"),
         ("W", "raw single-row insert-and-commit, same durability as Assent (SQLite: WAL, synchronous=FULL), per second"),
         ("S", "SHA-256 over event-sized inputs, per second (one core)"),
     ]
@@ -54,7 +54,7 @@ struct Report: Codable {
         out += "\(settings.contacts) contacts x 3 topics, seed \(settings.seed), \(settings.duration) s per load run, \(settings.connections) connections"
             + (settings.smoke ? " (SMOKE: tiny sizes, figures mean nothing)" : "") + "\n"
         for run in stores {
-            out += "\n\(run.store)\n  ceilings: " + Self.ceilingNames.map { "\($0.0) \(run.ceilings[$0.0].map(Self.format) ?? "-")" }.joined(separator: ", ") + "\n"
+            out += "\n\(run.store), \(run.contacts) contacts\n  ceilings: " + Self.ceilingNames.map { "\($0.0) \(run.ceilings[$0.0].map(Self.format) ?? "-")" }.joined(separator: ", ") + "\n"
             for f in run.figures {
                 let ratio = f.ratio.map { "\(Self.format($0)) x \(f.ceiling!)" } ?? ""
                 out += "  \(f.id). \(f.name)\n       \(Self.format(f.value)) \(f.unit)  \(ratio)  target \(f.target): \(f.met ? "met" : "MISSED")"
@@ -82,9 +82,9 @@ struct Report: Codable {
             with its target and, where one applies, its ratio to a ceiling measured **in the same
             run** on the same machine, so the ratios hold on a noisy machine.
 
-            - Run: \(UTCTime.rfc3339(date, milliseconds: false)), release build, Swift \(machine.swift)
+            - Run: \(UTCTime.rfc3339(date, milliseconds: false)), \(settings.smoke ? "SMOKE run of a debug build (figures mean nothing)" : "release build"), Swift \(machine.swift)
             - Machine: \(machine.summary)
-            - Data: \(settings.contacts) contacts x 3 topics (all granted), seed \(settings.seed); load: wrk, 2 threads,
+            - Data: \(stores.map { "\($0.contacts) contacts on \($0.store)" }.joined(separator: ", ")), 3 topics each (all granted), seed \(settings.seed); load: wrk, 2 threads,
               \(settings.connections) connections, \(settings.duration) s per run, on loopback
             - An event's canonical form (what is hashed) is \(eventBytes) bytes
 
@@ -95,7 +95,7 @@ struct Report: Codable {
             out += "| \(letter) | \(meaning) | " + stores.map { $0.ceilings[letter].map(Self.format) ?? "-" }.joined(separator: " | ") + " |\n"
         }
         for run in stores {
-            out += "\n## \(run.store)\n\n| # | scenario | result | vs ceiling | target | |\n|---|---|---:|---:|---|---|\n"
+            out += "\n## \(run.store), \(run.contacts) contacts x 3 topics\n\n| # | scenario | result | vs ceiling | target | |\n|---|---|---:|---:|---|---|\n"
             for f in run.figures {
                 out += "| \(f.id) | \(f.name) | \(Self.format(f.value)) \(f.unit) | \(f.ratio.map { "\(Self.format($0)) x \(f.ceiling!)" } ?? "") "
                     + "| \(f.target) | \(f.met ? "met" : "**missed**") |\n"

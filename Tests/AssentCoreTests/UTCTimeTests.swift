@@ -58,3 +58,12 @@ import Testing
         #expect(seen.count == 10_000)
     }
 }
+
+@Suite struct UUIDBytesTests {
+    @Test func lowercasedBytesAreTheLowercasedString() {
+        for _ in 0..<1_000 {
+            let id = UUID.random()
+            #expect(String(decoding: id.lowercasedUTF8, as: UTF8.self) == id.uuidString.lowercased())
+        }
+    }
+}

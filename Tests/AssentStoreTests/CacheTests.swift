@@ -1,0 +1,42 @@
+import AssentCore
+import AssentStore
+import AssentTestSupport
+import Foundation
+import Testing
+
+@Suite struct CacheTests {
+    final class Counter: @unchecked Sendable {
+        private let lock = NSLock()
+        private var n = 0
+        func next() -> Int { lock.withLock { n += 1; return n } }
+        var count: Int { lock.withLock { n } }
+    }
+
+    @Test func aValueIsReadOnceWithinItsAgeAgainAfterItAndAtOnceWhenInvalidated() async throws {
+        let cache = ShortLivedCache<String, Int>(maxAge: 0.2, limit: 3)
+        let reads = Counter()
+        #expect(try await cache.value("a") { reads.next() } == 1)
+        #expect(try await cache.value("a") { reads.next() } == 1, "kept")
+        #expect(reads.count == 1)
+        cache.invalidate("a")
+        #expect(try await cache.value("a") { reads.next() } == 2, "read again once invalidated")
+        try await Task.sleep(nanoseconds: 250_000_000)
+        #expect(try await cache.value("a") { reads.next() } == 3, "read again once older than its age")
+        #expect(try await cache.value("missing") { nil } == nil)
+        #expect(try await cache.value("missing") { 99 } == nil, "a missing value is remembered too, for its age")
+        for key in ["b", "c", "d"] { _ = try await cache.value(key) { reads.next() } }
+        #expect(try await cache.value("a") { 42 } == 42, "a full cache starts afresh, so random keys cannot grow it")
+    }
+
+    @Test(arguments: StoreKind.available)
+    func checksSeeATopicRetiredThroughTheLedgerAtOnce(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        _ = try await ledger.createTopic(Topic(key: "news", title: "News", createdAt: Date()), noticeText: "News.")
+        let jo = try await ledger.createContact(email: EmailAddress("jo@example.com"), name: nil, externalID: nil, locale: nil)
+        _ = try await ledger.recordChange(ChangeRequest(contactID: jo.id, changes: [TopicChange(topicKey: "news", intent: .optIn)], source: .api, actor: .apiKey("k")))
+        #expect(try await ledger.check(email: EmailAddress("jo@example.com"), topicKey: "news").allowed)
+        _ = try await ledger.retireTopic(key: "news")
+        #expect(try await ledger.check(email: EmailAddress("jo@example.com"), topicKey: "news").allowed == false, "no stale topic after a retirement here")
+        #expect(try await ledger.check(emails: [EmailAddress("jo@example.com")], topicKey: "news").first?.allowed == false)
+    }
+}
