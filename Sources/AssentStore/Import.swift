@@ -304,8 +304,9 @@ extension Ledger {
     /// Which of these addresses (of no contact) are suppressed.
     private func suppressed(_ rows: [ImportRow]) async throws -> Set<EmailAddress> {
         guard !rows.isEmpty else { return [] }
-        let hashes = try await store.suppressedHashes(rows.map { suppressionHash($0.email) })
-        return Set(rows.filter { hashes.contains(suppressionHash($0.email)) }.map(\.email))
+        let hashed = rows.map { ($0.email, suppressionHash($0.email)) }
+        let hashes = try await store.suppressedHashes(hashed.map(\.1))
+        return Set(hashed.filter { hashes.contains($0.1) }.map(\.0))
     }
 
     /// A dry run's count of what a chunk would change, from the stored state.

@@ -69,13 +69,7 @@ struct AudienceWriter {
             print(n)
             return
         }
-        let sink: FileHandle
-        if let output {
-            guard FileManager.default.createFile(atPath: output, contents: nil) else { throw ValidationError("--output: cannot write \(output)") }
-            sink = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
-        } else {
-            sink = .standardOutput
-        }
+        let sink = try outputSink(output)
         let started = Date()
         var written = 0
         if format == "csv" { sink.write(Data((AudienceRows.csvHeader(query) + "\r\n").utf8)) }

@@ -18,13 +18,7 @@ struct Export: AsyncParsableCommand {
 
     func run() async throws {
         let ledger = try await store.openLedger()
-        let sink: FileHandle
-        if let output {
-            guard FileManager.default.createFile(atPath: output, contents: nil) else { throw ValidationError("--output: cannot write \(output)") }
-            sink = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
-        } else {
-            sink = .standardOutput
-        }
+        let sink = try outputSink(output)
         let started = Date()
         let rows = try await ledger.export(kind, format: format) { text, rows in
             sink.write(Data(text.utf8))

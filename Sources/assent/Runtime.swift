@@ -138,6 +138,13 @@ struct StoreOptions: ParsableArguments {
 }
 
 /// Prints a domain error the way a person can act on it, and exits non-zero.
+/// Where `--output` sends a command's rows: the file (created or emptied), or standard output.
+func outputSink(_ output: String?) throws -> FileHandle {
+    guard let output else { return .standardOutput }
+    guard FileManager.default.createFile(atPath: output, contents: nil) else { throw ValidationError("--output: cannot write \(output)") }
+    return try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+}
+
 func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()

@@ -48,5 +48,10 @@ import Testing
         #expect(written.hasPrefix("id,email,name,external_id,locale,created_at,updated_at,erased_at,objected_at\r\n") && written.range(of: #","[A-Za-z']+, [A-Za-z]+",crm-10"#, options: .regularExpression) != nil, "a quoted name survives: \(written.prefix(400))")
         let preferences = try cli.run(["export", "preferences"])
         #expect(preferences.stdout.split(separator: "\r\n").dropFirst().allSatisfy { $0.contains(",granted,") || $0.contains(",withdrawn,") })
+        let badKind = try cli.run(["export", "everything"])
+        #expect(badKind.status != 0 && badKind.stderr.contains("everything") && badKind.stdout.isEmpty, "\(badKind.stderr)")
+        let badFormat = try cli.run(["export", "events", "--format", "xml"])
+        #expect(badFormat.status != 0 && badFormat.stderr.contains("--format") && badFormat.stdout.isEmpty, "\(badFormat.stderr)")
+        #expect(try cli.run(["export", "events", "--output", "/nonexistent-dir/e.csv"]).stderr.contains("--output: cannot write"))
     }
 }
