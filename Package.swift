@@ -45,7 +45,8 @@ let package = Package(
         // GRDB/SQLite backend: the embedded default.
         .target(
             name: "AssentSQLite",
-            dependencies: ["AssentCore", "AssentStore", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["AssentCore", "AssentStore", .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "GRDBSQLite", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         // postgres-nio backend: for several instances on one database.

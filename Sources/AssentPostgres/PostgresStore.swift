@@ -99,6 +99,8 @@ public final class PostgresStore: LedgerStore {
     let logger: Logger
     let location: PostgresLocation
     let readLocation: PostgresLocation?
+    /// Concurrent single commits (HTTP writes) share a transaction and its WAL flush.
+    public let committer = GroupCommitter()
 
     public init(location: PostgresLocation, readLocation: PostgresLocation? = nil, maxConnections: Int = 20,
                 logger: Logger = Logger(label: "assent.postgres")) {
@@ -436,6 +438,28 @@ public final class PostgresStore: LedgerStore {
         }
     }
 
+    public func contactSnapshot(id: UUID) async throws -> ContactSnapshot? {
+        // One round trip: the contact with its key and head, then one row per preference (or one with none).
+        let rows = try await rows("""
+            SELECT c.*, k.wrapped_key, h.seq AS head_seq, h.hash AS head_hash, p.topic_key, p.state, p.since, p.expires_at, p.seq
+            FROM contacts c
+            LEFT JOIN contact_keys k ON k.contact_id = c.id
+            LEFT JOIN chain_heads h ON h.contact_id = c.id
+            LEFT JOIN preferences p ON p.contact_id = c.id
+            WHERE c.id = \(id)
+            """)
+        guard let first = rows.first, let contact = try Self.contact(first) else { return nil }
+        var head = ChainHead.empty(id)
+        if let seq = try first["head_seq"].decode(Int64?.self) { head = ChainHead(contactID: id, seq: seq, hash: try first["head_hash"].decode(Data.self)) }
+        var preferences: [String: Preference] = [:]
+        for r in rows where try r["topic_key"].decode(String?.self) != nil {
+            let p = try Self.preference(r, contactID: id)
+            preferences[p.topicKey] = p
+        }
+        return ContactSnapshot(contact: contact, state: LedgerState(head: head, preferences: preferences),
+                               wrappedKey: try first["wrapped_key"].decode(Data?.self))
+    }
+
     public func contacts(externalIDs: [String]) async throws -> [Contact] {
         guard !externalIDs.isEmpty else { return [] }
         return try await rows("SELECT * FROM contacts WHERE external_id = ANY(\(externalIDs))").compactMap(Self.contact)
@@ -464,6 +488,26 @@ public final class PostgresStore: LedgerStore {
     }
 
     public func commit(_ commit: LedgerCommit) async throws {
+        try await committer.commit(commit) { [self] group in try await self.commit(group: group) }
+    }
+
+    public func commit(group: [LedgerCommit]) async throws -> [(any Error)?] {
+        // Optimistically the whole group in one transaction, with the few statements of a batch;
+        // if any commit in it is refused, each is written again on its own so that only that one fails.
+        if group.count > 1, (try? await commit(batch: group)) != nil { return group.map { _ in nil } }
+        var errors: [(any Error)?] = []
+        for commit in group {
+            do {
+                try await writeAlone(commit)
+                errors.append(nil)
+            } catch {
+                errors.append(error)
+            }
+        }
+        return errors
+    }
+
+    private func writeAlone(_ commit: LedgerCommit) async throws {
         do {
             try await transaction { c in try await write([commit], on: c) }
         } catch {

@@ -2,12 +2,15 @@ import AssentCore
 import AssentStore
 import Foundation
 import GRDB
+import GRDBSQLite
 
 /// The embedded default: one SQLite file in WAL mode through a GRDB
 /// `DatabasePool` (one writer, concurrent readers).
 public final class SQLiteStore: LedgerStore {
     public let pool: DatabasePool
     public let path: String
+    /// Concurrent single commits (HTTP writes) share a transaction and its fsync.
+    public let committer: GroupCommitter
 
     /// How SQLite makes a commit durable. `full` (the default) fsyncs the WAL
     /// on every commit, so an acknowledged write survives power loss too.
@@ -28,7 +31,9 @@ public final class SQLiteStore: LedgerStore {
             try db.execute(sql: "PRAGMA cache_size = \(db.configuration.readonly ? -8_192 : -65_536)")
         }
         self.path = path
-        self.pool = try DatabasePool(path: path, configuration: config)
+        let pool = try DatabasePool(path: path, configuration: config)
+        self.pool = pool
+        self.committer = GroupCommitter()
     }
 
     public func migrate() async throws {
@@ -104,7 +109,7 @@ public final class SQLiteStore: LedgerStore {
     }
 
     public func topic(key: String) async throws -> Topic? {
-        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM topics WHERE key = ?", arguments: [key]).map(Self.topic) }
+        try await pool.read { db in try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM topics WHERE key = ?"), arguments: [key]).map(Self.topic) }
     }
 
     public func topics(includeRetired: Bool) async throws -> [Topic] {
@@ -181,7 +186,7 @@ public final class SQLiteStore: LedgerStore {
     }
 
     public func contact(id: UUID) async throws -> Contact? {
-        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM contacts WHERE id = ?", arguments: [id.db]).flatMap(Self.contact) }
+        try await pool.read { db in try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM contacts WHERE id = ?"), arguments: [id.db]).flatMap(Self.contact) }
     }
 
     public func contact(email: EmailAddress) async throws -> Contact? {
@@ -202,7 +207,7 @@ public final class SQLiteStore: LedgerStore {
     }
 
     static func contact(_ row: Row) -> Contact? {
-        guard let id = UUID(uuidString: row["id"]) else { return nil }
+        guard let id = UUID(text: row["id"]) else { return nil }
         let erasedAt = (row["erased_at"] as Int64?).map(Date.init(millisecondsSince1970:))
         guard let email = (row["email"] as String?).flatMap({ try? EmailAddress($0) }) ?? (erasedAt != nil ? Contact.erasedPlaceholder(id) : nil)
         else { return nil }
@@ -212,13 +217,13 @@ public final class SQLiteStore: LedgerStore {
     }
 
     public func wrappedKey(contactID: UUID) async throws -> Data? {
-        try await pool.read { db in try Data.fetchOne(db, sql: "SELECT wrapped_key FROM contact_keys WHERE contact_id = ?", arguments: [contactID.db]) }
+        try await pool.read { db in try Data.fetchOne(db.cachedStatement(sql: "SELECT wrapped_key FROM contact_keys WHERE contact_id = ?"), arguments: [contactID.db]) }
     }
 
     public func sampleWrappedKey() async throws -> (contactID: UUID, wrappedKey: Data)? {
         try await pool.read { db in
             try Row.fetchOne(db, sql: "SELECT contact_id, wrapped_key FROM contact_keys LIMIT 1").flatMap { row in
-                UUID(uuidString: row["contact_id"]).map { ($0, row["wrapped_key"] as Data) }
+                UUID(text: row["contact_id"]).map { ($0, row["wrapped_key"] as Data) }
             }
         }
     }
@@ -235,20 +240,30 @@ public final class SQLiteStore: LedgerStore {
             var heads: [String: ChainHead] = [:], keys: [String: Data] = [:], preferences: [String: [String: Preference]] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT * FROM chain_heads WHERE contact_id IN (\(marks))", arguments: StatementArguments(ids)) {
                 let id: String = row["contact_id"]
-                heads[id] = ChainHead(contactID: UUID(uuidString: id)!, seq: row["seq"], hash: row["hash"])
+                heads[id] = ChainHead(contactID: UUID(text: id)!, seq: row["seq"], hash: row["hash"])
             }
             for row in try Row.fetchAll(db, sql: "SELECT * FROM contact_keys WHERE contact_id IN (\(marks))", arguments: StatementArguments(ids)) {
                 keys[row["contact_id"]] = row["wrapped_key"]
             }
             for row in try Row.fetchAll(db, sql: "SELECT * FROM preferences WHERE contact_id IN (\(marks))", arguments: StatementArguments(ids)) {
                 let id: String = row["contact_id"]
-                let p = Self.preference(row, contactID: UUID(uuidString: id)!)
+                let p = Self.preference(row, contactID: UUID(text: id)!)
                 preferences[id, default: [:]][p.topicKey] = p
             }
             return contacts.map { c in
                 ContactSnapshot(contact: c, state: LedgerState(head: heads[c.id.db] ?? .empty(c.id), preferences: preferences[c.id.db] ?? [:]),
                                 wrappedKey: keys[c.id.db])
             }
+        }
+    }
+
+    public func contactSnapshot(id: UUID) async throws -> ContactSnapshot? {
+        try await pool.read { db in
+            guard let contact = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM contacts WHERE id = ?"), arguments: [id.db]).flatMap(Self.contact) else {
+                return nil
+            }
+            let key = try Data.fetchOne(db.cachedStatement(sql: "SELECT wrapped_key FROM contact_keys WHERE contact_id = ?"), arguments: [id.db])
+            return ContactSnapshot(contact: contact, state: try Self.ledgerState(id, db), wrappedKey: key)
         }
     }
 
@@ -263,7 +278,10 @@ public final class SQLiteStore: LedgerStore {
     static func marks(_ n: Int) -> String { Array(repeating: "?", count: n).joined(separator: ", ") }
 
     public func ledgerState(contactID: UUID) async throws -> LedgerState {
-        try await pool.read { db in
+        try await pool.read { db in try Self.ledgerState(contactID, db) }
+    }
+
+    static func ledgerState(_ contactID: UUID, _ db: Database) throws -> LedgerState {
             let head = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, hash FROM chain_heads WHERE contact_id = ?"), arguments: [contactID.db])
                 .map { ChainHead(contactID: contactID, seq: $0["seq"], hash: $0["hash"]) } ?? .empty(contactID)
             var preferences: [String: Preference] = [:]
@@ -273,12 +291,30 @@ public final class SQLiteStore: LedgerStore {
                 preferences[p.topicKey] = p
             }
             return LedgerState(head: head, preferences: preferences)
-        }
     }
 
     public func commit(_ commit: LedgerCommit) async throws {
+        try await committer.commit(commit) { [self] group in try await self.commit(group: group) }
+    }
+
+    public func commit(group: [LedgerCommit]) async throws -> [(any Error)?] {
         try await pool.write { db in
-            try Self.write(commit, in: db)
+            // One commit alone needs no savepoint: its error rolls the transaction back.
+            if group.count == 1 {
+                try SQLiteStore.write(group[0], in: db)
+                return [nil]
+            }
+            return group.map { commit -> (any Error)? in
+                do {
+                    try db.inSavepoint {
+                        try SQLiteStore.write(commit, in: db)
+                        return .commit
+                    }
+                    return nil
+                } catch {
+                    return error
+                }
+            }
         }
     }
 
@@ -387,7 +423,7 @@ public final class SQLiteStore: LedgerStore {
     public func events(contactID: UUID, beforeSeq: Int64?, limit: Int) async throws -> [ConsentEvent] {
         try await pool.read { db in
             try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT * FROM consent_events WHERE contact_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?
+                SELECT \(Self.eventColumns) FROM consent_events WHERE contact_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?
                 """), arguments: [contactID.db, beforeSeq ?? Int64.max, limit]).compactMap(Self.event)
         }
     }
@@ -395,7 +431,7 @@ public final class SQLiteStore: LedgerStore {
     public func eventsPage(after: (contactID: UUID, seq: Int64)?, limit: Int) async throws -> [ConsentEvent] {
         try await pool.read { db in
             try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT * FROM consent_events WHERE (contact_id, seq) > (?, ?) ORDER BY contact_id, seq LIMIT ?
+                SELECT \(Self.eventColumns) FROM consent_events WHERE (contact_id, seq) > (?, ?) ORDER BY contact_id, seq LIMIT ?
                 """), arguments: [after?.contactID.db ?? "", after?.seq ?? Int64.min, limit]).compactMap(Self.event)
         }
     }
@@ -405,27 +441,35 @@ public final class SQLiteStore: LedgerStore {
             try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT * FROM preferences WHERE (contact_id, topic_key) > (?, ?) ORDER BY contact_id, topic_key LIMIT ?
                 """), arguments: [after?.contactID.db ?? "", after?.topicKey ?? "", limit]).compactMap { row in
-                UUID(uuidString: row["contact_id"]).map { Self.preference(row, contactID: $0) }
+                UUID(text: row["contact_id"]).map { Self.preference(row, contactID: $0) }
             }
         }
     }
 
-    static func event(_ row: Row) -> ConsentEvent? {
-        guard let id = UUID(uuidString: row["id"]), let contactID = UUID(uuidString: row["contact_id"]) else { return nil }
+    /// The columns `event(_:)` reads, in the order it reads them (by index: GRDB's
+    /// lookup by name lower-cases the name on every call, a fifth of `assent verify`).
+    static let eventColumns = """
+        id, contact_id, seq, topic_key, action, from_state, to_state, source, channel, actor_kind, actor_id, occurred_at, recorded_at,
+        expires_at, notice_version, form_id, form_version, batch_id, sealed_evidence, prev_hash, hash
+        """
+
+    /// An event from a row selecting `eventColumns`.
+    static func event(_ row: some ColumnReader) -> ConsentEvent? {
+        guard let id = row.text(0).flatMap(UUID.init(text:)), let contactID = row.text(1).flatMap(UUID.init(text:)) else { return nil }
         // Unknown enum text can only come from a hand-edited row; it is kept
         // visible (as the closest value) and verification flags the hash.
         return ConsentEvent(
-            id: id, contactID: contactID, seq: row["seq"], topicKey: row["topic_key"],
-            action: ConsentAction(rawValue: row["action"]) ?? .granted,
-            fromState: PreferenceState(rawValue: row["from_state"]) ?? .none,
-            toState: PreferenceState(rawValue: row["to_state"]) ?? .none,
-            source: ConsentSource(rawValue: row["source"]) ?? .api,
-            channel: (row["channel"] as String?).flatMap(StaffChannel.init(rawValue:)),
-            actor: Actor(kind: Actor.Kind(rawValue: row["actor_kind"]) ?? .system, id: row["actor_id"]),
-            occurredAt: Date(millisecondsSince1970: row["occurred_at"]), recordedAt: Date(millisecondsSince1970: row["recorded_at"]),
-            expiresAt: (row["expires_at"] as Int64?).map(Date.init(millisecondsSince1970:)),
-            noticeVersion: row["notice_version"], formID: row["form_id"], formVersion: row["form_version"], batchID: row["batch_id"],
-            sealedEvidence: row["sealed_evidence"], prevHash: row["prev_hash"], hash: row["hash"]
+            id: id, contactID: contactID, seq: row.int(2) ?? 0, topicKey: row.text(3) ?? "",
+            action: row.text(4).flatMap(ConsentAction.init(rawValue:)) ?? .granted,
+            fromState: row.text(5).flatMap(PreferenceState.init(rawValue:)) ?? .none,
+            toState: row.text(6).flatMap(PreferenceState.init(rawValue:)) ?? .none,
+            source: row.text(7).flatMap(ConsentSource.init(rawValue:)) ?? .api,
+            channel: row.text(8).flatMap(StaffChannel.init(rawValue:)),
+            actor: Actor(kind: row.text(9).flatMap(Actor.Kind.init(rawValue:)) ?? .system, id: row.text(10)),
+            occurredAt: Date(millisecondsSince1970: row.int(11) ?? 0), recordedAt: Date(millisecondsSince1970: row.int(12) ?? 0),
+            expiresAt: row.int(13).map(Date.init(millisecondsSince1970:)),
+            noticeVersion: row.int(14).map(Int.init), formID: row.text(15), formVersion: row.int(16).map(Int.init), batchID: row.text(17),
+            sealedEvidence: row.blob(18), prevHash: row.blob(19) ?? Data(), hash: row.blob(20) ?? Data()
         )
     }
 
@@ -435,7 +479,7 @@ public final class SQLiteStore: LedgerStore {
                 SELECT * FROM preferences WHERE state = 'granted' AND expires_at IS NOT NULL AND expires_at <= ?
                 ORDER BY expires_at, contact_id LIMIT ?
                 """, arguments: [now.millisecondsSince1970, limit]).compactMap { row in
-                UUID(uuidString: row["contact_id"]).map { Self.preference(row, contactID: $0) }
+                UUID(text: row["contact_id"]).map { Self.preference(row, contactID: $0) }
             }
         }
     }
@@ -450,7 +494,7 @@ public final class SQLiteStore: LedgerStore {
                 FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = ?
                 WHERE c.email IN (\(marks))
                 """, arguments: StatementArguments([topicKey] + emails.map(\.value))) {
-                guard let contactID = UUID(uuidString: row["cid"]) else { continue }
+                guard let contactID = UUID(text: row["cid"]) else { continue }
                 let preference: Preference? = (row["state"] as String?) == nil ? nil : Self.preference(row, contactID: contactID)
                 rows[row["email"]] = CheckRow(contactID: contactID, preference: preference)
             }
@@ -501,7 +545,7 @@ public final class SQLiteStore: LedgerStore {
                 FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = ?
                 WHERE c.email = ?
                 """), arguments: [topicKey, email.value]),
-                let contactID = UUID(uuidString: row["cid"]) else { return nil }
+                let contactID = UUID(text: row["cid"]) else { return nil }
             let preference: Preference? = (row["state"] as String?) == nil ? nil : Self.preference(row, contactID: contactID)
             return CheckRow(contactID: contactID, preference: preference)
         }
@@ -509,20 +553,29 @@ public final class SQLiteStore: LedgerStore {
 
     public func scanChains(_ body: @Sendable (ChainSnapshot) throws -> Void) async throws {
         try await pool.read { db in
-            // Three ordered cursors merged by contact id: one pass, one contact in memory at a time.
-            let events = PeekingCursor(try Row.fetchCursor(db, sql: "SELECT * FROM consent_events ORDER BY contact_id, seq"))
-            let heads = PeekingCursor(try Row.fetchCursor(db, sql: "SELECT * FROM chain_heads ORDER BY contact_id"))
-            let prefs = PeekingCursor(try Row.fetchCursor(db, sql: "SELECT * FROM preferences ORDER BY contact_id, topic_key"))
+            // Three ordered cursors merged by contact id: one pass, one contact in memory at a time. They step
+            // SQLite directly: GRDB's rows cost more than the hashing (generic decoding, a copy per row).
+            let events = try RawCursor(db, "SELECT \(Self.eventColumns) FROM consent_events ORDER BY contact_id, seq", idColumn: 1)
+            let heads = try RawCursor(db, "SELECT contact_id, seq, hash FROM chain_heads ORDER BY contact_id", idColumn: 0)
+            let prefs = try RawCursor(db, """
+                SELECT contact_id, topic_key, state, since, expires_at, seq FROM preferences ORDER BY contact_id, topic_key
+                """, idColumn: 0)
             while true {
-                let candidates = [try events.peekID(), try heads.peekID(), try prefs.peekID()].compactMap { $0 }
+                let candidates = [events.contactID, heads.contactID, prefs.contactID].compactMap { $0 }
                 guard let current = candidates.min() else { return }
-                guard let contactID = UUID(uuidString: current) else {
-                    _ = try events.take(while: current); _ = try heads.take(while: current); _ = try prefs.take(while: current)
+                guard let contactID = UUID(text: current) else {
+                    _ = try events.take(while: current) { _ in () }
+                    _ = try heads.take(while: current) { _ in () }
+                    _ = try prefs.take(while: current) { _ in () }
                     continue
                 }
-                let chainEvents = try events.take(while: current).compactMap(Self.event)
-                let head = try heads.take(while: current).first.map { ChainHead(contactID: contactID, seq: $0["seq"], hash: $0["hash"]) }
-                let preferences = try prefs.take(while: current).map { Self.preference($0, contactID: contactID) }
+                let chainEvents = try events.take(while: current, Self.event)
+                let head = try heads.take(while: current) { row in ChainHead(contactID: contactID, seq: row.int(1) ?? 0, hash: row.blob(2) ?? Data()) }.first
+                let preferences = try prefs.take(while: current) { row in
+                    Preference(contactID: contactID, topicKey: row.text(1) ?? "", state: row.text(2).flatMap(PreferenceState.init(rawValue:)) ?? .none,
+                               since: Date(millisecondsSince1970: row.int(3) ?? 0), expiresAt: row.int(4).map(Date.init(millisecondsSince1970:)),
+                               seq: row.int(5) ?? 0)
+                }
                 try body(ChainSnapshot(contactID: contactID, events: chainEvents, head: head, preferences: preferences))
             }
         }
@@ -542,7 +595,7 @@ public final class SQLiteStore: LedgerStore {
     private func confirmationToken(sql: String, arguments: StatementArguments) async throws -> ConfirmationToken? {
         try await pool.read { db in
             try Row.fetchOne(db, sql: sql, arguments: arguments).flatMap { row in
-                guard let contactID = UUID(uuidString: row["contact_id"]) else { return nil }
+                guard let contactID = UUID(text: row["contact_id"]) else { return nil }
                 return ConfirmationToken(hash: row["hash"], contactID: contactID, topics: TopicList.decode(row["topics"]),
                                          confirmedTopics: TopicList.decode(row["confirmed_topics"]),
                                          createdAt: Date(millisecondsSince1970: row["created_at"]),
@@ -574,7 +627,7 @@ public final class SQLiteStore: LedgerStore {
     }
 
     static func outboxItem(_ row: Row) -> OutboxItem? {
-        guard let id = UUID(uuidString: row["id"]) else { return nil }
+        guard let id = UUID(text: row["id"]) else { return nil }
         return OutboxItem(id: id, contactID: (row["contact_id"] as String?).flatMap(UUID.init(uuidString:)), kind: row["kind"],
                           payload: row["payload"], status: OutboxItem.Status(rawValue: row["status"]) ?? .dead, attempts: row["attempts"],
                           nextAttemptAt: Date(millisecondsSince1970: row["next_attempt_at"]), lastError: row["last_error"],
@@ -637,7 +690,7 @@ public final class SQLiteStore: LedgerStore {
     }
 
     public func event(id: UUID) async throws -> ConsentEvent? {
-        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM consent_events WHERE id = ?", arguments: [id.db]).flatMap(Self.event) }
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT \(Self.eventColumns) FROM consent_events WHERE id = ?", arguments: [id.db]).flatMap(Self.event) }
     }
 
     public func searchContacts(_ text: String, limit: Int) async throws -> [Contact] {
@@ -741,7 +794,7 @@ public final class SQLiteStore: LedgerStore {
             let marks = Array(repeating: "?", count: ids.count).joined(separator: ",")
             for row in try Row.fetchAll(db, sql: "SELECT contact_id, secret FROM contact_link_secrets WHERE contact_id IN (\(marks))",
                                         arguments: StatementArguments(ids.map(\.db))) {
-                if let id = UUID(uuidString: row["contact_id"]) { found[id] = row["secret"] }
+                if let id = UUID(text: row["contact_id"]) { found[id] = row["secret"] }
             }
             return found
         }
@@ -793,7 +846,7 @@ public final class SQLiteStore: LedgerStore {
     public func portalLink(hash: Data) async throws -> PortalLinkRecord? {
         try await pool.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM portal_links WHERE hash = ?", arguments: [hash]).map { row in
-                PortalLinkRecord(hash: row["hash"], contactID: UUID(uuidString: row["contact_id"])!,
+                PortalLinkRecord(hash: row["hash"], contactID: UUID(text: row["contact_id"])!,
                                  createdAt: Date(millisecondsSince1970: row["created_at"]), expiresAt: Date(millisecondsSince1970: row["expires_at"]),
                                  usedAt: (row["used_at"] as Int64?).map(Date.init(millisecondsSince1970:)))
             }
@@ -826,7 +879,7 @@ public final class SQLiteStore: LedgerStore {
     public func portalSession(hash: Data) async throws -> PortalSession? {
         try await pool.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM portal_sessions WHERE hash = ?", arguments: [hash]).map { row in
-                PortalSession(hash: row["hash"], contactID: UUID(uuidString: row["contact_id"])!,
+                PortalSession(hash: row["hash"], contactID: UUID(text: row["contact_id"])!,
                               createdAt: Date(millisecondsSince1970: row["created_at"]), expiresAt: Date(millisecondsSince1970: row["expires_at"]))
             }
         }
@@ -889,7 +942,7 @@ public final class SQLiteStore: LedgerStore {
     }
 
     static func subjectRequest(_ row: Row) -> SubjectRequest {
-        var r = SubjectRequest(id: UUID(uuidString: row["id"])!, contactID: UUID(uuidString: row["contact_id"])!,
+        var r = SubjectRequest(id: UUID(text: row["id"])!, contactID: UUID(text: row["contact_id"])!,
                                kind: SubjectRequest.Kind(rawValue: row["kind"]) ?? .access, status: SubjectRequest.Status(rawValue: row["status"]) ?? .open,
                                channel: row["channel"], note: row["note"], createdAt: Date(millisecondsSince1970: row["created_at"]),
                                dueAt: Date(millisecondsSince1970: row["due_at"]), closedAt: (row["closed_at"] as Int64?).map(Date.init(millisecondsSince1970:)),
@@ -935,7 +988,7 @@ public final class SQLiteStore: LedgerStore {
     public func suppression(emailHash: Data) async throws -> Suppression? {
         try await pool.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM suppressions WHERE email_hash = ?", arguments: [emailHash]).map { row in
-                Suppression(emailHash: row["email_hash"], contactID: UUID(uuidString: row["contact_id"])!,
+                Suppression(emailHash: row["email_hash"], contactID: UUID(text: row["contact_id"])!,
                             erasedAt: Date(millisecondsSince1970: row["erased_at"]), reason: row["reason"], erasedBy: row["erased_by"])
             }
         }
@@ -1017,7 +1070,7 @@ public final class SQLiteStore: LedgerStore {
     }
 
     static func staffUser(_ row: Row) -> StaffUser? {
-        guard let id = UUID(uuidString: row["id"]), let email = try? EmailAddress(row["email"]) else { return nil }
+        guard let id = UUID(text: row["id"]), let email = try? EmailAddress(row["email"]) else { return nil }
         return StaffUser(id: id, email: email, name: row["name"], role: StaffUser.Role(rawValue: row["role"]) ?? .auditor,
                          passwordHash: row["password_hash"], mustChangePassword: row["must_change_password"], failedSignIns: row["failed_sign_ins"],
                          lockedUntil: (row["locked_until"] as Int64?).map(Date.init(millisecondsSince1970:)),
@@ -1035,7 +1088,7 @@ public final class SQLiteStore: LedgerStore {
     public func staffSession(hash: Data) async throws -> StaffSession? {
         try await pool.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM staff_sessions WHERE hash = ?", arguments: [hash]).map { row in
-                StaffSession(hash: row["hash"], userID: UUID(uuidString: row["user_id"])!, createdAt: Date(millisecondsSince1970: row["created_at"]),
+                StaffSession(hash: row["hash"], userID: UUID(text: row["user_id"])!, createdAt: Date(millisecondsSince1970: row["created_at"]),
                              expiresAt: Date(millisecondsSince1970: row["expires_at"]))
             }
         }
@@ -1074,7 +1127,7 @@ public final class SQLiteStore: LedgerStore {
                 """, arguments: [q.actorID?.db, q.actorID?.db, q.action, q.action, q.target, q.target,
                                    q.since?.millisecondsSince1970, q.since?.millisecondsSince1970, q.until?.millisecondsSince1970,
                                    q.until?.millisecondsSince1970, q.limit]).map { row in
-                AuditEntry(id: UUID(uuidString: row["id"])!, at: Date(millisecondsSince1970: row["at"]),
+                AuditEntry(id: UUID(text: row["id"])!, at: Date(millisecondsSince1970: row["at"]),
                            actorID: (row["actor_id"] as String?).flatMap(UUID.init(uuidString:)), actorEmail: row["actor_email"], action: row["action"],
                            target: row["target"], detail: row["detail"], ipAddress: row["ip_address"])
             }
@@ -1193,7 +1246,7 @@ public final class SQLiteStore: LedgerStore {
                                   WHERE r.contact_id = p.contact_id AND r.topic_key = p.topic_key AND r.grant_expires_at = p.expires_at)
                 ORDER BY p.expires_at, p.contact_id, p.topic_key LIMIT ?
                 """, arguments: [now.millisecondsSince1970, horizon.millisecondsSince1970, now.millisecondsSince1970, limit]).compactMap { row in
-                UUID(uuidString: row["contact_id"]).map {
+                UUID(text: row["contact_id"]).map {
                     RepermissionDue(contactID: $0, topicKey: row["topic_key"], expiresAt: Date(millisecondsSince1970: row["expires_at"]))
                 }
             }
@@ -1299,7 +1352,7 @@ public final class SQLiteStore: LedgerStore {
     }
 
     static func delivery(_ row: Row) -> WebhookDelivery? {
-        guard let id = UUID(uuidString: row["id"]), let type = WebhookEventType(rawValue: row["event_type"]),
+        guard let id = UUID(text: row["id"]), let type = WebhookEventType(rawValue: row["event_type"]),
               let status = WebhookDelivery.Status(rawValue: row["status"]) else { return nil }
         return WebhookDelivery(id: id, endpointID: row["endpoint_id"], eventType: type, contactID: (row["contact_id"] as String?).flatMap(UUID.init(uuidString:)),
                                payload: row["payload"], status: status, attempts: row["attempts"],
@@ -1503,31 +1556,81 @@ public final class SQLiteStore: LedgerStore {
 
 extension UUID {
     /// The text form stored in every table: lower-case, so that ordering and equality agree everywhere.
-    var db: String { uuidString.lowercased() }
+    var db: String { lowercasedString }
 }
 
-/// A row cursor that can look at the next row's contact id without consuming it.
-private final class PeekingCursor {
-    private let cursor: RowCursor
-    private var peeked: Row?
-    private var done = false
+/// Reads a row's columns by index.
+protocol ColumnReader {
+    func text(_ column: Int32) -> String?
+    func int(_ column: Int32) -> Int64?
+    func blob(_ column: Int32) -> Data?
+}
 
-    init(_ cursor: RowCursor) { self.cursor = cursor }
+extension Row: ColumnReader {
+    func text(_ column: Int32) -> String? { self[Int(column)] }
+    func int(_ column: Int32) -> Int64? { self[Int(column)] }
+    func blob(_ column: Int32) -> Data? { self[Int(column)] }
+}
 
-    func peekID() throws -> String? {
-        if peeked == nil && !done {
-            if let row = try cursor.next() { peeked = row.copy() } else { done = true }
-        }
-        return peeked?["contact_id"]
+/// A statement stepped directly through SQLite's C API, one row at a time,
+/// that can look at the current row's contact id without consuming it. Used
+/// only inside the `pool.read` that made it.
+private final class RawCursor: ColumnReader {
+    private let statement: Statement
+    private let handle: OpaquePointer
+    private let database: Database
+    /// Where the contact id is in each row.
+    private let idColumn: Int32
+    private var onRow = false
+    /// The current row's contact id; nil once the rows are done.
+    private(set) var contactID: String?
+
+    init(_ db: Database, _ sql: String, idColumn: Int32) throws {
+        statement = try db.makeStatement(sql: sql)
+        handle = statement.sqliteStatement
+        database = db
+        self.idColumn = idColumn
+        try advance()
     }
 
-    func take(while contactID: String) throws -> [Row] {
-        var rows: [Row] = []
-        while try peekID() == contactID, let row = peeked {
-            rows.append(row)
-            peeked = nil
+    private func advance() throws {
+        switch sqlite3_step(handle) {
+        case SQLITE_ROW:
+            onRow = true
+            contactID = text(idColumn)
+        case SQLITE_DONE:
+            onRow = false
+            contactID = nil
+        case let code:
+            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(database.sqliteConnection)),
+                                sql: statement.sql)
         }
-        return rows
+    }
+
+    /// Decodes and consumes the rows of one contact.
+    func take<T>(while id: String, _ decode: (RawCursor) -> T?) throws -> [T] {
+        var out: [T] = []
+        while onRow, contactID == id {
+            if let value = decode(self) { out.append(value) }
+            try advance()
+        }
+        return out
+    }
+
+    func text(_ column: Int32) -> String? {
+        guard let bytes = sqlite3_column_text(handle, column) else { return nil }
+        return String(cString: bytes)
+    }
+
+    func int(_ column: Int32) -> Int64? {
+        sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : sqlite3_column_int64(handle, column)
+    }
+
+    func blob(_ column: Int32) -> Data? {
+        guard sqlite3_column_type(handle, column) != SQLITE_NULL else { return nil }
+        let count = Int(sqlite3_column_bytes(handle, column))
+        guard count > 0, let bytes = sqlite3_column_blob(handle, column) else { return Data() }
+        return Data(bytes: bytes, count: count)
     }
 }
 

@@ -224,7 +224,7 @@ struct API: Sendable {
     func preferenceGrid(_ preferences: [Preference]) async throws -> [PreferenceJSON] {
         let byTopic = Dictionary(preferences.map { ($0.topicKey, $0) }, uniquingKeysWith: { a, _ in a })
         let now = Date()
-        return try await ledger.store.topics(includeRetired: true).compactMap { topic in
+        return try await ledger.displayedTopics().compactMap { topic in
             let p = byTopic[topic.key]
             if !topic.isActive && p == nil { return nil }
             let state = p?.effectiveState(at: now) ?? .none

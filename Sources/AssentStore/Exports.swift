@@ -136,7 +136,7 @@ extension Ledger {
                     add([e.id.uuidString.lowercased(), e.contactID.uuidString.lowercased(), String(e.seq), e.topicKey, e.action.rawValue,
                          e.fromState.rawValue, e.toState.rawValue, e.source.rawValue, e.channel?.rawValue, e.actor.kind.rawValue, e.actor.id,
                          time(e.occurredAt), time(e.recordedAt), time(e.expiresAt), e.noticeVersion.map(String.init), e.formID,
-                         e.formVersion.map(String.init), e.batchID, e.prevHash.hex, e.hash.hex])
+                         e.formVersion.map(String.init), e.batchID, e.prevHash.hexString, e.hash.hexString])
                 }
                 try await flush(force: false)
                 guard page.count == pageSize, let last = page.last else { break }
@@ -145,19 +145,5 @@ extension Ledger {
         }
         try await flush(force: true)
         return rows
-    }
-}
-
-extension Data {
-    /// Lower-case hexadecimal.
-    var hex: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(count * 2)
-        for byte in self {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0F)])
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -264,6 +264,8 @@ public struct Ledger: Sendable {
     let webhookCache = WebhookEndpointCache()
     /// Topics for the send-time checks, and API keys for every request (see `ShortLivedCache`).
     let topicCache = ShortLivedCache<String, Topic>()
+    /// Every topic, retired ones included, for showing a preference grid.
+    let topicListCache = ShortLivedCache<Bool, [Topic]>()
     public let apiKeyCache = ShortLivedCache<String, APIKey>()
 
     /// Keys derived from the master key once (HKDF on every use was a twentieth of an import's time).
@@ -293,6 +295,7 @@ public struct Ledger: Sendable {
         do {
             try await store.insertTopic(topic, notice: Notice(topicKey: topic.key, version: 1, text: noticeText, createdAt: at))
             topicCache.invalidate(topic.key)
+            topicListCache.invalidateAll()
         } catch StoreError.duplicate {
             throw DomainError.conflict(field: "key", message: "a topic with key '\(topic.key)' already exists")
         }
@@ -318,6 +321,7 @@ public struct Ledger: Sendable {
         topic.updatedAt = now
         try await store.updateTopic(topic)
         topicCache.invalidate(topic.key)
+        topicListCache.invalidateAll()
         return topic
     }
 
@@ -329,6 +333,7 @@ public struct Ledger: Sendable {
         topic.updatedAt = now
         try await store.updateTopic(topic)
         topicCache.invalidate(topic.key)
+        topicListCache.invalidateAll()
         return topic
     }
 
@@ -456,7 +461,11 @@ public struct Ledger: Sendable {
     /// chain head meanwhile, it starts again from the read; nothing is lost or
     /// reordered. A request whose every topic is unchanged records nothing.
     public func recordChange(_ request: ChangeRequest) async throws -> ChangeResult {
-        try await writeWithRetry(request.contactID, try await decider(request))
+        // The first attempt decides from one read of the contact, its key and its state together; a retry reads afresh.
+        guard let snapshot = try await store.contactSnapshot(id: request.contactID) else {
+            throw DomainError.notFound(what: "contact", id: request.contactID.uuidString.lowercased())
+        }
+        return try await writeWithRetry(request.contactID, first: snapshot.state, try await decider(request, preloaded: (snapshot, nil)))
     }
 
     /// Many changes, for different contacts, committed together in one
@@ -505,7 +514,7 @@ public struct Ledger: Sendable {
 
     /// Checks a request and returns how to decide it from a contact's state
     /// (run again on every retry, so that it sees what changed meanwhile).
-    private func decider(_ request: ChangeRequest, preloaded: (snapshot: ContactSnapshot?, topics: [String: Topic])? = nil)
+    private func decider(_ request: ChangeRequest, preloaded: (snapshot: ContactSnapshot?, topics: [String: Topic]?)? = nil)
         async throws -> (LedgerState) async throws -> Plan {
         let at = now
         let occurredAt = (request.occurredAt ?? at).truncatedToMilliseconds
@@ -528,8 +537,11 @@ public struct Ledger: Sendable {
             // Read the contact and topics on every attempt, so that a retry
             // sees a topic retired or an email changed in the meantime (a
             // batch decides once, from what it read for the whole batch).
+            // The contact read with the state, unless this is a retry on a state read since.
             let contact: Contact
-            if let known = preloaded?.snapshot?.contact { contact = known } else { contact = try await existingContact(original.contactID) }
+            if let snapshot = preloaded?.snapshot, snapshot.state.head == state.head { contact = snapshot.contact } else {
+                contact = try await existingContact(original.contactID)
+            }
             if contact.isErased { throw DomainError.gone(what: "contact", id: contact.id.uuidString.lowercased()) }
             // After an objection to direct marketing only the person may opt in again.
             if let objected = contact.objectedAt, original.actor.kind != .subject,
@@ -537,7 +549,7 @@ public struct Ledger: Sendable {
                 throw DomainError.invalid(field: original.changesField, "the person objected to all direct marketing on \(objected.isoDay); "
                                           + "only their own opt-in (a form, the portal, the preference centre) can change that")
             }
-            let topics = try await resolveTopics(original, known: preloaded?.topics)
+            let topics = try await resolveTopics(original, known: preloaded?.topics ?? nil)
             // An opt-in from a source that cannot prove inbox ownership becomes a
             // request that the person confirms by email (double opt-in).
             var request = original
@@ -583,11 +595,11 @@ public struct Ledger: Sendable {
 
     /// Runs read -> decide -> commit, starting again from the read whenever
     /// another writer moved the contact's chain head in between.
-    private func writeWithRetry(_ contactID: UUID, _ decide: (LedgerState) async throws -> Plan) async throws -> ChangeResult {
+    private func writeWithRetry(_ contactID: UUID, first: LedgerState? = nil, _ decide: (LedgerState) async throws -> Plan) async throws -> ChangeResult {
         var attempt = 0
         while true {
             attempt += 1
-            let state = try await store.ledgerState(contactID: contactID)
+            let state = if attempt == 1, let first { first } else { try await store.ledgerState(contactID: contactID) }
             var plan = try await decide(state)
             plan.webhooks = try await webhookDeliveries(for: plan.events, contactID: contactID)
             let preferences = plan.preferences(after: state).values.sorted { $0.topicKey < $1.topicKey }
@@ -930,6 +942,11 @@ public struct Ledger: Sendable {
             guard let key else { return TimelineEntry(event: event, personal: nil, evidenceShredded: true) }
             return TimelineEntry(event: event, personal: try key.open(sealed, eventID: event.id, contactID: contactID), evidenceShredded: false)
         }
+    }
+
+    /// Every topic (retired ones too) as a preference grid shows them: read at most a second ago.
+    public func displayedTopics() async throws -> [Topic] {
+        try await topicListCache.value(true) { try await store.topics(includeRetired: true) } ?? []
     }
 
     /// A topic as the send-time checks see it: read at most a second ago.

@@ -180,6 +180,9 @@ public protocol LedgerStore: Sendable {
     /// For a batch (an import chunk): the contacts with these emails, each with
     /// its ledger state and wrapped key, read together.
     func contactSnapshots(emails: [EmailAddress]) async throws -> [ContactSnapshot]
+    /// One contact with its ledger state and wrapped key, read together (a
+    /// single change's first attempt); nil if there is no such contact.
+    func contactSnapshot(id: UUID) async throws -> ContactSnapshot?
     /// The contacts with these external ids.
     func contacts(externalIDs: [String]) async throws -> [Contact]
     /// Appends events, upserts projection rows and moves the head in one
@@ -188,6 +191,10 @@ public protocol LedgerStore: Sendable {
     /// Several commits (for different contacts) in one transaction: all or
     /// none; `concurrentModification` if any head moved.
     func commit(batch: [LedgerCommit]) async throws
+    /// Several commits in one transaction (group commit), each standing or
+    /// failing on its own: the result holds each one's error, nil if written.
+    /// Throws when the transaction itself fails (then none was written).
+    func commit(group: [LedgerCommit]) async throws -> [(any Error)?]
     func preferences(contactID: UUID) async throws -> [Preference]
     /// Events newest first, with `seq < beforeSeq` when given.
     func events(contactID: UUID, beforeSeq: Int64?, limit: Int) async throws -> [ConsentEvent]

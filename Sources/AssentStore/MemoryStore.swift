@@ -155,6 +155,13 @@ public actor MemoryStore: LedgerStore {
         }
     }
 
+    public func contactSnapshot(id: UUID) async throws -> ContactSnapshot? {
+        contactsByID[id].map {
+            ContactSnapshot(contact: $0, state: LedgerState(head: heads[id] ?? .empty(id), preferences: preferencesByContact[id] ?? [:]),
+                            wrappedKey: keysByContact[id])
+        }
+    }
+
     public func contacts(externalIDs: [String]) async throws -> [Contact] {
         let wanted = Set(externalIDs)
         return contactsByID.values.filter { $0.externalID.map(wanted.contains) ?? false }

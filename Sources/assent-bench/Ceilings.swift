@@ -94,6 +94,34 @@ enum Ceilings {
         return (readRate, writeRate)
     }
 
+    /// A raw read of every stored event, in the order `assent verify` reads them, through SQLite's C
+    /// API with nothing decoded (each column's bytes only touched): rows per second. It is what
+    /// scenario 6 can reach at best before it hashes anything.
+    static func sqliteScan(path: String) throws -> Double {
+        var db: OpaquePointer?
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, nil) == SQLITE_OK, let db else { throw BenchError("cannot open \(path)") }
+        defer { sqlite3_close(db) }
+        var scan: OpaquePointer?
+        let sql = """
+            SELECT id, contact_id, seq, topic_key, action, from_state, to_state, source, channel, actor_kind, actor_id, occurred_at,
+                recorded_at, expires_at, notice_version, form_id, form_version, batch_id, sealed_evidence, prev_hash, hash
+            FROM consent_events ORDER BY contact_id, seq
+            """
+        guard sqlite3_prepare_v2(db, sql, -1, &scan, nil) == SQLITE_OK else { throw BenchError("scan: \(String(cString: sqlite3_errmsg(db)))") }
+        defer { sqlite3_finalize(scan) }
+        var rows = 0, bytes = 0
+        let started = Date()
+        while sqlite3_step(scan) == SQLITE_ROW {
+            for column in 0..<Int32(21) {
+                _ = sqlite3_column_blob(scan, column)
+                bytes &+= Int(sqlite3_column_bytes(scan, column))
+            }
+            rows += 1
+        }
+        if bytes < 0 { print(bytes) } // keep the work observable
+        return Double(rows) / Date().timeIntervalSince(started)
+    }
+
     /// The same two ceilings on PostgreSQL: a prepared point select by a unique text key and
     /// a single-row insert committed on its own, over one connection (as one request would).
     static func postgres(url: String, rows: Int, seconds: Double) async throws -> (reads: Double, writes: Double) {

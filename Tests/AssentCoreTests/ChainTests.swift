@@ -158,3 +158,41 @@ func snapshot(_ events: [ConsentEvent]) -> ChainSnapshot {
         #expect(throws: DomainError.self) { try Evidence(personal: .init(ipAddress: ip)).validate(source: .form, channel: nil) }
     }
 }
+
+@Suite struct CanonicalFormTests {
+    /// The hashed form is fixed forever for format 1 (stored chains depend on
+    /// it): checked against an independent encoding of the documented layout
+    /// and against fixed hashes, so that any change to it fails here.
+    @Test func theCanonicalFormIsTheDocumentedLayout() {
+        let full = ConsentEvent(
+            id: UUID(uuidString: "0F8FAD5B-D9CB-469F-A165-70867728950E")!, contactID: UUID(uuidString: "7C9E6679-7425-40DE-944B-E07FC1F90AE7")!,
+            seq: 12, topicKey: "events", action: .granted, fromState: .pending, toState: .granted, source: .staff, channel: .phone,
+            actor: .apiKey("k1"), occurredAt: Date(millisecondsSince1970: 1_700_000_000_123), recordedAt: Date(millisecondsSince1970: 1_700_000_000_456),
+            expiresAt: Date(millisecondsSince1970: 1_800_000_000_000), noticeVersion: 3, formID: "signup", formVersion: 2, batchID: "b-1",
+            sealedEvidence: Data([1, 2, 3, 0xFF]), prevHash: Data(repeating: 7, count: 32))
+        let sparse = ConsentEvent(
+            id: full.id, contactID: full.contactID, seq: 1, topicKey: "news", action: .withdrawn, fromState: .none, toState: .withdrawn,
+            source: .api, channel: nil, actor: .apiKey("k1"), occurredAt: full.occurredAt, recordedAt: full.recordedAt, expiresAt: nil,
+            noticeVersion: nil, formID: nil, formVersion: nil, batchID: nil, sealedEvidence: nil, prevHash: ConsentEvent.genesisHash)
+        for event in [full, sparse] {
+            var expected = Data()
+            func field(_ bytes: [UInt8]?) {
+                guard let bytes else { return expected.append(contentsOf: [0xFF, 0xFF, 0xFF, 0xFF]) }
+                var n = UInt32(bytes.count).bigEndian
+                expected.append(Data(bytes: &n, count: 4))
+                expected.append(contentsOf: bytes)
+            }
+            func text(_ s: String?) { field(s.map { Array($0.utf8) }) }
+            text("assent-event/1"); text(event.id.uuidString.lowercased()); text(event.contactID.uuidString.lowercased()); text(String(event.seq))
+            text(event.topicKey); text(event.action.rawValue); text(event.fromState.rawValue); text(event.toState.rawValue)
+            text(event.source.rawValue); text(event.channel?.rawValue); text(event.actor.kind.rawValue); text(event.actor.id)
+            text(String(event.occurredAt.millisecondsSince1970)); text(String(event.recordedAt.millisecondsSince1970))
+            text(event.expiresAt.map { String($0.millisecondsSince1970) }); text(event.noticeVersion.map(String.init)); text(event.formID)
+            text(event.formVersion.map(String.init)); text(event.batchID); field(event.sealedEvidence.map { Array($0) })
+            #expect(event.canonicalBytes == expected)
+            #expect(event.computeHash() == Data(SHA256.hash(data: expected + event.prevHash)))
+        }
+        #expect(full.computeHash().hexString == "1ff48e404aa6702cb0f8fc899d8498c57ae79d9152bcb51417a0bf4ed0c5d76c")
+        #expect(sparse.computeHash().hexString == "1b71001ec4403a3c701e405c484441da3a13e3d5cf80362c0dfd4c3469bf3248")
+    }
+}

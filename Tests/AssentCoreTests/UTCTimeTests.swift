@@ -67,3 +67,36 @@ import Testing
         }
     }
 }
+
+@Suite struct HexTests {
+    @Test func hexIsFoundationsTwoDigitLowerCaseAndRoundTrips() {
+        var generator = SystemRandomNumberGenerator()
+        for length in [0, 1, 2, 31, 32, 33, 100] {
+            let data = Data((0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            #expect(data.hexString == data.map { String(format: "%02x", $0) }.joined())
+            #expect(Data(hexString: data.hexString) == data)
+        }
+        #expect(Data([0x00, 0x0f, 0xf0, 0xff]).hexString == "000ff0ff")
+    }
+}
+
+@Suite struct UUIDTextTests {
+    @Test func parsesAsFoundationDoesAndWritesLowerCase() {
+        for _ in 0..<2_000 {
+            let id = UUID.random()
+            #expect(UUID(text: id.uuidString) == id)
+            #expect(UUID(text: id.uuidString.lowercased()) == id)
+            #expect(id.lowercasedString == id.uuidString.lowercased())
+        }
+        let bad = ["", "not-a-uuid", "00000000-0000-0000-0000-00000000000", "00000000-0000-0000-0000-0000000000000",
+                   "00000000x0000-0000-0000-000000000000", "0000000g-0000-0000-0000-000000000000",
+                   "00000000-0000-0000-0000-00000000000é", "{00000000-0000-0000-0000-000000000000}"]
+        for text in bad {
+            #expect(UUID(text: text) == nil, "\(text)")
+            #expect(UUID(uuidString: text) == nil, "Foundation agrees: \(text)")
+        }
+        #expect(UUID(text: "00000000-0000-0000-0000-000000000000") == UUID(uuidString: "00000000-0000-0000-0000-000000000000"))
+        // Stricter than Foundation, whose sscanf lets a space stand for a leading digit.
+        #expect(UUID(text: " 0000000-0000-0000-0000-000000000000") == nil)
+    }
+}
