@@ -174,7 +174,8 @@ let package = Package(
         .testTarget(
             name: "AssentCLITests",
             dependencies: ["AssentCore", "AssentSQLite", "AssentPostgres", "AssentTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
-                           .product(name: "PostgresNIO", package: "postgres-nio")],
+                           .product(name: "PostgresNIO", package: "postgres-nio"),
+                           .product(name: "AsyncHTTPClient", package: "async-http-client")],
             swiftSettings: swiftSettings
         ),
     ]
