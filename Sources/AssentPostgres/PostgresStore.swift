@@ -906,6 +906,11 @@ public final class PostgresStore: LedgerStore {
         }
     }
 
+    public func outboxBacklog() async throws -> (pending: Int, oldestCreatedAt: Date?) {
+        let row = try await rows("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE status = 'pending'").first
+        return (Int(try row?["n"].decode(Int64.self) ?? 0), try row?["oldest"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)))
+    }
+
     public func outboxItems(status: OutboxItem.Status?, limit: Int) async throws -> [OutboxItem] {
         let rows = if let status {
             try await rows("SELECT * FROM outbox WHERE status = \(status.rawValue) ORDER BY created_at DESC, id DESC LIMIT \(limit)")

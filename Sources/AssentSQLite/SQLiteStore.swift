@@ -653,6 +653,13 @@ public final class SQLiteStore: LedgerStore {
         }
     }
 
+    public func outboxBacklog() async throws -> (pending: Int, oldestCreatedAt: Date?) {
+        try await pool.read { db in
+            let row = try Row.fetchOne(db, sql: "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending'")
+            return (row?[0] ?? 0, (row?[1] as Int64?).map(Date.init(millisecondsSince1970:)))
+        }
+    }
+
     public func outboxItems(status: OutboxItem.Status?, limit: Int) async throws -> [OutboxItem] {
         try await pool.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM outbox WHERE ? IS NULL OR status = ? ORDER BY created_at DESC, id DESC LIMIT ?",

@@ -30,6 +30,10 @@ public func openAPIDocument() throws -> Data {
 /// API-key authentication with scopes, and idempotent replay of writes.
 public func buildRouter(ledger: Ledger, issuer: ReceiptIssuer? = nil, site: SiteConfiguration = SiteConfiguration()) async throws -> Router<AssentRequestContext> {
     let router = Router(context: AssentRequestContext.self)
+    let metrics = ServerMetrics(store: ledger.store)
+    ledger.observers.add { events in metrics.recordConsent(events) }
+    router.add(middleware: MetricsMiddleware(metrics: metrics))
+    router.add(middleware: RequestIDMiddleware())
     router.add(middleware: ProblemMiddleware())
     router.add(middleware: ClientAddressMiddleware(site: site))
     let pages = try await Pages(site: site)
@@ -73,6 +77,12 @@ public func buildRouter(ledger: Ledger, issuer: ReceiptIssuer? = nil, site: Site
     let console = ConsolePages(ledger: ledger, pages: pages, signInLimiter: RateLimiter(limit: site.formPostsPerMinute))
     for route in console.routes {
         router.on(RouterPath(stringLiteral: route.path), method: route.method) { request, context in await console.handle(route, request, context) }
+    }
+    // Prometheus scrapes this; like /healthz it needs no key (expose it to the monitoring network only).
+    router.get("/metrics") { _, _ in
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: try await metrics.render())))
     }
     let stylesheet = try Data(contentsOf: Bundle.module.url(forResource: "assent", withExtension: "css")!)
     router.get("/assets/assent.css") { _, _ in

@@ -267,6 +267,8 @@ public struct Ledger: Sendable {
     /// Every topic, retired ones included, for showing a preference grid.
     let topicListCache = ShortLivedCache<Bool, [Topic]>()
     public let apiKeyCache = ShortLivedCache<String, APIKey>()
+    /// Told of the events of every committed change (the server's metrics); shared by copies of this ledger.
+    public let observers = LedgerObservers()
 
     /// Keys derived from the master key once (HKDF on every use was a twentieth of an import's time).
     let suppressionKey: SymmetricKey
@@ -504,6 +506,7 @@ public struct Ledger: Sendable {
         do {
             try await store.commit(batch: commits.map(\.commit))
             for c in commits { results[c.index] = .success(c.result) }
+            observers.notify(commits.flatMap(\.commit.events))
         } catch StoreError.concurrentModification {
             for c in commits {
                 do { results[c.index] = .success(try await recordChange(requests[c.index])) } catch { results[c.index] = .failure(error) }
@@ -612,6 +615,7 @@ public struct Ledger: Sendable {
                                           issueToken: plan.issueToken, consumeToken: plan.consumeToken)
                 commit.webhooks = plan.webhooks
                 try await store.commit(commit)
+                observers.notify(commit.events)
                 return result
             } catch StoreError.concurrentModification {
                 if attempt >= maxAttempts { throw DomainError.contention(contactID: contactID) }
@@ -1010,5 +1014,22 @@ extension Optional {
     func asyncFlatMap<U>(_ transform: (Wrapped) async throws -> U?) async rethrows -> U? {
         guard let value = self else { return nil }
         return try await transform(value)
+    }
+}
+
+/// Callbacks told of every committed change's events, after the commit.
+public final class LedgerObservers: @unchecked Sendable {
+    private let lock = NSLock()
+    private var observers: [@Sendable ([ConsentEvent]) -> Void] = []
+
+    public init() {}
+
+    public func add(_ observer: @escaping @Sendable ([ConsentEvent]) -> Void) {
+        lock.withLock { observers.append(observer) }
+    }
+
+    func notify(_ events: [ConsentEvent]) {
+        guard !events.isEmpty else { return }
+        for observer in lock.withLock({ observers }) { observer(events) }
     }
 }

@@ -234,6 +234,8 @@ public protocol LedgerStore: Sendable {
     func failOutbox(id: UUID, error: String, retryAt: Date?) async throws
     /// Items newest first, optionally of one status.
     func outboxItems(status: OutboxItem.Status?, limit: Int) async throws -> [OutboxItem]
+    /// How many items wait to be sent, and when the oldest of them was queued (for monitoring).
+    func outboxBacklog() async throws -> (pending: Int, oldestCreatedAt: Date?)
     /// One contact's items, oldest first (for their data export).
     func outboxItems(contactID: UUID) async throws -> [OutboxItem]
     /// Makes dead items (one, or all when nil) pending again, due now; returns how many.

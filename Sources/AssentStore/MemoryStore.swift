@@ -239,6 +239,11 @@ public actor MemoryStore: LedgerStore {
         claimedUntil[id] = nil
     }
 
+    public func outboxBacklog() async throws -> (pending: Int, oldestCreatedAt: Date?) {
+        let pending = outbox.values.filter { $0.status == .pending }
+        return (pending.count, pending.map(\.createdAt).min())
+    }
+
     public func outboxItems(status: OutboxItem.Status?, limit: Int) async throws -> [OutboxItem] {
         Array(outbox.values.filter { status == nil || $0.status == status }.sorted { ($0.createdAt, $0.id.uuidString) > ($1.createdAt, $1.id.uuidString) }.prefix(limit))
     }

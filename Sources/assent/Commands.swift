@@ -23,6 +23,8 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (env ASSENT_LOG_LEVEL).", valueName: "level"))
     var logLevel: String = ProcessInfo.processInfo.environment["ASSENT_LOG_LEVEL"] ?? "info"
+    @Option(help: ArgumentHelp("Log lines as text, or as one JSON object per line for a log collector (env ASSENT_LOG_FORMAT).", valueName: "text|json"))
+    var logFormat: String = ProcessInfo.processInfo.environment["ASSENT_LOG_FORMAT"] ?? "text"
 
     @Option(help: ArgumentHelp("Form posts accepted per client address per minute (env ASSENT_FORM_POSTS_PER_MINUTE).", valueName: "n"))
     var formPostsPerMinute: Int = Int(ProcessInfo.processInfo.environment["ASSENT_FORM_POSTS_PER_MINUTE"] ?? "") ?? 20
@@ -45,9 +47,11 @@ struct Serve: AsyncParsableCommand {
         guard (1...100_000).contains(formPostsPerMinute) else { throw ValidationError("--form-posts-per-minute: must be from 1 to 100000") }
         guard (1...100_000).contains(linkPostsPerMinute) else { throw ValidationError("--link-posts-per-minute: must be from 1 to 100000") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: '\(logLevel)' is not a log level") }
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format: '\(logFormat)' is not text or json") }
     }
 
     func run() async throws {
+        if logFormat == "json" { LoggingSystem.bootstrap { label in JSONLogHandler(label: label) } }
         var logger = Logger(label: "assent")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         var ledger = try await reportingErrors { try await store.openLedger() }

@@ -191,9 +191,14 @@ final class ServerProcess: @unchecked Sendable {
     let output: String
     let token: String?
 
-    init(cli: CLI, environment: [String: String] = [:]) throws {
+    /// `arguments` come after the defaults (a later flag wins); `logFile` takes the server's standard error.
+    init(cli: CLI, environment: [String: String] = [:], arguments: [String] = [], logFile: URL? = nil) throws {
         process.executableURL = CLI.executable
-        process.arguments = ["serve", "--port", "0", "--log-level", "warning"]
+        process.arguments = ["serve", "--port", "0", "--log-level", "warning"] + arguments
+        if let logFile {
+            FileManager.default.createFile(atPath: logFile.path, contents: nil)
+            process.standardError = try FileHandle(forWritingTo: logFile)
+        }
         process.currentDirectoryURL = cli.directory
         process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ASSENT_") }
             .merging(["ASSENT_BCRYPT_COST": "4"]) { _, new in new }.merging(environment) { _, new in new }

@@ -1,0 +1,81 @@
+import AssentCore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+
+/// One JSON object per line on standard error, for log collectors
+/// (`assent serve --log-format json`): time, level, logger, message, and
+/// every metadata value (a request's `request_id` among them) as a string.
+public struct JSONLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level = .info
+    private let label: String
+    private let write: @Sendable (Data) -> Void
+
+    public init(label: String, write: @escaping @Sendable (Data) -> Void = JSONLogHandler.standardError) {
+        self.label = label
+        self.write = write
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    private static let lock = NSLock()
+
+    /// Writes whole lines under one lock, so that lines from different threads never interleave.
+    public static let standardError: @Sendable (Data) -> Void = { line in
+        lock.withLock { FileHandle.standardError.write(line) }
+    }
+
+    public func log(event: LogEvent) {
+        var object: [String: String] = [:]
+        for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { _, new in new }) {
+            object[key] = "\(value)"
+        }
+        object["time"] = UTCTime.rfc3339(Date())
+        object["level"] = event.level.rawValue
+        object["logger"] = label
+        object["message"] = "\(event.message)"
+        object["source"] = event.source
+        guard var line = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
+        line.append(UInt8(ascii: "\n"))
+        write(line)
+    }
+}
+
+/// Gives every request an id: the caller's `X-Request-Id` when it is a sane
+/// token (up to 128 letters, digits, `.`, `_`, `-`), else a new one. It is in
+/// every log line about the request (`request_id`) and in the response's
+/// `X-Request-Id`, and each answered request is logged at info level.
+struct RequestIDMiddleware: RouterMiddleware {
+    typealias Context = AssentRequestContext
+
+    static func acceptable(_ text: String) -> Bool {
+        (1...128).contains(text.utf8.count) && text.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
+        }
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let id = request.headers[.xRequestID].flatMap { Self.acceptable($0) ? $0 : nil } ?? context.id
+        context.logger[metadataKey: "request_id"] = .string(id)
+        let started = ContinuousClock.now
+        var response = try await next(request, context)
+        response.headers[.xRequestID] = id
+        let elapsed = ContinuousClock.now - started
+        context.logger.info("request", metadata: [
+            "method": .string(request.method.rawValue), "route": .string(context.endpointPath ?? "unknown"),
+            "status": .stringConvertible(response.status.code),
+            "duration_ms": .string(String(format: "%.1f", Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)),
+        ])
+        return response
+    }
+}
+
+extension HTTPField.Name {
+    static let xRequestID = Self("X-Request-Id")!
+}
