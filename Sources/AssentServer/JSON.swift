@@ -40,6 +40,28 @@ enum JSONCoding {
         return decoder
     }()
 
+    /// Whether JSON text holds `\u0000` as an escape (an odd run of backslashes before it), in either case.
+    static func containsEscapedNUL(_ data: Data) -> Bool {
+        let bytes = [UInt8](data)
+        var i = 0
+        while i + 5 < bytes.count {
+            if bytes[i] == UInt8(ascii: "\\") {
+                var run = 0
+                while i < bytes.count && bytes[i] == UInt8(ascii: "\\") {
+                    run += 1
+                    i += 1
+                }
+                if run % 2 == 1, i + 4 < bytes.count, bytes[i] == UInt8(ascii: "u") || bytes[i] == UInt8(ascii: "U"),
+                   bytes[(i + 1)...(i + 4)].allSatisfy({ $0 == UInt8(ascii: "0") }) {
+                    return true
+                }
+                continue
+            }
+            i += 1
+        }
+        return false
+    }
+
     /// A JSON path for error messages: `preferences[1].topic`.
     static func path(_ codingPath: [any CodingKey], last: (any CodingKey)? = nil) -> String {
         var out = ""
@@ -183,8 +205,13 @@ extension Request {
         } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
             throw APIError(.contentTooLarge, detail: "request body is larger than \(context.maxUploadSize) bytes")
         }
+        let data = Data(buffer: buffer)
+        // Neither store keeps the NUL character in text (PostgreSQL refuses it), and no field needs it.
+        if JSONCoding.containsEscapedNUL(data) {
+            throw APIError.badRequest(field: "body", "text must not contain the NUL character (\\u0000)")
+        }
         do {
-            return try JSONCoding.decoder.decode(Strict<T>.self, from: Data(buffer: buffer)).value
+            return try JSONCoding.decoder.decode(Strict<T>.self, from: data).value
         } catch let error as DecodingError {
             throw JSONCoding.apiError(error)
         }

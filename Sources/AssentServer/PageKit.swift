@@ -243,8 +243,9 @@ struct FormBody {
     init(_ text: String) {
         pairs = text.split(separator: "&").map { part in
             let kv = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            // The NUL character is dropped: no field needs it and neither store keeps it in text.
             func decode(_ s: Substring) -> String {
-                String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? ""
+                (String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "").replacingOccurrences(of: "\u{0}", with: "")
             }
             return (decode(kv[0]), kv.count > 1 ? decode(kv[1]) : "")
         }
