@@ -62,6 +62,28 @@ enum JSONCoding {
         return false
     }
 
+    /// The path (`evidence.note`) of the first string or key in a parsed JSON value that holds a NUL character.
+    static func pathOfNUL(in value: Any, path: String = "") -> String? {
+        switch value {
+        case let text as String:
+            return text.contains("\u{0}") ? (path.isEmpty ? "body" : path) : nil
+        case let object as [String: Any]:
+            for key in object.keys.sorted() {
+                let child = path.isEmpty ? key : path + "." + key
+                if key.contains("\u{0}") { return path.isEmpty ? "body" : path }
+                if let found = pathOfNUL(in: object[key]!, path: child) { return found }
+            }
+            return nil
+        case let array as [Any]:
+            for (i, element) in array.enumerated() {
+                if let found = pathOfNUL(in: element, path: path + "[\(i)]") { return found }
+            }
+            return nil
+        default:
+            return nil
+        }
+    }
+
     /// A JSON path for error messages: `preferences[1].topic`.
     static func path(_ codingPath: [any CodingKey], last: (any CodingKey)? = nil) -> String {
         var out = ""
@@ -208,7 +230,8 @@ extension Request {
         let data = Data(buffer: buffer)
         // Neither store keeps the NUL character in text (PostgreSQL refuses it), and no field needs it.
         if JSONCoding.containsEscapedNUL(data) {
-            throw APIError.badRequest(field: "body", "text must not contain the NUL character (\\u0000)")
+            let field = (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])).flatMap { JSONCoding.pathOfNUL(in: $0) } ?? "body"
+            throw APIError.invalid(field: field, "must not contain the NUL character (\\u0000)")
         }
         do {
             return try JSONCoding.decoder.decode(Strict<T>.self, from: data).value

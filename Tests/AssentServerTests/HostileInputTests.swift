@@ -123,7 +123,7 @@ import Testing
             }
             // The NUL character is refused with a clear message; the text "\u0000" (a backslash, then u0000) is kept as written.
             let nul = try await api.send(.patch, "/api/v1/contacts/\(ann)", raw: #"{"name":"a\u0000b"}"#)
-            #expect(nul.status == .badRequest && nul.text.contains("NUL"), "\(nul.text)")
+            #expect(nul.status == .unprocessableContent && nul.problemFields == ["name"] && nul.text.contains("NUL"), "\(nul.text)")
             let text = try await api.send(.patch, "/api/v1/contacts/\(ann)", raw: #"{"name":"a\\u0000b"}"#)
             #expect(text.status == .ok && text.json["name"] as? String == #"a\u0000b"#, "\(text.text)")
             #expect(try await api.send(.get, "/api/v1/contacts?search=a%00b").status == .badRequest)
