@@ -179,3 +179,18 @@ extension PasswordHasher {
             return parts.count == 3 && parts[0] == "test" && Data(SHA256.hash(data: Data((parts[1] + password).utf8))).base64EncodedString() == parts[2]
         })
 }
+
+/// A deterministic generator (SplitMix64), so that a randomised test can be replayed from its seed.
+public struct SplitMix: RandomNumberGenerator {
+    public var state: UInt64
+
+    public init(state: UInt64) { self.state = state }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -40,25 +40,13 @@ import Testing
         func unanswered(sentBetween start: Date, and end: Date) -> Int { lock.withLock { unanswered.filter { $0 >= start && $0 < end }.count } }
     }
 
-    /// A small seeded generator (SplitMix64), so that each round's timing and choices follow from its seed.
-    struct Seeded: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     /// Writers that keep changing random preferences until the server goes away.
     static func load(_ server: ServerProcess, token: String, contacts: [String], topics: [String], seed: UInt64, tally: Tally) -> Task<Void, Never> {
         Task {
             await withTaskGroup(of: Void.self) { group in
                 for writer in 0..<8 {
                     group.addTask {
-                        var random = Seeded(state: seed &+ UInt64(writer))
+                        var random = SplitMix(state: seed &+ UInt64(writer))
                         while !Task.isCancelled {
                             let contact = contacts[Int(random.next() % UInt64(contacts.count))]
                             let topic = topics[Int(random.next() % UInt64(topics.count))]
@@ -116,7 +104,7 @@ import Testing
         var server = first
         for round in 0..<Self.kills {
             if round > 0 { server = try ServerProcess(cli: cli, environment: environment) }
-            var random = Seeded(state: seed &+ UInt64(round) &* 0x1_0000_0001)
+            var random = SplitMix(state: seed &+ UInt64(round) &* 0x1_0000_0001)
             let answered = tally.requests
             let writers = Self.load(server, token: token, contacts: contacts, topics: topics, seed: random.next(), tally: tally)
             // Under load (a few writes answered), then at a random moment.

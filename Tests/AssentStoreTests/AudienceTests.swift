@@ -6,18 +6,6 @@ import Testing
 
 /// Audiences and batch checks against a brute-force oracle on randomised data.
 @Suite struct AudienceTests {
-    /// A deterministic generator, so a failure can be replayed.
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     @Test(arguments: StoreKind.available)
     func theAudienceIsExactlyWhoTheCheckAllowsInEveryStateCombination(_ kind: StoreKind) async throws {
         let clock = TestClock(Date(timeIntervalSince1970: 1_800_000_000))
