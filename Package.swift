@@ -148,7 +148,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "AssentCoreTests", dependencies: ["AssentCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "AssentCoreTests", dependencies: ["AssentCore", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
         .testTarget(
             name: "AssentMailTests",
             dependencies: ["AssentMail", "AssentStore", "AssentCore", "AssentTestSupport"],

@@ -32,25 +32,39 @@ public struct ContactLink: Equatable, Sendable {
     /// 128 bits of HMAC-SHA256 are kept: forging one is a 2^128 guess per try.
     static let macLength = 16
 
-    private var payload: Data {
-        var data = Data([purpose.rawValue])
-        withUnsafeBytes(of: contactID.uuid) { data.append(contentsOf: $0) }
-        if let topicKey { data.append(contentsOf: Data(topicKey.utf8)) }
-        return data
+    private var payload: [UInt8] {
+        var bytes: [UInt8] = [purpose.rawValue]
+        bytes.reserveCapacity(17 + (topicKey?.utf8.count ?? 0) + Self.macLength)
+        withUnsafeBytes(of: contactID.uuid) { bytes.append(contentsOf: $0) }
+        if let topicKey { bytes.append(contentsOf: topicKey.utf8) }
+        return bytes
     }
 
-    private func mac(secret: Data, key: SymmetricKey) -> Data {
-        var hmac = HMAC<SHA256>(key: key)
-        hmac.update(data: payload)
-        hmac.update(data: Data([0]))
-        hmac.update(data: secret)
-        return Data(hmac.finalize()).prefix(Self.macLength)
+    /// An HMAC keyed once: keying pads the key and hashes a block twice, a
+    /// tenth of the cost of a link when an audience export makes millions.
+    public struct Signer: Sendable {
+        let keyed: HMAC<SHA256>
+
+        public init(key: SymmetricKey) { keyed = HMAC<SHA256>(key: key) }
+    }
+
+    /// HMAC(payload || 0x00 || secret), cut to `macLength` bytes.
+    private func mac(payload: [UInt8], secret: Data, signer: Signer) -> [UInt8] {
+        var message = payload
+        message.append(0)
+        message.append(contentsOf: secret)
+        var hmac = signer.keyed // a value: the keyed state is copied, never shared
+        hmac.update(data: message)
+        return Array(hmac.finalize().prefix(Self.macLength))
     }
 
     /// The URL-safe token for this link under the contact's current secret.
-    public func token(secret: Data, key: SymmetricKey) -> String {
-        (payload + mac(secret: secret, key: key)).base64URL
+    public func token(secret: Data, signer: Signer) -> String {
+        let payload = payload
+        return Base64URL.encode(payload + mac(payload: payload, secret: secret, signer: signer))
     }
+
+    public func token(secret: Data, key: SymmetricKey) -> String { token(secret: secret, signer: Signer(key: key)) }
 
     /// Reads a token's claims without checking them; `verify` must follow.
     /// Nil when the text cannot be a token of this purpose.
@@ -72,9 +86,11 @@ public struct ContactLink: Equatable, Sendable {
     }
 
     /// Whether `mac` was made for this link with this secret (constant time).
-    public func verify(mac given: Data, secret: Data, key: SymmetricKey) -> Bool {
-        given.constantTimeEquals(mac(secret: secret, key: key))
+    public func verify(mac given: Data, secret: Data, signer: Signer) -> Bool {
+        given.constantTimeEquals(Data(mac(payload: payload, secret: secret, signer: signer)))
     }
+
+    public func verify(mac given: Data, secret: Data, key: SymmetricKey) -> Bool { verify(mac: given, secret: secret, signer: Signer(key: key)) }
 }
 
 extension MasterKey {
@@ -89,13 +105,5 @@ extension Data {
     /// Compares secrets without leaking, through timing, where they differ.
     public func constantTimeEquals(_ other: Data) -> Bool {
         count == other.count && zip(self, other).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
-    }
-
-    /// Decodes base64url without padding (RFC 4648 §5).
-    public init?(base64URL text: String) {
-        guard text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else { return nil }
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while base64.count % 4 != 0 { base64.append("=") }
-        self.init(base64Encoded: base64)
     }
 }

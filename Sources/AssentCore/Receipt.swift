@@ -108,9 +108,14 @@ public struct ReceiptSigner: Sendable {
     public let keyID: String
     let key: Curve25519.Signing.PrivateKey
 
+    /// The protected header, the same for every receipt, encoded once (encoding it
+    /// on each signature was a fifth of an access export's time).
+    let encodedHeader: String
+
     public init(keyID: String, rawPrivateKey: Data) throws {
         self.keyID = keyID
         self.key = try Curve25519.Signing.PrivateKey(rawRepresentation: rawPrivateKey)
+        self.encodedHeader = try JSONSerialization.data(withJSONObject: ["alg": "Ed25519", "typ": "JWT", "kid": keyID], options: [.sortedKeys]).base64URL
     }
 
     public static func generate() -> (keyID: String, rawPrivateKey: Data) {
@@ -128,16 +133,9 @@ public struct ReceiptSigner: Sendable {
 
     /// `BASE64URL(header).BASE64URL(payload).BASE64URL(signature)`.
     public func sign(_ payload: Data) throws -> String {
-        let header = try JSONSerialization.data(withJSONObject: ["alg": "Ed25519", "typ": "JWT", "kid": keyID], options: [.sortedKeys])
-        let input = header.base64URL + "." + payload.base64URL
+        let input = encodedHeader + "." + payload.base64URL
         let signature = try key.signature(for: Data(input.utf8))
         return input + "." + Data(signature).base64URL
     }
 }
 
-extension Data {
-    /// Base64url without padding (RFC 4648 section 5).
-    public var base64URL: String {
-        base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-    }
-}

@@ -394,7 +394,7 @@ public final class PostgresStore: LedgerStore {
     static func contact(_ r: PostgresRandomAccessRow) throws -> Contact? {
         let id = try r["id"].decode(UUID.self)
         let erasedAt = try r["erased_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:))
-        guard let email = try r["email"].decode(String?.self).flatMap({ try? EmailAddress($0) }) ?? (erasedAt != nil ? Contact.erasedPlaceholder(id) : nil)
+        guard let email = try r["email"].decode(String?.self).map(EmailAddress.init(stored:)) ?? (erasedAt != nil ? Contact.erasedPlaceholder(id) : nil)
         else { return nil }
         return Contact(id: id, email: email, name: try r["name"].decode(String?.self),
                        externalID: try r["external_id"].decode(String?.self), locale: try r["locale"].decode(String?.self),
@@ -1052,14 +1052,14 @@ public final class PostgresStore: LedgerStore {
         try await rows("SELECT secret FROM contact_link_secrets WHERE contact_id = \(contactID)").first.map { try $0["secret"].decode(Data.self) }
     }
 
-    public func ensureLinkSecrets(_ candidates: [UUID: Data], at: Date) async throws -> [UUID: Data] {
-        guard !candidates.isEmpty else { return [:] }
+    public func ensureLinkSecrets(_ ids: [UUID], at: Date, make: @Sendable () -> Data) async throws -> [UUID: Data] {
+        guard !ids.isEmpty else { return [:] }
         var found: [UUID: Data] = [:]
-        for r in try await rows("SELECT contact_id, secret FROM contact_link_secrets WHERE contact_id = ANY(\(Array(candidates.keys)))") {
+        for r in try await rows("SELECT contact_id, secret FROM contact_link_secrets WHERE contact_id = ANY(\(ids))") {
             found[try r["contact_id"].decode(UUID.self)] = try r["secret"].decode(Data.self)
         }
         // In contact order, so that two exports making secrets for the same contacts never wait on each other in a circle.
-        let missing = candidates.filter { found[$0.key] == nil }.sorted { $0.key.uuidString < $1.key.uuidString }
+        let missing = Set(ids.filter { found[$0] == nil }).sorted { $0.uuidString < $1.uuidString }.map { ($0, make()) }
         guard !missing.isEmpty else { return found }
         try await transaction { c in
             for (id, secret) in missing {

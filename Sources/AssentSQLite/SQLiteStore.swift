@@ -209,7 +209,7 @@ public final class SQLiteStore: LedgerStore {
     static func contact(_ row: Row) -> Contact? {
         guard let id = UUID(text: row["id"]) else { return nil }
         let erasedAt = (row["erased_at"] as Int64?).map(Date.init(millisecondsSince1970:))
-        guard let email = (row["email"] as String?).flatMap({ try? EmailAddress($0) }) ?? (erasedAt != nil ? Contact.erasedPlaceholder(id) : nil)
+        guard let email = (row["email"] as String?).map(EmailAddress.init(stored:)) ?? (erasedAt != nil ? Contact.erasedPlaceholder(id) : nil)
         else { return nil }
         return Contact(id: id, email: email, name: row["name"], externalID: row["external_id"], locale: row["locale"],
                        createdAt: Date(millisecondsSince1970: row["created_at"]), updatedAt: Date(millisecondsSince1970: row["updated_at"]),
@@ -489,17 +489,26 @@ public final class SQLiteStore: LedgerStore {
         return try await pool.read { db in
             let marks = Array(repeating: "?", count: emails.count).joined(separator: ", ")
             var rows: [String: CheckRow] = [:]
-            for row in try Row.fetchAll(db, sql: """
-                SELECT c.id AS cid, c.email, p.topic_key, p.state, p.since, p.expires_at, p.seq
-                FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = ?
-                WHERE c.email IN (\(marks))
-                """, arguments: StatementArguments([topicKey] + emails.map(\.value))) {
-                guard let contactID = UUID(text: row["cid"]) else { continue }
-                let preference: Preference? = (row["state"] as String?) == nil ? nil : Self.preference(row, contactID: contactID)
-                rows[row["email"]] = CheckRow(contactID: contactID, preference: preference)
+            for row in try Row.fetchAll(db, sql: "\(Self.checkSelect) WHERE c.email IN (\(marks))", arguments: StatementArguments([topicKey] + emails.map(\.value))) {
+                if let (email, checkRow) = Self.checkRow(row) { rows[email] = checkRow }
             }
             return rows
         }
+    }
+
+    static let checkSelect = """
+        SELECT c.id, c.email, p.topic_key, p.state, p.since, p.expires_at, p.seq
+        FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = ?
+        """
+
+    /// A row of `checkSelect`, by column position (GRDB's lookup by name lower-cases every name).
+    static func checkRow(_ row: Row) -> (email: String, CheckRow)? {
+        guard let contactID = UUID(text: row[0]) else { return nil }
+        let preference: Preference? = (row[3] as String?).map { state in
+            Preference(contactID: contactID, topicKey: row[2], state: PreferenceState(rawValue: state) ?? .none,
+                       since: Date(millisecondsSince1970: row[4]), expiresAt: (row[5] as Int64?).map(Date.init(millisecondsSince1970:)), seq: row[6])
+        }
+        return (row[1], CheckRow(contactID: contactID, preference: preference))
     }
 
     public func suppressedHashes(_ hashes: [Data]) async throws -> Set<Data> {
@@ -520,17 +529,25 @@ public final class SQLiteStore: LedgerStore {
                     SELECT DISTINCT c.id FROM contacts c JOIN preferences p ON p.contact_id = c.id
                     WHERE c.email IS NOT NULL AND c.id > ? AND \(live)
                     ORDER BY c.id LIMIT ?)
-                SELECT c.*, p.topic_key, p.state, p.since, p.expires_at, p.seq
+                SELECT c.id, c.email, c.name, c.external_id, c.locale, c.created_at, c.updated_at, c.objected_at,
+                       p.topic_key, p.state, p.since, p.expires_at, p.seq
                 FROM page JOIN contacts c ON c.id = page.id JOIN preferences p ON p.contact_id = c.id AND \(live)
                 ORDER BY c.id
                 """, arguments: StatementArguments([after?.db ?? ""] + topics + [now.millisecondsSince1970, limit] + topics + [now.millisecondsSince1970]))
+            // Columns by position: GRDB's lookup by name lower-cases every name, a tenth of an export.
             var members: [AudienceMember] = []
             for row in rows {
-                guard let contact = Self.contact(row) else { continue }
-                let preference = Self.preference(row, contactID: contact.id)
-                if members.last?.contact.id == contact.id {
+                guard let id = UUID(text: row[0]) else { continue }
+                let preference = Preference(contactID: id, topicKey: row[8], state: PreferenceState(rawValue: row[9]) ?? .none,
+                                            since: Date(millisecondsSince1970: row[10]), expiresAt: (row[11] as Int64?).map(Date.init(millisecondsSince1970:)),
+                                            seq: row[12])
+                if members.last?.contact.id == id {
                     members[members.count - 1].grants[preference.topicKey] = preference
                 } else {
+                    // Erased contacts have no email and never reach the page.
+                    let contact = Contact(id: id, email: EmailAddress(stored: row[1]), name: row[2], externalID: row[3], locale: row[4],
+                                          createdAt: Date(millisecondsSince1970: row[5]), updatedAt: Date(millisecondsSince1970: row[6]),
+                                          erasedAt: nil, objectedAt: (row[7] as Int64?).map(Date.init(millisecondsSince1970:)))
                     members.append(AudienceMember(contact: contact, grants: [preference.topicKey: preference]))
                 }
             }
@@ -540,14 +557,7 @@ public final class SQLiteStore: LedgerStore {
 
     public func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow? {
         try await pool.read { db in
-            guard let row = try Row.fetchOne(db.cachedStatement(sql: """
-                SELECT c.id AS cid, p.topic_key, p.state, p.since, p.expires_at, p.seq
-                FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = ?
-                WHERE c.email = ?
-                """), arguments: [topicKey, email.value]),
-                let contactID = UUID(text: row["cid"]) else { return nil }
-            let preference: Preference? = (row["state"] as String?) == nil ? nil : Self.preference(row, contactID: contactID)
-            return CheckRow(contactID: contactID, preference: preference)
+            try Row.fetchOne(db.cachedStatement(sql: "\(Self.checkSelect) WHERE c.email = ?"), arguments: [topicKey, email.value]).flatMap(Self.checkRow)?.1
         }
     }
 
@@ -794,19 +804,19 @@ public final class SQLiteStore: LedgerStore {
         }
     }
 
-    public func ensureLinkSecrets(_ candidates: [UUID: Data], at: Date) async throws -> [UUID: Data] {
-        guard !candidates.isEmpty else { return [:] }
+    public func ensureLinkSecrets(_ ids: [UUID], at: Date, make: @Sendable () -> Data) async throws -> [UUID: Data] {
+        guard !ids.isEmpty else { return [:] }
         @Sendable func read(_ ids: [UUID], _ db: Database) throws -> [UUID: Data] {
             var found: [UUID: Data] = [:]
             let marks = Array(repeating: "?", count: ids.count).joined(separator: ",")
             for row in try Row.fetchAll(db, sql: "SELECT contact_id, secret FROM contact_link_secrets WHERE contact_id IN (\(marks))",
                                         arguments: StatementArguments(ids.map(\.db))) {
-                if let id = UUID(text: row["contact_id"]) { found[id] = row["secret"] }
+                if let id = UUID(text: row[0]) { found[id] = row[1] }
             }
             return found
         }
-        var found = try await pool.read { db in try read(Array(candidates.keys), db) }
-        let missing = candidates.filter { found[$0.key] == nil }
+        var found = try await pool.read { db in try read(ids, db) }
+        let missing = Set(ids.filter { found[$0] == nil }).map { ($0, make()) }
         guard !missing.isEmpty else { return found }
         let made = try await pool.write { db in
             let insert = try db.cachedStatement(sql: """
@@ -814,7 +824,7 @@ public final class SQLiteStore: LedgerStore {
                 SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM contacts WHERE id = ? AND erased_at IS NULL) ON CONFLICT (contact_id) DO NOTHING
                 """)
             for (id, secret) in missing { try insert.execute(arguments: [id.db, secret, at.millisecondsSince1970, id.db]) }
-            return try read(Array(missing.keys), db)
+            return try read(missing.map(\.0), db)
         }
         found.merge(made) { _, new in new }
         return found

@@ -9,6 +9,9 @@ struct BatchCheckBody: StrictBody {
     var emails: [String]
 }
 
+/// The batch check's answer. Written directly rather than through JSONEncoder,
+/// which cost a tenth of a 10,000-address call; the same bytes JSONEncoder
+/// writes with sorted keys (a test holds them equal).
 struct BatchCheckJSON: Encodable {
     struct Item: Encodable {
         var email: String
@@ -18,6 +21,17 @@ struct BatchCheckJSON: Encodable {
 
     var topic: String
     var results: [Item]
+
+    var encoded: Data {
+        var text = "{\"results\":["
+        text.reserveCapacity(results.count * 80 + 64)
+        for (i, item) in results.enumerated() {
+            if i > 0 { text += "," }
+            text += "{\"allowed\":\(item.allowed),\"email\":\(TextRows.jsonString(item.email)),\"reason\":\(TextRows.jsonString(item.reason))}"
+        }
+        text += "],\"topic\":\(TextRows.jsonString(topic))}\n"
+        return Data(text.utf8)
+    }
 }
 
 extension API {
@@ -65,9 +79,10 @@ extension API {
         } catch DomainError.notFound(what: "topic", _) {
             throw APIError.invalid(field: "topic", "unknown topic '\(body.topic)'")
         }
-        return try APIResponse(json: BatchCheckJSON(topic: body.topic, results: zip(emails, results).map {
+        let answer = BatchCheckJSON(topic: body.topic, results: zip(emails, results).map {
             .init(email: $0.0.value, allowed: $0.1.allowed, reason: $0.1.reason.rawValue)
-        }))
+        })
+        return APIResponse(status: .ok, body: answer.encoded, contentType: "application/json")
     }
 
     /// Who may be sent these topics now, streamed as CSV or NDJSON (or just counted).

@@ -60,9 +60,16 @@ extension Ledger {
         }
         let topic = try await checkedTopic(topicKey)
         let at = now
-        var rows: [String: CheckRow] = [:]
-        for chunk in stride(from: 0, to: emails.count, by: 500).map({ Array(emails[$0..<min($0 + 500, emails.count)]) }) {
-            rows.merge(try await store.checkRows(emails: chunk, topicKey: topicKey)) { a, _ in a }
+        // Chunks are read concurrently: the reads are point lookups bound by one core each.
+        let store = store
+        let rows = try await withThrowingTaskGroup(of: [String: CheckRow].self) { group in
+            for start in stride(from: 0, to: emails.count, by: 500) {
+                let chunk = Array(emails[start..<min(start + 500, emails.count)])
+                group.addTask { try await store.checkRows(emails: chunk, topicKey: topicKey) }
+            }
+            var rows: [String: CheckRow] = [:]
+            for try await part in group { rows.merge(part) { a, _ in a } }
+            return rows
         }
         let unknown = emails.filter { rows[$0.value] == nil }
         var suppressed: Set<Data> = []

@@ -272,14 +272,14 @@ public struct Ledger: Sendable {
 
     /// Keys derived from the master key once (HKDF on every use was a twentieth of an import's time).
     let suppressionKey: SymmetricKey
-    let linkKey: SymmetricKey
+    let linkSigner: ContactLink.Signer
 
     public init(store: any LedgerStore, masterKey: MasterKey, environment: LedgerEnvironment = .live) {
         self.store = store
         self.masterKey = masterKey
         self.environment = environment
         self.suppressionKey = masterKey.derivedKey(purpose: "suppression/v1")
-        self.linkKey = masterKey.derivedKey(purpose: Self.linkKeyPurpose)
+        self.linkSigner = ContactLink.Signer(key: masterKey.derivedKey(purpose: Self.linkKeyPurpose))
     }
 
     var now: Date { environment.now().truncatedToMilliseconds }

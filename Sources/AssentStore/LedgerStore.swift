@@ -265,10 +265,10 @@ public protocol LedgerStore: Sendable {
     // MARK: Contact links
     /// The secret that signs a contact's preference-centre and unsubscribe links; nil before first use.
     func linkSecret(contactID: UUID) async throws -> Data?
-    /// The link secrets of many contacts (an audience page), each made from its candidate
-    /// when it has none yet (one read, and one transaction only when some were missing).
+    /// The link secrets of many contacts (an audience page), each made by `make` when it
+    /// has none yet (one read, and one transaction only when some were missing).
     /// Contacts that no longer exist or were erased get no new secret.
-    func ensureLinkSecrets(_ candidates: [UUID: Data], at: Date) async throws -> [UUID: Data]
+    func ensureLinkSecrets(_ ids: [UUID], at: Date, make: @Sendable () -> Data) async throws -> [UUID: Data]
     /// Stores `candidate` unless the contact already has a secret, and returns the stored one
     /// (two instances making a first link at once agree on one secret).
     func ensureLinkSecret(contactID: UUID, candidate: Data, at: Date) async throws -> Data

@@ -382,10 +382,10 @@ public actor MemoryStore: LedgerStore {
         return candidate
     }
 
-    public func ensureLinkSecrets(_ candidates: [UUID: Data], at: Date) async throws -> [UUID: Data] {
+    public func ensureLinkSecrets(_ ids: [UUID], at: Date, make: @Sendable () -> Data) async throws -> [UUID: Data] {
         var out: [UUID: Data] = [:]
-        for (id, candidate) in candidates where contactsByID[id].map({ !$0.isErased }) == true {
-            if linkSecrets[id] == nil { linkSecrets[id] = candidate }
+        for id in ids where contactsByID[id].map({ !$0.isErased }) == true {
+            if linkSecrets[id] == nil { linkSecrets[id] = make() }
             out[id] = linkSecrets[id]
         }
         return out

@@ -333,7 +333,7 @@ extension Ledger {
                              occurredAt: e.occurredAt, recordedAt: e.recordedAt, expiresAt: e.expiresAt, noticeVersion: e.noticeVersion,
                              formId: e.formID, formVersion: e.formVersion, batchId: e.batchID,
                              evidence: entry.personal.map { .init(ip: $0.ipAddress, userAgent: $0.userAgent, note: $0.note) },
-                             evidenceShredded: entry.evidenceShredded, hash: e.hash.map { String(format: "%02x", $0) }.joined())
+                             evidenceShredded: entry.evidenceShredded, hash: e.hash.hexString)
             },
             notices: notices.values.sorted { ($0.topic, $0.version) < ($1.topic, $1.version) },
             forms: forms.values.sorted { ($0.id, $0.version) < ($1.id, $1.version) },

@@ -279,26 +279,27 @@ extension Ledger {
     /// contact's link secret is made on first use).
     public func linkToken(_ link: ContactLink) async throws -> String {
         _ = try await existingContact(link.contactID)
-        return link.token(secret: try await linkSecret(link.contactID), key: linkKey)
+        return link.token(secret: try await linkSecret(link.contactID), signer: linkSigner)
     }
 
     /// A known contact's preference-centre and unsubscribe tokens with one
     /// secret lookup (an audience export makes them for every row).
     public func linkTokens(for contact: Contact, unsubscribeTopic: String?) async throws -> (centre: String, unsubscribe: String) {
         let secret = try await linkSecret(contact.id)
-        return (ContactLink(purpose: .preferenceCentre, contactID: contact.id).token(secret: secret, key: linkKey),
-                ContactLink(purpose: .unsubscribe, contactID: contact.id, topicKey: unsubscribeTopic).token(secret: secret, key: linkKey))
+        return (ContactLink(purpose: .preferenceCentre, contactID: contact.id).token(secret: secret, signer: linkSigner),
+                ContactLink(purpose: .unsubscribe, contactID: contact.id, topicKey: unsubscribeTopic).token(secret: secret, signer: linkSigner))
     }
 
     /// The same for many contacts (an audience page): their secrets read, and the missing
     /// ones made, together, instead of a durable write per contact on a first export.
     public func linkTokens(for contacts: [Contact], unsubscribeTopic: String?) async throws -> [UUID: (centre: String, unsubscribe: String)] {
-        let secrets = try await store.ensureLinkSecrets(Dictionary(contacts.map { ($0.id, Self.randomSecret()) }, uniquingKeysWith: { a, _ in a }), at: now)
+        // A secret is drawn only for a contact without one (drawing one per row was a twentieth of an export).
+        let secrets = try await store.ensureLinkSecrets(contacts.map(\.id), at: now) { Self.randomSecret() }
         var tokens: [UUID: (centre: String, unsubscribe: String)] = [:]
         for contact in contacts {
             guard let secret = secrets[contact.id] else { continue }
-            tokens[contact.id] = (ContactLink(purpose: .preferenceCentre, contactID: contact.id).token(secret: secret, key: linkKey),
-                                  ContactLink(purpose: .unsubscribe, contactID: contact.id, topicKey: unsubscribeTopic).token(secret: secret, key: linkKey))
+            tokens[contact.id] = (ContactLink(purpose: .preferenceCentre, contactID: contact.id).token(secret: secret, signer: linkSigner),
+                                  ContactLink(purpose: .unsubscribe, contactID: contact.id, topicKey: unsubscribeTopic).token(secret: secret, signer: linkSigner))
         }
         return tokens
     }
@@ -320,7 +321,7 @@ extension Ledger {
     public func resolveLink(_ token: String, purpose: ContactLink.Purpose) async throws -> (link: ContactLink, contact: Contact)? {
         guard let (link, mac) = ContactLink.parse(token, purpose: purpose),
               let secret = try await store.linkSecret(contactID: link.contactID),
-              link.verify(mac: mac, secret: secret, key: linkKey),
+              link.verify(mac: mac, secret: secret, signer: linkSigner),
               let contact = try await store.contact(id: link.contactID) else { return nil }
         return (link, contact)
     }

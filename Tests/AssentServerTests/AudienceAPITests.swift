@@ -43,9 +43,13 @@ import Testing
             try await api.createTopic("news", doubleOptIn: false)
             let id = try await api.createContact("known@example.com")
             _ = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "api", "preferences": [["topic": "news", "granted": true]]])
-            let emails = ["known@example.com"] + (1..<10_000).map { "person\($0)@example.com" }
+            let emails = ["known@example.com"] + (1..<9_999).map { "person\($0)@example.com" } + ["Jörg.O'Brien@Bücher.example"]
             let r = try await api.send(.post, "/api/v1/check", json: ["topic": "news", "emails": emails])
             #expect(r.status == .ok, "\(r.text.prefix(300))")
+            // The answer is written by hand; it must be the bytes the API's JSON encoder writes (sorted keys).
+            let reencoded = try JSONSerialization.data(withJSONObject: r.json, options: [.sortedKeys, .withoutEscapingSlashes])
+            #expect(String(decoding: reencoded, as: UTF8.self) + "\n" == r.text)
+            #expect(r.text.contains("\"email\":\"jörg.o'brien@bücher.example\""))
             let results = r.json["results"] as? [[String: Any]] ?? []
             #expect(results.count == 10_000 && results.first?["allowed"] as? Bool == true && results.first?["reason"] as? String == "granted")
             #expect(results.dropFirst().allSatisfy { $0["reason"] as? String == "unknown" })
