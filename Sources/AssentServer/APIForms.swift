@@ -279,7 +279,8 @@ extension API {
     }
 
     func links(contactID id: UUID, topic: String?) async throws -> ContactLinksJSON {
-        _ = try await ledger.existingContact(id)
+        // An erased contact has no address to send a link to, and gets none.
+        if try await ledger.existingContact(id).isErased { throw DomainError.gone(what: "contact", id: id.uuidString.lowercased()) }
         if let topic {
             try Topic.validateKey(topic, field: "topic")
             guard try await ledger.store.topic(key: topic) != nil else { throw APIError.invalid(field: "topic", "unknown topic '\(topic)'") }

@@ -312,7 +312,7 @@ extension Ledger {
 
     /// Revokes every preference-centre and unsubscribe link of a contact.
     public func rotateLinks(contactID: UUID) async throws {
-        _ = try await existingContact(contactID)
+        if try await existingContact(contactID).isErased { throw DomainError.gone(what: "contact", id: contactID.uuidString.lowercased()) }
         try await store.replaceLinkSecret(contactID: contactID, secret: Self.randomSecret(), at: now)
     }
 
