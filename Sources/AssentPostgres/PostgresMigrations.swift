@@ -392,5 +392,17 @@ enum PostgresMigrations {
         ("0010_event_time_index", [
             "CREATE INDEX consent_events_occurred_at ON consent_events(occurred_at)",
         ]),
+        ("0011_verify_runs", [
+            """
+            CREATE TABLE verify_runs (
+                id BIGSERIAL PRIMARY KEY,
+                finished_at BIGINT NOT NULL,
+                seconds DOUBLE PRECISION NOT NULL,
+                contacts BIGINT NOT NULL,
+                events BIGINT NOT NULL,
+                breaks BIGINT NOT NULL,
+                origin TEXT NOT NULL)
+            """,
+        ]),
     ]
 }

@@ -906,6 +906,21 @@ public final class PostgresStore: LedgerStore {
         }
     }
 
+    public func recordVerifyRun(_ run: VerifyRun) async throws {
+        _ = try await rows("""
+            INSERT INTO verify_runs (finished_at, seconds, contacts, events, breaks, origin)
+            VALUES (\(run.finishedAt.millisecondsSince1970), \(run.seconds), \(Int64(run.contacts)), \(Int64(run.events)), \(Int64(run.breaks)), \(run.origin))
+            """)
+    }
+
+    public func lastVerifyRun() async throws -> VerifyRun? {
+        try await rows("SELECT finished_at, seconds, contacts, events, breaks, origin FROM verify_runs ORDER BY id DESC LIMIT 1").first.map { r in
+            VerifyRun(finishedAt: Date(millisecondsSince1970: try r["finished_at"].decode(Int64.self)), seconds: try r["seconds"].decode(Double.self),
+                      contacts: Int(try r["contacts"].decode(Int64.self)), events: Int(try r["events"].decode(Int64.self)),
+                      breaks: Int(try r["breaks"].decode(Int64.self)), origin: try r["origin"].decode(String.self))
+        }
+    }
+
     public func outboxBacklog() async throws -> (pending: Int, oldestCreatedAt: Date?) {
         let row = try await rows("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE status = 'pending'").first
         return (Int(try row?["n"].decode(Int64.self) ?? 0), try row?["oldest"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)))

@@ -372,6 +372,18 @@ enum SQLiteMigrations {
         migrator.registerMigration("0010_event_time_index") { db in
             try db.execute(sql: "CREATE INDEX consent_events_occurred_at ON consent_events(occurred_at)")
         }
+        migrator.registerMigration("0011_verify_runs") { db in
+            try db.execute(sql: """
+                CREATE TABLE verify_runs (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    finished_at INTEGER NOT NULL,
+                    seconds REAL NOT NULL,
+                    contacts INTEGER NOT NULL,
+                    events INTEGER NOT NULL,
+                    breaks INTEGER NOT NULL,
+                    origin TEXT NOT NULL)
+                """)
+        }
         return migrator
     }
 }

@@ -663,6 +663,21 @@ public final class SQLiteStore: LedgerStore {
         }
     }
 
+    public func recordVerifyRun(_ run: VerifyRun) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "INSERT INTO verify_runs (finished_at, seconds, contacts, events, breaks, origin) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [run.finishedAt.millisecondsSince1970, run.seconds, run.contacts, run.events, run.breaks, run.origin])
+        }
+    }
+
+    public func lastVerifyRun() async throws -> VerifyRun? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT finished_at, seconds, contacts, events, breaks, origin FROM verify_runs ORDER BY id DESC LIMIT 1").map { row in
+                VerifyRun(finishedAt: Date(millisecondsSince1970: row[0]), seconds: row[1], contacts: row[2], events: row[3], breaks: row[4], origin: row[5])
+            }
+        }
+    }
+
     public func outboxBacklog() async throws -> (pending: Int, oldestCreatedAt: Date?) {
         try await pool.read { db in
             let row = try Row.fetchOne(db, sql: "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending'")

@@ -5,8 +5,8 @@ import Hummingbird
 import Prometheus
 
 /// The server's metrics in Prometheus' text format at `/metrics`: requests
-/// and their latency per route, the outbox's backlog, and consent changes per
-/// source. One registry per application (not swift-metrics' process-wide
+/// and their latency per route, the outbox's backlog, consent changes per
+/// source, and the latest verification of the hash chains. One registry per application (not swift-metrics' process-wide
 /// factory), so that every test can build its own.
 public final class ServerMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
@@ -46,11 +46,23 @@ public final class ServerMetrics: Sendable {
         }
     }
 
-    /// The text exposition, with the outbox read now.
+    /// The text exposition, with the outbox and the latest verification read now.
     func render(now: Date = Date()) async throws -> String {
         let backlog = try await store.outboxBacklog()
         pending.set(Double(backlog.pending))
         oldestAge.set(backlog.oldestCreatedAt.map { max(0, now.timeIntervalSince($0)) } ?? 0)
+        // Absent until the first verification (by `assent verify` or the server's schedule).
+        if let run = try await store.lastVerifyRun() {
+            func gauge(_ name: String, _ unit: String, _ help: String, _ value: Double) {
+                registry.makeGauge(descriptor: .init(namespace: "assent", metricName: name, unitName: unit, helpText: help), labels: []).set(value)
+            }
+            gauge("verify_ok", "", "1 when the latest verification found every hash chain intact, else 0", run.breaks == 0 ? 1 : 0)
+            gauge("verify_last_run_timestamp", "seconds", "When the latest verification of every hash chain finished (Unix time)",
+                  run.finishedAt.timeIntervalSince1970)
+            gauge("verify_broken_chains", "", "Contacts whose chain, head or projection failed the latest verification", Double(run.breaks))
+            gauge("verify_events", "", "Events the latest verification read", Double(run.events))
+            gauge("verify_duration", "seconds", "How long the latest verification took", run.seconds)
+        }
         return registry.emitToString()
     }
 }

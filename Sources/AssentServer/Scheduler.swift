@@ -1,4 +1,5 @@
 import AssentStore
+import Foundation
 import Logging
 import ServiceLifecycle
 
@@ -12,6 +13,8 @@ public struct Scheduler: Service {
     let ledger: Ledger
     let interval: Duration
     let logger: Logger
+    /// How often every chain is verified (the latest run is at `/metrics`); nil = never.
+    public var verifyEvery: Duration?
 
     public init(ledger: Ledger, interval: Duration = .seconds(60), logger: Logger = Logger(label: "assent.scheduler")) {
         self.ledger = ledger
@@ -30,6 +33,27 @@ public struct Scheduler: Service {
         if queued > 0 { logger.info("queued \(queued) re-permission email(s)") }
         if measured > 0 { logger.info("measured \(measured) segment(s)") }
         return (expired, queued, measured)
+    }
+
+    /// Verifies every chain when the latest recorded run (by any instance or
+    /// `assent verify`) is older than `verifyEvery`; returns the run, if one was made.
+    @discardableResult
+    public func verifyIfDue() async -> VerifyRun? {
+        guard let every = verifyEvery else { return nil }
+        do {
+            if let last = try await ledger.store.lastVerifyRun(),
+               Date().timeIntervalSince(last.finishedAt) < Double(every.components.seconds) { return nil }
+            let (report, run) = try await ledger.verifyAndRecord(origin: "schedule")
+            if report.isIntact {
+                logger.info("verified \(run.events) events of \(run.contacts) contacts in \(String(format: "%.1f", run.seconds)) s: every chain intact")
+            } else {
+                logger.critical("verification FAILED: \(run.breaks) of \(run.contacts) contacts have a broken chain; run 'assent verify' for the list")
+            }
+            return run
+        } catch {
+            logger.error("verification could not run: \(error)")
+            return nil
+        }
     }
 
     /// Runs a batch job until a batch does nothing.
@@ -51,6 +75,7 @@ public struct Scheduler: Service {
         try await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await runOnce()
+                await verifyIfDue()
                 try? await Task.sleep(for: interval)
             }
         }

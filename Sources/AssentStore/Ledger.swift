@@ -119,6 +119,27 @@ public struct VerifyReport: Sendable {
     public var isIntact: Bool { breaks.isEmpty }
 }
 
+/// One verification of every chain, as recorded for operators (`/metrics`).
+public struct VerifyRun: Sendable, Equatable {
+    public var finishedAt: Date
+    public var seconds: Double
+    public var contacts: Int
+    public var events: Int
+    /// Contacts whose chain, head or projection did not verify.
+    public var breaks: Int
+    /// Who ran it: `assent verify` or the server's schedule.
+    public var origin: String
+
+    public init(finishedAt: Date, seconds: Double, contacts: Int, events: Int, breaks: Int, origin: String) {
+        self.finishedAt = finishedAt
+        self.seconds = seconds
+        self.contacts = contacts
+        self.events = events
+        self.breaks = breaks
+        self.origin = origin
+    }
+}
+
 /// The outbox payload of a double opt-in email.
 public struct ConfirmationEmail: Codable, Sendable, Equatable {
     public static let kind = "email.confirmation"
@@ -978,6 +999,17 @@ public struct Ledger: Sendable {
             tally.add(chain.events.count, ChainVerifier.verify(chain))
         }
         return tally.report
+    }
+
+    /// `verify()`, timed and recorded as the latest run (what `/metrics` reports).
+    public func verifyAndRecord(origin: String) async throws -> (report: VerifyReport, run: VerifyRun) {
+        let started = ContinuousClock.now
+        let report = try await verify()
+        let elapsed = ContinuousClock.now - started
+        let run = VerifyRun(finishedAt: now, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
+                            contacts: report.contacts, events: report.events, breaks: report.breaks.count, origin: origin)
+        try await store.recordVerifyRun(run)
+        return (report, run)
     }
 
     private func validateAll(_ checks: [() throws -> Void]) throws {

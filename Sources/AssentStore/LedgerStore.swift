@@ -236,6 +236,10 @@ public protocol LedgerStore: Sendable {
     func outboxItems(status: OutboxItem.Status?, limit: Int) async throws -> [OutboxItem]
     /// How many items wait to be sent, and when the oldest of them was queued (for monitoring).
     func outboxBacklog() async throws -> (pending: Int, oldestCreatedAt: Date?)
+    /// Records a verification of every chain (kept: a history of runs).
+    func recordVerifyRun(_ run: VerifyRun) async throws
+    /// The latest recorded verification, nil before the first.
+    func lastVerifyRun() async throws -> VerifyRun?
     /// One contact's items, oldest first (for their data export).
     func outboxItems(contactID: UUID) async throws -> [OutboxItem]
     /// Makes dead items (one, or all when nil) pending again, due now; returns how many.

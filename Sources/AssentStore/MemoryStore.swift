@@ -5,6 +5,7 @@ import Foundation
 /// the same rules as the database stores (the conformance suite checks).
 public actor MemoryStore: LedgerStore {
     private var topicsByKey: [String: Topic] = [:]
+    private var verifyRuns: [VerifyRun] = []
     private var noticesByTopic: [String: [Notice]] = [:]
     private var contactsByID: [UUID: Contact] = [:]
     private var keysByContact: [UUID: Data] = [:]
@@ -238,6 +239,10 @@ public actor MemoryStore: LedgerStore {
         }
         claimedUntil[id] = nil
     }
+
+    public func recordVerifyRun(_ run: VerifyRun) async throws { verifyRuns.append(run) }
+
+    public func lastVerifyRun() async throws -> VerifyRun? { verifyRuns.last }
 
     public func outboxBacklog() async throws -> (pending: Int, oldestCreatedAt: Date?) {
         let pending = outbox.values.filter { $0.status == .pending }

@@ -146,6 +146,7 @@ struct StoreRun: Codable {
         environment["ASSENT_MASTER_KEY"] = Data((0..<32).map { UInt8($0) }).base64EncodedString()
         environment["ASSENT_LOG_LEVEL"] = "warning"
         environment["ASSENT_SQLITE_SYNCHRONOUS"] = "FULL" // as the W ceiling
+        environment["ASSENT_VERIFY_EVERY_HOURS"] = "0" // scenario 6 verifies; a scheduled run would load the others
         environment["ASSENT_MAIL_DIR"] = directory.appendingPathComponent("mail").path
         let assent = s.assent
         let csv = directory.appendingPathComponent("contacts.csv")

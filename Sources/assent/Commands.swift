@@ -32,6 +32,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Preference-centre and unsubscribe posts per client address per minute (env ASSENT_LINK_POSTS_PER_MINUTE).", valueName: "n"))
     var linkPostsPerMinute: Int = Int(ProcessInfo.processInfo.environment["ASSENT_LINK_POSTS_PER_MINUTE"] ?? "") ?? 60
 
+    @Option(help: ArgumentHelp("Hours between the server's verifications of every hash chain, reported at /metrics; 0 = never (env ASSENT_VERIFY_EVERY_HOURS).", valueName: "hours"))
+    var verifyEveryHours: Double = Double(ProcessInfo.processInfo.environment["ASSENT_VERIFY_EVERY_HOURS"] ?? "") ?? 24
+
     @Option(help: ArgumentHelp("Email of the console administrator created on first start (env ASSENT_ADMIN_EMAIL).", valueName: "email"))
     var adminEmail: String = ProcessInfo.processInfo.environment["ASSENT_ADMIN_EMAIL"] ?? "admin@assent.localhost"
 
@@ -47,6 +50,7 @@ struct Serve: AsyncParsableCommand {
         guard (1...100_000).contains(formPostsPerMinute) else { throw ValidationError("--form-posts-per-minute: must be from 1 to 100000") }
         guard (1...100_000).contains(linkPostsPerMinute) else { throw ValidationError("--link-posts-per-minute: must be from 1 to 100000") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: '\(logLevel)' is not a log level") }
+        guard verifyEveryHours >= 0 && verifyEveryHours <= 24 * 366 else { throw ValidationError("--verify-every-hours: must be from 0 (never) to 8784") }
         guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format: '\(logFormat)' is not text or json") }
     }
 
@@ -117,7 +121,8 @@ struct Serve: AsyncParsableCommand {
                                                                                  publicURL: { publicURL.value }), store: ledger.store,
                                     receipts: { [ledger] id in try await ledger.receipt(eventID: id, issuer: issuer) })
         let worker = OutboxWorker(store: ledger.store, masterKey: ledger.masterKey, transport: transport, composer: composer, logger: logger)
-        let expiry = Scheduler(ledger: ledger, logger: logger)
+        var expiry = Scheduler(ledger: ledger, logger: logger)
+        if verifyEveryHours > 0 { expiry.verifyEvery = .milliseconds(Int64(verifyEveryHours * 3_600_000)) }
         var webhooks = WebhookWorker(ledger: ledger, logger: logger)
         // For tests of retries: shrinks the day of webhook retries (0.001 = about 90 seconds).
         if let scale = ProcessInfo.processInfo.environment["ASSENT_WEBHOOK_BACKOFF_SCALE"].flatMap(Double.init), scale > 0 { webhooks.backoffScale = scale }
@@ -329,12 +334,14 @@ struct Keys: AsyncParsableCommand {
 }
 
 struct Verify: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Recompute every hash chain and report the first broken link per contact.")
+    static let configuration = CommandConfiguration(
+        abstract: "Recompute every hash chain and report the first broken link per contact.",
+        discussion: "The run is recorded in the database; the server's /metrics reports the latest (assent_verify_*).")
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
         let ledger = try await store.openLedger()
-        let report = try await ledger.verify()
+        let report = try await ledger.verifyAndRecord(origin: "assent verify").report
         for problem in report.breaks { print("BROKEN \(problem)") }
         if report.isIntact {
             print("ok: \(report.contacts) contacts, \(report.events) events, every chain intact")

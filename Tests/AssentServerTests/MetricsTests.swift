@@ -1,11 +1,12 @@
 import AssentCore
+import AssentServer
 import AssentStore
 import AssentTestSupport
 import Foundation
 import Testing
 
 /// `/metrics` in Prometheus' text format: requests and latency per route
-/// pattern, consent changes per source, the outbox's backlog.
+/// pattern, consent changes per source, the outbox's backlog, the latest verification.
 @Suite struct MetricsTests {
     /// The value of the series whose line starts with `prefix` (name and labels), if present.
     func value(_ text: String, _ prefix: String) -> Double? {
@@ -44,6 +45,37 @@ import Testing
             #expect(value(text, "assent_outbox_pending") == 1)
             let age = try #require(value(text, "assent_outbox_oldest_pending_age_seconds"))
             #expect(age >= 0 && age < 60)
+        }
+    }
+
+    @Test(arguments: StoreKind.available)
+    func theLatestVerificationIsReported(_ kind: StoreKind) async throws {
+        try await withAPI(kind) { api in
+            try await api.createTopic("news", doubleOptIn: false)
+            let id = try await api.createContact("ann@example.com")
+            for granted in [true, false, true] {
+                _ = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "api", "preferences": [["topic": "news", "granted": granted]]])
+            }
+            #expect(!(try await api.page(.get, "/metrics").text.contains("assent_verify")), "nothing to report before the first run")
+
+            var scheduler = Scheduler(ledger: api.ledger)
+            #expect(await scheduler.verifyIfDue() == nil, "off unless asked for")
+            scheduler.verifyEvery = .seconds(3_600)
+            let run = try #require(await scheduler.verifyIfDue())
+            #expect(run.events == 3 && run.contacts == 1 && run.breaks == 0 && run.origin == "schedule")
+            #expect(await scheduler.verifyIfDue() == nil, "not due again within the hour")
+            var text = try await api.page(.get, "/metrics").text
+            #expect(value(text, "assent_verify_ok") == 1, "\(text)")
+            #expect(value(text, "assent_verify_events") == 3)
+            #expect(value(text, "assent_verify_broken_chains") == 0)
+            let finished = try #require(value(text, "assent_verify_last_run_timestamp_seconds"))
+            #expect(abs(finished - Date().timeIntervalSince1970) < 60)
+
+            // A later run that found breaks (here recorded as `assent verify` would) turns the status to 0.
+            try await api.ledger.store.recordVerifyRun(VerifyRun(finishedAt: Date(), seconds: 0.5, contacts: 1, events: 3, breaks: 1, origin: "assent verify"))
+            text = try await api.page(.get, "/metrics").text
+            #expect(value(text, "assent_verify_ok") == 0)
+            #expect(value(text, "assent_verify_broken_chains") == 1)
         }
     }
 }
