@@ -1,0 +1,65 @@
+import AssentCore
+import AssentSQLite
+import AssentStore
+import AssentTestSupport
+import Foundation
+import Testing
+
+/// `assent backup` while the real server takes writes from 8 concurrent
+/// writers: the copy is one consistent moment (every chain in it verifies),
+/// it holds every event acknowledged before the backup began, and the server
+/// went on writing meanwhile.
+@Suite struct BackupUnderLoadTests {
+    @Test func aBackupTakenDuringWritesOpensAndVerifies() async throws {
+        let cli = try CLI()
+        let environment = ["ASSENT_MASTER_KEY": MasterKey.generate().base64]
+        let server = try ServerProcess(cli: cli, environment: environment)
+        defer { server.stop() }
+        let token = try #require(server.token)
+        let topics = ["events", "news", "offers"]
+        for topic in topics {
+            let r = try await server.request("POST", "/api/v1/topics", token: token,
+                                             body: ["key": topic, "title": topic, "notice": "About \(topic).", "requiresDoubleOptIn": false])
+            #expect(r.status == 201)
+        }
+        var contacts: [String] = []
+        for i in 0..<40 {
+            let r = try await server.request("POST", "/api/v1/contacts", token: token, body: ["email": "person\(i)@example.com"])
+            contacts.append(try #require((try JSONSerialization.jsonObject(with: r.body) as? [String: Any])?["id"] as? String))
+        }
+
+        let tally = CrashSafetyTests.Tally()
+        let writers = CrashSafetyTests.load(server, token: token, contacts: contacts, topics: topics, seed: UInt64.random(in: 0...UInt64(UInt32.max)),
+                                            tally: tally)
+        while tally.requests < 100 { try await Task.sleep(for: .milliseconds(5)) }
+        let before = tally.acknowledgedEvents
+        let copy = cli.directory.appendingPathComponent("copy.sqlite").path
+        let backup = try cli.run(["backup", copy], environment: environment)
+        let answeredAtBackup = tally.requests
+        // Writes go on after the copy was taken.
+        while tally.requests < answeredAtBackup + 50 { try await Task.sleep(for: .milliseconds(5)) }
+        writers.cancel()
+        await writers.value
+        server.stop()
+        #expect(backup.status == 0, "\(backup.stderr)")
+
+        // The copy opens, verifies, and holds every event acknowledged before the backup began.
+        let verified = try cli.run(["verify", "--database", copy], environment: environment)
+        #expect(verified.status == 0 && verified.stdout.contains("every chain intact"), "\(verified.stdout)\(verified.stderr)")
+        let stored = try SQLiteStore(path: copy)
+        var missing = 0
+        for id in before.keys where try await stored.event(id: UUID(uuidString: id)!) == nil { missing += 1 }
+        #expect(missing == 0, "\(missing) of \(before.count) events acknowledged before the backup are not in it")
+        let live = try cli.run(["verify"], environment: environment)
+        #expect(live.status == 0)
+        let copied = Self.events(verified.stdout), written = Self.events(live.stdout)
+        #expect(copied >= before.count && copied < written, "the copy has \(copied) events, the live database \(written): writes went on meanwhile")
+        print("backup under load: \(copied) events copied while \(written - copied) more were written; \(before.count) acknowledged before it, all in the copy; the copy verifies")
+    }
+
+    /// The event count in `assent verify`'s "ok: N contacts, M events, ..." line.
+    static func events(_ output: String) -> Int {
+        let words = output.split(separator: " ")
+        return words.firstIndex(of: "events,").flatMap { Int(words[$0 - 1]) } ?? -1
+    }
+}
