@@ -135,7 +135,7 @@ let package = Package(
         .executableTarget(
             name: "assent-bench",
             dependencies: [
-                "AssentCore",
+                "AssentCore", "AssentTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -167,7 +167,7 @@ let package = Package(
         .testTarget(
             name: "AssentServerTests",
             dependencies: [
-                "AssentServer", "AssentSQLite", "AssentTestSupport", "AssentMail",
+                "AssentServer", "AssentSQLite", "AssentPostgres", "AssentTestSupport", "AssentMail",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             exclude: ["Snapshots"],

@@ -1,4 +1,5 @@
 import AssentCore
+import AssentTestSupport
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
@@ -169,7 +170,7 @@ struct StoreRun: Codable {
 
         let token = try await run(assent, ["keys", "create", "--name", "bench", "--scope", "admin"], environment: environment, logs: logs, name: "key")
             .split(separator: "\n").first { $0.hasPrefix("assent_") }.map(String.init) ?? ""
-        let port = try Proc.freePort()
+        let port = try freeLocalPort()
         var serverEnvironment = environment
         serverEnvironment["ASSENT_PORT"] = String(port)
         let server = try Child(assent, ["serve"], environment: serverEnvironment, logs: logs, name: "serve")
@@ -200,7 +201,7 @@ struct StoreRun: Codable {
 
         // 2. Batch check of many addresses in one call.
         log("\(store): 2. batch checks ...")
-        var generator = SplitMix64(seed: s.seed &+ 2)
+        var generator = SplitMix(state: s.seed &+ 2)
         var timings: [Double] = []
         for _ in 0..<(s.smoke ? 3 : 10) {
             let emails = (0..<s.batch).map { _ in "person\(Int.random(in: 0..<s.contacts, using: &generator))@bench.example" }
@@ -351,7 +352,7 @@ struct StoreRun: Codable {
 extension Data {
     /// `email,name,external_id,news,events,offers`: everyone says yes to all three.
     static func generateContacts(_ count: Int, seed: UInt64) -> Data {
-        var generator = SplitMix64(seed: seed)
+        var generator = SplitMix(state: seed)
         let names = ["Ann", "Bo", "Cem", "Dana", "Eli", "Femi", "Gus", "Hana", "Ivo", "Jo", "Kai", "Lea", "Mo", "Nia", "Oli", "Pia"]
         var out = "email,name,external_id,news,events,offers\n"
         out.reserveCapacity(count * 64)

@@ -1,4 +1,5 @@
 import AssentCore
+import AssentTestSupport
 import Crypto
 import Foundation
 import GRDBSQLite
@@ -11,7 +12,7 @@ import PostgresNIO
 enum Ceilings {
     /// (S) SHA-256 over inputs the size of a stored event's canonical bytes, per second (one core).
     static func sha256(eventBytes: Int, seconds: Double) -> Double {
-        var generator = SplitMix64(seed: 7)
+        var generator = SplitMix(state: 7)
         let inputs = (0..<64).map { _ in Data((0..<eventBytes).map { _ in UInt8.random(in: 0...255, using: &generator) }) }
         var count = 0
         var sink: UInt8 = 0
@@ -63,7 +64,7 @@ enum Ceilings {
 
         var select: OpaquePointer?
         sqlite3_prepare_v2(db, "SELECT state FROM r WHERE email = ?", -1, &select, nil)
-        var generator = SplitMix64(seed: 11)
+        var generator = SplitMix(state: 11)
         var reads = 0
         var started = Date()
         repeat {
@@ -139,7 +140,7 @@ enum Ceilings {
                     INSERT INTO bench_r (email, state) SELECT 'person' || i || '@bench.example', 'granted' FROM generate_series(0, \(rows - 1)) AS i
                     """, logger: logger)
                 try await c.query("ANALYZE bench_r", logger: logger)
-                var generator = SplitMix64(seed: 11)
+                var generator = SplitMix(state: 11)
                 var reads = 0
                 var started = Date()
                 repeat {
@@ -173,18 +174,5 @@ enum PostgresURL {
         let tls: PostgresClient.Configuration.TLS = ["require", "verify-ca", "verify-full"].contains(mode) ? .require(.makeClientConfiguration()) : .disable
         return PostgresClient.Configuration(host: host, port: url.port ?? 5432, username: url.user ?? "postgres", password: url.password,
                                             database: database.isEmpty ? nil : database, tls: tls)
-    }
-}
-
-/// A small deterministic generator (SplitMix64), so that a seed reproduces the data and the load.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE5_E4B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

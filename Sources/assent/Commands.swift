@@ -58,7 +58,8 @@ struct Serve: AsyncParsableCommand {
         if logFormat == "json" { LoggingSystem.bootstrap { label in JSONLogHandler(label: label) } }
         var logger = Logger(label: "assent")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        var ledger = try await reportingErrors { try await store.openLedger() }
+        // Probes reach a stand-in meanwhile: live, not ready (README: Operations).
+        var ledger = try await whileStarting(host: host, port: port, logger: logger) { try await reportingErrors { try await store.openLedger() } }
         ledger.confirmationLifetime = TimeInterval(mail.confirmationDays) * 86_400
         ledger.receiptEmailActions = try mail.receiptActions()
         let database = try store.databaseDescription()

@@ -1,0 +1,66 @@
+import AssentCore
+import AsyncHTTPClient
+import AssentTestSupport
+import Foundation
+import Testing
+
+/// While `assent serve` opens and migrates its database, its address answers:
+/// `/healthz` 200 (alive), `/readyz` and the API 503 with Retry-After (not ready).
+@Suite struct StartingTests {
+    static func status(_ port: Int, _ path: String) async -> (status: Int, retryAfter: String?, body: String)? {
+        guard let response = try? await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)"), timeout: .seconds(2)),
+              let body = try? await response.body.collect(upTo: 1 << 20) else { return nil }
+        return (Int(response.status.code), response.headers.first(name: "Retry-After"), String(buffer: body))
+    }
+
+    @Test func probesSeeALiveServerThatIsNotReadyWhileTheDatabaseIsMigrated() async throws {
+        let cli = try CLI()
+        // Another process holds the (new, empty) database file exclusively for a few seconds, so the migration waits.
+        let locker = Process()
+        locker.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        locker.arguments = ["python3", "-c", """
+            import sqlite3, sys, time
+            c = sqlite3.connect(sys.argv[1], isolation_level=None)
+            c.execute('BEGIN EXCLUSIVE')
+            print('locked', flush=True)
+            time.sleep(4)
+            """, cli.databasePath]
+        let lockerOut = Pipe()
+        locker.standardOutput = lockerOut
+        try locker.run()
+        _ = lockerOut.fileHandleForReading.availableData // "locked"
+
+        let port = try freeLocalPort()
+        let server = Process()
+        server.executableURL = CLI.executable
+        server.arguments = ["serve", "--port", String(port), "--log-level", "warning"]
+        server.currentDirectoryURL = cli.directory
+        server.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("ASSENT_") }.merging(["ASSENT_BCRYPT_COST": "4"]) { _, new in new }
+        server.standardOutput = FileHandle.nullDevice
+        try server.run()
+        defer { if server.isRunning { server.terminate(); server.waitUntilExit() } }
+
+        // While the lock is held: alive, not ready.
+        var starting: (status: Int, retryAfter: String?, body: String)?
+        for _ in 0..<100 where starting == nil {
+            starting = await Self.status(port, "/readyz")
+            if starting == nil { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(locker.isRunning, "the database was still locked when the first probe was answered")
+        let ready = try #require(starting)
+        #expect(ready.status == 503 && ready.retryAfter == "5" && ready.body.contains("starting"), "\(ready)")
+        #expect(await Self.status(port, "/healthz")?.status == 200)
+        let api = await Self.status(port, "/api/v1/topics")
+        #expect(api?.status == 503 && api?.body.contains("urn:assent:problem:unavailable") == true)
+
+        // Once the lock goes, the migration runs and the real server takes the address.
+        locker.waitUntilExit()
+        var readyAfter: Int?
+        for _ in 0..<300 where readyAfter != 200 {
+            readyAfter = await Self.status(port, "/readyz")?.status
+            if readyAfter != 200 { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(readyAfter == 200)
+        #expect(await Self.status(port, "/api/v1/topics")?.status == 401, "the real API: a key is needed")
+    }
+}
