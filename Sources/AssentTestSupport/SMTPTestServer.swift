@@ -30,7 +30,7 @@ public final class SMTPTestServer: @unchecked Sendable {
     public init(port: Int? = nil, starttls: Bool = false, implicitTLS: Bool = false, loginOnly: Bool = false,
                 user: String? = nil, password: String? = nil, directory: URL? = nil) throws {
         let dir = try directory ?? TestDirectory.make()
-        self.port = try port ?? Self.freePort()
+        self.port = try port ?? freeLocalPort()
         self.maildir = dir.appendingPathComponent("maildir")
         self.certificate = starttls || implicitTLS ? dir.appendingPathComponent("smtp-ca.pem") : nil
         self.user = user
@@ -86,22 +86,6 @@ public final class SMTPTestServer: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(50))
         }
         return messages()
-    }
-
-    /// A port nobody listens on right now (bind to port 0, read it, close).
-    public static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw SMTPTestServerError.didNotStart("socket() failed") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        guard bound == 0 else { throw SMTPTestServerError.didNotStart("bind() failed") }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }
 

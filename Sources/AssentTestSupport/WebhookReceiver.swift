@@ -20,7 +20,7 @@ public final class WebhookReceiver: @unchecked Sendable {
 
     /// Picks a port and a log file; `start()` makes it listen (tests start it late to play an outage).
     public init(port: Int? = nil, status: Int? = nil, directory: URL? = nil) throws {
-        self.port = try port ?? SMTPTestServer.freePort()
+        self.port = try port ?? freeLocalPort()
         self.status = status
         log = try (directory ?? TestDirectory.make()).appendingPathComponent("webhooks-\(self.port).jsonl")
     }

@@ -256,7 +256,7 @@ struct SMTPTests {
     /// back, the retry delivers.
     @Test(arguments: StoreKind.available)
     func anOutageLosesNothing(_ kind: StoreKind) async throws {
-        let port = try SMTPTestServer.freePort()
+        let port = try freeLocalPort()
         let clock = TestClock(Date().truncatedToMilliseconds)
         let ledger = try await kind.makeLedger(now: { clock.now })
         _ = try await ledger.createTopic(Topic(key: "events", title: "Events", requiresDoubleOptIn: true, createdAt: Date()), noticeText: "Invitations.")
