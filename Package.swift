@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         // Pure domain: types, state machine, canonical encoding, hashing, sealing.
@@ -161,7 +162,8 @@ let package = Package(
         ),
         .testTarget(
             name: "AssentStoreTests",
-            dependencies: ["AssentCore", "AssentStore", "AssentSQLite", "AssentPostgres", "AssentTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["AssentCore", "AssentStore", "AssentSQLite", "AssentPostgres", "AssentTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "PropertyBased", package: "swift-property-based")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

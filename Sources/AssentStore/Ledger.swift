@@ -757,6 +757,10 @@ public struct Ledger: Sendable {
         if request.source == .system && request.actor.kind != .system {
             problems.append(.init(field: "source", "'system' is reserved for changes Assent makes itself"))
         }
+        // Assent itself only ever withdraws or expires; a yes comes from a person (found by the state-machine property test).
+        if request.source == .system && request.changes.contains(where: { [.optIn, .request, .confirm, .renew].contains($0.intent) }) {
+            problems.append(.init(field: "source", "Assent itself never opts anyone in: a yes is recorded from the person's source"))
+        }
         if request.changes.contains(where: { $0.intent == .expire }) && request.source != .system {
             problems.append(.init(field: "source", "expiry is recorded by Assent itself (source system)"))
         }
