@@ -63,15 +63,15 @@ struct API: Sendable {
 
     // MARK: Health
 
-    /// 200 when the database answers within two seconds. A PostgreSQL pool whose server is down
+    /// 200 when the database answers within three seconds. A PostgreSQL pool whose server is down
     /// would hold the query until a connection comes back; a probe needs its answer now.
     func readiness() async throws -> APIResponse {
         let store = ledger.store
-        let answered = await firstOf(seconds: 2) { try await store.ping() }
+        let answered = await firstOf(seconds: 3) { try await store.ping() }
         switch answered {
         case .some(.success): return try APIResponse(json: HealthJSON(status: "ready"))
         case .some(.failure): throw APIError(.serviceUnavailable, detail: "the database is not reachable")
-        case .none: throw APIError(.serviceUnavailable, detail: "the database did not answer within 2 seconds")
+        case .none: throw APIError(.serviceUnavailable, detail: "the database did not answer within 3 seconds")
         }
     }
 

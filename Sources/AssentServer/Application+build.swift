@@ -5,16 +5,23 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 /// Where and how the server listens.
 public struct ServerConfiguration: Sendable {
     public var host: String
     public var port: Int
+    /// How long a connection may sit without a complete request head: a slow or silent client is disconnected.
+    public var headerTimeout: Duration
+    /// How long a request's body may take to arrive after its head.
+    public var bodyTimeout: Duration
 
-    public init(host: String = "127.0.0.1", port: Int = 8080) {
+    public init(host: String = "127.0.0.1", port: Int = 8080, headerTimeout: Duration = .seconds(30), bodyTimeout: Duration = .seconds(120)) {
         self.host = host
         self.port = port
+        self.headerTimeout = headerTimeout
+        self.bodyTimeout = bodyTimeout
     }
 }
 
@@ -37,13 +44,14 @@ public func buildRouter(ledger: Ledger, issuer: ReceiptIssuer? = nil, site: Site
     router.add(middleware: ProblemMiddleware())
     router.add(middleware: ClientAddressMiddleware(site: site))
     let pages = try await Pages(site: site)
+    router.add(middleware: PublicPageLimitMiddleware(limiter: RateLimiter(limit: site.publicRequestsPerMinute), pages: pages))
     let forms = FormPages(ledger: ledger, pages: pages, limiter: RateLimiter(limit: site.formPostsPerMinute))
     var api = API(ledger: ledger, openAPIDocument: try openAPIDocument())
     if let issuer { api.issuer = issuer }
     api.site = site
     api.embed = { form in try await forms.embedSnippet(form) }
     api.exportPage = { export in pages.exportHTML(export) }
-    let gate = Gate(store: ledger.store, keys: ledger.apiKeyCache)
+    let gate = Gate(store: ledger.store, keys: ledger.apiKeyCache, failures: RateLimiter(limit: site.failedAuthenticationsPerMinute))
     for route in api.routes {
         let hbPath = RouterPath(stringLiteral: route.path)
         router.on(hbPath, method: route.method) { request, context in
@@ -103,6 +111,8 @@ public func buildApplication(
     let router = try await buildRouter(ledger: ledger, issuer: issuer, site: site)
     return Application(
         router: router,
+        server: .http1(configuration: .init(additionalChannelHandlers: [SlowBodyHandler(timeout: TimeAmount(configuration.bodyTimeout))],
+                                            idleTimeout: TimeAmount(configuration.headerTimeout))),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "Assent"),
         services: services,
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
@@ -115,11 +125,13 @@ struct Gate: Sendable {
     let store: any LedgerStore
     /// Keys read at most a second ago: a key revoked through this server stops at once, one revoked elsewhere within a second.
     let keys: ShortLivedCache<String, APIKey>
+    /// Failed authentications per client address: guessing keys is cut off (429) before a key is even read.
+    let failures: RateLimiter
 
     func handle(_ route: APIRoute, _ request: Request, _ context: AssentRequestContext) async throws -> APIResponse {
         var context = context
         if let required = route.scope {
-            let key = try await authenticate(request)
+            let key = try await authenticate(request, from: context.remoteIP ?? "unknown")
             guard key.scope >= required else {
                 throw APIError(.forbidden, detail: "this API key has scope '\(key.scope.rawValue)'; this request needs '\(required.rawValue)'")
             }
@@ -131,20 +143,31 @@ struct Gate: Sendable {
         return try await idempotent(route, request, context, idempotencyKey: idempotencyKey)
     }
 
-    private func authenticate(_ request: Request) async throws -> APIKey {
+    private func authenticate(_ request: Request, from address: String) async throws -> APIKey {
+        if let wait = await failures.exceeded(address) {
+            var error = APIError(.tooManyRequests, detail: "too many requests with a missing or wrong API key from this address; retry in \(wait) seconds")
+            error.headers[.retryAfter] = String(wait)
+            throw error
+        }
         var unauthorized = APIError(.unauthorized, detail: "send an API key as 'Authorization: Bearer assent_...'")
         unauthorized.headers[.wwwAuthenticate] = "Bearer realm=\"assent\""
-        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else { throw unauthorized }
-        let token = header.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
-        guard let (id, secret) = APIKey.parse(token: token), let key = try await keys.value(id, fetch: { try await store.apiKey(id: id) }), key.matches(secret: secret) else {
-            unauthorized.detail = "the API key is not valid"
-            throw unauthorized
+        do {
+            guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else { throw unauthorized }
+            let token = header.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
+            guard let (id, secret) = APIKey.parse(token: token), let key = try await keys.value(id, fetch: { try await store.apiKey(id: id) }),
+                  key.matches(secret: secret) else {
+                unauthorized.detail = "the API key is not valid"
+                throw unauthorized
+            }
+            guard key.isActive else {
+                unauthorized.detail = "the API key has been revoked"
+                throw unauthorized
+            }
+            return key
+        } catch let error as APIError where error.status == .unauthorized {
+            _ = await failures.admit(address)
+            throw error
         }
-        guard key.isActive else {
-            unauthorized.detail = "the API key has been revoked"
-            throw unauthorized
-        }
-        return key
     }
 
     /// A write carrying `Idempotency-Key` runs once; a retry with the same key

@@ -27,6 +27,10 @@ public struct SiteConfiguration: Sendable {
     /// The time zone staff work in: the console shows times in it and reads
     /// "when they said it" in it.
     public var consoleTimeZone: TimeZone
+    /// Requests of any kind to the public pages (forms, links, confirmation, portal) per client address per minute, per instance.
+    public var publicRequestsPerMinute = 300
+    /// API requests with a missing, wrong or revoked key per client address per minute, per instance; more are refused before any key is read.
+    public var failedAuthenticationsPerMinute = 30
 
     public init(publicURL: @escaping @Sendable () -> String = { "http://127.0.0.1:8080" }, organisation: String = "Assent",
                 formPostsPerMinute: Int = 20, linkPostsPerMinute: Int = 60, trustedProxies: Set<String> = [],
@@ -280,6 +284,12 @@ public actor RateLimiter {
             return (false, max(1, Int((window - now.timeIntervalSince(entry.start)).rounded(.up))))
         }
         return (true, 0)
+    }
+
+    /// Seconds until `address` is under the limit again, nil when it is now; counts nothing.
+    public func exceeded(_ address: String, now: Date = Date()) -> Int? {
+        guard let entry = windows[Self.key(address)], now.timeIntervalSince(entry.start) < window, entry.count >= limit else { return nil }
+        return max(1, Int((window - now.timeIntervalSince(entry.start)).rounded(.up)))
     }
 }
 

@@ -32,6 +32,18 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Preference-centre and unsubscribe posts per client address per minute (env ASSENT_LINK_POSTS_PER_MINUTE).", valueName: "n"))
     var linkPostsPerMinute: Int = Int(ProcessInfo.processInfo.environment["ASSENT_LINK_POSTS_PER_MINUTE"] ?? "") ?? 60
 
+    @Option(help: ArgumentHelp("Requests of any kind to the public pages (forms, links, confirmation, portal) per client address per minute (env ASSENT_PUBLIC_REQUESTS_PER_MINUTE).", valueName: "n"))
+    var publicRequestsPerMinute: Int = Int(ProcessInfo.processInfo.environment["ASSENT_PUBLIC_REQUESTS_PER_MINUTE"] ?? "") ?? 300
+
+    @Option(help: ArgumentHelp("API requests with a missing or wrong key per client address per minute before the address gets 429 (env ASSENT_FAILED_AUTH_PER_MINUTE).", valueName: "n"))
+    var failedAuthPerMinute: Int = Int(ProcessInfo.processInfo.environment["ASSENT_FAILED_AUTH_PER_MINUTE"] ?? "") ?? 30
+
+    @Option(help: ArgumentHelp("Seconds a connection may wait for a complete request head before it is closed (env ASSENT_HEADER_TIMEOUT_SECONDS).", valueName: "seconds"))
+    var headerTimeout: Double = Double(ProcessInfo.processInfo.environment["ASSENT_HEADER_TIMEOUT_SECONDS"] ?? "") ?? 30
+
+    @Option(help: ArgumentHelp("Seconds a request body may take to arrive after its head before the connection is closed (env ASSENT_BODY_TIMEOUT_SECONDS).", valueName: "seconds"))
+    var bodyTimeout: Double = Double(ProcessInfo.processInfo.environment["ASSENT_BODY_TIMEOUT_SECONDS"] ?? "") ?? 120
+
     @Option(help: ArgumentHelp("Hours between the server's verifications of every hash chain, reported at /metrics; 0 = never (env ASSENT_VERIFY_EVERY_HOURS).", valueName: "hours"))
     var verifyEveryHours: Double = Double(ProcessInfo.processInfo.environment["ASSENT_VERIFY_EVERY_HOURS"] ?? "") ?? 24
 
@@ -50,6 +62,10 @@ struct Serve: AsyncParsableCommand {
         guard (1...100_000).contains(formPostsPerMinute) else { throw ValidationError("--form-posts-per-minute: must be from 1 to 100000") }
         guard (1...100_000).contains(linkPostsPerMinute) else { throw ValidationError("--link-posts-per-minute: must be from 1 to 100000") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: '\(logLevel)' is not a log level") }
+        guard (1...1_000_000).contains(publicRequestsPerMinute) else { throw ValidationError("--public-requests-per-minute: must be from 1 to 1000000") }
+        guard (1...100_000).contains(failedAuthPerMinute) else { throw ValidationError("--failed-auth-per-minute: must be from 1 to 100000") }
+        guard headerTimeout >= 0.1 && headerTimeout <= 3_600 else { throw ValidationError("--header-timeout: must be from 0.1 to 3600 seconds") }
+        guard bodyTimeout >= 0.1 && bodyTimeout <= 86_400 else { throw ValidationError("--body-timeout: must be from 0.1 to 86400 seconds") }
         guard verifyEveryHours >= 0 && verifyEveryHours <= 24 * 366 else { throw ValidationError("--verify-every-hours: must be from 0 (never) to 8784") }
         guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format: '\(logFormat)' is not text or json") }
     }
@@ -127,10 +143,14 @@ struct Serve: AsyncParsableCommand {
         var webhooks = WebhookWorker(ledger: ledger, logger: logger)
         // For tests of retries: shrinks the day of webhook retries (0.001 = about 90 seconds).
         if let scale = ProcessInfo.processInfo.environment["ASSENT_WEBHOOK_BACKOFF_SCALE"].flatMap(Double.init), scale > 0 { webhooks.backoffScale = scale }
-        let site = SiteConfiguration(publicURL: { publicURL.value }, organisation: mail.organisation,
+        var site = SiteConfiguration(publicURL: { publicURL.value }, organisation: mail.organisation,
                                      formPostsPerMinute: formPostsPerMinute, linkPostsPerMinute: linkPostsPerMinute,
                                      trustedProxies: Set(trustedProxies), consoleTimeZone: TimeZone(identifier: consoleTimeZone)!)
-        let app = try await buildApplication(configuration: .init(host: host, port: port), ledger: ledger, issuer: issuer, site: site,
+        site.publicRequestsPerMinute = publicRequestsPerMinute
+        site.failedAuthenticationsPerMinute = failedAuthPerMinute
+        let server = ServerConfiguration(host: host, port: port, headerTimeout: .milliseconds(Int64(headerTimeout * 1_000)),
+                                         bodyTimeout: .milliseconds(Int64(bodyTimeout * 1_000)))
+        let app = try await buildApplication(configuration: server, ledger: ledger, issuer: issuer, site: site,
                                              services: [worker, expiry, webhooks], logger: logger) { port in
             publicURL.setDefault("http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)")
             emit("Assent is serving the API on http://\(host):\(port)/api/v1 and the staff console on http://\(host):\(port)/console (\(database)); emails: \(transport.summary); press Ctrl-C to stop.")

@@ -15,19 +15,21 @@ import Testing
 
     @Test func probesSeeALiveServerThatIsNotReadyWhileTheDatabaseIsMigrated() async throws {
         let cli = try CLI()
-        // Another process holds the (new, empty) database file exclusively for a few seconds, so the migration waits.
+        // Another process holds the (new, empty) database file exclusively until told to let go, so the migration waits.
         let locker = Process()
         locker.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         locker.arguments = ["python3", "-c", """
-            import sqlite3, sys, time
+            import sqlite3, sys
             c = sqlite3.connect(sys.argv[1], isolation_level=None)
             c.execute('BEGIN EXCLUSIVE')
             print('locked', flush=True)
-            time.sleep(4)
+            sys.stdin.readline()
             """, cli.databasePath]
-        let lockerOut = Pipe()
+        let lockerOut = Pipe(), lockerIn = Pipe()
         locker.standardOutput = lockerOut
+        locker.standardInput = lockerIn
         try locker.run()
+        defer { if locker.isRunning { locker.terminate() } }
         _ = lockerOut.fileHandleForReading.availableData // "locked"
 
         let port = try freeLocalPort()
@@ -42,11 +44,10 @@ import Testing
 
         // While the lock is held: alive, not ready.
         var starting: (status: Int, retryAfter: String?, body: String)?
-        for _ in 0..<100 where starting == nil {
+        for _ in 0..<1_500 where starting == nil {
             starting = await Self.status(port, "/readyz")
             if starting == nil { try await Task.sleep(for: .milliseconds(20)) }
         }
-        #expect(locker.isRunning, "the database was still locked when the first probe was answered")
         let ready = try #require(starting)
         #expect(ready.status == 503 && ready.retryAfter == "5" && ready.body.contains("starting"), "\(ready)")
         #expect(await Self.status(port, "/healthz")?.status == 200)
@@ -54,6 +55,7 @@ import Testing
         #expect(api?.status == 503 && api?.body.contains("urn:assent:problem:unavailable") == true)
 
         // Once the lock goes, the migration runs and the real server takes the address.
+        lockerIn.fileHandleForWriting.write(Data("go\n".utf8))
         locker.waitUntilExit()
         var readyAfter: Int?
         for _ in 0..<300 where readyAfter != 200 {
