@@ -93,7 +93,8 @@ extension Ledger {
 
         // Pass 1: read every row, check it, and work out what it would change.
         var reader = try open()
-        guard let header = try reader.nextRecord() else { throw DomainError.invalid(field: "file", "is empty: the first line must name the columns") }
+        // Through the mapping of reader failures to a 422 (a header that is not UTF-8 was a 500, found by HostileConsoleTests).
+        guard let header = try Self.nextRecord(&reader, &report) else { throw DomainError.invalid(field: "file", "is empty: the first line must name the columns") }
         let columns = try Self.importColumns(header.fields, mapping: mapping, topics: topics)
         var seen = Set<Int64>(), seenExternal = Set<Int64>()
         var pending: [ImportRow] = []
@@ -119,8 +120,8 @@ extension Ledger {
 
         // Pass 2: the same rows, written.
         reader = try open()
-        _ = try reader.nextRecord()
         var written = ImportReport(batchID: report.batchID, committed: true)
+        _ = try Self.nextRecord(&reader, &written)
         seen.removeAll(keepingCapacity: true)
         seenExternal.removeAll(keepingCapacity: true)
         try await audit(nil, "import_start", actorEmail: options.importedBy, target: "batch:\(written.batchID)",
