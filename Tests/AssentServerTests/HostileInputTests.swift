@@ -1,4 +1,5 @@
 import AssentCore
+import AssentServer
 import AssentStore
 import AssentTestSupport
 import Foundation
@@ -162,6 +163,39 @@ import Testing
                 #expect(reply.status.code < 500, "form post with \(payload.prefix(40)): \(reply.status.code)")
                 #expect(!reply.text.contains("<script>alert(1)"))
             }
+        }
+    }
+
+    /// The other public forms: the portal's sign-in request, the preference centre and one-click unsubscribe
+    /// (real links), confirmation and renewal (links that are not real): every field gets every payload.
+    @Test(arguments: StoreKind.available)
+    func hostileValuesInThePublicPagesFormsAreRefusedOrKeptAndNeverRun(_ kind: StoreKind) async throws {
+        var site = SiteConfiguration(formPostsPerMinute: 100_000, linkPostsPerMinute: 100_000)
+        site.publicRequestsPerMinute = 100_000
+        try await withAPI(kind, site: site) { api in
+            try await api.createTopic("news", doubleOptIn: false)
+            let id = try await api.createContact("jo@example.com")
+            _ = try await api.send(.put, "/api/v1/contacts/\(id)/preferences", json: ["source": "api", "preferences": [["topic": "news", "granted": true]]])
+            let links = try await api.send(.get, "/api/v1/contacts/\(id)/links").json
+            let centre = try #require(URL(string: links["preferenceCentreUrl"] as? String ?? "")).path
+            let unsubscribe = try #require(URL(string: links["unsubscribeUrl"] as? String ?? "")).path
+            let fields = ["action", "csrf", "email", "note", "noticeVersion", "shown", "topic", "website", "topics", "news", "List-Unsubscribe"]
+            var sent = 0
+            for path in ["/portal", centre, unsubscribe, "/confirm/forged", "/r/forged", "/portal/signin/forged", "/portal/preferences", "/portal/erasure"] {
+                for payload in Self.payloads {
+                    var allowed = CharacterSet.alphanumerics
+                    allowed.remove(charactersIn: "+&=")
+                    let value = payload.addingPercentEncoding(withAllowedCharacters: allowed) ?? ""
+                    let reply = try await api.page(.post, path, form: fields.map { "\($0)=\(value)" }.joined(separator: "&"))
+                    sent += 1
+                    #expect(reply.status.code < 500, "\(path) with \(payload.prefix(40)): \(reply.status.code)")
+                    #expect(!reply.text.contains("<script>alert(1)") && !reply.text.contains("<img src=x"), "\(path) echoed markup")
+                }
+            }
+            // The links still work and the ledger is intact.
+            #expect(try await api.page(.get, centre).status == .ok)
+            #expect(try await api.ledger.verify().isIntact)
+            print("hostile public-page posts (\(kind)): \(sent), none failed")
         }
     }
 }
