@@ -36,6 +36,12 @@ public final class SQLiteStore: LedgerStore {
         self.committer = GroupCommitter()
     }
 
+    /// Whether `error` is SQLite's "another connection holds the lock" (after the busy timeout).
+    public static func isLocked(_ error: any Error) -> Bool {
+        guard let error = error as? DatabaseError else { return false }
+        return error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED
+    }
+
     public func migrate() async throws {
         // Migrating is blocking work (it owns the writer while it runs); keep it off the cooperative pool.
         let pool = self.pool

@@ -19,9 +19,8 @@ struct PublicPageLimitMiddleware: RouterMiddleware {
         let admitted = await limiter.admit(context.remoteIP ?? "unknown")
         guard admitted.allowed else {
             if request.headers[.accept]?.contains("application/json") == true {
-                var error = APIError(.tooManyRequests, detail: "too many requests from this address; retry in \(admitted.retryAfter) seconds")
-                error.headers[.retryAfter] = String(admitted.retryAfter)
-                return try error.response(from: request, context: context)
+                return try APIError.tooManyRequests("too many requests from this address", retryAfter: admitted.retryAfter)
+                    .response(from: request, context: context)
             }
             return pages.tooMany(retryAfter: admitted.retryAfter, language: pages.language(request: request))
         }

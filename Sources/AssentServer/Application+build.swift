@@ -12,9 +12,10 @@ import ServiceLifecycle
 public struct ServerConfiguration: Sendable {
     public var host: String
     public var port: Int
-    /// How long a connection may sit without a complete request head: a slow or silent client is disconnected.
+    /// How long a connection may sit without a complete request head (Hummingbird's idle timeout:
+    /// it also closes an idle keep-alive connection, and one whose body pauses this long).
     public var headerTimeout: Duration
-    /// How long a request's body may take to arrive after its head.
+    /// How long a request's body may take, in all, to arrive after its head.
     public var bodyTimeout: Duration
 
     public init(host: String = "127.0.0.1", port: Int = 8080, headerTimeout: Duration = .seconds(30), bodyTimeout: Duration = .seconds(120)) {
@@ -143,12 +144,9 @@ struct Gate: Sendable {
         return try await idempotent(route, request, context, idempotencyKey: idempotencyKey)
     }
 
+    /// A valid key always gets through; past the limit of failures an address gets 429 instead
+    /// of 401, so guessing is slowed without locking out clients that share an address with a guesser.
     private func authenticate(_ request: Request, from address: String) async throws -> APIKey {
-        if let wait = await failures.exceeded(address) {
-            var error = APIError(.tooManyRequests, detail: "too many requests with a missing or wrong API key from this address; retry in \(wait) seconds")
-            error.headers[.retryAfter] = String(wait)
-            throw error
-        }
         var unauthorized = APIError(.unauthorized, detail: "send an API key as 'Authorization: Bearer assent_...'")
         unauthorized.headers[.wwwAuthenticate] = "Bearer realm=\"assent\""
         do {
@@ -165,7 +163,10 @@ struct Gate: Sendable {
             }
             return key
         } catch let error as APIError where error.status == .unauthorized {
-            _ = await failures.admit(address)
+            let admitted = await failures.admit(address)
+            guard admitted.allowed else {
+                throw APIError.tooManyRequests("too many requests with a missing or wrong API key from this address", retryAfter: admitted.retryAfter)
+            }
             throw error
         }
     }

@@ -975,7 +975,7 @@ struct ConsolePages: Sendable {
     }
 
     func verify(_ context: AssentRequestContext, _ visit: ConsoleVisit) async throws -> Response {
-        let report = try await ledger.verify()
+        let report = try await ledger.verifyAndRecord(origin: "console").report
         try await ledger.audit(visit.user, "verify", detail: report.isIntact ? "intact: \(report.contacts) contacts, \(report.events) events"
                                    : "\(report.breaks.count) broken chains", ipAddress: context.remoteIP)
         return verifyPage(visit, report: report)

@@ -127,8 +127,7 @@ struct FormPages: Sendable {
             }
             let admitted = await limiter.admit(context.remoteIP ?? "unknown")
             guard admitted.allowed else {
-                var error = APIError(.tooManyRequests, detail: "too many posts from this address; retry in \(admitted.retryAfter) seconds")
-                error.headers[.retryAfter] = String(admitted.retryAfter)
+                let error = APIError.tooManyRequests("too many posts from this address", retryAfter: admitted.retryAfter)
                 return json ? problem(error, origin: corsOrigin) : pages.tooMany(retryAfter: admitted.retryAfter, language: language)
             }
             let post: Post

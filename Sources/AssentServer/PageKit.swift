@@ -285,12 +285,6 @@ public actor RateLimiter {
         }
         return (true, 0)
     }
-
-    /// Seconds until `address` is under the limit again, nil when it is now; counts nothing.
-    public func exceeded(_ address: String, now: Date = Date()) -> Int? {
-        guard let entry = windows[Self.key(address)], now.timeIntervalSince(entry.start) < window, entry.count >= limit else { return nil }
-        return max(1, Int((window - now.timeIntervalSince(entry.start)).rounded(.up)))
-    }
 }
 
 extension RateLimiter {

@@ -19,6 +19,13 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         self.errors = errors
     }
 
+    /// 429 with `Retry-After`, for a client address over a limit.
+    public static func tooManyRequests(_ what: String, retryAfter: Int) -> APIError {
+        var error = APIError(.tooManyRequests, detail: "\(what); retry in \(retryAfter) seconds")
+        error.headers[.retryAfter] = String(retryAfter)
+        return error
+    }
+
     public static func badRequest(field: String, _ message: String) -> APIError {
         APIError(.badRequest, detail: "\(field): \(message)", errors: [ValidationError(field: field, message)])
     }

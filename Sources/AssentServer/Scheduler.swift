@@ -42,7 +42,7 @@ public struct Scheduler: Service {
         guard let every = verifyEvery else { return nil }
         do {
             if let last = try await ledger.store.lastVerifyRun(),
-               Date().timeIntervalSince(last.finishedAt) < Double(every.components.seconds) { return nil }
+               ledger.environment.now().timeIntervalSince(last.finishedAt) < Double(every.components.seconds) { return nil }
             let (report, run) = try await ledger.verifyAndRecord(origin: "schedule")
             if report.isIntact {
                 logger.info("verified \(run.events) events of \(run.contacts) contacts in \(String(format: "%.1f", run.seconds)) s: every chain intact")
@@ -73,10 +73,20 @@ public struct Scheduler: Service {
 
     public func run() async throws {
         try await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                await runOnce()
-                await verifyIfDue()
-                try? await Task.sleep(for: interval)
+            // Verification reads every chain (tens of seconds on a large ledger): its own loop, so expiry never waits for it.
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    while !Task.isCancelled {
+                        await runOnce()
+                        try? await Task.sleep(for: interval)
+                    }
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        await verifyIfDue()
+                        try? await Task.sleep(for: interval)
+                    }
+                }
             }
         }
     }

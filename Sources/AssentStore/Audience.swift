@@ -60,15 +60,25 @@ extension Ledger {
         }
         let topic = try await checkedTopic(topicKey)
         let at = now
-        // Chunks are read concurrently: the reads are point lookups bound by one core each.
+        // Chunks are read a few at a time: the reads are point lookups bound by one core each, and
+        // a batch must not take every connection of the pool from the other requests.
         let store = store
+        let chunks = stride(from: 0, to: emails.count, by: 500).map { Array(emails[$0..<min($0 + 500, emails.count)]) }
         let rows = try await withThrowingTaskGroup(of: [String: CheckRow].self) { group in
-            for start in stride(from: 0, to: emails.count, by: 500) {
-                let chunk = Array(emails[start..<min(start + 500, emails.count)])
+            var next = 0, rows: [String: CheckRow] = [:]
+            while next < min(4, chunks.count) {
+                let chunk = chunks[next]
                 group.addTask { try await store.checkRows(emails: chunk, topicKey: topicKey) }
+                next += 1
             }
-            var rows: [String: CheckRow] = [:]
-            for try await part in group { rows.merge(part) { a, _ in a } }
+            for try await part in group {
+                rows.merge(part) { a, _ in a }
+                if next < chunks.count {
+                    let chunk = chunks[next]
+                    group.addTask { try await store.checkRows(emails: chunk, topicKey: topicKey) }
+                    next += 1
+                }
+            }
             return rows
         }
         let unknown = emails.filter { rows[$0.value] == nil }

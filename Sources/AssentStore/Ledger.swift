@@ -1009,11 +1009,16 @@ public struct Ledger: Sendable {
     public func verifyAndRecord(origin: String) async throws -> (report: VerifyReport, run: VerifyRun) {
         let started = ContinuousClock.now
         let report = try await verify()
-        let elapsed = ContinuousClock.now - started
+        return (report, try await recordVerification(report, seconds: started.duration(to: .now), origin: origin))
+    }
+
+    /// Records a finished verification as the latest run.
+    @discardableResult
+    public func recordVerification(_ report: VerifyReport, seconds elapsed: Duration, origin: String) async throws -> VerifyRun {
         let run = VerifyRun(finishedAt: now, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
                             contacts: report.contacts, events: report.events, breaks: report.breaks.count, origin: origin)
         try await store.recordVerifyRun(run)
-        return (report, run)
+        return run
     }
 
     private func validateAll(_ checks: [() throws -> Void]) throws {

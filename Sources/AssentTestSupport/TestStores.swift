@@ -88,48 +88,25 @@ public enum TestPostgres {
         return location
     }
 
-    /// Creates an empty database with a unique name and returns its location.
+    /// Creates an empty database with a unique name and returns its location. Each call has a
+    /// connection of its own, closed after: one connection shared by every test of the process
+    /// once stopped answering under load (a full run hung after a CREATE DATABASE had completed).
     public static func freshDatabase() async throws -> PostgresLocation {
         var location = try server()
         let name = "assent_t_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
-        let admin = try await AdminConnection.shared()
-        try await admin.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
+        let connection = try await PostgresConnection.connect(
+            configuration: .init(host: location.host, port: location.port, username: location.username, password: location.password,
+                                 database: location.database, tls: .disable),
+            id: 1, logger: Logger(label: "assent.tests"))
+        do {
+            for try await _ in try await connection.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: Logger(label: "assent.tests")) {}
+            try await connection.close()
+        } catch {
+            try? await connection.close()
+            throw error
+        }
         location.database = name
         return location
-    }
-}
-
-/// One connection to the server's maintenance database, shared by the tests of a process.
-actor AdminConnection {
-    private static let holder = Holder()
-    private let connection: PostgresConnection
-
-    private init(connection: PostgresConnection) { self.connection = connection }
-
-    static func shared() async throws -> AdminConnection { try await holder.get() }
-
-    func query(_ query: PostgresQuery) async throws {
-        try await connection.query(query, logger: Logger(label: "assent.tests"))
-    }
-
-    /// Connects once; concurrent first callers await the same connection
-    /// (an actor is reentrant across `await`, so a plain optional would race).
-    actor Holder {
-        private var pending: Task<AdminConnection, any Error>?
-
-        func get() async throws -> AdminConnection {
-            if let pending { return try await pending.value }
-            let task = Task<AdminConnection, any Error> {
-                let location = try TestPostgres.server()
-                let connection = try await PostgresConnection.connect(
-                    configuration: .init(host: location.host, port: location.port, username: location.username, password: location.password,
-                                         database: location.database, tls: .disable),
-                    id: 1, logger: Logger(label: "assent.tests"))
-                return AdminConnection(connection: connection)
-            }
-            pending = task
-            return try await task.value
-        }
     }
 }
 

@@ -73,8 +73,6 @@ enum Proc {
         }
         return (field("VmRSS"), field("VmHWM"))
     }
-
-    /// A free TCP port on 127.0.0.1 (bound, read, released).
 }
 
 /// wrk's summary: requests per second, the 99th-percentile latency, and answers that were not 2xx/3xx.

@@ -54,7 +54,26 @@ struct StoreOptions: ParsableArguments {
         }
     }
 
-    func openStore() async throws -> any LedgerStore {
+    /// `waitingForLock`: how long to keep trying while another process holds a SQLite
+    /// database locked (the server, whose probes meanwhile read "starting"); zero: fail after
+    /// SQLite's own ten seconds.
+    func openStore(waitingForLock: Duration = .zero) async throws -> any LedgerStore {
+        let deadline = ContinuousClock.now + waitingForLock
+        while true {
+            do {
+                return try await openStoreOnce()
+            } catch let locked as LockedDatabase {
+                guard ContinuousClock.now < deadline else { throw ValidationError(locked.message) }
+                FileHandle.standardError.write(Data("assent: the database is locked by another process; waiting\n".utf8))
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    /// SQLite's busy timeout ran out: another process holds the file.
+    struct LockedDatabase: Error { var message: String }
+
+    private func openStoreOnce() async throws -> any LedgerStore {
         let store: any LedgerStore
         switch try target() {
         case .sqlite(let path):
@@ -64,7 +83,9 @@ struct StoreOptions: ParsableArguments {
             do {
                 store = try SQLiteStore(path: path, durability: durability)
             } catch {
-                throw ValidationError("--database: cannot open '\(path)': \(error)")
+                let message = "--database: cannot open '\(path)': \(error)"
+                if SQLiteStore.isLocked(error) { throw LockedDatabase(message: message) }
+                throw ValidationError(message)
             }
         case .postgres(let location, let read):
             store = PostgresStore(location: location, readLocation: read)
@@ -76,14 +97,16 @@ struct StoreOptions: ParsableArguments {
         } catch let error as StoreError {
             throw ArgumentParser.ValidationError(error.description)
         } catch {
-            throw ValidationError("cannot migrate \(try databaseDescription()): \(String(reflecting: error))")
+            let message = "cannot migrate \(try databaseDescription()): \(String(reflecting: error))"
+            if SQLiteStore.isLocked(error) { throw LockedDatabase(message: message) }
+            throw ValidationError(message)
         }
         return store
     }
 
     /// Opens the store and the master key, refusing a key that does not match the database.
-    func openLedger() async throws -> Ledger {
-        let store = try await openStore()
+    func openLedger(waitingForLock: Duration = .zero) async throws -> Ledger {
+        let store = try await openStore(waitingForLock: waitingForLock)
         let masterKey = try await loadMasterKey(for: store)
         var ledger = Ledger(store: store, masterKey: masterKey)
         ledger.passwordHasher = .bcrypt(cost: try Self.bcryptCost())

@@ -52,7 +52,7 @@ import Testing
         #expect(ready.status == 503 && ready.retryAfter == "5" && ready.body.contains("starting"), "\(ready)")
         #expect(await Self.status(port, "/healthz")?.status == 200)
         let api = await Self.status(port, "/api/v1/topics")
-        #expect(api?.status == 503 && api?.body.contains("urn:assent:problem:unavailable") == true)
+        #expect(api?.status == 503 && api?.body.contains("urn:assent:problem:unavailable") == true, "\(String(describing: api))")
 
         // Once the lock goes, the migration runs and the real server takes the address.
         lockerIn.fileHandleForWriting.write(Data("go\n".utf8))
