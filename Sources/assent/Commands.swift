@@ -1,5 +1,6 @@
 import AssentCore
 import AssentMail
+import AssentPostgres
 import AssentServer
 import AssentSQLite
 import AssentStore
@@ -172,23 +173,57 @@ struct Migrate: AsyncParsableCommand {
 
 struct Backup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Copy the SQLite database to a file while Assent keeps running (online backup).",
-        discussion: "Back up the master key file separately: without it the evidence in the copy cannot be read. On PostgreSQL use pg_dump.")
+        abstract: "Copy the database to a file while Assent keeps running (online backup).",
+        discussion: """
+            SQLite: a copy of the file (SQLite's online backup), ready to open. PostgreSQL: pg_dump's custom format, one \
+            consistent snapshot; restore it with pg_restore --no-owner --dbname=URL FILE into an empty database. \
+            Back up the master key separately: without it the evidence in the copy cannot be read.
+            """)
     @OptionGroup var store: StoreOptions
     @Argument(help: "Where to write the copy; must not exist yet.") var destination: String
 
     func run() async throws {
-        guard case .sqlite = try store.target() else {
-            throw ValidationError("assent backup copies SQLite files; on PostgreSQL use pg_dump, e.g. pg_dump --format=custom --file=assent.dump \"$ASSENT_DATABASE_URL\"")
-        }
         guard !FileManager.default.fileExists(atPath: destination) else {
             throw ValidationError("\(destination) already exists; choose a new file name")
+        }
+        if case .postgres(let location, _) = try store.target() {
+            try dump(location)
+            return
         }
         guard let sqlite = try await store.openStore() as? SQLiteStore else { return }
         try await sqlite.backup(to: destination)
         let copy = try SQLiteStore(path: destination)
         let applied = try await copy.appliedMigrations()
         print("backed up \(sqlite.path) to \(destination) (schema \(applied.last ?? "none")); keep the master key (\(store.keyFile.isEmpty ? sqlite.path + ".key" : store.keyFile) or ASSENT_MASTER_KEY) with it, stored apart")
+    }
+
+    /// pg_dump reads the whole database in one repeatable-read transaction: a consistent
+    /// moment, however many writes go on meanwhile. The password goes in the environment,
+    /// not on the command line (where `ps` would show it).
+    func dump(_ location: PostgresLocation) throws {
+        var withoutPassword = location
+        withoutPassword.password = nil
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["pg_dump", "--format=custom", "--no-owner", "--file", destination, "--dbname", withoutPassword.url]
+        var environment = ProcessInfo.processInfo.environment
+        if let password = location.password { environment["PGPASSWORD"] = password }
+        process.environment = environment
+        let errors = Pipe()
+        process.standardError = errors
+        do { try process.run() } catch {
+            throw ValidationError("assent backup on PostgreSQL runs pg_dump, which could not be started (apt-get install postgresql-client): \(error)")
+        }
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            try? FileManager.default.removeItem(atPath: destination)
+            throw ValidationError(process.terminationStatus == 127
+                ? "assent backup on PostgreSQL runs pg_dump, which is not installed (apt-get install postgresql-client)"
+                : "pg_dump failed: \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        print("backed up PostgreSQL \(location.username)@\(location.host):\(location.port)/\(location.database) to \(destination) (pg_dump custom format; "
+              + "restore with pg_restore --no-owner --dbname=URL \(destination)); keep the master key (ASSENT_MASTER_KEY) with it, stored apart")
     }
 }
 
