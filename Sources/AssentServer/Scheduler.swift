@@ -72,7 +72,7 @@ public struct Scheduler: Service {
     }
 
     public func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             // Verification reads every chain (tens of seconds on a large ledger): its own loop, so expiry never waits for it.
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
