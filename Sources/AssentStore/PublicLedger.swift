@@ -285,9 +285,12 @@ extension Ledger {
     /// A known contact's preference-centre and unsubscribe tokens with one
     /// secret lookup (an audience export makes them for every row).
     public func linkTokens(for contact: Contact, unsubscribeTopic: String?) async throws -> (centre: String, unsubscribe: String) {
-        let secret = try await linkSecret(contact.id)
-        return (ContactLink(purpose: .preferenceCentre, contactID: contact.id).token(secret: secret, signer: linkSigner),
-                ContactLink(purpose: .unsubscribe, contactID: contact.id, topicKey: unsubscribeTopic).token(secret: secret, signer: linkSigner))
+        tokenPair(contact.id, secret: try await linkSecret(contact.id), unsubscribeTopic: unsubscribeTopic)
+    }
+
+    private func tokenPair(_ id: UUID, secret: Data, unsubscribeTopic: String?) -> (centre: String, unsubscribe: String) {
+        (ContactLink(purpose: .preferenceCentre, contactID: id).token(secret: secret, signer: linkSigner),
+         ContactLink(purpose: .unsubscribe, contactID: id, topicKey: unsubscribeTopic).token(secret: secret, signer: linkSigner))
     }
 
     /// The same for many contacts (an audience page): their secrets read, and the missing
@@ -298,8 +301,7 @@ extension Ledger {
         var tokens: [UUID: (centre: String, unsubscribe: String)] = [:]
         for contact in contacts {
             guard let secret = secrets[contact.id] else { continue }
-            tokens[contact.id] = (ContactLink(purpose: .preferenceCentre, contactID: contact.id).token(secret: secret, signer: linkSigner),
-                                  ContactLink(purpose: .unsubscribe, contactID: contact.id, topicKey: unsubscribeTopic).token(secret: secret, signer: linkSigner))
+            tokens[contact.id] = tokenPair(contact.id, secret: secret, unsubscribeTopic: unsubscribeTopic)
         }
         return tokens
     }

@@ -21,16 +21,7 @@ import Testing
         defer { server.stop() }
         let token = try #require(server.token)
         let topics = ["events", "news", "offers"]
-        for topic in topics {
-            let r = try await server.request("POST", "/api/v1/topics", token: token,
-                                             body: ["key": topic, "title": topic, "notice": "About \(topic).", "requiresDoubleOptIn": false])
-            #expect(r.status == 201)
-        }
-        var contacts: [String] = []
-        for i in 0..<40 {
-            let r = try await server.request("POST", "/api/v1/contacts", token: token, body: ["email": "person\(i)@example.com"])
-            contacts.append(try #require((try JSONSerialization.jsonObject(with: r.body) as? [String: Any])?["id"] as? String))
-        }
+        let contacts = try await CrashSafetyTests.seed(server, token: token, topics: topics)
 
         let tally = CrashSafetyTests.Tally()
         let writers = CrashSafetyTests.load(server, token: token, contacts: contacts, topics: topics, seed: UInt64.random(in: 0...UInt64(UInt32.max)),

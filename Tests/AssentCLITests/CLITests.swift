@@ -181,6 +181,13 @@ struct CLI {
         #expect(badSMTP.status != 0 && badSMTP.stderr.contains("--smtp-url"), "\(badSMTP.stderr)")
         let badFrom = try cli.run(["serve", "--mail-from", "nobody"])
         #expect(badFrom.status != 0 && badFrom.stderr.contains("--mail-from"))
+        // This session's limits and schedules: out of range is refused by name, and nothing is created.
+        for (flag, value) in [("--public-requests-per-minute", "0"), ("--failed-auth-per-minute", "-3"), ("--header-timeout", "0"),
+                              ("--body-timeout", "100000"), ("--verify-every-hours", "-1")] {
+            let bad = try cli.run(["serve", flag, value])
+            #expect(bad.status != 0 && bad.stderr.contains(flag), "\(flag) \(value): \(bad.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: cli.databasePath), "no database was made by a refused start")
     }
 }
 

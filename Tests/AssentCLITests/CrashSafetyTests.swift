@@ -74,6 +74,21 @@ import Testing
         }
     }
 
+    /// Three topics without double opt-in and 40 contacts through the API; the contacts' ids.
+    static func seed(_ server: ServerProcess, token: String, topics: [String]) async throws -> [String] {
+        for topic in topics {
+            let r = try await server.request("POST", "/api/v1/topics", token: token,
+                                             body: ["key": topic, "title": topic, "notice": "About \(topic).", "requiresDoubleOptIn": false])
+            #expect(r.status == 201)
+        }
+        var contacts: [String] = []
+        for i in 0..<40 {
+            let r = try await server.request("POST", "/api/v1/contacts", token: token, body: ["email": "person\(i)@example.com"])
+            contacts.append(try #require((try JSONSerialization.jsonObject(with: r.body) as? [String: Any])?["id"] as? String))
+        }
+        return contacts
+    }
+
     @Test(arguments: stores)
     func noAcknowledgedWriteIsLostAcrossKillsAndAStop(_ store: String) async throws {
         let cli = try CLI()
@@ -87,16 +102,7 @@ import Testing
         let first = try ServerProcess(cli: cli, environment: environment)
         let token = try #require(first.token)
         let topics = ["events", "news", "offers"]
-        for topic in topics {
-            let r = try await first.request("POST", "/api/v1/topics", token: token,
-                                            body: ["key": topic, "title": topic, "notice": "About \(topic).", "requiresDoubleOptIn": false])
-            #expect(r.status == 201)
-        }
-        var contacts: [String] = []
-        for i in 0..<40 {
-            let r = try await first.request("POST", "/api/v1/contacts", token: token, body: ["email": "person\(i)@example.com"])
-            contacts.append(try #require((try JSONSerialization.jsonObject(with: r.body) as? [String: Any])?["id"] as? String))
-        }
+        let contacts = try await Self.seed(first, token: token, topics: topics)
 
         // A new seed every run (ASSENT_CRASH_SEED repeats one); each kill's timing and writes follow from it.
         let seed = ProcessInfo.processInfo.environment["ASSENT_CRASH_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 0...UInt64(UInt32.max))
