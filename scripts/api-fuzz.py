@@ -119,7 +119,7 @@ def main():
         run = subprocess.run([sys.executable, "-m", "schemathesis.cli", "--config-file", config, "run", f"{base}/api/v1/openapi.json",
                               "-H", f"Authorization: Bearer {key}", "--checks", CHECKS, "--max-examples", str(args.max_examples),
                               "--seed", str(args.seed), "--workers", "2", "--no-color", "--report", "junit", "--report-dir", report],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, cwd=work)  # its cache goes in the work folder, not the repository
         output = run.stdout + run.stderr
         summary = re.search(r"Test cases:\s*\n\s*(.+)", output)
         print(f"api-fuzz: {store}: {summary.group(1).strip() if summary else 'no summary'}")
