@@ -35,6 +35,27 @@ enum Base64URL {
         }
     }
 
+    /// The same text appended to `out`, with no String made.
+    static func append(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        let n = bytes.count, whole = n / 3 * 3
+        let table = alphabet.utf8Start
+        var j = 0
+        while j < whole {
+            let word = UInt32(bytes[j]) << 16 | UInt32(bytes[j + 1]) << 8 | UInt32(bytes[j + 2])
+            out.append(table[Int(word >> 18 & 63)])
+            out.append(table[Int(word >> 12 & 63)])
+            out.append(table[Int(word >> 6 & 63)])
+            out.append(table[Int(word & 63)])
+            j += 3
+        }
+        if n > whole {
+            let word = UInt32(bytes[j]) << 16 | (n - whole == 2 ? UInt32(bytes[j + 1]) << 8 : 0)
+            out.append(table[Int(word >> 18 & 63)])
+            out.append(table[Int(word >> 12 & 63)])
+            if n - whole == 2 { out.append(table[Int(word >> 6 & 63)]) }
+        }
+    }
+
     static func value(_ c: UInt8) -> UInt32? {
         switch c {
         case UInt8(ascii: "A")...UInt8(ascii: "Z"): UInt32(c - UInt8(ascii: "A"))

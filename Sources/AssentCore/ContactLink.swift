@@ -64,6 +64,27 @@ public struct ContactLink: Equatable, Sendable {
         return Base64URL.encode(payload + mac(payload: payload, secret: secret, signer: signer))
     }
 
+    /// The same token appended to `out` as text: an audience export writes two per row, and
+    /// this one makes no arrays or strings on the way (the payload sits in a fixed buffer).
+    public func appendToken(to out: inout [UInt8], secret: Data, signer: Signer) {
+        let topic = topicKey?.utf8
+        let payloadCount = 17 + (topic?.count ?? 0)
+        // One buffer: payload, then 0x00 and the secret (what is MACed), whose tail the MAC then overwrites.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: payloadCount + 1 + max(secret.count, Self.macLength)) { buffer in
+            buffer[0] = purpose.rawValue
+            withUnsafeBytes(of: contactID.uuid) { id in for i in 0..<16 { buffer[1 + i] = id[i] } }
+            if let topic { var i = 17; for byte in topic { buffer[i] = byte; i += 1 } }
+            buffer[payloadCount] = 0
+            secret.withUnsafeBytes { raw in for i in 0..<raw.count { buffer[payloadCount + 1 + i] = raw[i] } }
+            // One update of contiguous bytes: HMAC's generic update walked each piece's regions unspecialised.
+            var hmac = signer.keyed
+            hmac.update(data: UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[0..<(payloadCount + 1 + secret.count)])))
+            let mac = hmac.finalize()
+            mac.withUnsafeBytes { raw in for i in 0..<Self.macLength { buffer[payloadCount + i] = raw[i] } }
+            Base64URL.append(UnsafeBufferPointer(rebasing: buffer[0..<(payloadCount + Self.macLength)]), to: &out)
+        }
+    }
+
     public func token(secret: Data, key: SymmetricKey) -> String { token(secret: secret, signer: Signer(key: key)) }
 
     /// Reads a token's claims without checking them; `verify` must follow.

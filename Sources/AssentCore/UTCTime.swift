@@ -10,16 +10,20 @@ public enum UTCTime {
     /// The time is rounded to the millisecond (a stored millisecond may sit a
     /// hair below its value as a Double), or cut to the second without them.
     public static func rfc3339(_ date: Date, milliseconds: Bool = true) -> String {
-        let totalMillis: Int64
-        if milliseconds {
-            totalMillis = Int64((date.timeIntervalSince1970 * 1000).rounded())
-        } else {
-            totalMillis = Int64((date.timeIntervalSince1970).rounded(.down)) * 1000
-        }
-        let (days, millisOfDay) = floorDivide(totalMillis, 86_400_000)
-        let seconds = Int(millisOfDay / 1000), ms = Int(millisOfDay % 1000)
         var bytes = [UInt8]()
         bytes.reserveCapacity(24)
+        if milliseconds {
+            appendRFC3339(&bytes, millisecondsSince1970: Int64((date.timeIntervalSince1970 * 1000).rounded()))
+        } else {
+            appendRFC3339(&bytes, millisecondsSince1970: Int64((date.timeIntervalSince1970).rounded(.down)) * 1000, fraction: false)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The same text appended to `bytes` (an export writes one per row, with no String made).
+    public static func appendRFC3339(_ bytes: inout [UInt8], millisecondsSince1970 totalMillis: Int64, fraction: Bool = true) {
+        let (days, millisOfDay) = floorDivide(totalMillis, 86_400_000)
+        let seconds = Int(millisOfDay / 1000), ms = Int(millisOfDay % 1000)
         appendDate(&bytes, days: days)
         bytes.append(UInt8(ascii: "T"))
         append(&bytes, seconds / 3600, width: 2)
@@ -27,12 +31,11 @@ public enum UTCTime {
         append(&bytes, seconds / 60 % 60, width: 2)
         bytes.append(UInt8(ascii: ":"))
         append(&bytes, seconds % 60, width: 2)
-        if milliseconds {
+        if fraction {
             bytes.append(UInt8(ascii: "."))
             append(&bytes, ms, width: 3)
         }
         bytes.append(UInt8(ascii: "Z"))
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// `2026-11-29`: the UTC day the time falls on.
@@ -103,16 +106,16 @@ public enum UTCTime {
         append(&bytes, d, width: 2)
     }
 
+    /// `value` in `width` digits, with leading zeros (no array made: an export writes one date per row).
     private static func append(_ bytes: inout [UInt8], _ value: Int, width: Int) {
-        var digits = [UInt8](repeating: UInt8(ascii: "0"), count: width)
+        var divisor = 1
+        for _ in 1..<max(1, width) { divisor *= 10 }
         var v = value
-        var i = width - 1
-        while i >= 0 {
-            digits[i] = UInt8(48 + v % 10)
-            v /= 10
-            i -= 1
+        while divisor > 0 {
+            bytes.append(UInt8(48 + (v / divisor) % 10))
+            v %= divisor
+            divisor /= 10
         }
-        bytes.append(contentsOf: digits)
     }
 }
 

@@ -165,17 +165,26 @@ public final class SQLiteStore: LedgerStore {
 
     // MARK: Contacts
 
-    public func insertContact(_ contact: Contact, wrappedKey: Data, webhooks: [WebhookDelivery]) async throws {
+    public func insertContact(_ new: NewContact) async throws {
+        let contact = new.contact
         try await mapUnique({
-            try await pool.write { db in
-                try db.execute(sql: """
-                    INSERT INTO contacts (id, email, name, external_id, locale, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [contact.id.db, contact.email.value, contact.name, contact.externalID, contact.locale,
-                                     contact.createdAt.millisecondsSince1970, contact.updatedAt.millisecondsSince1970])
-                try db.execute(sql: "INSERT INTO contact_keys (contact_id, wrapped_key) VALUES (?, ?)", arguments: [contact.id.db, wrappedKey])
-                try Self.insert(webhooks, db)
-            }
+            try await pool.write { db in try Self.insert(new, db) }
         }, value: { field in field == "email" ? contact.email.value : field == "externalId" ? contact.externalID ?? "" : contact.id.db })
+    }
+
+    /// A new contact's rows: the contact, its wrapped key, its link secret, its webhook messages.
+    static func insert(_ new: NewContact, _ db: Database) throws {
+        let c = new.contact
+        try db.cachedStatement(sql: """
+            INSERT INTO contacts (id, email, name, external_id, locale, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+            """).execute(arguments: [c.id.db, c.email.value, c.name, c.externalID, c.locale, c.createdAt.millisecondsSince1970,
+                                     c.updatedAt.millisecondsSince1970])
+        try db.cachedStatement(sql: "INSERT INTO contact_keys (contact_id, wrapped_key) VALUES (?, ?)").execute(arguments: [c.id.db, new.wrappedKey])
+        if let secret = new.linkSecret {
+            try db.cachedStatement(sql: "INSERT INTO contact_link_secrets (contact_id, secret, created_at) VALUES (?, ?, ?)")
+                .execute(arguments: [c.id.db, secret, c.createdAt.millisecondsSince1970])
+        }
+        try Self.insert(new.webhooks, db)
     }
 
     public func updateContact(_ contact: Contact) async throws {
@@ -335,15 +344,7 @@ public final class SQLiteStore: LedgerStore {
         guard !contacts.isEmpty else { return }
         try await mapUnique({
             try await pool.write { db in
-                for new in contacts {
-                    let c = new.contact
-                    try db.cachedStatement(sql: """
-                        INSERT INTO contacts (id, email, name, external_id, locale, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-                        """).execute(arguments: [c.id.db, c.email.value, c.name, c.externalID, c.locale, c.createdAt.millisecondsSince1970,
-                                                 c.updatedAt.millisecondsSince1970])
-                    try db.cachedStatement(sql: "INSERT INTO contact_keys (contact_id, wrapped_key) VALUES (?, ?)").execute(arguments: [c.id.db, new.wrappedKey])
-                    try Self.insert(new.webhooks, db)
-                }
+                for new in contacts { try Self.insert(new, db) }
             }
         }, value: { _ in "" })
     }
@@ -528,35 +529,49 @@ public final class SQLiteStore: LedgerStore {
     public func audiencePage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> [AudienceMember] {
         guard !topics.isEmpty else { return [] }
         let marks = Array(repeating: "?", count: topics.count).joined(separator: ", ")
-        let live = "p.topic_key IN (\(marks)) AND p.state = 'granted' AND (p.expires_at IS NULL OR p.expires_at > ?)"
+        // One pass in contact-id order (the id index, then each contact's grants and link secret by
+        // primary key), stepped through SQLite's C API: GRDB's rows, and a second join to page by
+        // contact, cost more than the rest of an export's row.
+        let rowLimit = max(2, limit) * topics.count
         return try await pool.read { db in
-            let rows = try Row.fetchAll(db, sql: """
-                WITH page AS (
-                    SELECT DISTINCT c.id FROM contacts c JOIN preferences p ON p.contact_id = c.id
-                    WHERE c.email IS NOT NULL AND c.id > ? AND \(live)
-                    ORDER BY c.id LIMIT ?)
+            let statement = try db.makeStatement(sql: """
                 SELECT c.id, c.email, c.name, c.external_id, c.locale, c.created_at, c.updated_at, c.objected_at,
-                       p.topic_key, p.state, p.since, p.expires_at, p.seq
-                FROM page JOIN contacts c ON c.id = page.id JOIN preferences p ON p.contact_id = c.id AND \(live)
-                ORDER BY c.id
-                """, arguments: StatementArguments([after?.db ?? ""] + topics + [now.millisecondsSince1970, limit] + topics + [now.millisecondsSince1970]))
-            // Columns by position: GRDB's lookup by name lower-cases every name, a tenth of an export.
+                       p.topic_key, p.state, p.since, p.expires_at, p.seq, s.secret
+                FROM contacts c
+                JOIN preferences p ON p.contact_id = c.id AND p.topic_key IN (\(marks)) AND p.state = 'granted'
+                    AND (p.expires_at IS NULL OR p.expires_at > ?)
+                LEFT JOIN contact_link_secrets s ON s.contact_id = c.id
+                WHERE c.email IS NOT NULL AND c.id > ?
+                ORDER BY c.id, p.topic_key LIMIT ?
+                """)
+            try statement.setArguments(StatementArguments(topics + [now.millisecondsSince1970, after?.db ?? "", rowLimit] as [any DatabaseValueConvertible]))
+            let row = RawRow(statement, db)
             var members: [AudienceMember] = []
-            for row in rows {
-                guard let id = UUID(text: row[0]) else { continue }
-                let preference = Preference(contactID: id, topicKey: row[8], state: PreferenceState(rawValue: row[9]) ?? .none,
-                                            since: Date(millisecondsSince1970: row[10]), expiresAt: (row[11] as Int64?).map(Date.init(millisecondsSince1970:)),
-                                            seq: row[12])
-                if members.last?.contact.id == id {
-                    members[members.count - 1].grants[preference.topicKey] = preference
-                } else {
-                    // Erased contacts have no email and never reach the page.
-                    let contact = Contact(id: id, email: EmailAddress(stored: row[1]), name: row[2], externalID: row[3], locale: row[4],
-                                          createdAt: Date(millisecondsSince1970: row[5]), updatedAt: Date(millisecondsSince1970: row[6]),
-                                          erasedAt: nil, objectedAt: (row[7] as Int64?).map(Date.init(millisecondsSince1970:)))
-                    members.append(AudienceMember(contact: contact, grants: [preference.topicKey: preference]))
+            var rows = 0, lastID: String? = nil
+            while try row.step() {
+                rows += 1
+                let idText = row.text(0) ?? ""
+                let preference: (UUID) -> Preference = { id in
+                    Preference(contactID: id, topicKey: row.text(8) ?? "", state: row.text(9).flatMap(PreferenceState.init(rawValue:)) ?? .none,
+                               since: Date(millisecondsSince1970: row.int(10) ?? 0), expiresAt: row.int(11).map(Date.init(millisecondsSince1970:)),
+                               seq: row.int(12) ?? 0)
                 }
+                if idText == lastID, let id = members.last?.contact.id {
+                    let p = preference(id)
+                    members[members.count - 1].grants[p.topicKey] = p
+                    continue
+                }
+                lastID = idText
+                guard let id = UUID(text: idText) else { continue }
+                // Erased contacts have no email and never reach the page.
+                let contact = Contact(id: id, email: EmailAddress(stored: row.text(1) ?? ""), name: row.text(2), externalID: row.text(3), locale: row.text(4),
+                                      createdAt: Date(millisecondsSince1970: row.int(5) ?? 0), updatedAt: Date(millisecondsSince1970: row.int(6) ?? 0),
+                                      erasedAt: nil, objectedAt: row.int(7).map(Date.init(millisecondsSince1970:)))
+                let p = preference(id)
+                members.append(AudienceMember(contact: contact, grants: [p.topicKey: p], linkSecret: row.blob(13)))
             }
+            // A full page may end part way through a contact's grants: that contact starts the next page.
+            if rows == rowLimit && topics.count > 1 && members.count > 1 { members.removeLast() }
             return members
         }
     }
@@ -1613,9 +1628,34 @@ extension Row: ColumnReader {
 /// A statement stepped directly through SQLite's C API, one row at a time,
 /// that can look at the current row's contact id without consuming it. Used
 /// only inside the `pool.read` that made it.
-private final class RawCursor: ColumnReader {
+/// A statement's rows read through SQLite's C API, column by position (for the hot paths
+/// where GRDB's `Row` decoding cost more than the query).
+struct RawRow: RawColumns {
+    let handle: OpaquePointer
+    let statement: Statement
+    let database: Database
+
+    init(_ statement: Statement, _ database: Database) {
+        self.statement = statement
+        self.handle = statement.sqliteStatement
+        self.database = database
+    }
+
+    /// Moves to the next row; false when there is none.
+    func step() throws -> Bool {
+        switch sqlite3_step(handle) {
+        case SQLITE_ROW: return true
+        case SQLITE_DONE: return false
+        case let code:
+            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(database.sqliteConnection)), sql: statement.sql)
+        }
+    }
+
+}
+
+private final class RawCursor: RawColumns {
     private let statement: Statement
-    private let handle: OpaquePointer
+    let handle: OpaquePointer
     private let database: Database
     /// Where the contact id is in each row.
     private let idColumn: Int32
@@ -1655,9 +1695,17 @@ private final class RawCursor: ColumnReader {
         return out
     }
 
+}
+
+/// The current row of a statement stepped through SQLite's C API, column by position.
+protocol RawColumns: ColumnReader {
+    var handle: OpaquePointer { get }
+}
+
+extension RawColumns {
     func text(_ column: Int32) -> String? {
         guard let bytes = sqlite3_column_text(handle, column) else { return nil }
-        return String(cString: bytes)
+        return String(decoding: UnsafeBufferPointer(start: bytes, count: Int(sqlite3_column_bytes(handle, column))), as: UTF8.self)
     }
 
     func int(_ column: Int32) -> Int64? {

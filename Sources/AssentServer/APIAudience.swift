@@ -134,7 +134,7 @@ extension API {
                 try await writer.write(ByteBuffer(string: AudienceRows.csvHeader(query) + "\r\n"))
             }
             try await ledger.audience(query) { members in
-                try await writer.write(ByteBuffer(string: try await AudienceRows.lines(members, query: query, ledger: ledger, base: base, format: format)))
+                try await writer.write(ByteBuffer(bytes: try await AudienceRows.lines(members, query: query, ledger: ledger, base: base, format: format)))
             }
         }
         return response
@@ -148,30 +148,86 @@ public enum AudienceRows {
             .joined(separator: ",")
     }
 
-    /// A page of members as CSV rows or NDJSON lines; their links' secrets are read (and
-    /// the missing ones made) for the whole page at once. A contact erased meanwhile is left out.
-    public static func lines(_ members: [AudienceMember], query: AudienceQuery, ledger: Ledger, base: String, format: String) async throws -> String {
-        let tokens = try await ledger.linkTokens(for: members.map(\.contact), unsubscribeTopic: query.topics.count == 1 ? query.topics[0] : nil)
-        var chunk = ""
-        for member in members {
-            guard let t = tokens[member.contact.id] else { continue }
-            chunk += line(member, query: query, centre: "\(base)/p/\(t.centre)", unsubscribe: "\(base)/u/\(t.unsubscribe)", format: format)
+    /// A page of members as CSV rows or NDJSON lines. Their links' secrets come with the page
+    /// (missing ones are made for the page at once); a contact erased meanwhile is left out.
+    /// Written as bytes with no String per field: an export writes a million rows and two
+    /// signed links per row (18,000 rows/s when each row was made of Strings).
+    public static func lines(_ members: [AudienceMember], query: AudienceQuery, ledger: Ledger, base: String, format: String) async throws -> [UInt8] {
+        let secrets = try await ledger.linkSecrets(for: members)
+        let unsubscribeTopic = query.topics.count == 1 ? query.topics[0] : nil
+        let centrePrefix = Array((base + "/p/").utf8), unsubscribePrefix = Array((base + "/u/").utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(members.count * (format == "csv" ? 240 : 320))
+        var centre = [UInt8](), unsubscribe = [UInt8]()
+        for (member, secret) in zip(members, secrets) {
+            guard let secret else { continue }
+            let id = member.contact.id
+            centre.removeAll(keepingCapacity: true)
+            centre.append(contentsOf: centrePrefix)
+            ledger.appendLinkToken(ContactLink(purpose: .preferenceCentre, contactID: id), secret: secret, to: &centre)
+            unsubscribe.removeAll(keepingCapacity: true)
+            unsubscribe.append(contentsOf: unsubscribePrefix)
+            ledger.appendLinkToken(ContactLink(purpose: .unsubscribe, contactID: id, topicKey: unsubscribeTopic), secret: secret, to: &unsubscribe)
+            if format == "csv" {
+                appendCSV(member, topics: query.topics, centre: centre, unsubscribe: unsubscribe, to: &out)
+            } else {
+                appendNDJSON(member, centre: centre, unsubscribe: unsubscribe, to: &out)
+            }
         }
-        return chunk
+        return out
     }
 
-    static func line(_ member: AudienceMember, query: AudienceQuery, centre: String, unsubscribe: String, format: String) -> String {
+    static func appendCSV(_ member: AudienceMember, topics: [String], centre: [UInt8], unsubscribe: [UInt8], to out: inout [UInt8]) {
         let c = member.contact
-        if format == "csv" {
-            let fields = [c.email.value, c.name ?? "", c.externalID ?? "", c.locale ?? ""]
-                + query.topics.map { member.grants[$0].map { WireDate.format($0.since) } ?? "" } + [centre, unsubscribe]
-            return TextRows.csvLine(fields)
+        let comma = UInt8(ascii: ",")
+        TextRows.appendCSVField(c.email.value, to: &out)
+        out.append(comma)
+        TextRows.appendCSVField(c.name ?? "", to: &out)
+        out.append(comma)
+        TextRows.appendCSVField(c.externalID ?? "", to: &out)
+        out.append(comma)
+        TextRows.appendCSVField(c.locale ?? "", to: &out)
+        for topic in topics {
+            out.append(comma)
+            // Digits, dashes, colons and a dot: nothing to quote.
+            if let grant = member.grants[topic] { UTCTime.appendRFC3339(&out, millisecondsSince1970: grant.since.millisecondsSince1970) }
         }
-        // Keys in sorted order, as the rest of the API writes them.
-        let grants = member.grants.sorted { $0.key < $1.key }.map { TextRows.jsonString($0.key) + ":" + TextRows.jsonString(WireDate.format($0.value.since)) }
-        let text = { (value: String?) in value.map(TextRows.jsonString) ?? "null" }
-        return "{\"email\":\(text(c.email.value)),\"externalId\":\(text(c.externalID)),\"grants\":{\(grants.joined(separator: ","))},"
-            + "\"locale\":\(text(c.locale)),\"name\":\(text(c.name)),\"preferenceCentreUrl\":\(text(centre)),\"unsubscribeUrl\":\(text(unsubscribe))}\n"
+        out.append(comma)
+        centre.withUnsafeBufferPointer { TextRows.appendCSVField($0, to: &out) }
+        out.append(comma)
+        unsubscribe.withUnsafeBufferPointer { TextRows.appendCSVField($0, to: &out) }
+        out.append(13)
+        out.append(10)
+    }
+
+    /// Keys in sorted order, as the rest of the API writes them.
+    static func appendNDJSON(_ member: AudienceMember, centre: [UInt8], unsubscribe: [UInt8], to out: inout [UInt8]) {
+        let c = member.contact
+        func key(_ name: StaticString) { name.withUTF8Buffer { out.append(contentsOf: $0) } }
+        func text(_ value: String?) {
+            if let value { TextRows.appendJSONString(value, to: &out) } else { key("null") }
+        }
+        key("{\"email\":")
+        text(c.email.value)
+        key(",\"externalId\":")
+        text(c.externalID)
+        key(",\"grants\":{")
+        for (i, grant) in member.grants.sorted(by: { $0.key < $1.key }).enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            text(grant.key)
+            out.append(contentsOf: [UInt8(ascii: ":"), UInt8(ascii: "\"")])
+            UTCTime.appendRFC3339(&out, millisecondsSince1970: grant.value.since.millisecondsSince1970)
+            out.append(UInt8(ascii: "\""))
+        }
+        key("},\"locale\":")
+        text(c.locale)
+        key(",\"name\":")
+        text(c.name)
+        key(",\"preferenceCentreUrl\":")
+        centre.withUnsafeBufferPointer { TextRows.appendJSONString($0, to: &out) }
+        key(",\"unsubscribeUrl\":")
+        unsubscribe.withUnsafeBufferPointer { TextRows.appendJSONString($0, to: &out) }
+        key("}\n")
     }
 
     /// RFC 4180 quoting, and a leading apostrophe for text a spreadsheet would run as a formula.

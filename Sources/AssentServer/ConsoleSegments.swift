@@ -147,7 +147,7 @@ extension ConsolePages {
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             try await writer.write(ByteBuffer(string: AudienceRows.csvHeader(query) + "\r\n"))
             try await ledger.audience(query) { members in
-                try await writer.write(ByteBuffer(string: try await AudienceRows.lines(members, query: query, ledger: ledger, base: base, format: "csv")))
+                try await writer.write(ByteBuffer(bytes: try await AudienceRows.lines(members, query: query, ledger: ledger, base: base, format: "csv")))
             }
             try await writer.finish(nil)
         })

@@ -6,10 +6,13 @@ public struct AudienceMember: Sendable, Equatable {
     public var contact: Contact
     /// Topic key -> the grant (since, expires).
     public var grants: [String: Preference]
+    /// The contact's link secret, read with the page (nil: none yet; the export makes one).
+    public var linkSecret: Data?
 
-    public init(contact: Contact, grants: [String: Preference]) {
+    public init(contact: Contact, grants: [String: Preference], linkSecret: Data? = nil) {
         self.contact = contact
         self.grants = grants
+        self.linkSecret = linkSecret
     }
 }
 
@@ -145,18 +148,19 @@ extension Ledger {
     }
 
     /// Walks an audience a page at a time (memory stays flat however large it
-    /// is), calling `body` with each page's members in contact-id order.
+    /// is), calling `body` with each page's members in contact-id order. The
+    /// next page is read while `body` handles this one.
     public func audience(_ query: AudienceQuery, pageSize: Int = 1_000, _ body: ([AudienceMember]) async throws -> Void) async throws {
         let query = try await validate(query)
         let at = now
-        var after: UUID?
-        while true {
-            let page = try await store.audiencePage(topics: query.topics, now: at, after: after, limit: pageSize)
-            guard let last = page.last else { return }
+        let store = store
+        var page = try await store.audiencePage(topics: query.topics, now: at, after: nil, limit: pageSize)
+        // A page may hold fewer than `pageSize` contacts before the end (a store ends a page on a whole contact): only an empty one ends.
+        while let last = page.last {
+            async let following = store.audiencePage(topics: query.topics, now: at, after: last.contact.id, limit: pageSize)
             let members = page.filter(query.admits)
             if !members.isEmpty { try await body(members) }
-            after = last.contact.id
-            if page.count < pageSize { return }
+            page = try await following
         }
     }
 }

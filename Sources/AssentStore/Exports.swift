@@ -33,6 +33,70 @@ public enum TextRows {
         fields.map(csvField).joined(separator: ",") + "\r\n"
     }
 
+    /// `csvField`'s text appended to `out` as bytes (an audience export writes millions; a test holds the two equal).
+    public static func appendCSVField(_ field: String, to out: inout [UInt8]) {
+        var field = field
+        field.withUTF8 { appendCSVField($0, to: &out) }
+    }
+
+    /// Over a buffer, not a generic collection: across modules a generic was not specialised and paid a witness call per byte.
+    public static func appendCSVField(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        var defuse = false, quote = false
+        if let first = bytes.first {
+            defuse = first == UInt8(ascii: "=") || first == UInt8(ascii: "+") || first == UInt8(ascii: "-") || first == UInt8(ascii: "@") || first == 9 || first == 13
+        }
+        for byte in bytes where byte == UInt8(ascii: ",") || byte == UInt8(ascii: "\"") || byte == 10 || byte == 13 {
+            quote = true
+            break
+        }
+        if quote { out.append(UInt8(ascii: "\"")) }
+        if defuse { out.append(UInt8(ascii: "'")) }
+        if quote {
+            for byte in bytes {
+                out.append(byte)
+                if byte == UInt8(ascii: "\"") { out.append(byte) }
+            }
+            out.append(UInt8(ascii: "\""))
+        } else {
+            out.append(contentsOf: bytes)
+        }
+    }
+
+    /// `jsonString`'s text appended to `out` as bytes (a test holds the two equal).
+    public static func appendJSONString(_ text: String, to out: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { appendJSONString($0, to: &out) }
+    }
+
+    public static func appendJSONString(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        do {
+            let hex: StaticString = "0123456789abcdef"
+            var i = 0
+            while i < bytes.count {
+                let byte = bytes[i]
+                switch byte {
+                case UInt8(ascii: "\""): out.append(UInt8(ascii: "\\")); out.append(byte)
+                case UInt8(ascii: "\\"): out.append(byte); out.append(byte)
+                case 10: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "n"))
+                case 13: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "r"))
+                case 9: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "t"))
+                case 0..<0x20:
+                    out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                            hex.utf8Start[Int(byte >> 4)], hex.utf8Start[Int(byte & 15)]])
+                case 0xE2 where i + 2 < bytes.count && bytes[i + 1] == 0x80 && (bytes[i + 2] == 0xA8 || bytes[i + 2] == 0xA9):
+                    // U+2028 and U+2029, which JavaScript reads as line ends.
+                    out.append(contentsOf: Array("\\u202".utf8))
+                    out.append(bytes[i + 2] == 0xA8 ? UInt8(ascii: "8") : UInt8(ascii: "9"))
+                    i += 2
+                default: out.append(byte)
+                }
+                i += 1
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+
     /// One JSON object per line, keys sorted; nil becomes null, and the
     /// fields named in `numbers` (decimal integers) are written as numbers.
     public static func ndjsonLine(_ fields: [(String, String?)], numbers: Set<String> = []) -> String {

@@ -242,7 +242,7 @@ public struct LedgerEnvironment: Sendable {
     public var now: @Sendable () -> Date
     public var newID: @Sendable () -> UUID
 
-    public init(now: @escaping @Sendable () -> Date = { Date() }, newID: @escaping @Sendable () -> UUID = { UUID.random() }) {
+    public init(now: @escaping @Sendable () -> Date = { Date() }, newID: @escaping @Sendable () -> UUID = { UUID.timeOrdered() }) {
         self.now = now
         self.newID = newID
     }
@@ -394,7 +394,7 @@ public struct Ledger: Sendable {
                 "contact": WebhookPayload.contact(contact), "name": contact.name ?? NSNull(), "locale": contact.locale ?? NSNull(),
                 "createdAt": WebhookPayload.iso(at),
             ])
-            try await store.insertContact(contact, wrappedKey: wrapped, webhooks: webhooks)
+            try await store.insertContact(NewContact(contact: contact, wrappedKey: wrapped, webhooks: webhooks, linkSecret: Self.randomSecret()))
         } catch StoreError.duplicate(let field, let value) {
             throw DomainError.conflict(field: field, message: "a contact with \(field) '\(value)' already exists")
         }
@@ -423,7 +423,8 @@ public struct Ledger: Sendable {
                     "contact": WebhookPayload.contact(contact), "name": contact.name ?? NSNull(), "locale": contact.locale ?? NSNull(),
                     "createdAt": WebhookPayload.iso(at),
                 ])
-                prepared.append(NewContact(contact: contact, wrappedKey: try masterKey.wrap(.generate(), contactID: contact.id), webhooks: webhooks))
+                prepared.append(NewContact(contact: contact, wrappedKey: try masterKey.wrap(.generate(), contactID: contact.id), webhooks: webhooks,
+                                           linkSecret: Self.randomSecret()))
                 indices.append(i)
             } catch {
                 results[i] = .failure(error)

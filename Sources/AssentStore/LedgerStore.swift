@@ -66,11 +66,15 @@ public struct NewContact: Sendable {
     public var contact: Contact
     public var wrappedKey: Data
     public var webhooks: [WebhookDelivery]
+    /// The secret its preference-centre and unsubscribe links are signed with, made with the
+    /// contact (so that exporting an audience never has to write one per row).
+    public var linkSecret: Data?
 
-    public init(contact: Contact, wrappedKey: Data, webhooks: [WebhookDelivery]) {
+    public init(contact: Contact, wrappedKey: Data, webhooks: [WebhookDelivery], linkSecret: Data? = nil) {
         self.contact = contact
         self.wrappedKey = wrappedKey
         self.webhooks = webhooks
+        self.linkSecret = linkSecret
     }
 }
 
@@ -157,9 +161,9 @@ public protocol LedgerStore: Sendable {
     func notice(topicKey: String, version: Int) async throws -> Notice?
 
     // MARK: Contacts
-    /// Inserts a contact with its wrapped evidence key and the webhook
+    /// Inserts a contact with its wrapped evidence key, its link secret and the webhook
     /// messages announcing it, in one transaction. Throws `duplicate(field: "email" | "externalId")`.
-    func insertContact(_ contact: Contact, wrappedKey: Data, webhooks: [WebhookDelivery]) async throws
+    func insertContact(_ new: NewContact) async throws
     /// Several contacts in one transaction: all or none (`duplicate` names the first clash).
     func insertContacts(_ contacts: [NewContact]) async throws
     func updateContact(_ contact: Contact) async throws

@@ -91,7 +91,7 @@ public actor MemoryStore: LedgerStore {
             guard emails.insert(new.contact.email).inserted else { throw StoreError.duplicate(field: "email", value: new.contact.email.value) }
             try checkUnique(new.contact)
         }
-        for new in contacts { try await insertContact(new.contact, wrappedKey: new.wrappedKey, webhooks: new.webhooks) }
+        for new in contacts { try await insertContact(new) }
     }
 
     public func commit(batch: [LedgerCommit]) async throws {
@@ -102,12 +102,14 @@ public actor MemoryStore: LedgerStore {
         for c in batch { try await commit(c) }
     }
 
-    public func insertContact(_ contact: Contact, wrappedKey: Data, webhooks: [WebhookDelivery]) async throws {
+    public func insertContact(_ new: NewContact) async throws {
+        let contact = new.contact
         guard contactsByID[contact.id] == nil else { throw StoreError.duplicate(field: "id", value: contact.id.uuidString) }
         try checkUnique(contact)
         contactsByID[contact.id] = contact
-        keysByContact[contact.id] = wrappedKey
-        enqueue(webhooks)
+        keysByContact[contact.id] = new.wrappedKey
+        if let secret = new.linkSecret { linkSecrets[contact.id] = secret }
+        enqueue(new.webhooks)
     }
 
     public func updateContact(_ contact: Contact) async throws {
@@ -292,7 +294,7 @@ public actor MemoryStore: LedgerStore {
         var page: [AudienceMember] = []
         for contact in ordered {
             let grants = (preferencesByContact[contact.id] ?? [:]).filter { topics.contains($0.key) && $0.value.effectiveState(at: now) == .granted }
-            if !grants.isEmpty { page.append(AudienceMember(contact: contact, grants: grants)) }
+            if !grants.isEmpty { page.append(AudienceMember(contact: contact, grants: grants, linkSecret: linkSecrets[contact.id])) }
             if page.count == limit { break }
         }
         return page

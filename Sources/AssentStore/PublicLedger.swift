@@ -306,6 +306,21 @@ extension Ledger {
         return tokens
     }
 
+    /// The link secrets of an audience page: those read with the page, and for members without one
+    /// (contacts made before secrets were made with the contact) one made now, for all of those together.
+    /// A member erased meanwhile has none and is left out by the caller.
+    public func linkSecrets(for members: [AudienceMember]) async throws -> [Data?] {
+        let missing = members.filter { $0.linkSecret == nil }.map(\.contact.id)
+        guard !missing.isEmpty else { return members.map(\.linkSecret) }
+        let made = try await store.ensureLinkSecrets(missing, at: now) { Self.randomSecret() }
+        return members.map { $0.linkSecret ?? made[$0.contact.id] }
+    }
+
+    /// Appends the text of a contact's preference-centre or unsubscribe token to `out` (an export's hot path).
+    public func appendLinkToken(_ link: ContactLink, secret: Data, to out: inout [UInt8]) {
+        link.appendToken(to: &out, secret: secret, signer: linkSigner)
+    }
+
     /// The contact's link secret, made on first use.
     private func linkSecret(_ contactID: UUID) async throws -> Data {
         if let stored = try await store.linkSecret(contactID: contactID) { return stored }

@@ -74,7 +74,7 @@ struct AudienceWriter {
         var written = 0
         if format == "csv" { sink.write(Data((AudienceRows.csvHeader(query) + "\r\n").utf8)) }
         try await ledger.audience(query) { members in
-            sink.write(Data(try await AudienceRows.lines(members, query: query, ledger: ledger, base: base, format: format).utf8))
+            sink.write(Data(try await AudienceRows.lines(members, query: query, ledger: ledger, base: base, format: format)))
             written += members.count
             let rate = Double(written) / max(Date().timeIntervalSince(started), 0.001)
             FileHandle.standardError.write(Data("\r\(written) contacts, \(Int(rate))/s".utf8))

@@ -45,6 +45,30 @@ import Testing
 }
 
 @Suite struct IdentifierTests {
+    @Test func timeOrderedUUIDsAreVersion7CarryTheirMillisecondAndSortByTime() throws {
+        let at = Date(timeIntervalSince1970: 1_796_245_049.151_5)
+        let id = UUID.timeOrdered(at: at)
+        let text = id.uuidString.lowercased()
+        #expect(Array(text)[14] == "7", "version 7: \(text)")
+        #expect("89ab".contains(Array(text)[19]), "variant 10: \(text)")
+        // The first 48 bits are the Unix time in milliseconds (RFC 9562 5.7).
+        let millis = text.replacingOccurrences(of: "-", with: "").prefix(12)
+        #expect(UInt64(millis, radix: 16) == 1_796_245_049_151)
+        // Later ids sort later as text (how SQLite and PostgreSQL order them), and none repeat.
+        var previous = UUID.timeOrdered(at: at).lowercasedString
+        var seen = Set<String>([previous])
+        for step in 1...5_000 {
+            let next = UUID.timeOrdered(at: at.addingTimeInterval(Double(step) * 0.000_3)).lowercasedString
+            #expect(next > previous, "\(next) after \(previous)")
+            seen.insert(next)
+            previous = next
+        }
+        #expect(seen.count == 5_001)
+        // Within one instant the random part still differs.
+        #expect(Set((0..<1_000).map { _ in UUID.timeOrdered(at: at) }).count == 1_000)
+        #expect(UUID(uuidString: text) == id)
+    }
+
     @Test func randomUUIDsAreVersion4WithTheRFCVariantAndDoNotRepeat() {
         var seen = Set<UUID>()
         for _ in 0..<10_000 {

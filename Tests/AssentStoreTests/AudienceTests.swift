@@ -63,6 +63,60 @@ import Testing
     }
 }
 
+@Suite struct AudienceLinkTests {
+    /// A contact's link secret is made with the contact, so an export only reads; a contact made
+    /// before that (no secret yet) gets one on its first export, and then keeps it.
+    @Test(arguments: StoreKind.available)
+    func exportedLinksResolveAndASecretIsMadeOnlyWhenMissing(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        _ = try await ledger.createTopic(Topic(key: "news", title: "News", requiresDoubleOptIn: false, createdAt: Date()), noticeText: "News.")
+        let made = try await ledger.createContact(email: EmailAddress("made@example.com"), name: nil, externalID: nil, locale: nil)
+        #expect(try await ledger.store.linkSecret(contactID: made.id) != nil, "made with the contact")
+        // A contact as an older Assent stored it: no link secret.
+        let legacy = Contact(id: UUID.timeOrdered(), email: try EmailAddress("legacy@example.com"), createdAt: Date())
+        try await ledger.store.insertContact(NewContact(contact: legacy, wrappedKey: try ledger.masterKey.wrap(.generate(), contactID: legacy.id), webhooks: []))
+        #expect(try await ledger.store.linkSecret(contactID: legacy.id) == nil)
+        for contact in [made, legacy] {
+            _ = try await ledger.recordChange(ChangeRequest(contactID: contact.id, changes: [TopicChange(topicKey: "news", intent: .optIn)],
+                                                            source: .api, actor: .apiKey("k")))
+        }
+        func export() async throws -> [String] {
+            var lines: [String] = []
+            try await ledger.audience(AudienceQuery(topics: ["news"]), pageSize: 1) { members in
+                let bytes = try await AudienceExportProbe.lines(members, ledger: ledger)
+                lines += String(decoding: bytes, as: UTF8.self).split(separator: "\n").map(String.init)
+            }
+            return lines
+        }
+        let first = try await export(), second = try await export()
+        #expect(first.count == 2 && first == second, "the same links on a second export")
+        #expect(try await ledger.store.linkSecret(contactID: legacy.id) != nil, "made on the first export")
+        for (line, contact) in zip(first, [made, legacy]) {
+            let parts = line.split(separator: " ").map(String.init)
+            let centre = try #require(try await ledger.resolveLink(parts[0], purpose: .preferenceCentre))
+            let unsubscribe = try #require(try await ledger.resolveLink(parts[1], purpose: .unsubscribe))
+            #expect(centre.contact.id == contact.id && unsubscribe.contact.id == contact.id && unsubscribe.link.topicKey == "news")
+            #expect(parts[0] == (try await ledger.linkTokens(for: contact, unsubscribeTopic: "news")).centre, "the same token as one made alone")
+        }
+        #expect(try await ledger.resolveLink(String(first[0].split(separator: " ")[0]), purpose: .unsubscribe) == nil, "a link for one purpose only")
+    }
+}
+
+/// The tokens of an audience page as `centre unsubscribe` lines, through the export's own byte path.
+enum AudienceExportProbe {
+    static func lines(_ members: [AudienceMember], ledger: Ledger) async throws -> [UInt8] {
+        var out: [UInt8] = []
+        for (member, secret) in zip(members, try await ledger.linkSecrets(for: members)) {
+            guard let secret else { continue }
+            ledger.appendLinkToken(ContactLink(purpose: .preferenceCentre, contactID: member.contact.id), secret: secret, to: &out)
+            out.append(UInt8(ascii: " "))
+            ledger.appendLinkToken(ContactLink(purpose: .unsubscribe, contactID: member.contact.id, topicKey: "news"), secret: secret, to: &out)
+            out.append(10)
+        }
+        return out
+    }
+}
+
 @Suite struct ExpiryTests {
     @Test(arguments: StoreKind.available)
     func expiryIsRecordedOnceWhenDueAndSurvivesARestart(_ kind: StoreKind) async throws {

@@ -69,4 +69,17 @@ import Testing
         }
         #expect(rows.allSatisfy { $0[header.firstIndex(of: "source")!] == "api" && $0[header.firstIndex(of: "actor_id")!] == "k" })
     }
+
+    /// The byte writers an audience export uses write exactly what the String forms write.
+    @Test func byteWritersMatchTheStringForms() {
+        let fields = ["", "plain", "=SUM(A1)", "+1", "-x", "@home", "\tlead", "\rlead", "a,b", "say \"hi\"", "two\nlines", "cr\rhere",
+                      "é ü ß", "😀,😀", "\u{2028}sep\u{2029}", "ctl\u{01}\u{1F}\u{7F}", "back\\slash", "=\"both\",", "\u{E2}\u{80}"]
+        for field in fields {
+            var csv: [UInt8] = [], json: [UInt8] = []
+            TextRows.appendCSVField(field, to: &csv)
+            TextRows.appendJSONString(field, to: &json)
+            #expect(String(decoding: csv, as: UTF8.self) == TextRows.csvField(field), "\(field.debugDescription)")
+            #expect(String(decoding: json, as: UTF8.self) == TextRows.jsonString(field), "\(field.debugDescription)")
+        }
+    }
 }
