@@ -311,8 +311,9 @@ struct API: Sendable {
         } catch DomainError.notFound(what: "topic", _) {
             throw APIError.invalid(field: "topic", "unknown topic '\(topicKey)'")
         }
-        return try APIResponse(json: CheckJSON(email: email.value, topic: topicKey, allowed: result.allowed, reason: result.reason.rawValue,
-                                               contactId: result.contactID?.uuidString.lowercased(), since: result.since, expiresAt: result.expiresAt))
+        let answer = CheckJSON(email: email.value, topic: topicKey, allowed: result.allowed, reason: result.reason.rawValue,
+                               contactId: result.contactID?.lowercasedString, since: result.since, expiresAt: result.expiresAt)
+        return APIResponse(status: .ok, body: answer.encoded, contentType: "application/json")
     }
 
     // MARK: Receipts

@@ -393,6 +393,37 @@ struct CheckJSON: Encodable {
         try c.encode(since, forKey: .since)
         try c.encode(expiresAt, forKey: .expiresAt)
     }
+
+    /// The bytes `JSONCoding.encoder` writes for this (sorted keys, a trailing newline), written
+    /// directly: the send-time check is the hottest request, and JSONEncoder was a tenth of it.
+    /// A test holds the two equal.
+    var encoded: Data {
+        var out = [UInt8]()
+        out.reserveCapacity(224)
+        func raw(_ text: StaticString) { text.withUTF8Buffer { out.append(contentsOf: $0) } }
+        func date(_ value: Date?) {
+            guard let value else { return raw("null") }
+            out.append(UInt8(ascii: "\""))
+            UTCTime.appendRFC3339(&out, millisecondsSince1970: value.millisecondsSince1970)
+            out.append(UInt8(ascii: "\""))
+        }
+        raw("{\"allowed\":")
+        if allowed { raw("true") } else { raw("false") }
+        raw(",\"contactId\":")
+        if let contactId { TextRows.appendJSONString(contactId, to: &out) } else { raw("null") }
+        raw(",\"email\":")
+        TextRows.appendJSONString(email, to: &out)
+        raw(",\"expiresAt\":")
+        date(expiresAt)
+        raw(",\"reason\":")
+        TextRows.appendJSONString(reason, to: &out)
+        raw(",\"since\":")
+        date(since)
+        raw(",\"topic\":")
+        TextRows.appendJSONString(topic, to: &out)
+        raw("}\n")
+        return Data(out)
+    }
 }
 
 struct KeyJSON: Encodable {

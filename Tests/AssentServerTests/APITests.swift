@@ -83,6 +83,24 @@ import Testing
     }
 }
 
+/// Answers written by hand on hot paths are the bytes the API's JSON encoder writes.
+@Suite struct HandWrittenJSONTests {
+    @Test func theSingleCheckAnswerIsWhatJSONEncoderWrites() throws {
+        let at = Date(timeIntervalSince1970: 1_796_245_049.151)
+        let samples = [
+            CheckJSON(email: "jo@example.com", topic: "news", allowed: true, reason: "granted", contactId: UUID.timeOrdered().lowercasedString,
+                      since: at, expiresAt: at.addingTimeInterval(86_400 * 730)),
+            CheckJSON(email: "a/b\"c\\d@example.com", topic: "hr-training", allowed: false, reason: "unknown", contactId: nil, since: nil, expiresAt: nil),
+            CheckJSON(email: "jörg.o'brien@bücher.example", topic: "x", allowed: false, reason: "withdrawn", contactId: "id",
+                      since: Date(timeIntervalSince1970: 946_684_800.000_4), expiresAt: nil),
+        ]
+        for sample in samples {
+            let expected = try JSONCoding.encoder.encode(sample) + Data("\n".utf8)
+            #expect(String(decoding: sample.encoded, as: UTF8.self) == String(decoding: expected, as: UTF8.self))
+        }
+    }
+}
+
 @Suite struct AuthTests {
     @Test func missingOrWrongKeysAreRefused() async throws {
         try await withAPI { api in
