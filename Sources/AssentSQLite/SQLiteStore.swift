@@ -435,9 +435,15 @@ public final class SQLiteStore: LedgerStore {
 
     public func events(contactID: UUID, beforeSeq: Int64?, limit: Int) async throws -> [ConsentEvent] {
         try await pool.read { db in
-            try Row.fetchAll(db.cachedStatement(sql: """
+            // Stepped through SQLite's C API: GRDB's generic row decoding was a third of a 1,000-event access export.
+            let statement = try db.cachedStatement(sql: """
                 SELECT \(Self.eventColumns) FROM consent_events WHERE contact_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?
-                """), arguments: [contactID.db, beforeSeq ?? Int64.max, limit]).compactMap(Self.event)
+                """)
+            try statement.setArguments([contactID.db, beforeSeq ?? Int64.max, limit])
+            let row = RawRow(statement, db)
+            var events: [ConsentEvent] = []
+            while try row.step() { if let event = Self.event(row) { events.append(event) } }
+            return events
         }
     }
 

@@ -410,17 +410,17 @@ struct CheckJSON: Encodable {
         raw("{\"allowed\":")
         if allowed { raw("true") } else { raw("false") }
         raw(",\"contactId\":")
-        if let contactId { TextRows.appendJSONString(contactId, to: &out) } else { raw("null") }
+        if let contactId { JSONBytes.appendString(contactId, to: &out) } else { raw("null") }
         raw(",\"email\":")
-        TextRows.appendJSONString(email, to: &out)
+        JSONBytes.appendString(email, to: &out)
         raw(",\"expiresAt\":")
         date(expiresAt)
         raw(",\"reason\":")
-        TextRows.appendJSONString(reason, to: &out)
+        JSONBytes.appendString(reason, to: &out)
         raw(",\"since\":")
         date(since)
         raw(",\"topic\":")
-        TextRows.appendJSONString(topic, to: &out)
+        JSONBytes.appendString(topic, to: &out)
         raw("}\n")
         return Data(out)
     }

@@ -64,37 +64,11 @@ public enum TextRows {
 
     /// `jsonString`'s text appended to `out` as bytes (a test holds the two equal).
     public static func appendJSONString(_ text: String, to out: inout [UInt8]) {
-        var text = text
-        text.withUTF8 { appendJSONString($0, to: &out) }
+        JSONBytes.appendString(text, to: &out, escaping: .lineSafe)
     }
 
     public static func appendJSONString(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
-        out.append(UInt8(ascii: "\""))
-        do {
-            let hex: StaticString = "0123456789abcdef"
-            var i = 0
-            while i < bytes.count {
-                let byte = bytes[i]
-                switch byte {
-                case UInt8(ascii: "\""): out.append(UInt8(ascii: "\\")); out.append(byte)
-                case UInt8(ascii: "\\"): out.append(byte); out.append(byte)
-                case 10: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "n"))
-                case 13: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "r"))
-                case 9: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "t"))
-                case 0..<0x20:
-                    out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
-                                            hex.utf8Start[Int(byte >> 4)], hex.utf8Start[Int(byte & 15)]])
-                case 0xE2 where i + 2 < bytes.count && bytes[i + 1] == 0x80 && (bytes[i + 2] == 0xA8 || bytes[i + 2] == 0xA9):
-                    // U+2028 and U+2029, which JavaScript reads as line ends.
-                    out.append(contentsOf: Array("\\u202".utf8))
-                    out.append(bytes[i + 2] == 0xA8 ? UInt8(ascii: "8") : UInt8(ascii: "9"))
-                    i += 2
-                default: out.append(byte)
-                }
-                i += 1
-            }
-        }
-        out.append(UInt8(ascii: "\""))
+        JSONBytes.appendString(bytes, to: &out, escaping: .lineSafe)
     }
 
     /// One JSON object per line, keys sorted; nil becomes null, and the

@@ -67,3 +67,53 @@ import Testing
         #expect(try EmailAddress(raw).value == parts[0].lowercased() + "@" + parts[1].lowercased())
     }
 }
+
+/// Receipts and the send-time check are written as JSON by hand; the bytes are what JSONEncoder writes.
+@Suite struct HandWrittenReceiptJSONTests {
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    @Test func stringsAreEscapedAsJSONEncoderEscapesThem() throws {
+        var everything = ""
+        for i in 0..<0x80 { everything.unicodeScalars.append(Unicode.Scalar(UInt8(i))) }
+        everything += "\u{2028}\u{2029}é😀/"
+        for text in ["", "plain", everything, "a\"b\\c", "tab\there", "\u{0}"] {
+            var out: [UInt8] = []
+            JSONBytes.appendString(text, to: &out)
+            #expect(String(decoding: out, as: UTF8.self) == String(decoding: try Self.encoder.encode([text]), as: UTF8.self).dropFirst().dropLast())
+        }
+    }
+
+    @Test func aReceiptIsTheBytesJSONEncoderWrites() throws {
+        let contactID = UUID.timeOrdered()
+        let issuers = [
+            ReceiptIssuer(controller: .init(piiController: "Acme \"Ltd\"", contact: "DPO\nOffice", address: "1 Road/2\\3", email: "dpo@acme.example",
+                                            phone: "+44 1\t2", piiControllerUrl: "https://acme.example/privacy"),
+                          jurisdiction: "GB", policyURL: "https://acme.example/policy?a=1&b=2"),
+            ReceiptIssuer(controller: .init(piiController: "Münch & Söhne", contact: "", address: "", email: "", phone: "", piiControllerUrl: nil),
+                          jurisdiction: "DE", policyURL: ""),
+        ]
+        let topics = [Topic(key: "news", title: "News \u{2028} & more", category: "general", createdAt: Date()),
+                      Topic(key: "hr-training", title: "HR", category: "b2b", consentLifetimeDays: 730, createdAt: Date())]
+        for (n, (issuer, topic)) in zip(issuers, topics).enumerated() {
+            for (action, from, to, notice, channel) in [(ConsentAction.granted, PreferenceState.none, PreferenceState.granted, Optional(3), StaffChannel?.none),
+                                                        (.withdrawn, .granted, .withdrawn, nil, .phone)] {
+                let event = ConsentEvent(id: UUID.timeOrdered(), contactID: contactID, seq: Int64(n + 7), topicKey: topic.key, action: action,
+                                         fromState: from, toState: to, source: channel == nil ? .form : .staff, channel: channel,
+                                         actor: Actor(kind: .staff, id: "jo"), occurredAt: Date(timeIntervalSince1970: 1_796_245_049.151), recordedAt: Date(),
+                                         expiresAt: nil, noticeVersion: notice, formID: nil, formVersion: nil, batchID: nil, sealedEvidence: nil,
+                                         prevHash: ConsentEvent.genesisHash).sealed()
+                let contact = Contact(id: contactID, email: try EmailAddress("jörg@example.com"), locale: n == 0 ? nil : "de-AT", createdAt: Date())
+                let receipt = ConsentReceipt(event: event, contact: contact, topic: topic, noticeText: "We \"will\" email you.\nUnsubscribe/any time.",
+                                             issuer: issuer)
+                #expect(String(decoding: receipt.canonicalJSON, as: UTF8.self) == String(decoding: try Self.encoder.encode(receipt), as: UTF8.self))
+                var keyed = receipt
+                keyed.publicKey = "key/1"
+                #expect(String(decoding: keyed.canonicalJSON, as: UTF8.self) == String(decoding: try Self.encoder.encode(keyed), as: UTF8.self))
+            }
+        }
+    }
+}

@@ -85,6 +85,42 @@ import Testing
 
 /// Answers written by hand on hot paths are the bytes the API's JSON encoder writes.
 @Suite struct HandWrittenJSONTests {
+    /// Every part of an access export, each optional both present and absent, written by hand and by JSONEncoder.
+    @Test func anAccessExportIsWhatJSONEncoderWrites() throws {
+        let t = "2026-11-29T10:00:00.123Z", u = "2027-01-01T00:00:00.000Z"
+        let full: [String: Any] = [
+            "generatedAt": t,
+            "contact": ["id": "c1", "email": "jo@example.com", "name": "Jo \"Q\" B/ü", "externalId": "crm\n1", "locale": "de-AT", "createdAt": t, "updatedAt": u],
+            "preferences": [["topic": "news", "title": "News", "state": "granted", "since": t, "expiresAt": u],
+                            ["topic": "events", "title": "Events", "state": "none", "since": t]],
+            "events": [["id": "e1", "seq": 1, "topic": "news", "action": "granted", "from": "none", "to": "granted", "source": "staff", "channel": "phone",
+                        "actorKind": "staff", "actorId": "ann@example.com", "occurredAt": t, "recordedAt": u, "expiresAt": u, "noticeVersion": 2,
+                        "formId": "f", "formVersion": 3, "batchId": "import-1", "evidence": ["ip": "203.0.113.9", "userAgent": "UA/1.0", "note": "said \"yes\"\tok"],
+                        "evidenceShredded": false, "hash": "ab"],
+                       ["id": "e2", "seq": 2, "topic": "news", "action": "withdrawn", "from": "granted", "to": "withdrawn", "source": "api",
+                        "actorKind": "api_key", "occurredAt": t, "recordedAt": t, "evidence": [String: Any](), "evidenceShredded": true, "hash": "cd"],
+                       ["id": "e3", "seq": 3, "topic": "news", "action": "granted", "from": "withdrawn", "to": "granted", "source": "form",
+                        "actorKind": "subject", "occurredAt": t, "recordedAt": t, "evidenceShredded": false, "hash": "ef"]],
+            "notices": [["topic": "news", "version": 2, "text": "We email\nyou.", "publishedAt": t]],
+            "forms": [["id": "f", "version": 3, "title": "Sign up"]],
+            "requests": [["id": "r1", "kind": "access", "status": "open", "channel": "email", "note": "asked", "createdAt": t, "dueAt": u],
+                         ["id": "r2", "kind": "erasure", "status": "closed", "channel": "portal", "createdAt": t, "dueAt": u]],
+            "receipts": [["eventId": "e1", "jws": "a.b.c"]],
+            "emails": [["kind": "email.confirmation", "status": "sent", "queuedAt": t, "sentAt": u], ["kind": "email.receipt", "status": "pending", "queuedAt": t]],
+            "disclosures": [["recipient": "https://crm.example", "event": "consent.changed", "status": "delivered", "queuedAt": t, "deliveredAt": u],
+                            ["recipient": "https://crm.example", "event": "contact.created", "status": "pending", "queuedAt": t]],
+            "erasedAt": u,
+        ]
+        var empty = full
+        empty["erasedAt"] = nil
+        for key in ["preferences", "events", "notices", "forms", "requests", "receipts", "emails", "disclosures"] { empty[key] = [Any]() }
+        empty["contact"] = ["id": "c2", "email": "x@example.com", "createdAt": t, "updatedAt": t]
+        for document in [full, empty] {
+            let export = try JSONCoding.decoder.decode(PersonalDataExport.self, from: JSONSerialization.data(withJSONObject: document))
+            #expect(String(decoding: export.json, as: UTF8.self) == String(decoding: try JSONCoding.encoder.encode(export), as: UTF8.self))
+        }
+    }
+
     @Test func theSingleCheckAnswerIsWhatJSONEncoderWrites() throws {
         let at = Date(timeIntervalSince1970: 1_796_245_049.151)
         let samples = [
