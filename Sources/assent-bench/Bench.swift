@@ -157,6 +157,20 @@ struct StoreRun: Codable {
                           environment: environment, logs: logs, name: "topic-\(topic)")
         }
 
+        // I: the import's rows through SQLite's C API, into a database Assent migrated and gave the same topics.
+        if store == "SQLite" {
+            log("\(store): I ...")
+            let path = directory.appendingPathComponent("ceiling-import.sqlite").path
+            var ceilingEnvironment = environment
+            ceilingEnvironment["ASSENT_DATABASE"] = path
+            for topic in ["news", "events", "offers"] {
+                try await run(assent, ["topics", "add", topic, "--title", topic.capitalized, "--notice", "We send \(topic).", "--no-double-opt-in"],
+                              environment: ceilingEnvironment, logs: logs, name: "ceiling-topic-\(topic)")
+            }
+            ceilings["I"] = try Ceilings.sqliteImport(path: path, contacts: s.contacts, synchronous: "FULL")
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        }
+
         // 4. Import through the one write path.
         log("\(store): 4. importing ...")
         let importing = try Child(assent, ["import", csv.path, "--evidence", "Benchmark data, seed \(s.seed); notice v1", "--commit"],
@@ -164,7 +178,8 @@ struct StoreRun: Codable {
         let imported = try await importing.finish()
         let events = Double(s.contacts * 3)
         add(Figure(id: "4", name: "import \(s.contacts) contacts x 3 topics", value: events / imported.seconds, unit: "events/s",
-                   target: ">= 100,000 events/s, peak RSS <= 300 MB", ceiling: "W", ratio: events / imported.seconds / ceilings["W"]!,
+                   target: ">= 100,000 events/s, peak RSS <= 300 MB", ceiling: ceilings["I"] == nil ? "W" : "I",
+                   ratio: events / imported.seconds / (ceilings["I"] ?? ceilings["W"]!),
                    met: events / imported.seconds >= 100_000 && imported.peakRSS <= 300 << 20,
                    note: "\(Report.format(imported.seconds)) s in all (checking pass included), peak RSS \(imported.peakRSS >> 20) MB"))
 

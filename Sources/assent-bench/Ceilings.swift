@@ -32,7 +32,7 @@ enum Ceilings {
         let event = ConsentEvent(id: UUID.random(), contactID: UUID.random(), seq: 1, topicKey: "news", action: .granted, fromState: .none, toState: .granted,
                                  source: .import, channel: nil, actor: Actor(kind: .staff, id: "command line"), occurredAt: Date(), recordedAt: Date(),
                                  expiresAt: nil, noticeVersion: 1, formID: nil, formVersion: nil, batchID: "import-0123456789ab",
-                                 sealedEvidence: Data(count: 100), prevHash: Data(count: 32))
+                                 sealedEvidence: Data(count: sealedEvidenceBytes), prevHash: Data(count: 32))
         return event.canonicalBytes.count
     }
 
@@ -94,6 +94,101 @@ enum Ceilings {
         sqlite3_finalize(write)
         return (readRate, writeRate)
     }
+
+    /// (I) The import's own rows written through SQLite's C API into Assent's schema, with nothing
+    /// computed: per 500 contacts one transaction of contacts, wrapped keys and link secrets, then one
+    /// of 3 events, 3 preference upserts and a chain-head upsert per contact (with the two guard reads
+    /// a commit makes), as `assent import` does; WAL, `synchronous` as Assent uses it, time-ordered ids.
+    /// `path` is a database Assent has migrated, holding the topics news, events and offers. Events/s.
+    static func sqliteImport(path: String, contacts: Int, synchronous: String) throws -> Double {
+        var db: OpaquePointer?
+        guard sqlite3_open(path, &db) == SQLITE_OK, let db else { throw BenchError("cannot open \(path)") }
+        defer { sqlite3_close(db) }
+        func fail(_ what: String) -> BenchError { BenchError("import ceiling, \(what): \(String(cString: sqlite3_errmsg(db)))") }
+        func exec(_ sql: String) throws { guard sqlite3_exec(db, sql, nil, nil, nil) == SQLITE_OK else { throw fail(sql) } }
+        try exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = \(synchronous); PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;")
+        func prepare(_ sql: String) throws -> OpaquePointer {
+            var statement: OpaquePointer?
+            guard sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil) == SQLITE_OK, let statement else { throw fail(sql) }
+            return statement
+        }
+        let contact = try prepare("INSERT INTO contacts (id, email, name, external_id, locale, created_at, updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?)")
+        let key = try prepare("INSERT INTO contact_keys (contact_id, wrapped_key) VALUES (?, ?)")
+        let secret = try prepare("INSERT INTO contact_link_secrets (contact_id, secret, created_at) VALUES (?, ?, ?)")
+        let head = try prepare("SELECT seq FROM chain_heads WHERE contact_id = ?")
+        let erased = try prepare("SELECT erased_at, objected_at FROM contacts WHERE id = ?")
+        let event = try prepare("""
+            INSERT INTO consent_events (id, contact_id, seq, topic_key, action, from_state, to_state, source, channel,
+                actor_kind, actor_id, occurred_at, recorded_at, expires_at, notice_version, form_id, form_version, batch_id,
+                sealed_evidence, prev_hash, hash)
+            VALUES (?, ?, ?, ?, 'granted', 'none', 'granted', 'import', NULL, 'staff', 'command line', ?, ?, NULL, 1, NULL, NULL, ?, ?, ?, ?)
+            """)
+        let preference = try prepare("""
+            INSERT INTO preferences (contact_id, topic_key, state, since, expires_at, seq) VALUES (?, ?, 'granted', ?, NULL, ?)
+            ON CONFLICT (contact_id, topic_key) DO UPDATE SET state = excluded.state, since = excluded.since,
+                expires_at = excluded.expires_at, seq = excluded.seq
+            """)
+        let upsertHead = try prepare("""
+            INSERT INTO chain_heads (contact_id, seq, hash) VALUES (?, ?, ?)
+            ON CONFLICT (contact_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
+            """)
+        let statements = [contact, key, secret, head, erased, event, preference, upsertHead]
+        defer { statements.forEach { sqlite3_finalize($0) } }
+        func step(_ statement: OpaquePointer, _ what: String) throws {
+            let code = sqlite3_step(statement)
+            guard code == SQLITE_DONE || code == SQLITE_ROW else { throw fail(what) }
+            sqlite3_reset(statement)
+        }
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        func text(_ s: OpaquePointer, _ i: Int32, _ value: String) { sqlite3_bind_text(s, i, value, -1, transient) }
+        func blob(_ s: OpaquePointer, _ i: Int32, _ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { sqlite3_bind_blob(s, i, $0.baseAddress, Int32($0.count), transient) } }
+        // Sizes as Assent stores them: an AES-GCM wrapped 32-byte key, a 32-byte secret, a sealed evidence note, SHA-256 hashes.
+        var generator = SplitMix(state: 13)
+        func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) } }
+        let wrapped = bytes(60), linkSecret = bytes(32), evidence = bytes(Ceilings.sealedEvidenceBytes), hash = bytes(32), zero = [UInt8](repeating: 0, count: 32)
+        let topics = ["news", "events", "offers"]
+        let chunk = 500
+        let started = Date()
+        var first = 0
+        while first < contacts {
+            let range = first..<min(first + chunk, contacts)
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            let ids = range.map { _ in UUID.timeOrdered().uuidString.lowercased() }
+            try exec("BEGIN IMMEDIATE")
+            for (n, i) in range.enumerated() {
+                text(contact, 1, ids[n]); text(contact, 2, "person\(i)@bench.example"); text(contact, 3, "Ann \(i)"); text(contact, 4, "crm-\(i)")
+                sqlite3_bind_int64(contact, 5, now); sqlite3_bind_int64(contact, 6, now)
+                try step(contact, "contact")
+                text(key, 1, ids[n]); blob(key, 2, wrapped)
+                try step(key, "key")
+                text(secret, 1, ids[n]); blob(secret, 2, linkSecret); sqlite3_bind_int64(secret, 3, now)
+                try step(secret, "secret")
+            }
+            try exec("COMMIT")
+            try exec("BEGIN IMMEDIATE")
+            let batch = "import-\(UUID.random().uuidString.prefix(12).lowercased())"
+            for id in ids {
+                text(head, 1, id); try step(head, "head")
+                text(erased, 1, id); try step(erased, "erased")
+                for (seq, topic) in topics.enumerated() {
+                    text(event, 1, UUID.timeOrdered().uuidString.lowercased()); text(event, 2, id); sqlite3_bind_int64(event, 3, Int64(seq + 1))
+                    text(event, 4, topic); sqlite3_bind_int64(event, 5, now); sqlite3_bind_int64(event, 6, now); text(event, 7, batch)
+                    blob(event, 8, evidence); blob(event, 9, seq == 0 ? zero : hash); blob(event, 10, hash)
+                    try step(event, "event")
+                    text(preference, 1, id); text(preference, 2, topic); sqlite3_bind_int64(preference, 3, now); sqlite3_bind_int64(preference, 4, Int64(seq + 1))
+                    try step(preference, "preference")
+                }
+                text(upsertHead, 1, id); sqlite3_bind_int64(upsertHead, 2, 3); blob(upsertHead, 3, hash)
+                try step(upsertHead, "chain head")
+            }
+            try exec("COMMIT")
+            first = range.upperBound
+        }
+        return Double(contacts * topics.count) / Date().timeIntervalSince(started)
+    }
+
+    /// The stored size of an import's sealed evidence note (as `eventSize` assumes).
+    static let sealedEvidenceBytes = 100
 
     /// A raw read of every stored event, in the order `assent verify` reads them, through SQLite's C
     /// API with nothing decoded (each column's bytes only touched): rows per second. It is what

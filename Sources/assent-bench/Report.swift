@@ -40,6 +40,8 @@ struct Report: Codable {
         ("R", "raw point selects by a unique key, per second (SQLite: one prepared statement; PostgreSQL: postgres-nio's extended protocol, one connection)"),
         ("W", "raw single-row insert-and-commit, same durability as Assent (SQLite: WAL, synchronous=FULL), per second"),
         ("S", "SHA-256 over event-sized inputs, per second (one core)"),
+        ("I", "an import's own rows (contact, key, link secret, 3 events, 3 preferences, chain head) written through SQLite's C API "
+            + "into Assent's schema, 500 contacts per transaction pair, same durability; events/s (SQLite only)"),
     ]
 
     static func format(_ value: Double) -> String {
