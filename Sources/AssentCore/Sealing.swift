@@ -14,7 +14,14 @@ public struct ContactKey: Sendable {
     /// AES-GCM seal bound to the event (its id and contact id are the
     /// authenticated data), so that ciphertext cannot be moved to another event.
     public func seal(_ evidence: PersonalEvidence, eventID: UUID, contactID: UUID) throws -> Data {
-        let plaintext = try JSONEncoder.sorted.encode(evidence)
+        try seal(plaintext: Self.plaintext(evidence), eventID: eventID, contactID: contactID)
+    }
+
+    /// The bytes `seal` encrypts: encode them once when one piece of evidence backs several events.
+    public static func plaintext(_ evidence: PersonalEvidence) throws -> Data { try JSONEncoder.sorted.encode(evidence) }
+
+    /// `seal` of evidence already encoded by `plaintext`.
+    public func seal(plaintext: Data, eventID: UUID, contactID: UUID) throws -> Data {
         let box = try AES.GCM.seal(plaintext, using: key, authenticating: Self.aad(eventID, contactID))
         guard let combined = box.combined else { throw SealingError.malformed }
         return combined

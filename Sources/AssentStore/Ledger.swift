@@ -824,6 +824,7 @@ public struct Ledger: Sendable {
         var head = state.head
         var preferences = state.preferences
         var problems: [ValidationError] = []
+        var evidenceBytes: Data? // the evidence encoded once, sealed per event
         for (i, change) in request.changes.enumerated() {
             let topic = topics[change.topicKey]!
             var current = preferences[topic.key]?.effectiveState(at: recordedAt) ?? .none
@@ -871,8 +872,8 @@ public struct Ledger: Sendable {
                     continue
                 }
                 let id = environment.newID()
-                let sealed = request.evidence.personal.isEmpty
-                    ? nil : try key.seal(request.evidence.personal, eventID: id, contactID: request.contactID)
+                if evidenceBytes == nil && !request.evidence.personal.isEmpty { evidenceBytes = try ContactKey.plaintext(request.evidence.personal) }
+                let sealed = try evidenceBytes.map { try key.seal(plaintext: $0, eventID: id, contactID: request.contactID) }
                 let event = ConsentEvent(
                     id: id, contactID: request.contactID, seq: head.seq + 1, topicKey: topic.key, action: action,
                     fromState: current, toState: to, source: request.source, channel: request.channel, actor: request.actor,

@@ -129,6 +129,19 @@ func snapshot(_ events: [ConsentEvent]) -> ChainSnapshot {
         #expect(throws: (any Error).self) { try ContactKey.generate().open(sealed, eventID: eventID, contactID: contactID) }
     }
 
+    @Test func evidenceEncodedOnceSealsSeparatelyPerEvent() throws {
+        let key = ContactKey.generate()
+        let evidence = PersonalEvidence(note: "One import, many events")
+        let plaintext = try ContactKey.plaintext(evidence)
+        let contactID = UUID(), first = UUID(), second = UUID()
+        let a = try key.seal(plaintext: plaintext, eventID: first, contactID: contactID)
+        let b = try key.seal(plaintext: plaintext, eventID: second, contactID: contactID)
+        #expect(a != b) // a fresh nonce and its own event bound in
+        #expect(try key.open(a, eventID: first, contactID: contactID) == evidence)
+        #expect(try key.open(b, eventID: second, contactID: contactID) == evidence)
+        #expect(throws: (any Error).self) { try key.open(a, eventID: second, contactID: contactID) }
+    }
+
     @Test func masterKeyWrapsContactKeys() throws {
         let master = MasterKey.generate()
         let contactID = UUID()
