@@ -1007,11 +1007,17 @@ public struct Ledger: Sendable {
 
     /// Recomputes every chain, compares it with its stored head and the
     /// projection, and reports the first break per contact.
+    /// The store reads and decodes chains on its thread while others hash and replay them.
     public func verify() async throws -> VerifyReport {
         let tally = VerifyTally()
-        try await store.scanChains { chain in
-            tally.add(chain.events.count, ChainVerifier.verify(chain))
+        let workers = ChainWorkers(tally: tally)
+        do {
+            try await store.scanChains { chain in workers.add(chain) }
+        } catch {
+            await workers.finish()
+            throw error
         }
+        await workers.finish()
         return tally.report
     }
 
@@ -1040,24 +1046,73 @@ public struct Ledger: Sendable {
     }
 }
 
-/// Accumulates a verification run; `scanChains` calls back synchronously.
+/// Accumulates a verification run from the workers' batches.
 private final class VerifyTally: @unchecked Sendable {
     private let lock = NSLock()
     private var contacts = 0, events = 0
-    private var breaks: [ChainBreak] = []
+    private var breaks: [(key: String, problem: ChainBreak)] = []
 
-    func add(_ eventCount: Int, _ problem: ChainBreak?) {
+    func add(contacts: Int, events: Int, breaks found: [ChainBreak]) {
         lock.lock()
         defer { lock.unlock() }
-        contacts += 1
-        events += eventCount
-        if let problem { breaks.append(problem) }
+        self.contacts += contacts
+        self.events += events
+        breaks += found.map { ($0.contactID.uuidString.lowercased(), $0) }
     }
 
+    /// Breaks in contact order (the order the stores scan in), whichever worker found them.
     var report: VerifyReport {
         lock.lock()
         defer { lock.unlock() }
-        return VerifyReport(contacts: contacts, events: events, breaks: breaks)
+        return VerifyReport(contacts: contacts, events: events, breaks: breaks.sorted { $0.key < $1.key }.map(\.problem))
+    }
+}
+
+/// Verifies batches of chains on other threads while `scanChains` reads the next ones on its own,
+/// so reading and hashing use two cores. `add` is called from the scanning thread only (the
+/// callback is synchronous); at most two batches wait or run, so memory stays bounded.
+private final class ChainWorkers: @unchecked Sendable {
+    private let tally: VerifyTally
+    private var batch: [ChainSnapshot] = []
+    private var batchEvents = 0
+    private let slots = DispatchSemaphore(value: 2)
+    private let group = DispatchGroup()
+    private static let eventsPerBatch = 4_096
+
+    init(tally: VerifyTally) { self.tally = tally }
+
+    func add(_ chain: ChainSnapshot) {
+        batch.append(chain)
+        batchEvents += chain.events.count
+        if batchEvents >= Self.eventsPerBatch { flush() }
+    }
+
+    private func flush() {
+        guard !batch.isEmpty else { return }
+        let chains = batch
+        batch = []
+        batchEvents = 0
+        slots.wait()
+        group.enter()
+        DispatchQueue.global().async { [tally, slots, group] in
+            var events = 0
+            var breaks: [ChainBreak] = []
+            for chain in chains {
+                events += chain.events.count
+                if let problem = ChainVerifier.verify(chain) { breaks.append(problem) }
+            }
+            tally.add(contacts: chains.count, events: events, breaks: breaks)
+            slots.signal()
+            group.leave()
+        }
+    }
+
+    /// Verifies what is left and waits for every batch.
+    func finish() async {
+        flush()
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            group.notify(queue: .global()) { done.resume() }
+        }
     }
 }
 

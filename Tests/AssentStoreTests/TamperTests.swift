@@ -40,6 +40,28 @@ import Testing
         return problem
     }
 
+    /// `verify` hashes batches of chains on other threads while the store reads on: breaks found by
+    /// different batches are all reported, once each, in contact order.
+    @Test(arguments: StoreKind.databases)
+    func breaksFoundByDifferentBatchesAreAllReportedInContactOrder(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        try await seedTopics(ledger)
+        // 1,600 contacts x 3 events: more than one batch of the workers (4,096 events).
+        let csv = "email,events,news,hr-training\n" + (0..<1_600).map { "p\($0)@example.com,yes,yes,yes\n" }.joined()
+        _ = try await ledger.importContacts({ CSVReader(text: csv) }, options: ImportOptions(evidence: "Test file", commit: true))
+        let intact = try await ledger.verify()
+        #expect(intact.contacts == 1_600 && intact.events == 4_800 && intact.isIntact, "\(intact)")
+        try await dropImmutabilityTriggers(ledger.store)
+        for pick in ["ORDER BY contact_id LIMIT 1", "ORDER BY contact_id LIMIT 1 OFFSET 800", "ORDER BY contact_id DESC LIMIT 1"] {
+            try await tamper(ledger.store, "UPDATE consent_events SET batch_id = 'forged' WHERE seq = 2 AND contact_id IN (SELECT contact_id FROM chain_heads \(pick))")
+        }
+        let report = try await ledger.verify()
+        #expect(report.contacts == 1_600 && report.events == 4_800)
+        #expect(report.breaks.map(\.kind) == [.edited, .edited, .edited], "\(report.breaks)")
+        let ids = report.breaks.map { $0.contactID.uuidString.lowercased() }
+        #expect(ids == ids.sorted() && Set(ids).count == 3, "in contact order, once each: \(ids)")
+    }
+
     @Test(arguments: StoreKind.databases)
     func eventsAreImmutableThroughSQLUntilTheTriggersAreDropped(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
