@@ -126,18 +126,47 @@ extension Ledger {
         seenExternal.removeAll(keepingCapacity: true)
         try await audit(nil, "import_start", actorEmail: options.importedBy, target: "batch:\(written.batchID)",
                         detail: "\(report.rows) rows checked; evidence: \(evidence)")
+        // Chunks in flight together: while one's transactions are written, others are planned (keys,
+        // seals, hashes), so both cores work. Chunks are independent: the checking pass refused any file
+        // that names an address or external id twice. `settle` waits for the oldest and adds up its report.
         var chunk: [ImportRow] = []
-        while let record = try Self.nextRecord(&reader, &written) {
-            written.rows += 1
-            guard let row = try await check(record, columns: columns, topics: topics, seen: &seen, seenExternal: &seenExternal, report: &written) else { continue }
-            chunk.append(row)
-            if chunk.count == Self.importChunk {
-                try await apply(chunk, options: options, evidence: evidence, report: &written)
-                chunk.removeAll(keepingCapacity: true)
-                progress(true, written.rows, reader.bytesRead)
-            }
+        var inFlight: [Task<ImportReport, any Error>] = []
+        func settle() async throws {
+            guard !inFlight.isEmpty else { return }
+            let part = try await inFlight.removeFirst().value
+            written.newContacts += part.newContacts
+            written.grants += part.grants
+            written.withdrawals += part.withdrawals
+            written.unchanged += part.unchanged
+            written.suppressed += part.suppressed
+            written.problems += part.problems
         }
-        try await apply(chunk, options: options, evidence: evidence, report: &written)
+        func start(_ rows: [ImportRow]) async throws {
+            let batchID = written.batchID
+            inFlight.append(Task { [self] in
+                var part = ImportReport(batchID: batchID, committed: true)
+                try await apply(rows, options: options, evidence: evidence, report: &part)
+                return part
+            })
+            if inFlight.count >= Self.chunksInFlight { try await settle() }
+        }
+        do {
+            while let record = try Self.nextRecord(&reader, &written) {
+                written.rows += 1
+                guard let row = try await check(record, columns: columns, topics: topics, seen: &seen, seenExternal: &seenExternal, report: &written) else { continue }
+                chunk.append(row)
+                if chunk.count == Self.importChunk {
+                    try await start(chunk)
+                    chunk.removeAll(keepingCapacity: true)
+                    progress(true, written.rows, reader.bytesRead)
+                }
+            }
+            try await start(chunk)
+            while !inFlight.isEmpty { try await settle() }
+        } catch {
+            for task in inFlight { _ = try? await task.value } // nothing is still writing once the import has returned
+            throw error
+        }
         progress(true, written.rows, reader.bytesRead)
         try await audit(nil, "import", actorEmail: options.importedBy, target: "batch:\(written.batchID)",
                         detail: "\(written.rows) rows: \(written.newContacts) new contacts, \(written.grants) grants, \(written.withdrawals) withdrawals, "
@@ -283,6 +312,8 @@ extension Ledger {
 
     /// Rows written together: their new contacts in one transaction, their changes in another.
     static let importChunk = 500
+    /// Chunks planned and written at once (see pass 2).
+    static let chunksInFlight = 3
 
     /// Reads what a chunk of rows needs (its contacts with their states and keys, in one go)
     /// and drops rows whose external id belongs to someone else, naming them.

@@ -89,6 +89,35 @@ import Testing
         #expect(try await ledger.store.auditEntries(AuditQuery(action: "import")).count == 2)
     }
 
+    /// Pass 2 writes several 500-row chunks at once: the committed report adds up to the dry run's,
+    /// row for row, and every contact's state is the file's.
+    @Test(arguments: StoreKind.available)
+    func chunksWrittenTogetherAddUpToTheDryRun(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        try await seedTopics(ledger)
+        for i in stride(from: 0, to: 2_300, by: 97) { // existing contacts, some already granted
+            let c = try await ledger.createContact(email: EmailAddress("p\(i)@example.com"), name: nil, externalID: nil, locale: nil)
+            if i % 2 == 0 { _ = try await optIn(ledger, c, ["events"]) }
+        }
+        let gone = try await ledger.createContact(email: EmailAddress("p1234@example.com"), name: nil, externalID: nil, locale: nil)
+        _ = try await ledger.eraseContact(gone.id, reason: "asked", erasedBy: "test")
+        let csv = "email,events,news\n" + (0..<2_300).map { i in "p\(i)@example.com,\(i % 3 == 0 ? "no" : "yes"),\(i % 5 == 0 ? "" : "yes")\n" }.joined()
+        let dry = try await run(ledger, csv, commit: false)
+        let done = try await run(ledger, csv, commit: true)
+        #expect(done.committed && done.problems.isEmpty && done.rows == 2_300, "\(done.problems)")
+        #expect((done.newContacts, done.grants, done.withdrawals, done.unchanged) == (dry.newContacts, dry.grants, dry.withdrawals, dry.unchanged),
+                "dry \(dry.newContacts)/\(dry.grants)/\(dry.withdrawals)/\(dry.unchanged), done \(done.newContacts)/\(done.grants)/\(done.withdrawals)/\(done.unchanged)")
+        #expect(done.suppressed.map(\.line) == [1_236] && dry.grants > 3_000)
+        for i in [0, 1, 499, 500, 501, 1_001, 1_999, 2_299] {
+            let news = try await ledger.check(email: EmailAddress("p\(i)@example.com"), topicKey: "news")
+            let events = try await ledger.check(email: EmailAddress("p\(i)@example.com"), topicKey: "events")
+            #expect(news.allowed == (i % 5 != 0) && events.allowed == (i % 3 != 0), "row of p\(i)")
+        }
+        let again = try await run(ledger, csv, commit: true)
+        #expect(again.newContacts == 0 && again.grants == 0 && again.withdrawals == 0, "a re-run changes nothing")
+        #expect(try await ledger.verify().isIntact)
+    }
+
     @Test(arguments: [StoreKind.memory, .sqlite])
     func aBadFileChangesNothingAndEveryProblemNamesItsLineAndColumn(_ kind: StoreKind) async throws {
         let ledger = try await kind.makeLedger()
