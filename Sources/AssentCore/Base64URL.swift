@@ -11,49 +11,40 @@ enum Base64URL {
     }
 
     static func encode(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
-        let n = bytes.count, whole = n / 3 * 3
-        return String(unsafeUninitializedCapacity: n / 3 * 4 + [0, 2, 3][n % 3]) { out in
-            let table = alphabet.utf8Start
-            var i = 0, j = 0
-            while j < whole {
-                let word = UInt32(bytes[j]) << 16 | UInt32(bytes[j + 1]) << 8 | UInt32(bytes[j + 2])
-                out[i] = table[Int(word >> 18 & 63)]
-                out[i + 1] = table[Int(word >> 12 & 63)]
-                out[i + 2] = table[Int(word >> 6 & 63)]
-                out[i + 3] = table[Int(word & 63)]
-                i += 4
-                j += 3
-            }
-            if n > whole {
-                let word = UInt32(bytes[j]) << 16 | (n - whole == 2 ? UInt32(bytes[j + 1]) << 8 : 0)
-                out[i] = table[Int(word >> 18 & 63)]
-                out[i + 1] = table[Int(word >> 12 & 63)]
-                i += 2
-                if n - whole == 2 { out[i] = table[Int(word >> 6 & 63)]; i += 1 }
-            }
-            return i
-        }
+        String(unsafeUninitializedCapacity: encodedCount(bytes.count)) { out in write(bytes, into: out) }
     }
 
     /// The same text appended to `out`, with no String made.
     static func append(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        let start = out.count
+        out.append(contentsOf: repeatElement(0, count: encodedCount(bytes.count)))
+        out.withUnsafeMutableBufferPointer { buffer in _ = write(bytes, into: UnsafeMutableBufferPointer(rebasing: buffer[start...])) }
+    }
+
+    static func encodedCount(_ n: Int) -> Int { n / 3 * 4 + [0, 2, 3][n % 3] }
+
+    /// Writes the text of `bytes` at the start of `out` (at least `encodedCount` long); returns its length.
+    private static func write(_ bytes: UnsafeBufferPointer<UInt8>, into out: UnsafeMutableBufferPointer<UInt8>) -> Int {
         let n = bytes.count, whole = n / 3 * 3
         let table = alphabet.utf8Start
-        var j = 0
+        var i = 0, j = 0
         while j < whole {
             let word = UInt32(bytes[j]) << 16 | UInt32(bytes[j + 1]) << 8 | UInt32(bytes[j + 2])
-            out.append(table[Int(word >> 18 & 63)])
-            out.append(table[Int(word >> 12 & 63)])
-            out.append(table[Int(word >> 6 & 63)])
-            out.append(table[Int(word & 63)])
+            out[i] = table[Int(word >> 18 & 63)]
+            out[i + 1] = table[Int(word >> 12 & 63)]
+            out[i + 2] = table[Int(word >> 6 & 63)]
+            out[i + 3] = table[Int(word & 63)]
+            i += 4
             j += 3
         }
         if n > whole {
             let word = UInt32(bytes[j]) << 16 | (n - whole == 2 ? UInt32(bytes[j + 1]) << 8 : 0)
-            out.append(table[Int(word >> 18 & 63)])
-            out.append(table[Int(word >> 12 & 63)])
-            if n - whole == 2 { out.append(table[Int(word >> 6 & 63)]) }
+            out[i] = table[Int(word >> 18 & 63)]
+            out[i + 1] = table[Int(word >> 12 & 63)]
+            i += 2
+            if n - whole == 2 { out[i] = table[Int(word >> 6 & 63)]; i += 1 }
         }
+        return i
     }
 
     static func value(_ c: UInt8) -> UInt32? {

@@ -303,7 +303,7 @@ extension Ledger {
         }
         let at = now
         let receipts = try await self.receipts(for: entries.map(\.event), contact: contact, issuer: issuer).map {
-            PersonalDataExport.ReceiptPart(eventId: $0.eventID.uuidString.lowercased(), jws: $0.jws)
+            PersonalDataExport.ReceiptPart(eventId: $0.eventID.lowercasedString, jws: $0.jws)
         }
         let emails = try await store.outboxItems(contactID: contactID).map {
             PersonalDataExport.EmailPart(kind: $0.kind, status: $0.status.rawValue, queuedAt: $0.createdAt, sentAt: $0.sentAt)
@@ -328,7 +328,7 @@ extension Ledger {
             },
             events: entries.map { entry in
                 let e = entry.event
-                return .init(id: e.id.uuidString.lowercased(), seq: e.seq, topic: e.topicKey, action: e.action.rawValue, from: e.fromState.rawValue, to: e.toState.rawValue,
+                return .init(id: e.id.lowercasedString, seq: e.seq, topic: e.topicKey, action: e.action.rawValue, from: e.fromState.rawValue, to: e.toState.rawValue,
                              source: e.source.rawValue, channel: e.channel?.rawValue, actorKind: e.actor.kind.rawValue, actorId: e.actor.id,
                              occurredAt: e.occurredAt, recordedAt: e.recordedAt, expiresAt: e.expiresAt, noticeVersion: e.noticeVersion,
                              formId: e.formID, formVersion: e.formVersion, batchId: e.batchID,
@@ -469,7 +469,7 @@ extension PersonalDataExport {
                 w.array(receipts) { r in
                     w.object {
                         w.field("eventId", r.eventId)
-                        w.field("jws", r.jws)
+                        w.field("jws", unescaped: r.jws)
                     }
                 }
             }
@@ -535,6 +535,16 @@ private final class JSONOut {
         separate()
         JSONBytes.appendKey(name, to: &out)
         JSONBytes.appendString(value, to: &out)
+    }
+
+    /// A string known to need no escaping (a JWS: base64url and dots), copied whole.
+    func field(_ name: StaticString, unescaped value: String) {
+        assert(value.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") })
+        separate()
+        JSONBytes.appendKey(name, to: &out)
+        out.append(UInt8(ascii: "\""))
+        out.append(contentsOf: value.utf8)
+        out.append(UInt8(ascii: "\""))
     }
 
     func field(_ name: StaticString, _ value: Date?) {

@@ -209,3 +209,30 @@ func snapshot(_ events: [ConsentEvent]) -> ChainSnapshot {
         #expect(sparse.computeHash().hexString == "1b71001ec4403a3c701e405c484441da3a13e3d5cf80362c0dfd4c3469bf3248")
     }
 }
+
+@Suite struct ReceiptSignerTests {
+    /// A JWS is `header.payload.signature` (base64url), the signature Ed25519 over `header.payload`;
+    /// a remembered signature gives exactly the string signing again would.
+    @Test func signedWithOrWithoutTheMemoTheJWSIsTheSameAndVerifies() throws {
+        let (keyID, raw) = ReceiptSigner.generate()
+        let signer = try ReceiptSigner(keyID: keyID, rawPrivateKey: raw)
+        let memo = SignatureMemo()
+        for payload in [Data(#"{"a":1}"#.utf8), Data((0..<1_001).map { UInt8($0 % 251) }), Data()] {
+            let plain = try signer.sign(payload)
+            let first = try signer.sign(payload, memo: memo)
+            let remembered = try signer.sign(payload, memo: memo)
+            #expect(plain == first && first == remembered)
+            let parts = plain.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+            #expect(parts.count == 3)
+            #expect(Data(base64URL: parts[1]) == payload)
+            let header = try #require(Data(base64URL: parts[0]))
+            #expect(try JSONSerialization.jsonObject(with: header) as? [String: String] == ["alg": "Ed25519", "typ": "JWT", "kid": keyID])
+            let publicKey = try Curve25519.Signing.PrivateKey(rawRepresentation: raw).publicKey
+            let signature = try #require(Data(base64URL: parts[2]))
+            #expect(publicKey.isValidSignature(signature, for: Data((parts[0] + "." + parts[1]).utf8)))
+            #expect(!publicKey.isValidSignature(signature, for: Data((parts[0] + "." + parts[1] + "x").utf8)))
+        }
+        let other = try ReceiptSigner(keyID: "other", rawPrivateKey: raw)
+        #expect(try other.sign(Data("x".utf8), memo: memo) == other.sign(Data("x".utf8)))
+    }
+}
