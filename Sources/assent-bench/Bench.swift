@@ -152,10 +152,14 @@ struct StoreRun: Codable {
         let assent = s.assent
         let csv = directory.appendingPathComponent("contacts.csv")
         try Data.generateContacts(s.contacts, seed: s.seed).write(to: csv)
-        for topic in ["news", "events", "offers"] {
-            try await run(assent, ["topics", "add", topic, "--title", topic.capitalized, "--notice", "We send \(topic).", "--no-double-opt-in"],
-                          environment: environment, logs: logs, name: "topic-\(topic)")
+        /// The three topics every contact is granted, added through `assent` to the database `environment` names.
+        func addTopics(_ environment: [String: String], prefix: String) async throws {
+            for topic in ["news", "events", "offers"] {
+                try await run(assent, ["topics", "add", topic, "--title", topic.capitalized, "--notice", "We send \(topic).", "--no-double-opt-in"],
+                              environment: environment, logs: logs, name: "\(prefix)topic-\(topic)")
+            }
         }
+        try await addTopics(environment, prefix: "")
 
         // I: the import's rows through SQLite's C API, into a database Assent migrated and gave the same topics.
         if store == "SQLite" {
@@ -163,10 +167,7 @@ struct StoreRun: Codable {
             let path = directory.appendingPathComponent("ceiling-import.sqlite").path
             var ceilingEnvironment = environment
             ceilingEnvironment["ASSENT_DATABASE"] = path
-            for topic in ["news", "events", "offers"] {
-                try await run(assent, ["topics", "add", topic, "--title", topic.capitalized, "--notice", "We send \(topic).", "--no-double-opt-in"],
-                              environment: ceilingEnvironment, logs: logs, name: "ceiling-topic-\(topic)")
-            }
+            try await addTopics(ceilingEnvironment, prefix: "ceiling-")
             ceilings["I"] = try Ceilings.sqliteImport(path: path, contacts: s.contacts, synchronous: "FULL")
             for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
         }

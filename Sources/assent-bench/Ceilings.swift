@@ -153,7 +153,7 @@ enum Ceilings {
         while first < contacts {
             let range = first..<min(first + chunk, contacts)
             let now = Int64(Date().timeIntervalSince1970 * 1000)
-            let ids = range.map { _ in UUID.timeOrdered().uuidString.lowercased() }
+            let ids = range.map { _ in UUID.timeOrdered().lowercasedString }
             try exec("BEGIN IMMEDIATE")
             for (n, i) in range.enumerated() {
                 text(contact, 1, ids[n]); text(contact, 2, "person\(i)@bench.example"); text(contact, 3, "Ann \(i)"); text(contact, 4, "crm-\(i)")
@@ -171,7 +171,7 @@ enum Ceilings {
                 text(head, 1, id); try step(head, "head")
                 text(erased, 1, id); try step(erased, "erased")
                 for (seq, topic) in topics.enumerated() {
-                    text(event, 1, UUID.timeOrdered().uuidString.lowercased()); text(event, 2, id); sqlite3_bind_int64(event, 3, Int64(seq + 1))
+                    text(event, 1, UUID.timeOrdered().lowercasedString); text(event, 2, id); sqlite3_bind_int64(event, 3, Int64(seq + 1))
                     text(event, 4, topic); sqlite3_bind_int64(event, 5, now); sqlite3_bind_int64(event, 6, now); text(event, 7, batch)
                     blob(event, 8, evidence); blob(event, 9, seq == 0 ? zero : hash); blob(event, 10, hash)
                     try step(event, "event")
