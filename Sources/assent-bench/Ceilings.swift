@@ -218,6 +218,43 @@ enum Ceilings {
         return Double(rows) / Date().timeIntervalSince(started)
     }
 
+    /// A raw read of one topic's audience through SQLite's C API: the query scenario 5's pages
+    /// run (contacts in id order, their grants, their link secrets), in one statement, with each
+    /// column's bytes only touched. Granted contacts per second: what scenario 5 can reach at best
+    /// before anything is decoded or written out.
+    static func sqliteAudienceScan(path: String, topic: String) throws -> Double {
+        var db: OpaquePointer?
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, nil) == SQLITE_OK, let db else { throw BenchError("cannot open \(path)") }
+        defer { sqlite3_close(db) }
+        var scan: OpaquePointer?
+        let sql = """
+            SELECT c.id, c.email, c.name, c.external_id, c.locale, c.created_at, c.updated_at, c.objected_at,
+                   p.topic_key, p.state, p.since, p.expires_at, p.seq, s.secret
+            FROM contacts c
+            JOIN preferences p ON p.contact_id = c.id AND p.topic_key IN (?) AND p.state = 'granted'
+                AND (p.expires_at IS NULL OR p.expires_at > ?)
+            LEFT JOIN contact_link_secrets s ON s.contact_id = c.id
+            WHERE c.email IS NOT NULL AND c.id > ''
+            ORDER BY c.id, p.topic_key
+            """
+        guard sqlite3_prepare_v2(db, sql, -1, &scan, nil) == SQLITE_OK else { throw BenchError("audience scan: \(String(cString: sqlite3_errmsg(db)))") }
+        defer { sqlite3_finalize(scan) }
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        sqlite3_bind_text(scan, 1, topic, -1, transient)
+        sqlite3_bind_int64(scan, 2, Int64(Date().timeIntervalSince1970 * 1000))
+        var rows = 0, bytes = 0
+        let started = Date()
+        while sqlite3_step(scan) == SQLITE_ROW {
+            for column in 0..<Int32(14) {
+                _ = sqlite3_column_blob(scan, column)
+                bytes &+= Int(sqlite3_column_bytes(scan, column))
+            }
+            rows += 1
+        }
+        if bytes < 0 { print(bytes) } // keep the work observable
+        return Double(rows) / Date().timeIntervalSince(started)
+    }
+
     /// The same two ceilings on PostgreSQL: a prepared point select by a unique text key and
     /// a single-row insert committed on its own, over one connection (as one request would).
     static func postgres(url: String, rows: Int, seconds: Double) async throws -> (reads: Double, writes: Double) {

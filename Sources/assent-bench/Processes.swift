@@ -73,6 +73,18 @@ enum Proc {
         }
         return (field("VmRSS"), field("VmHWM"))
     }
+
+    /// CPU time the process has used so far, user and system, in seconds (utime and stime of
+    /// /proc/PID/stat); 0 once the process is gone. Its difference over a load run, per request,
+    /// says how much of the machine one request costs the server.
+    static func cpuSeconds(_ pid: Int32) -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return 0 }
+        // After the command name: state is field 3, utime 14 and stime 15.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
 }
 
 /// wrk's summary: requests per second, the 99th-percentile latency, and answers that were not 2xx/3xx.
@@ -85,6 +97,8 @@ struct WrkResult: Codable {
     var errors: Int
     /// Connect, read, write errors and timeouts, as wrk counts them.
     var socketErrors: Int
+    /// The server's CPU time per request over the run, in microseconds (when its process was given).
+    var serverCPUMicroseconds: Double?
 
     static func parse(_ text: String) throws -> WrkResult {
         func number(after label: String) -> Double? {
@@ -113,6 +127,7 @@ struct WrkResult: Codable {
         let socketErrors = text.split(separator: "\n").first { $0.contains("Socket errors:") }.map { line in
             line.split(whereSeparator: { $0 == " " || $0 == "," }).compactMap { Int($0) }.reduce(0, +)
         } ?? 0
-        return WrkResult(requestsPerSecond: rps, p50Milliseconds: p50, p99Milliseconds: p99, requests: requests, errors: errors, socketErrors: socketErrors)
+        return WrkResult(requestsPerSecond: rps, p50Milliseconds: p50, p99Milliseconds: p99, requests: requests, errors: errors, socketErrors: socketErrors,
+                         serverCPUMicroseconds: nil)
     }
 }
