@@ -277,11 +277,12 @@ struct API: Sendable {
         if !result.confirmationRequestedFor.isEmpty {
             message += "; a confirmation email was queued for " + result.confirmationRequestedFor.joined(separator: ", ")
         }
-        return try APIResponse(json: ChangeResultJSON(
-            contactId: id.uuidString.lowercased(), recorded: recorded,
+        let answer = ChangeResultJSON(
+            contactId: id.lowercasedString, recorded: recorded,
             unchanged: result.unchanged.map { UnchangedJSON(topic: $0.topicKey, state: $0.state.rawValue, reason: $0.reason) },
             message: message, preferences: try await preferenceGrid(result.preferences),
-            confirmationRequestedFor: result.confirmationRequestedFor))
+            confirmationRequestedFor: result.confirmationRequestedFor)
+        return APIResponse(status: .ok, body: answer.encoded, contentType: "application/json")
     }
 
     func timeline(_ request: Request, _ context: AssentRequestContext) async throws -> APIResponse {

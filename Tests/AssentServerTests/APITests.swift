@@ -121,6 +121,36 @@ import Testing
         }
     }
 
+    @Test func theChangeAnswerIsWhatJSONEncoderWrites() throws {
+        let at = Date(timeIntervalSince1970: 1_796_245_049.151)
+        let contact = UUID.timeOrdered()
+        let plain = ConsentEvent(id: UUID.timeOrdered(), contactID: contact, seq: 7, topicKey: "news", action: .withdrawn, fromState: .granted, toState: .withdrawn,
+                                 source: .api, channel: nil, actor: Actor(kind: .apiKey, id: "k1"), occurredAt: at, recordedAt: at.addingTimeInterval(0.002),
+                                 expiresAt: nil, noticeVersion: nil, formID: nil, formVersion: nil, batchID: nil, sealedEvidence: nil, prevHash: Data(count: 32))
+        let full = ConsentEvent(id: UUID.timeOrdered(), contactID: contact, seq: 8, topicKey: "hr-training", action: .granted, fromState: .none, toState: .granted,
+                                source: .staff, channel: .phone, actor: Actor(kind: .staff, id: nil), occurredAt: Date(timeIntervalSince1970: 946_684_800.000_4),
+                                recordedAt: at, expiresAt: at.addingTimeInterval(86_400 * 730), noticeVersion: 3, formID: "f/1", formVersion: 2,
+                                batchID: "b\"1", sealedEvidence: Data([1]), prevHash: Data(repeating: 0xab, count: 32))
+        let personal = PersonalEvidence(ipAddress: "203.0.113.9", userAgent: "Mozilla/5.0 \"x\"", note: "said yes\non the phone\u{1}; jörg")
+        let samples = [
+            ChangeResultJSON(contactId: contact.lowercasedString, recorded: [], unchanged: [], message: "", preferences: [], confirmationRequestedFor: []),
+            ChangeResultJSON(contactId: contact.lowercasedString,
+                             recorded: [EventJSON(plain, personal: nil, shredded: false), EventJSON(full, personal: personal, shredded: true)],
+                             unchanged: [UnchangedJSON(topic: "events", state: "granted", reason: "already granted")],
+                             message: "recorded 2 changes; a confirmation email was queued for news",
+                             preferences: [
+                                PreferenceJSON(topic: "news", title: "News & \"views\"", category: "", state: "withdrawn", mayEmail: false, since: at, expiresAt: nil),
+                                PreferenceJSON(topic: "events", title: "Events", category: "Local/UK", state: "granted", mayEmail: true, since: nil,
+                                               expiresAt: at.addingTimeInterval(1)),
+                             ],
+                             confirmationRequestedFor: ["news", "a\tb"]),
+        ]
+        for sample in samples {
+            let expected = try JSONCoding.encoder.encode(sample) + Data("\n".utf8)
+            #expect(String(decoding: sample.encoded, as: UTF8.self) == String(decoding: expected, as: UTF8.self))
+        }
+    }
+
     @Test func theSingleCheckAnswerIsWhatJSONEncoderWrites() throws {
         let at = Date(timeIntervalSince1970: 1_796_245_049.151)
         let samples = [
