@@ -116,9 +116,12 @@ def main():
 
         print(f"api-fuzz: {store}, seed {args.seed}, {args.max_examples} examples per operation and phase", flush=True)
         report = os.path.join(work, "report")
+        # One worker: with two threads, hypothesis describing its filter lambdas (ast.parse) races in
+        # CPython 3.11 ("SystemError: AST constructor recursion depth mismatch"), which schemathesis
+        # reports as a runtime error of the run although every generated request passed (seen 2026-12-04).
         run = subprocess.run([sys.executable, "-m", "schemathesis.cli", "--config-file", config, "run", f"{base}/api/v1/openapi.json",
                               "-H", f"Authorization: Bearer {key}", "--checks", CHECKS, "--max-examples", str(args.max_examples),
-                              "--seed", str(args.seed), "--workers", "2", "--no-color", "--report", "junit", "--report-dir", report],
+                              "--seed", str(args.seed), "--workers", "1", "--no-color", "--report", "junit", "--report-dir", report],
                              capture_output=True, text=True, cwd=work)  # its cache goes in the work folder, not the repository
         output = run.stdout + run.stderr
         summary = re.search(r"Test cases:\s*\n\s*(.+)", output)
