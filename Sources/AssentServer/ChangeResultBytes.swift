@@ -49,29 +49,21 @@ struct JSONObjectBytes {
         out.append(UInt8(ascii: "]"))
     }
 
-    /// A nested object under `name`.
+    /// A nested object under `name`, written into the same bytes.
     mutating func object(_ name: StaticString, _ body: (inout JSONObjectBytes) -> Void) {
         key(name)
-        out = JSONObjectBytes.write(into: out, body)
+        JSONObjectBytes.write(body, into: &out)
     }
 
-    /// Closes the object (an empty one is `{}`) and gives back the bytes.
-    consuming func finish() -> [UInt8] {
-        if first { out.append(UInt8(ascii: "{")) }
-        out.append(UInt8(ascii: "}"))
-        return out
-    }
-
-    static func write(into out: [UInt8], _ body: (inout JSONObjectBytes) -> Void) -> [UInt8] {
-        var object = JSONObjectBytes(into: out)
-        body(&object)
-        return object.finish()
-    }
-
+    /// Appends the object `body` writes to `out`. The bytes are moved in and out (swapped),
+    /// never copied: a nested object appends to its parent's buffer.
     static func write(_ body: (inout JSONObjectBytes) -> Void, into out: inout [UInt8]) {
-        let taken = out
-        out = []
-        out = write(into: taken, body)
+        var object = JSONObjectBytes(into: [])
+        swap(&object.out, &out)
+        body(&object)
+        if object.first { object.out.append(UInt8(ascii: "{")) }
+        object.out.append(UInt8(ascii: "}"))
+        swap(&object.out, &out)
     }
 }
 
@@ -82,7 +74,7 @@ extension ChangeResultJSON {
     var encoded: Data {
         var out = [UInt8]()
         out.reserveCapacity(1_024 + recorded.count * 700 + preferences.count * 160)
-        out = JSONObjectBytes.write(into: out) { o in
+        JSONObjectBytes.write({ o in
             o.array("confirmationRequestedFor", confirmationRequestedFor) { JSONBytes.appendString($0, to: &$1) }
             o.string("contactId", contactId)
             o.string("message", message)
@@ -105,7 +97,7 @@ extension ChangeResultJSON {
                     o.string("topic", u.topic)
                 }, into: &out)
             }
-        }
+        }, into: &out)
         out.append(UInt8(ascii: "\n"))
         return Data(out)
     }

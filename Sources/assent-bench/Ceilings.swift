@@ -194,23 +194,31 @@ enum Ceilings {
     /// API with nothing decoded (each column's bytes only touched): rows per second. It is what
     /// scenario 6 can reach at best before it hashes anything.
     static func sqliteScan(path: String) throws -> Double {
-        var db: OpaquePointer?
-        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, nil) == SQLITE_OK, let db else { throw BenchError("cannot open \(path)") }
-        defer { sqlite3_close(db) }
-        var scan: OpaquePointer?
-        let sql = """
+        try rawReadRate(path: path, what: "scan", columns: 21, sql: """
             SELECT id, contact_id, seq, topic_key, action, from_state, to_state, source, channel, actor_kind, actor_id, occurred_at,
                 recorded_at, expires_at, notice_version, form_id, form_version, batch_id, sealed_evidence, prev_hash, hash
             FROM consent_events ORDER BY contact_id, seq
-            """
-        guard sqlite3_prepare_v2(db, sql, -1, &scan, nil) == SQLITE_OK else { throw BenchError("scan: \(String(cString: sqlite3_errmsg(db)))") }
-        defer { sqlite3_finalize(scan) }
+            """) { _ in }
+    }
+
+    /// Rows per second of one read-only statement stepped through SQLite's C API, each of its
+    /// `columns` only touched (its bytes counted), after `bind` has set its parameters.
+    static func rawReadRate(path: String, what: String, columns: Int32, sql: String, bind: (OpaquePointer) -> Void) throws -> Double {
+        var db: OpaquePointer?
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, nil) == SQLITE_OK, let db else { throw BenchError("cannot open \(path)") }
+        defer { sqlite3_close(db) }
+        var statement: OpaquePointer?
+        guard sqlite3_prepare_v2(db, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
+            throw BenchError("\(what): \(String(cString: sqlite3_errmsg(db)))")
+        }
+        defer { sqlite3_finalize(statement) }
+        bind(statement)
         var rows = 0, bytes = 0
         let started = Date()
-        while sqlite3_step(scan) == SQLITE_ROW {
-            for column in 0..<Int32(21) {
-                _ = sqlite3_column_blob(scan, column)
-                bytes &+= Int(sqlite3_column_bytes(scan, column))
+        while sqlite3_step(statement) == SQLITE_ROW {
+            for column in 0..<columns {
+                _ = sqlite3_column_blob(statement, column)
+                bytes &+= Int(sqlite3_column_bytes(statement, column))
             }
             rows += 1
         }
@@ -223,11 +231,7 @@ enum Ceilings {
     /// column's bytes only touched. Granted contacts per second: what scenario 5 can reach at best
     /// before anything is decoded or written out.
     static func sqliteAudienceScan(path: String, topic: String) throws -> Double {
-        var db: OpaquePointer?
-        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, nil) == SQLITE_OK, let db else { throw BenchError("cannot open \(path)") }
-        defer { sqlite3_close(db) }
-        var scan: OpaquePointer?
-        let sql = """
+        try rawReadRate(path: path, what: "audience scan", columns: 14, sql: """
             SELECT c.id, c.email, c.name, c.external_id, c.locale, c.created_at, c.updated_at, c.objected_at,
                    p.topic_key, p.state, p.since, p.expires_at, p.seq, s.secret
             FROM contacts c
@@ -236,23 +240,10 @@ enum Ceilings {
             LEFT JOIN contact_link_secrets s ON s.contact_id = c.id
             WHERE c.email IS NOT NULL AND c.id > ''
             ORDER BY c.id, p.topic_key
-            """
-        guard sqlite3_prepare_v2(db, sql, -1, &scan, nil) == SQLITE_OK else { throw BenchError("audience scan: \(String(cString: sqlite3_errmsg(db)))") }
-        defer { sqlite3_finalize(scan) }
-        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
-        sqlite3_bind_text(scan, 1, topic, -1, transient)
-        sqlite3_bind_int64(scan, 2, Int64(Date().timeIntervalSince1970 * 1000))
-        var rows = 0, bytes = 0
-        let started = Date()
-        while sqlite3_step(scan) == SQLITE_ROW {
-            for column in 0..<Int32(14) {
-                _ = sqlite3_column_blob(scan, column)
-                bytes &+= Int(sqlite3_column_bytes(scan, column))
-            }
-            rows += 1
+            """) { statement in
+            sqlite3_bind_text(statement, 1, topic, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self))
+            sqlite3_bind_int64(statement, 2, Int64(Date().timeIntervalSince1970 * 1000))
         }
-        if bytes < 0 { print(bytes) } // keep the work observable
-        return Double(rows) / Date().timeIntervalSince(started)
     }
 
     /// The same two ceilings on PostgreSQL: a prepared point select by a unique text key and
