@@ -47,18 +47,23 @@ public struct Topic: Equatable, Sendable, Codable {
     /// A key is a slug: lower-case letters, digits and single hyphens, starting with a letter.
     public static func validateKey(_ key: String, field: String = "key") throws {
         guard !key.isEmpty else { throw DomainError.invalid(field: field, "is required") }
-        guard key.count <= Limits.topicKeyLength else {
+        // Characters are counted only past the byte limit (a slug's characters are its bytes).
+        guard key.utf8.count <= Limits.topicKeyLength || key.count <= Limits.topicKeyLength else {
             throw DomainError.invalid(field: field, "must be at most \(Limits.topicKeyLength) characters")
         }
-        let scalars = Array(key.unicodeScalars)
-        let ok = scalars.enumerated().allSatisfy { index, s in
-            switch s {
-            case "a"..."z": true
-            case "0"..."9", "-": index > 0
-            default: false
+        // One pass over the bytes (every consent check validates its topic; Foundation's `contains` went through NSString).
+        var ok = true, previous: UInt8 = 0, index = 0
+        for byte in key.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): break
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): ok = ok && index > 0
+            case UInt8(ascii: "-"): ok = ok && index > 0 && previous != UInt8(ascii: "-")
+            default: ok = false
             }
+            previous = byte
+            index += 1
         }
-        guard ok, !key.hasSuffix("-"), !key.contains("--") else {
+        guard ok, previous != UInt8(ascii: "-") else {
             throw DomainError.invalid(field: field, "'\(key)' must be a slug: lower-case letters, digits and hyphens, starting with a letter (e.g. hr-training)")
         }
     }

@@ -590,7 +590,19 @@ public final class SQLiteStore: LedgerStore {
 
     public func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow? {
         try await readHere { db in
-            try Row.fetchOne(db.cachedStatement(sql: "\(Self.checkSelect) WHERE c.email = ?"), arguments: [topicKey, email.value]).flatMap(Self.checkRow)?.1
+            // Stepped through SQLite's C API: GRDB's row (a cursor, a copy, decoding by protocol) cost more than the select.
+            let statement = try db.cachedStatement(sql: "\(Self.checkSelect) WHERE c.email = ?")
+            try statement.setArguments([topicKey, email.value])
+            // Reset at once, so that no statement left on a row holds the read open (and a checkpoint back).
+            defer { sqlite3_reset(statement.sqliteStatement) }
+            let row = RawRow(statement, db)
+            guard try row.step(), let contactID = row.text(0).flatMap(UUID.init(text:)) else { return nil }
+            let preference: Preference? = row.text(3).map { state in
+                Preference(contactID: contactID, topicKey: row.text(2) ?? topicKey, state: PreferenceState(rawValue: state) ?? .none,
+                           since: Date(millisecondsSince1970: row.int(4) ?? 0), expiresAt: row.int(5).map(Date.init(millisecondsSince1970:)),
+                           seq: row.int(6) ?? 0)
+            }
+            return CheckRow(contactID: contactID, preference: preference)
         }
     }
 

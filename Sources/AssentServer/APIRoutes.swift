@@ -389,7 +389,7 @@ struct Query {
         for (key, value) in request.uri.queryParameters {
             let k = String(key)
             if values[k] != nil { throw APIError.badRequest(field: k, "is given more than once") }
-            if value.contains("\u{0}") { throw APIError.badRequest(field: k, "must not contain the NUL character") }
+            if value.utf8.contains(0) { throw APIError.badRequest(field: k, "must not contain the NUL character") }
             values[k] = String(value)
         }
         self.values = values

@@ -150,8 +150,11 @@ struct Gate: Sendable {
         var unauthorized = APIError(.unauthorized, detail: "send an API key as 'Authorization: Bearer assent_...'")
         unauthorized.headers[.wwwAuthenticate] = "Bearer realm=\"assent\""
         do {
-            guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else { throw unauthorized }
-            let token = header.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
+            // Byte by byte: lowercased() and Foundation's trimming (through NSString) were a twentieth of a check's CPU.
+            guard let header = request.headers[.authorization],
+                  header.utf8.prefix(7).map({ $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 + 32 : $0 }).elementsEqual("bearer ".utf8)
+            else { throw unauthorized }
+            let token = header.dropFirst("bearer ".count).trimmingWhitespace
             guard let (id, secret) = APIKey.parse(token: token), let key = try await keys.value(id, fetch: { try await store.apiKey(id: id) }),
                   key.matches(secret: secret) else {
                 unauthorized.detail = "the API key is not valid"

@@ -66,11 +66,11 @@ enum JSONCoding {
     static func pathOfNUL(in value: Any, path: String = "") -> String? {
         switch value {
         case let text as String:
-            return text.contains("\u{0}") ? (path.isEmpty ? "body" : path) : nil
+            return text.utf8.contains(0) ? (path.isEmpty ? "body" : path) : nil
         case let object as [String: Any]:
             for key in object.keys.sorted() {
                 let child = path.isEmpty ? key : path + "." + key
-                if key.contains("\u{0}") { return path.isEmpty ? "body" : path }
+                if key.utf8.contains(0) { return path.isEmpty ? "body" : path }
                 if let found = pathOfNUL(in: object[key]!, path: child) { return found }
             }
             return nil

@@ -26,7 +26,8 @@ import Testing
         try Topic.validateKey(key)
     }
 
-    @Test(arguments: ["", "Events", "1events", "hr_training", "hr--training", "hr-", "-hr", "hr training", String(repeating: "a", count: 65)])
+    @Test(arguments: ["", "Events", "1events", "hr_training", "hr--training", "hr-", "-hr", "hr training", String(repeating: "a", count: 65),
+                          "évents", "ev\u{0301}ents", "events\u{0}", "a-1-", String(repeating: "é", count: 40)])
     func rejectsNonSlugs(_ key: String) {
         #expect(throws: DomainError.self) { try Topic.validateKey(key) }
     }

@@ -176,6 +176,13 @@ import Testing
             #expect(none.headers[.contentType] == "application/problem+json")
             #expect(try await api.send(.get, "/api/v1/topics", token: "assent_nope_nope").status == .unauthorized)
             #expect(try await api.send(.get, "/api/v1/topics", token: "garbage").status == .unauthorized)
+            // The scheme is case-insensitive and white space around the token is ignored (RFC 9110); nothing else passes.
+            let token = try await api.newKey(.read)
+            for (header, status) in [("BEARER \(token)", HTTPResponse.Status.ok), ("bearer   \(token) ", .ok), ("Bearer\(token)", .unauthorized),
+                                     ("Basic \(token)", .unauthorized), ("Bearer \(token)x", .unauthorized), ("Bearer", .unauthorized)] {
+                let response = try await api.client.executeRequest(uri: "/api/v1/topics", method: .get, headers: [.authorization: header], body: nil)
+                #expect(response.status == status, "\(header)")
+            }
             // Public routes need no key.
             let health = try await api.client.executeRequest(uri: "/healthz", method: .get, headers: [:], body: nil)
             #expect(health.status == .ok)
