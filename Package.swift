@@ -151,7 +151,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "AssentCoreTests", dependencies: ["AssentCore", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
+        .testTarget(name: "AssentCoreTests", dependencies: ["AssentCore", .product(name: "Crypto", package: "swift-crypto"),
+                                                         .product(name: "PropertyBased", package: "swift-property-based")], swiftSettings: swiftSettings),
         .testTarget(
             name: "AssentMailTests",
             dependencies: ["AssentMail", "AssentStore", "AssentCore", "AssentTestSupport"],

@@ -126,6 +126,8 @@ extension StringProtocol {
     public var trimmingWhitespace: String {
         let scalars = unicodeScalars
         guard let first = scalars.first, let last = scalars.last else { return "" }
+        // Visible ASCII at both ends, nearly always: nothing to trim, no Unicode property looked up.
+        if (0x21...0x7E).contains(first.value) && (0x21...0x7E).contains(last.value) { return String(self) }
         if !first.properties.isWhitespace && !last.properties.isWhitespace { return String(self) }
         guard let start = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
               let end = scalars.lastIndex(where: { !$0.properties.isWhitespace }) else { return "" }

@@ -507,8 +507,15 @@ public final class SQLiteStore: LedgerStore {
         guard !emails.isEmpty else { return [:] }
         return try await pool.read { db in
             let marks = Array(repeating: "?", count: emails.count).joined(separator: ", ")
+            // Cached (the batch check's chunks are all one size but the last) and stepped through
+            // SQLite's C API: GRDB's rows and their decoding were a seventh of a 10,000-address check.
+            let statement = try db.cachedStatement(sql: "\(Self.checkSelect) WHERE c.email IN (\(marks))")
+            try statement.setArguments(StatementArguments([topicKey] + emails.map(\.value)))
+            defer { sqlite3_reset(statement.sqliteStatement) }
+            let row = RawRow(statement, db)
             var rows: [String: CheckRow] = [:]
-            for row in try Row.fetchAll(db, sql: "\(Self.checkSelect) WHERE c.email IN (\(marks))", arguments: StatementArguments([topicKey] + emails.map(\.value))) {
+            rows.reserveCapacity(emails.count)
+            while try row.step() {
                 if let (email, checkRow) = Self.checkRow(row) { rows[email] = checkRow }
             }
             return rows
@@ -520,14 +527,15 @@ public final class SQLiteStore: LedgerStore {
         FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = ?
         """
 
-    /// A row of `checkSelect`, by column position (GRDB's lookup by name lower-cases every name).
-    static func checkRow(_ row: Row) -> (email: String, CheckRow)? {
-        guard let contactID = UUID(text: row[0]) else { return nil }
-        let preference: Preference? = (row[3] as String?).map { state in
-            Preference(contactID: contactID, topicKey: row[2], state: PreferenceState(rawValue: state) ?? .none,
-                       since: Date(millisecondsSince1970: row[4]), expiresAt: (row[5] as Int64?).map(Date.init(millisecondsSince1970:)), seq: row[6])
+    /// The current row of `checkSelect`, by column position.
+    static func checkRow(_ row: RawRow) -> (email: String, CheckRow)? {
+        guard let contactID = row.text(0).flatMap(UUID.init(text:)) else { return nil }
+        let preference: Preference? = row.text(3).map { state in
+            Preference(contactID: contactID, topicKey: row.text(2) ?? "", state: PreferenceState(rawValue: state) ?? .none,
+                       since: Date(millisecondsSince1970: row.int(4) ?? 0), expiresAt: row.int(5).map(Date.init(millisecondsSince1970:)),
+                       seq: row.int(6) ?? 0)
         }
-        return (row[1], CheckRow(contactID: contactID, preference: preference))
+        return (row.text(1) ?? "", CheckRow(contactID: contactID, preference: preference))
     }
 
     public func suppressedHashes(_ hashes: [Data]) async throws -> Set<Data> {
@@ -596,13 +604,7 @@ public final class SQLiteStore: LedgerStore {
             // Reset at once, so that no statement left on a row holds the read open (and a checkpoint back).
             defer { sqlite3_reset(statement.sqliteStatement) }
             let row = RawRow(statement, db)
-            guard try row.step(), let contactID = row.text(0).flatMap(UUID.init(text:)) else { return nil }
-            let preference: Preference? = row.text(3).map { state in
-                Preference(contactID: contactID, topicKey: row.text(2) ?? topicKey, state: PreferenceState(rawValue: state) ?? .none,
-                           since: Date(millisecondsSince1970: row.int(4) ?? 0), expiresAt: row.int(5).map(Date.init(millisecondsSince1970:)),
-                           seq: row.int(6) ?? 0)
-            }
-            return CheckRow(contactID: contactID, preference: preference)
+            return try row.step() ? Self.checkRow(row)?.1 : nil
         }
     }
 

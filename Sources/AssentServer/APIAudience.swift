@@ -23,14 +23,21 @@ struct BatchCheckJSON: Encodable {
     var results: [Item]
 
     var encoded: Data {
-        var text = "{\"results\":["
-        text.reserveCapacity(results.count * 80 + 64)
-        for (i, item) in results.enumerated() {
-            if i > 0 { text += "," }
-            text += "{\"allowed\":\(item.allowed),\"email\":\(TextRows.jsonString(item.email)),\"reason\":\(TextRows.jsonString(item.reason))}"
-        }
-        text += "],\"topic\":\(TextRows.jsonString(topic))}\n"
-        return Data(text.utf8)
+        // As bytes (the String concatenation and a JSON-escaped copy of every address were a tenth of a call's CPU).
+        var out = [UInt8]()
+        out.reserveCapacity(results.count * 80 + 64)
+        JSONObjectBytes.write({ o in
+            o.array("results", results) { item, out in
+                JSONObjectBytes.write({ i in
+                    i.bool("allowed", item.allowed)
+                    i.string("email", item.email)
+                    i.string("reason", item.reason)
+                }, into: &out)
+            }
+            o.string("topic", topic)
+        }, into: &out)
+        out.append(UInt8(ascii: "\n"))
+        return Data(out)
     }
 }
 
@@ -66,9 +73,11 @@ extension API {
         }
         var problems: [ValidationError] = []
         var emails: [EmailAddress] = []
+        emails.reserveCapacity(body.emails.count)
         for (i, text) in body.emails.enumerated() {
-            do { emails.append(try EmailAddress(text, field: "emails[\(i)]")) } catch let DomainError.invalid(e) {
-                problems += e
+            // The field is named only for a bad address (building "emails[i]" for each was most of a good one's check).
+            do { emails.append(try EmailAddress(text)) } catch let DomainError.invalid(e) {
+                problems += e.map { ValidationError(field: "emails[\(i)]", $0.message) }
                 if problems.count >= 20 { break }
             }
         }

@@ -69,13 +69,14 @@ extension Ledger {
         let chunks = stride(from: 0, to: emails.count, by: 500).map { Array(emails[$0..<min($0 + 500, emails.count)]) }
         let rows = try await withThrowingTaskGroup(of: [String: CheckRow].self) { group in
             var next = 0, rows: [String: CheckRow] = [:]
+            rows.reserveCapacity(emails.count)
             while next < min(4, chunks.count) {
                 let chunk = chunks[next]
                 group.addTask { try await store.checkRows(emails: chunk, topicKey: topicKey) }
                 next += 1
             }
             for try await part in group {
-                rows.merge(part) { a, _ in a }
+                for (email, row) in part where rows[email] == nil { rows[email] = row }
                 if next < chunks.count {
                     let chunk = chunks[next]
                     group.addTask { try await store.checkRows(emails: chunk, topicKey: topicKey) }

@@ -165,6 +165,22 @@ import Testing
             #expect(String(decoding: sample.encoded, as: UTF8.self) == String(decoding: expected, as: UTF8.self))
         }
     }
+
+    @Test func theBatchCheckAnswerIsWhatJSONEncoderWrites() throws {
+        let samples = [
+            BatchCheckJSON(topic: "news", results: []),
+            BatchCheckJSON(topic: "hr-training", results: [
+                .init(email: "jo@example.com", allowed: true, reason: "granted"),
+                .init(email: "a/b\"c\\d@example.com", allowed: false, reason: "unknown"),
+                .init(email: "jörg.o'brien@bücher.example", allowed: false, reason: "withdrawn"),
+                .init(email: "line\u{2028}sep\u{1}@example.com", allowed: false, reason: "suppressed"),
+            ]),
+        ]
+        for sample in samples {
+            let expected = try JSONCoding.encoder.encode(sample) + Data("\n".utf8)
+            #expect(String(decoding: sample.encoded, as: UTF8.self) == String(decoding: expected, as: UTF8.self))
+        }
+    }
 }
 
 @Suite struct AuthTests {
