@@ -36,7 +36,7 @@ extension API {
         if format == "html" {
             return APIResponse(status: .ok, body: Data(try await exportHTML(export).utf8), contentType: "text/html; charset=utf-8")
         }
-        return APIResponse(status: .ok, body: export.json + Data("\n".utf8), contentType: "application/json")
+        return APIResponse(status: .ok, buffer: ByteBuffer(bytes: export.jsonBytes(newline: true)), contentType: "application/json")
     }
 
     func eraseContact(_ request: Request, _ context: AssentRequestContext) async throws -> APIResponse {

@@ -223,7 +223,7 @@ struct Gate: Sendable {
             // If storing the response fails, the key stays "in progress" until its
             // timeout, and retries get 409 rather than a second execution.
             try? await store.completeIdempotency(scope: scope, key: idempotencyKey, response: StoredResponse(
-                status: Int(response.status.code), contentType: response.contentType, body: response.body))
+                status: Int(response.status.code), contentType: response.contentType, body: response.buffer.map { Data(buffer: $0) } ?? response.body))
             return response
         }
     }

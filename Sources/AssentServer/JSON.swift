@@ -198,6 +198,14 @@ struct APIResponse: Sendable {
         self.contentType = contentType
     }
 
+    /// A large body already in the buffer the server writes from, instead of `body` (saves a copy).
+    var buffer: ByteBuffer?
+
+    init(status: HTTPResponse.Status, buffer: ByteBuffer, contentType: String) {
+        self.init(status: status, body: Data(), contentType: contentType)
+        self.buffer = buffer
+    }
+
     /// A body written as it is produced (large exports), instead of `body`.
     var stream: (@Sendable (inout any ResponseBodyWriter) async throws -> Void)?
 
@@ -210,7 +218,7 @@ struct APIResponse: Sendable {
                 try await writer.finish(nil)
             })
         }
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        return Response(status: status, headers: headers, body: .init(byteBuffer: buffer ?? ByteBuffer(bytes: body)))
     }
 }
 
