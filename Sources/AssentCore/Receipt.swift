@@ -3,8 +3,8 @@ import Foundation
 
 /// A consent receipt with the fields of the Kantara Initiative Consent
 /// Receipt Specification v1.1, plus the ledger event it proves (`assentEvent`).
-public struct ConsentReceipt: Codable, Sendable, Equatable {
-    public struct Controller: Codable, Sendable, Equatable {
+public struct ConsentReceipt: Codable, Sendable, Hashable {
+    public struct Controller: Codable, Sendable, Hashable {
         public var piiController: String
         public var contact: String
         public var address: String
@@ -22,7 +22,7 @@ public struct ConsentReceipt: Codable, Sendable, Equatable {
         }
     }
 
-    public struct Purpose: Codable, Sendable, Equatable {
+    public struct Purpose: Codable, Sendable, Hashable {
         public var purpose: String
         public var purposeCategory: [String]
         public var consentType: String
@@ -32,13 +32,13 @@ public struct ConsentReceipt: Codable, Sendable, Equatable {
         public var thirdPartyDisclosure: Bool
     }
 
-    public struct Service: Codable, Sendable, Equatable {
+    public struct Service: Codable, Sendable, Hashable {
         public var service: String
         public var purposes: [Purpose]
     }
 
     /// What happened in the ledger, so a receipt can be checked against it.
-    public struct EventReference: Codable, Sendable, Equatable {
+    public struct EventReference: Codable, Sendable, Hashable {
         public var topic: String
         public var action: String
         public var fromState: String
@@ -235,6 +235,48 @@ public struct ReceiptSigner: Sendable {
         jws.append(contentsOf: signature.utf8)
         return String(decoding: jws, as: UTF8.self)
     }
+}
+
+extension ReceiptSigner {
+    /// The receipt's JWS, as `sign(receipt.canonicalJSON, memo: signatures)` makes it; with
+    /// `tokens`, a receipt signed before by this key is not written, encoded and hashed again
+    /// (that was a fifth of an access export with every signature remembered). The receipt
+    /// itself is the key, compared whole, so a remembered token is exactly the one signing
+    /// would make: any field that differs is a different receipt.
+    public func sign(_ receipt: ConsentReceipt, tokens: ReceiptTokenMemo? = nil, signatures: SignatureMemo? = nil) throws -> String {
+        guard let tokens else { return try sign(receipt.canonicalJSON, memo: signatures) }
+        let key = ReceiptTokenMemo.Key(keyID: keyID, receipt: receipt)
+        if let known = tokens.token(key) { return known }
+        let token = try sign(receipt.canonicalJSON, memo: signatures)
+        tokens.remember(key, token)
+        return token
+    }
+}
+
+/// Whole receipt tokens (JWS) made before, by signing key and receipt. Bounded (about 2 KB
+/// an entry): emptied when full; `SignatureMemo`, smaller an entry, keeps the signatures longer.
+public final class ReceiptTokenMemo: @unchecked Sendable {
+    struct Key: Hashable {
+        let keyID: String
+        let receipt: ConsentReceipt
+    }
+
+    private let lock = NSLock()
+    private var tokens: [Key: String] = [:]
+    public let limit: Int
+
+    public init(limit: Int = 10_000) { self.limit = limit }
+
+    func token(_ key: Key) -> String? { lock.withLock { tokens[key] } }
+
+    func remember(_ key: Key, _ token: String) {
+        lock.withLock {
+            if tokens.count >= limit { tokens.removeAll(keepingCapacity: true) }
+            tokens[key] = token
+        }
+    }
+
+    public var count: Int { lock.withLock { tokens.count } }
 }
 
 /// Signatures made before, by the SHA-256 of the key id and what was signed. Signing a receipt

@@ -290,6 +290,8 @@ public struct Ledger: Sendable {
     public let apiKeyCache = ShortLivedCache<String, APIKey>()
     /// Receipt signatures made before (deterministic, so never stale: see `SignatureMemo`).
     let receiptSignatures = SignatureMemo()
+    /// Whole receipt tokens made before (keyed by the receipt itself: see `ReceiptTokenMemo`).
+    let receiptTokens = ReceiptTokenMemo()
     /// Told of the events of every committed change (the server's metrics); shared by copies of this ledger.
     public let observers = LedgerObservers()
 
@@ -929,7 +931,7 @@ public struct Ledger: Sendable {
         let topic = try await existingTopic(event.topicKey)
         let notice = try await event.noticeVersion.asyncFlatMap { try await store.notice(topicKey: topic.key, version: $0) }
         let receipt = ConsentReceipt(event: event, contact: contact, topic: topic, noticeText: notice?.text ?? "", issuer: issuer)
-        return (receipt, try await receiptSigner().sign(receipt.canonicalJSON, memo: receiptSignatures))
+        return (receipt, try await receiptSigner().sign(receipt, tokens: receiptTokens, signatures: receiptSignatures))
     }
 
     /// The signed receipts of many events of one contact (an access export): the signing key,
@@ -961,7 +963,9 @@ public struct Ledger: Sendable {
         let signed = try await withThrowingTaskGroup(of: (Int, [String]).self) { group in
             for part in 0..<parts {
                 let slice = Array(receipts[min(receipts.count, part * size)..<min(receipts.count, (part + 1) * size)])
-                group.addTask { [receiptSignatures] in (part, try slice.map { try signer.sign($0.canonicalJSON, memo: receiptSignatures) }) }
+                group.addTask { [receiptSignatures, receiptTokens] in
+                    (part, try slice.map { try signer.sign($0, tokens: receiptTokens, signatures: receiptSignatures) })
+                }
             }
             var byPart = [[String]](repeating: [], count: parts)
             for try await (part, jws) in group { byPart[part] = jws }

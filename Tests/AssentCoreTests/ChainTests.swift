@@ -235,4 +235,40 @@ func snapshot(_ events: [ConsentEvent]) -> ChainSnapshot {
         let other = try ReceiptSigner(keyID: "other", rawPrivateKey: raw)
         #expect(try other.sign(Data("x".utf8), memo: memo) == other.sign(Data("x".utf8)))
     }
+
+    /// A remembered token is used only for the very same receipt and key: change any part and it is signed afresh.
+    @Test func aRememberedTokenIsOnlyEverTheSameReceiptsOwn() throws {
+        let (keyID, raw) = ReceiptSigner.generate()
+        let signer = try ReceiptSigner(keyID: keyID, rawPrivateKey: raw)
+        let other = try ReceiptSigner(keyID: "other", rawPrivateKey: raw)
+        let tokens = ReceiptTokenMemo(limit: 3), signatures = SignatureMemo()
+        let contact = Contact(id: UUID.timeOrdered(), email: try EmailAddress("ann@example.com"), createdAt: Date(timeIntervalSince1970: 1_790_000_000))
+        let topic = Topic(key: "news", title: "News", createdAt: contact.createdAt)
+        var event = ConsentEvent(id: UUID.timeOrdered(), contactID: contact.id, seq: 1, topicKey: "news", action: .granted, fromState: .none, toState: .granted,
+                                 source: .api, channel: nil, actor: Actor(kind: .apiKey, id: "k"), occurredAt: contact.createdAt, recordedAt: contact.createdAt,
+                                 expiresAt: nil, noticeVersion: 1, formID: nil, formVersion: nil, batchID: nil, sealedEvidence: nil, prevHash: Data(count: 32))
+        event.hash = event.computeHash()
+        let plain = ReceiptIssuer(controller: .init(piiController: "Assent", contact: "Assent", address: "", email: "no-reply@assent.localhost", phone: "",
+                                                    piiControllerUrl: nil), jurisdiction: "EU", policyURL: "about:blank")
+        let base = ConsentReceipt(event: event, contact: contact, topic: topic, noticeText: "About news.", issuer: plain)
+        var variants = [base]
+        variants.append(ConsentReceipt(event: event, contact: contact, topic: topic, noticeText: "About news!", issuer: plain))
+        var renamed = contact
+        renamed.email = try EmailAddress("ann@example.org")
+        variants.append(ConsentReceipt(event: event, contact: renamed, topic: topic, noticeText: "About news.", issuer: plain))
+        var retitled = topic
+        retitled.title = "Newsletter"
+        variants.append(ConsentReceipt(event: event, contact: contact, topic: retitled, noticeText: "About news.", issuer: plain))
+        var issuer = plain
+        issuer.policyURL = "https://example.com/privacy"
+        variants.append(ConsentReceipt(event: event, contact: contact, topic: topic, noticeText: "About news.", issuer: issuer))
+        #expect(Set(variants).count == variants.count)
+        for _ in 0..<2 { // the second round reads remembered tokens (and, past the limit, signs again)
+            for receipt in variants {
+                #expect(try signer.sign(receipt, tokens: tokens, signatures: signatures) == signer.sign(receipt.canonicalJSON))
+                #expect(try other.sign(receipt, tokens: tokens, signatures: signatures) == other.sign(receipt.canonicalJSON))
+            }
+        }
+        #expect(tokens.count <= 3)
+    }
 }
