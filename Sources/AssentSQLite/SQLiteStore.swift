@@ -121,7 +121,9 @@ public final class SQLiteStore: LedgerStore {
     }
 
     public func topic(key: String) async throws -> Topic? {
-        try await pool.read { db in try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM topics WHERE key = ?"), arguments: [key]).map(Self.topic) }
+        // On the calling thread (`readHere`): every recorded change reads its topics fresh, and the hop
+        // to a pool reader and back cost more than the one-row select.
+        try await readHere { db in try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM topics WHERE key = ?"), arguments: [key]).map(Self.topic) }
     }
 
     public func topics(includeRetired: Bool) async throws -> [Topic] {
