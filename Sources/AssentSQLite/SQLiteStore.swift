@@ -695,8 +695,10 @@ public final class SQLiteStore: LedgerStore {
     }
 
     private func confirmationToken(sql: String, arguments: StatementArguments) async throws -> ConfirmationToken? {
-        try await pool.read { db in
-            try Row.fetchOne(db, sql: sql, arguments: arguments).flatMap { row in
+        // On the calling thread: a change that changes nothing looks its latest token up, and the
+        // hop to a pool reader cost more than the select.
+        try await readHere { db in
+            try Row.fetchOne(db.cachedStatement(sql: sql), arguments: arguments).flatMap { row in
                 guard let contactID = UUID(text: row["contact_id"]) else { return nil }
                 return ConfirmationToken(hash: row["hash"], contactID: contactID, topics: TopicList.decode(row["topics"]),
                                          confirmedTopics: TopicList.decode(row["confirmed_topics"]),
