@@ -209,7 +209,7 @@ public final class SQLiteStore: LedgerStore {
     }
 
     public func contact(id: UUID) async throws -> Contact? {
-        try await pool.read { db in try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM contacts WHERE id = ?"), arguments: [id.db]).flatMap(Self.contact) }
+        try await readHere { db in try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM contacts WHERE id = ?"), arguments: [id.db]).flatMap(Self.contact) }
     }
 
     public func contact(email: EmailAddress) async throws -> Contact? {
@@ -1112,8 +1112,9 @@ public final class SQLiteStore: LedgerStore {
     }
 
     public func suppression(emailHash: Data) async throws -> Suppression? {
-        try await pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM suppressions WHERE email_hash = ?", arguments: [emailHash]).map { row in
+        // On the calling thread: the send-time check of an address Assent does not know reads it.
+        try await readHere { db in
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM suppressions WHERE email_hash = ?"), arguments: [emailHash]).map { row in
                 Suppression(emailHash: row["email_hash"], contactID: UUID(text: row["contact_id"])!,
                             erasedAt: Date(millisecondsSince1970: row["erased_at"]), reason: row["reason"], erasedBy: row["erased_by"])
             }
