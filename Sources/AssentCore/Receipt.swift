@@ -225,7 +225,7 @@ public struct ReceiptSigner: Sendable {
             digest = Data(hasher.finalize())
         }
         let signature: String
-        if let memo, let digest, let known = memo.signature(digest) {
+        if let memo, let digest, let known = memo.value(digest) {
             signature = known
         } else {
             signature = Data(try key.signature(for: Data(jws))).base64URL
@@ -245,57 +245,54 @@ extension ReceiptSigner {
     /// would make: any field that differs is a different receipt.
     public func sign(_ receipt: ConsentReceipt, tokens: ReceiptTokenMemo? = nil, signatures: SignatureMemo? = nil) throws -> String {
         guard let tokens else { return try sign(receipt.canonicalJSON, memo: signatures) }
-        let key = ReceiptTokenMemo.Key(keyID: keyID, receipt: receipt)
-        if let known = tokens.token(key) { return known }
+        let key = ReceiptTokenKey(keyID: keyID, receipt: receipt)
+        if let known = tokens.value(key) { return known }
         let token = try sign(receipt.canonicalJSON, memo: signatures)
         tokens.remember(key, token)
         return token
     }
 }
 
-/// Whole receipt tokens (JWS) made before, by signing key and receipt. Bounded (about 2 KB
-/// an entry): emptied when full; `SignatureMemo`, smaller an entry, keeps the signatures longer.
-public final class ReceiptTokenMemo: @unchecked Sendable {
-    struct Key: Hashable {
-        let keyID: String
-        let receipt: ConsentReceipt
-    }
-
-    private let lock = NSLock()
-    private var tokens: [Key: String] = [:]
-    public let limit: Int
-
-    public init(limit: Int = 10_000) { self.limit = limit }
-
-    func token(_ key: Key) -> String? { lock.withLock { tokens[key] } }
-
-    func remember(_ key: Key, _ token: String) {
-        lock.withLock {
-            if tokens.count >= limit { tokens.removeAll(keepingCapacity: true) }
-            tokens[key] = token
-        }
-    }
-
-    public var count: Int { lock.withLock { tokens.count } }
+/// What a receipt token is remembered by: the signing key and the whole receipt.
+public struct ReceiptTokenKey: Hashable, Sendable {
+    let keyID: String
+    let receipt: ConsentReceipt
 }
+
+/// Whole receipt tokens (JWS) made before, by signing key and receipt. About 2 KB an entry, so
+/// fewer are kept than signatures; `SignatureMemo` behind it keeps the signatures longer.
+public typealias ReceiptTokenMemo = BoundedMemo<ReceiptTokenKey, String>
 
 /// Signatures made before, by the SHA-256 of the key id and what was signed. Signing a receipt
 /// (Ed25519) was a fifth of an access export; a person's receipts are the same every time their
-/// data is exported, so they are signed once per process. Bounded: emptied when full.
-public final class SignatureMemo: @unchecked Sendable {
+/// data is exported, so they are signed once per process.
+public typealias SignatureMemo = BoundedMemo<Data, String>
+
+extension BoundedMemo where Key == ReceiptTokenKey, Value == String {
+    public convenience init() { self.init(limit: 10_000) }
+}
+
+extension BoundedMemo where Key == Data, Value == String {
+    public convenience init() { self.init(limit: 50_000) }
+}
+
+/// Values remembered across threads, bounded: emptied when full.
+public final class BoundedMemo<Key: Hashable, Value>: @unchecked Sendable {
     private let lock = NSLock()
-    private var signatures: [Data: String] = [:]
+    private var values: [Key: Value] = [:]
     public let limit: Int
 
-    public init(limit: Int = 50_000) { self.limit = limit }
+    public init(limit: Int) { self.limit = limit }
 
-    func signature(_ digest: Data) -> String? { lock.withLock { signatures[digest] } }
+    func value(_ key: Key) -> Value? { lock.withLock { values[key] } }
 
-    func remember(_ digest: Data, _ signature: String) {
+    func remember(_ key: Key, _ value: Value) {
         lock.withLock {
-            if signatures.count >= limit { signatures.removeAll(keepingCapacity: true) }
-            signatures[digest] = signature
+            if values.count >= limit { values.removeAll(keepingCapacity: true) }
+            values[key] = value
         }
     }
+
+    public var count: Int { lock.withLock { values.count } }
 }
 

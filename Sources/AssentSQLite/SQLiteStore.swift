@@ -558,6 +558,9 @@ public final class SQLiteStore: LedgerStore {
         FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = ?
         """
 
+    /// `checkSelect` for one address (built once: the single check runs it on every request).
+    static let checkByEmail = "\(checkSelect) WHERE c.email = ?"
+
     /// The current row of `checkSelect`, by column position.
     static func checkRow(_ row: RawRow) -> (email: String, CheckRow)? {
         guard let contactID = row.text(0).flatMap(UUID.init(text:)) else { return nil }
@@ -630,7 +633,7 @@ public final class SQLiteStore: LedgerStore {
     public func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow? {
         try await readHere { db in
             // Stepped through SQLite's C API: GRDB's row (a cursor, a copy, decoding by protocol) cost more than the select.
-            let statement = try db.cachedStatement(sql: "\(Self.checkSelect) WHERE c.email = ?")
+            let statement = try db.cachedStatement(sql: Self.checkByEmail)
             try statement.setArguments([topicKey, email.value])
             // Reset at once, so that no statement left on a row holds the read open (and a checkpoint back).
             defer { sqlite3_reset(statement.sqliteStatement) }
@@ -645,10 +648,11 @@ public final class SQLiteStore: LedgerStore {
     /// A connection is taken only if free (never waited for: waiting on the cooperative threads
     /// for a pool reader deadlocked, as the readers are handed back on those threads); when
     /// every one is busy the read goes through the pool as usual.
-    /// `transaction`: several statements that must see one committed state.
-    func readHere<T: Sendable>(transaction: Bool = false, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    /// The body runs outside a transaction (BEGIN and COMMIT were half of a point read's time):
+    /// one SELECT, which sees one committed state by itself.
+    func readHere<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         for reader in quickReaders {
-            if let value = try reader.tryRead(transaction: transaction, body) { return value.value }
+            if let value = try reader.tryRead(body) { return value.value }
         }
         return try await pool.read(body)
     }
@@ -1715,13 +1719,11 @@ final class QuickReader: @unchecked Sendable {
     }
 
     /// The body's result (boxed: the body may return nil), or nil when another thread has the connection.
-    func tryRead<T>(transaction: Bool, _ body: (Database) throws -> T) throws -> (value: T, Void)? {
+    func tryRead<T>(_ body: (Database) throws -> T) throws -> (value: T, Void)? {
         guard lock.try() else { return nil }
         defer { lock.unlock() }
         if queue == nil { queue = try DatabaseQueue(path: path, configuration: configuration) }
-        // Without a transaction for one SELECT, which sees one committed state by itself
-        // (BEGIN and COMMIT were half of a point read's time).
-        return (transaction ? try queue!.read(body) : try queue!.inDatabase(body), ())
+        return (try queue!.inDatabase(body), ())
     }
 }
 
