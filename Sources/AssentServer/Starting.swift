@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import ServiceLifecycle
+import UnixSignals
 
 /// Runs `body` (opening and migrating the database) while a stand-in server on
 /// the configured address answers `/healthz` with 200 and `/readyz`, like every
@@ -75,4 +76,22 @@ func firstOf(seconds: Double, _ body: @escaping @Sendable () async throws -> Voi
     work?.cancel()
     timer?.cancel()
     return outcome
+}
+
+/// Runs the application until SIGTERM or SIGINT, then stops it gracefully after `drain`.
+/// Hummingbird's graceful shutdown closes at once every connection with no request in
+/// progress, so a request already sent whose bytes the server had not yet read (an event
+/// loop a few tens of milliseconds behind under load) went unanswered; serving on for a
+/// moment first lets those be read, and then answered before the connection closes.
+public func runUntilStopped(_ app: some ApplicationProtocol & Service, drain: Duration = .milliseconds(250), logger: Logger) async throws {
+    let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
+    let signals = Task {
+        for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+            try? await Task.sleep(for: drain)
+            await group.triggerGracefulShutdown()
+            return
+        }
+    }
+    defer { signals.cancel() }
+    try await group.run()
 }

@@ -156,7 +156,7 @@ struct Serve: AsyncParsableCommand {
             publicURL.setDefault("http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)")
             emit("Assent is serving the API on http://\(host):\(port)/api/v1 and the staff console on http://\(host):\(port)/console (\(database)); emails: \(transport.summary); press Ctrl-C to stop.")
         }
-        try await app.runService()
+        try await runUntilStopped(app, logger: logger)
     }
 }
 
