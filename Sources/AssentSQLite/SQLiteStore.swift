@@ -49,9 +49,20 @@ public final class SQLiteStore: LedgerStore {
     }
 
     public func migrate() async throws {
-        // Migrating is blocking work (it owns the writer while it runs); keep it off the cooperative pool.
+        // Migrating is blocking work (it owns the writer while it runs).
         let pool = self.pool
-        try await Task.detached { try SQLiteMigrations.migrator.migrate(pool) }.value
+        try await Self.blocking { try SQLiteMigrations.migrator.migrate(pool) }
+    }
+
+    /// Runs blocking GRDB work (work that may wait for one of the pool's connections) on one of
+    /// Dispatch's threads, never on a Swift executor's: `Task.detached` would run it on one.
+    /// Under `assent serve` Swift's jobs run on the event loops, each job on the loop it came
+    /// from, so a loop blocked waiting for a reader would also hold back the jobs that are to
+    /// hand that reader back (a server hung so in a test until `segments()` stopped doing it).
+    static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+        }
     }
 
     /// Migrations applied to this file, oldest first.
@@ -64,7 +75,7 @@ public final class SQLiteStore: LedgerStore {
     public func backup(to path: String) async throws {
         let destination = try DatabaseQueue(path: path)
         let pool = self.pool
-        try await Task.detached { try pool.backup(to: destination) }.value
+        try await Self.blocking { try pool.backup(to: destination) }
         try destination.close()
     }
 
@@ -1331,11 +1342,13 @@ public final class SQLiteStore: LedgerStore {
     }
 
     public func segment(id: String) async throws -> Segment? {
-        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM segments WHERE id = ?", arguments: [id]) }.map(Self.segment)
+        // Decoded inside the read: GRDB's Row is not Sendable, so mapping after it picked the
+        // blocking overload of read (which held an executor thread waiting for a reader).
+        try await pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM segments WHERE id = ?", arguments: [id]).map(Self.segment) }
     }
 
     public func segments() async throws -> [Segment] {
-        try await pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM segments ORDER BY id") }.map(Self.segment)
+        try await pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM segments ORDER BY id").map(Self.segment) }
     }
 
     static func segment(_ row: Row) throws -> Segment {
