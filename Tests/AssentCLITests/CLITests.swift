@@ -121,6 +121,18 @@ struct CLI {
     }
 
     /// `assent verify` exits non-zero and names the contact when a row of the file is edited.
+    /// Tasks run on the event loops by default (every other test's server); Swift's own pool is the fallback.
+    @Test func theServerAlsoRunsOnSwiftsOwnThreadPool() async throws {
+        let cli = try CLI()
+        try cli.run(["topics", "add", "news", "--title", "News", "--notice", "News by email."])
+        let serve = try ServerProcess(cli: cli, environment: ["ASSENT_TASKS_ON_EVENT_LOOPS": "false"])
+        defer { serve.stop() }
+        let id = try await serve.createContactAndOptIn(email: "pool@example.com", topic: "news")
+        let check = try await serve.get("/api/v1/check?email=pool%40example.com&topic=news", token: serve.token)
+        let answer = String(decoding: check.body, as: UTF8.self)
+        #expect(check.status == 200 && answer.contains("\"allowed\":true") && answer.contains(id), "\(answer)")
+    }
+
     @Test func verifyFailsOnATamperedFile() async throws {
         let cli = try CLI()
         try cli.run(["topics", "add", "news", "--title", "News", "--notice", "News by email."])
@@ -179,6 +191,8 @@ struct CLI {
         #expect(badReceipts.status != 0 && badReceipts.stderr.contains("--receipt-emails: 'requested'"), "\(badReceipts.stderr)")
         let badSMTP = try cli.run(["serve"], environment: ["ASSENT_SMTP_URL": "smtp://mail.example.com?starttls=maybe"])
         #expect(badSMTP.status != 0 && badSMTP.stderr.contains("--smtp-url"), "\(badSMTP.stderr)")
+        let badExecutor = try cli.run(["serve"], environment: ["ASSENT_TASKS_ON_EVENT_LOOPS": "maybe"])
+        #expect(badExecutor.status != 0 && badExecutor.stderr.contains("ASSENT_TASKS_ON_EVENT_LOOPS: 'maybe'"), "\(badExecutor.stderr)")
         let badFrom = try cli.run(["serve", "--mail-from", "nobody"])
         #expect(badFrom.status != 0 && badFrom.stderr.contains("--mail-from"))
         // This session's limits and schedules: out of range is refused by name, and nothing is created.
