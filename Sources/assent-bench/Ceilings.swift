@@ -226,6 +226,52 @@ enum Ceilings {
         return Double(rows) / Date().timeIntervalSince(started)
     }
 
+    /// Scenario 2's lookups done raw: the server's check query (`SQLiteStore.checkSelect`: each
+    /// address through the email index to its contact, then its preference for the topic) run
+    /// through SQLite's C API on one connection, in IN lists of 500 as the server does, with
+    /// each row's columns only touched. Milliseconds per batch, one per batch: what one core
+    /// spends on SQLite alone, before any JSON is read, checked or written.
+    static func sqliteBatchLookup(path: String, topic: String, batches: [[String]]) throws -> [Double] {
+        var db: OpaquePointer?
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, nil) == SQLITE_OK, let db else { throw BenchError("cannot open \(path)") }
+        defer { sqlite3_close(db) }
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        var statements: [Int: OpaquePointer] = [:]
+        defer { statements.values.forEach { sqlite3_finalize($0) } }
+        func statement(_ count: Int) throws -> OpaquePointer {
+            if let made = statements[count] { return made }
+            var made: OpaquePointer?
+            let sql = """
+                SELECT c.id, c.email, p.topic_key, p.state, p.since, p.expires_at, p.seq
+                FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = ?
+                WHERE c.email IN (\(Array(repeating: "?", count: count).joined(separator: ", ")))
+                """
+            guard sqlite3_prepare_v2(db, sql, -1, &made, nil) == SQLITE_OK, let made else { throw BenchError("batch lookup: \(String(cString: sqlite3_errmsg(db)))") }
+            statements[count] = made
+            return made
+        }
+        var bytes = 0
+        let timings = try batches.map { emails in
+            let started = Date()
+            for start in stride(from: 0, to: emails.count, by: 500) {
+                let chunk = emails[start..<min(start + 500, emails.count)]
+                let lookup = try statement(chunk.count)
+                sqlite3_bind_text(lookup, 1, topic, -1, transient)
+                for (i, email) in chunk.enumerated() { sqlite3_bind_text(lookup, Int32(i + 2), email, -1, transient) }
+                while sqlite3_step(lookup) == SQLITE_ROW {
+                    for column in 0..<Int32(7) {
+                        _ = sqlite3_column_blob(lookup, column)
+                        bytes &+= Int(sqlite3_column_bytes(lookup, column))
+                    }
+                }
+                sqlite3_reset(lookup)
+            }
+            return Date().timeIntervalSince(started) * 1000
+        }
+        if bytes < 0 { print(bytes) } // keep the work observable
+        return timings
+    }
+
     /// A raw read of one topic's audience through SQLite's C API: the query scenario 5's pages
     /// run (contacts in id order, their grants, their link secrets), in one statement, with each
     /// column's bytes only touched. Granted contacts per second: what scenario 5 can reach at best
