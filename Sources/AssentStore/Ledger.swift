@@ -977,9 +977,14 @@ public struct Ledger: Sendable {
     // MARK: Reads
 
     public func timeline(contactID: UUID, beforeSeq: Int64?, limit: Int) async throws -> [TimelineEntry] {
-        _ = try await existingContact(contactID)
-        let events = try await store.events(contactID: contactID, beforeSeq: beforeSeq, limit: limit)
-        let key = try await store.wrappedKey(contactID: contactID).map { try masterKey.unwrap($0, contactID: contactID) }
+        // The three reads at once: on PostgreSQL each is a round trip. A contact that does not
+        // exist still fails first (its events and key then read as none).
+        async let exists = existingContact(contactID)
+        async let eventsRead = store.events(contactID: contactID, beforeSeq: beforeSeq, limit: limit)
+        async let wrappedRead = store.wrappedKey(contactID: contactID)
+        _ = try await exists
+        let events = try await eventsRead
+        let key = try await wrappedRead.map { try masterKey.unwrap($0, contactID: contactID) }
         return try events.map { event in
             guard let sealed = event.sealedEvidence else { return TimelineEntry(event: event, personal: nil, evidenceShredded: false) }
             guard let key else { return TimelineEntry(event: event, personal: nil, evidenceShredded: true) }

@@ -278,17 +278,26 @@ extension Ledger {
     /// Everything stored about a contact, evidence opened, in one document.
     public func exportPersonalData(contactID: UUID, issuer: ReceiptIssuer = .unconfigured) async throws -> PersonalDataExport {
         let contact = try await existingContact(contactID)
+        // The reads that do not depend on each other go at once: on PostgreSQL each is a round
+        // trip, and one after another they were a fifth of a 1,000-event export's time.
+        async let topicsRead = store.topics(includeRetired: true)
+        async let outboxRead = store.outboxItems(contactID: contactID)
+        async let endpointsRead = store.webhookEndpoints()
+        async let deliveriesRead = store.webhookDeliveries(WebhookDeliveryQuery(contactID: contactID, limit: 100_000))
+        async let preferencesRead = store.preferences(contactID: contactID)
         var entries: [TimelineEntry] = []
         var before: Int64?
+        // The whole document is built in memory anyway, so pages are large (each costs reads).
+        let pageSize = 10_000
         while true {
-            let page = try await timeline(contactID: contactID, beforeSeq: before, limit: 500)
+            let page = try await timeline(contactID: contactID, beforeSeq: before, limit: pageSize)
             entries += page
-            guard page.count == 500, let last = page.last else { break }
+            guard page.count == pageSize, let last = page.last else { break }
             before = last.event.seq
         }
         entries.reverse()
         var titles: [String: String] = [:]
-        for topic in try await store.topics(includeRetired: true) { titles[topic.key] = topic.title }
+        for topic in try await topicsRead { titles[topic.key] = topic.title }
         var notices: [NoticePartKey: PersonalDataExport.NoticePart] = [:]
         var forms: [String: PersonalDataExport.FormPart] = [:]
         for entry in entries {
@@ -305,16 +314,16 @@ extension Ledger {
         let receipts = try await self.receipts(for: entries.map(\.event), contact: contact, issuer: issuer).map {
             PersonalDataExport.ReceiptPart(eventId: $0.eventID.lowercasedString, jws: $0.jws)
         }
-        let emails = try await store.outboxItems(contactID: contactID).map {
+        let emails = try await outboxRead.map {
             PersonalDataExport.EmailPart(kind: $0.kind, status: $0.status.rawValue, queuedAt: $0.createdAt, sentAt: $0.sentAt)
         }
         var recipients: [String: String] = [:]
         // The recipient's address without path or query (those may hold the receiver's own tokens).
-        for endpoint in try await store.webhookEndpoints() {
+        for endpoint in try await endpointsRead {
             let components = URLComponents(string: endpoint.url)
             recipients[endpoint.id] = components.map { "\($0.scheme ?? "https")://\($0.host ?? "?")" + ($0.port.map { ":\($0)" } ?? "") } ?? endpoint.id
         }
-        let disclosures = try await store.webhookDeliveries(WebhookDeliveryQuery(contactID: contactID, limit: 100_000)).reversed().map {
+        let disclosures = try await deliveriesRead.reversed().map {
             PersonalDataExport.DisclosurePart(recipient: recipients[$0.endpointID] ?? $0.endpointID, event: $0.eventType.rawValue,
                                               status: $0.status.rawValue, queuedAt: $0.createdAt, deliveredAt: $0.deliveredAt)
         }
@@ -322,7 +331,7 @@ extension Ledger {
             generatedAt: at,
             contact: .init(id: contact.id.uuidString.lowercased(), email: contact.email.value, name: contact.name, externalId: contact.externalID, locale: contact.locale,
                            createdAt: contact.createdAt, updatedAt: contact.updatedAt),
-            preferences: try await store.preferences(contactID: contactID).sorted { $0.topicKey < $1.topicKey }.map {
+            preferences: try await preferencesRead.sorted { $0.topicKey < $1.topicKey }.map {
                 .init(topic: $0.topicKey, title: titles[$0.topicKey] ?? $0.topicKey, state: $0.effectiveState(at: at).rawValue, since: $0.since,
                       expiresAt: $0.expiresAt)
             },
