@@ -146,9 +146,7 @@ extension ConsolePages {
         headers[.contentDisposition] = "attachment; filename=\"segment-\(s.id).csv\""
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             try await writer.write(ByteBuffer(string: AudienceRows.csvHeader(query) + "\r\n"))
-            try await ledger.audience(query) { members in
-                try await writer.write(ByteBuffer(bytes: try await AudienceRows.lines(members, query: query, ledger: ledger, base: base, format: "csv")))
-            }
+            try await AudienceRows.stream(query, ledger: ledger, base: base, format: "csv") { try await writer.write(ByteBuffer(bytes: $0)) }
             try await writer.finish(nil)
         })
     }

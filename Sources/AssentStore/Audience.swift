@@ -41,6 +41,9 @@ public struct AudienceQuery: Sendable, Equatable, Codable {
         self.changedSince = changedSince
     }
 
+    /// Whether `admits` can refuse anyone (otherwise every member of a page is in).
+    var filtersMembers: Bool { match == .all || locale != nil || createdSince != nil || changedSince != nil }
+
     func admits(_ member: AudienceMember) -> Bool {
         if match == .all && !topics.allSatisfy({ member.grants[$0] != nil }) { return false }
         if let locale {
@@ -159,7 +162,8 @@ extension Ledger {
         // A page may hold fewer than `pageSize` contacts before the end (a store ends a page on a whole contact): only an empty one ends.
         while let last = page.last {
             async let following = store.audiencePage(topics: query.topics, now: at, after: last.contact.id, limit: pageSize)
-            let members = page.filter(query.admits)
+            // Unfiltered, the page is handed on as it is (a filter copied every member).
+            let members = query.filtersMembers ? page.filter(query.admits) : page
             if !members.isEmpty { try await body(members) }
             page = try await following
         }

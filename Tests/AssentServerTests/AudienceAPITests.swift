@@ -38,6 +38,44 @@ import Testing
         }
     }
 
+    /// Each page is written on two threads (in halves) while the page before it is handed on:
+    /// every row still comes once, in the store's order, as the bytes a page of one member
+    /// gives, and its links open for that member.
+    @Test(arguments: StoreKind.available)
+    func pagesWrittenOnTwoThreadsGiveEveryRowOnceInOrder(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        _ = try await ledger.createTopic(Topic(key: "news", title: "News", createdAt: Date()), noticeText: "News.")
+        let created = try await ledger.createContacts((0..<700).map { (email: try EmailAddress("p\($0)@example.com"), name: "P \($0)", externalID: nil, locale: nil) })
+        for result in created {
+            let id = try result.get().contact.id
+            _ = try await ledger.recordChange(ChangeRequest(contactID: id, changes: [TopicChange(topicKey: "news", intent: .optIn)], source: .api, actor: .apiKey("k")))
+        }
+        let query = try await ledger.validate(AudienceQuery(topics: ["news"]))
+        let base = "https://consent.example.org"
+        // Pages of 300, 300 and 100: the first two are written in halves (handed on as two parts), the last whole.
+        var parts: [[UInt8]] = []
+        try await AudienceRows.stream(query, ledger: ledger, base: base, format: "csv", pageSize: 300) { parts.append($0) }
+        var oneByOne: [UInt8] = []
+        try await ledger.audience(query, pageSize: 300) { members in
+            for member in members { oneByOne += try await AudienceRows.lines([member], query: query, ledger: ledger, base: base, format: "csv") }
+        }
+        #expect(parts.count == 5, "two halves of each full page, the last page whole")
+        #expect(Array(parts.joined()) == oneByOne)
+        let rows = String(decoding: Array(parts.joined()), as: UTF8.self).split(separator: "\r\n").map(String.init)
+        #expect(rows.count == 700 && Set(rows.map { $0.prefix { $0 != "," } }).count == 700)
+        for row in rows.prefix(3) + rows.suffix(3) {
+            let email = String(row.prefix { $0 != "," })
+            let centre = try #require(row.split(separator: ",").first { $0.hasPrefix(base + "/p/") }).dropFirst(base.count + 3)
+            #expect(try await ledger.resolveLink(String(centre), purpose: .preferenceCentre)?.contact.email.value == email, "\(row)")
+        }
+        var ndjson: [UInt8] = []
+        try await AudienceRows.stream(query, ledger: ledger, base: base, format: "ndjson", pageSize: 300) { ndjson += $0 }
+        let emails = String(decoding: ndjson, as: UTF8.self).split(separator: "\n").compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["email"] as? String
+        }
+        #expect(emails == rows.map { String($0.prefix { $0 != "," }) })
+    }
+
     @Test func tenThousandAddressesAreCheckedInOneCallAndBadOnesNamed() async throws {
         try await withAPI { api in
             try await api.createTopic("news", doubleOptIn: false)
