@@ -797,14 +797,42 @@ public final class PostgresStore: LedgerStore {
     }
 
     public func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow? {
-        guard let r = try await rows("""
-            SELECT c.id AS cid, p.topic_key, p.state, p.since, p.expires_at, p.seq
-            FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = \(topicKey)
-            WHERE c.email = \(email.value)
-            """).first else { return nil }
-        let contactID = try r["cid"].decode(UUID.self)
-        let preference = try r["state"].decode(String?.self) == nil ? nil : try Self.preference(r, contactID: contactID)
-        return CheckRow(contactID: contactID, preference: preference)
+        var found: CheckRow?
+        // Read to the end (one row at most: emails are unique), so the connection goes back clean.
+        for try await (contactID, topic, state, since, expiresAt, seq) in try await client.execute(
+            CheckRowStatement(topicKey: topicKey, email: email.value), logger: logger) {
+            let preference = state.map { state in
+                Preference(contactID: contactID, topicKey: topic ?? topicKey, state: PreferenceState(rawValue: state) ?? .none,
+                           since: Date(millisecondsSince1970: since ?? 0), expiresAt: expiresAt.map(Date.init(millisecondsSince1970:)), seq: seq ?? 0)
+            }
+            found = CheckRow(contactID: contactID, preference: preference)
+        }
+        return found
+    }
+
+    /// The single check's read, prepared once per connection: sent as a fresh query, PostgreSQL
+    /// parsed and planned the join for every check. The send path's one query; the result's
+    /// columns are named, so a later migration that adds columns does not invalidate it.
+    struct CheckRowStatement: PostgresPreparedStatement {
+        static let name = "assent_check_row_v1"
+        static let sql = """
+            SELECT c.id, p.topic_key, p.state, p.since, p.expires_at, p.seq
+            FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = $1
+            WHERE c.email = $2
+            """
+        typealias Row = (UUID, String?, String?, Int64?, Int64?, Int64?)
+
+        var topicKey: String
+        var email: String
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 2)
+            bindings.append(topicKey)
+            bindings.append(email)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
     }
 
     /// Reads every chain in one consistent snapshot (a REPEATABLE READ,
