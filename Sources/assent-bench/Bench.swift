@@ -185,6 +185,12 @@ struct StoreRun: Codable {
                    note: "\(Report.format(imported.seconds)) s in all (checking pass included), peak RSS \(imported.peakRSS >> 20) MB"
                     + (ceilings["I"].map { $0 < 100_000 ? "; I itself is below the target: the rows alone, at this durability, go at \(Report.format($0)) events/s" : "" } ?? "")))
 
+        // Q: the database server answering the check's own query, with the load's concurrency (PostgreSQL: a server of its own).
+        if store == "PostgreSQL", let url = environment["ASSENT_DATABASE_URL"] {
+            log("\(store): Q ...")
+            ceilings["Q"] = try await Ceilings.postgresCheckQuery(url: url, contacts: s.contacts, clients: s.connections, seconds: s.duration, logs: logs)
+        }
+
         let token = try await run(assent, ["keys", "create", "--name", "bench", "--scope", "admin"], environment: environment, logs: logs, name: "key")
             .split(separator: "\n").first { $0.hasPrefix("assent_") }.map(String.init) ?? ""
         let port = try freeLocalPort()
@@ -212,7 +218,11 @@ struct StoreRun: Codable {
                    target: ">= 0.7 x H, p99 <= 10 ms", ceiling: "H", ratio: check.requestsPerSecond / health.requestsPerSecond,
                    met: check.requestsPerSecond >= 0.7 * health.requestsPerSecond && check.p99Milliseconds <= 10 && check.errors == 0,
                    note: "p50 \(Report.format(check.p50Milliseconds)) ms, p99 \(Report.format(check.p99Milliseconds)) ms, \(check.socketErrors) socket errors; "
-                    + "server CPU per request: \(Self.micros(check.serverCPUMicroseconds)) per check, \(Self.micros(health.serverCPUMicroseconds)) per /healthz"))
+                    + "server CPU per request: \(Self.micros(check.serverCPUMicroseconds)) per check, \(Self.micros(health.serverCPUMicroseconds)) per /healthz"
+                    + (ceilings["Q"].map { q in
+                        "; PostgreSQL itself answers the check's query to \(s.connections) pgbench clients at \(Report.format(q))/s (Q; check = \(Report.format(check.requestsPerSecond / q)) x Q)"
+                            + (q < 0.7 * health.requestsPerSecond ? ", below 0.7 x H (\(Report.format(0.7 * health.requestsPerSecond))/s): PostgreSQL binds" : "")
+                    } ?? "")))
         let serverPeak = Proc.memory(server.pid).peak
         add(Figure(id: "7", name: "server peak RSS holding \(s.contacts) contacts under scenario 1", value: Double(serverPeak >> 20), unit: "MB",
                    target: "<= 200 MB", ceiling: nil, ratio: nil, met: serverPeak <= 200 << 20, note: nil))
@@ -235,7 +245,11 @@ struct StoreRun: Codable {
                    ceiling: nil, ratio: nil, met: batchMedian <= 50,
                    note: "median of \(timings.count); slowest \(Report.format(timings.max()!)) ms; \(s.batch) point selects at R alone take "
                     + "\(Report.format(Double(s.batch) / ceilings["R"]! * 1000)) ms on one core, "
-                    + "\(Report.format(Double(s.batch) / ceilings["R"]! * 500)) ms on both"))
+                    + "\(Report.format(Double(s.batch) / ceilings["R"]! * 500)) ms on both"
+                    + (ceilings["Q"].map { q in
+                        "; at Q, PostgreSQL's own rate for the check's query with \(s.connections) clients, \(s.batch) lookups take \(Report.format(Double(s.batch) / q * 1000)) ms"
+                            + (Double(s.batch) / q * 1000 > 50 ? ": PostgreSQL binds" : "")
+                    } ?? "")))
         if let path = environment["ASSENT_DATABASE"], let i = figures.lastIndex(where: { $0.id == "2" }) {
             // The same batches' lookups with nothing but SQLite: the server's query, raw, one core.
             let raw = try Ceilings.sqliteBatchLookup(path: path, topic: "news", batches: batches).sorted()[batches.count / 2]

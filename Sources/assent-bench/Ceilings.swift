@@ -334,6 +334,59 @@ enum Ceilings {
     }
 }
 
+extension Ceilings {
+    /// (Q) PostgreSQL answering the single check's own query (the server's SQL, for a random
+    /// generated address) to pgbench, a separate process as wrk is for HTTP: `clients` connections
+    /// on two threads, prepared statements, `seconds` long. Queries per second: what the database
+    /// server itself can answer here, whatever the program in front of it does.
+    static func postgresCheckQuery(url: String, contacts: Int, clients: Int, seconds: Int, logs: URL) async throws -> Double {
+        let script = """
+            \\set i random(0, \(contacts - 1))
+            SELECT c.id AS cid, p.topic_key, p.state, p.since, p.expires_at, p.seq FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = 'news' WHERE c.email = 'person' || :i || '@bench.example';
+
+            """
+        return try await pgbench(url: url, script: script, clients: clients, seconds: seconds, logs: logs, name: "pgbench-check")
+    }
+
+    /// Transactions per second of a pgbench run of `script` (`-M prepared`, two threads) lasting
+    /// about `seconds`. Counted in transactions, not timed with `-T`: pgbench ends a timed run on
+    /// SIGALRM, which a child of this process never received (it ran on past ten minutes), so a
+    /// short run measures the rate and a second, sized from it, is the figure.
+    static func pgbench(url: String, script: String, clients: Int, seconds: Int, logs: URL, name: String) async throws -> Double {
+        guard let pgbench = pgbenchPath() else {
+            throw BenchError("pgbench is not installed (Debian: apt-get install postgresql; scripts/bench installs it)")
+        }
+        let file = logs.appendingPathComponent("\(name).sql")
+        try script.write(to: file, atomically: true, encoding: .utf8)
+        func transactionsPerSecond(perClient: Int, run name: String) async throws -> Double {
+            let text = try await run(pgbench, ["-n", "-M", "prepared", "-c", "\(clients)", "-j", "2", "-t", "\(perClient)", "-f", file.path, url],
+                                     logs: logs, name: name)
+            // "tps = 12345.678901 (without initial connection time)"
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("tps = ") }),
+                  let tps = Double(line.dropFirst("tps = ".count).prefix { $0 != " " }), tps > 0 else {
+                throw BenchError("could not read pgbench's output:\n\(text.suffix(2_000))")
+            }
+            if let failed = text.split(separator: "\n").first(where: { $0.hasPrefix("number of failed transactions:") }),
+               !failed.dropFirst("number of failed transactions:".count).trimmingCharacters(in: .whitespaces).hasPrefix("0 ") {
+                throw BenchError("pgbench: \(failed)")
+            }
+            return tps
+        }
+        let probe = try await transactionsPerSecond(perClient: 50, run: "\(name)-probe")
+        return try await transactionsPerSecond(perClient: max(50, Int(probe * Double(seconds) / Double(clients))), run: name)
+    }
+
+    /// The newest server version's pgbench (Debian keeps it with the server, under /usr/lib/postgresql), else the one on PATH.
+    static func pgbenchPath() -> String? {
+        let root = "/usr/lib/postgresql"
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int.init).sorted()
+        for version in versions.reversed() where FileManager.default.isExecutableFile(atPath: "\(root)/\(version)/bin/pgbench") {
+            return "\(root)/\(version)/bin/pgbench"
+        }
+        return Bench.which("pgbench")
+    }
+}
+
 /// postgres://user:password@host:port/database?sslmode=disable, as `assent` reads it (TLS off unless asked).
 enum PostgresURL {
     static func configuration(_ text: String) -> PostgresClient.Configuration? {

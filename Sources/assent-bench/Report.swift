@@ -42,6 +42,8 @@ struct Report: Codable {
         ("S", "SHA-256 over event-sized inputs, per second (one core)"),
         ("I", "an import's own rows (contact, key, link secret, 3 events, 3 preferences, chain head) written through SQLite's C API "
             + "into Assent's schema, 500 contacts per transaction pair, same durability; events/s (SQLite only)"),
+        ("Q", "the single check's own query answered by PostgreSQL to pgbench (a separate process), as many clients as wrk's connections, "
+            + "prepared statements; queries/s (PostgreSQL only)"),
     ]
 
     static func format(_ value: Double) -> String {
