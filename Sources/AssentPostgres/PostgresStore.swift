@@ -746,16 +746,44 @@ public final class PostgresStore: LedgerStore {
     public func checkRows(emails: [EmailAddress], topicKey: String) async throws -> [String: CheckRow] {
         guard !emails.isEmpty else { return [:] }
         var found: [String: CheckRow] = [:]
-        for r in try await rows("""
-            SELECT c.id AS cid, c.email, p.topic_key, p.state, p.since, p.expires_at, p.seq
-            FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = \(topicKey)
-            WHERE c.email = ANY(\(emails.map(\.value)))
-            """) {
-            let contactID = try r["cid"].decode(UUID.self)
-            let preference = try r["state"].decode(String?.self) == nil ? nil : try Self.preference(r, contactID: contactID)
-            found[try r["email"].decode(String.self)] = CheckRow(contactID: contactID, preference: preference)
+        found.reserveCapacity(emails.count)
+        for try await (contactID, email, topic, state, since, expiresAt, seq) in try await client.execute(
+            CheckRowsStatement(topicKey: topicKey, emails: emails.map(\.value)), logger: logger) {
+            found[email] = CheckRow(contactID: contactID, preference: Self.checkedPreference(contactID, topicKey, topic, state, since, expiresAt, seq))
         }
         return found
+    }
+
+    /// The batch check's read (one chunk of addresses), prepared like the single check's.
+    struct CheckRowsStatement: PostgresPreparedStatement {
+        static let name = "assent_check_rows_v1"
+        static let sql = """
+            SELECT c.id, c.email, p.topic_key, p.state, p.since, p.expires_at, p.seq
+            FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = $1
+            WHERE c.email = ANY($2)
+            """
+        typealias Row = (UUID, String, String?, String?, Int64?, Int64?, Int64?)
+
+        var topicKey: String
+        var emails: [String]
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 2)
+            bindings.append(topicKey)
+            bindings.append(emails)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+    }
+
+    /// The preference of a check's row: none where the contact has no row for the topic (the LEFT JOIN's nulls).
+    static func checkedPreference(_ contactID: UUID, _ topicKey: String, _ topic: String?, _ state: String?, _ since: Int64?,
+                                  _ expiresAt: Int64?, _ seq: Int64?) -> Preference? {
+        state.map { state in
+            Preference(contactID: contactID, topicKey: topic ?? topicKey, state: PreferenceState(rawValue: state) ?? .none,
+                       since: Date(millisecondsSince1970: since ?? 0), expiresAt: expiresAt.map(Date.init(millisecondsSince1970:)), seq: seq ?? 0)
+        }
     }
 
     public func suppressedHashes(_ hashes: [Data]) async throws -> Set<Data> {
@@ -801,11 +829,7 @@ public final class PostgresStore: LedgerStore {
         // Read to the end (one row at most: emails are unique), so the connection goes back clean.
         for try await (contactID, topic, state, since, expiresAt, seq) in try await client.execute(
             CheckRowStatement(topicKey: topicKey, email: email.value), logger: logger) {
-            let preference = state.map { state in
-                Preference(contactID: contactID, topicKey: topic ?? topicKey, state: PreferenceState(rawValue: state) ?? .none,
-                           since: Date(millisecondsSince1970: since ?? 0), expiresAt: expiresAt.map(Date.init(millisecondsSince1970:)), seq: seq ?? 0)
-            }
-            found = CheckRow(contactID: contactID, preference: preference)
+            found = CheckRow(contactID: contactID, preference: Self.checkedPreference(contactID, topicKey, topic, state, since, expiresAt, seq))
         }
         return found
     }
