@@ -19,6 +19,13 @@ public final class SQLiteStore: LedgerStore {
         case normal = "NORMAL"
     }
 
+    /// Opens the database on one of Dispatch's threads. Opening can wait (up to the busy timeout)
+    /// while another process holds the file; under `assent serve` Swift's jobs run on the event
+    /// loops, and a loop waiting there would leave every connection it serves unanswered.
+    public static func open(path: String, durability: Durability = .full) async throws -> SQLiteStore {
+        try await blocking { try SQLiteStore(path: path, durability: durability) }
+    }
+
     public init(path: String, durability: Durability = .full) throws {
         var config = Configuration()
         config.busyMode = .timeout(10)

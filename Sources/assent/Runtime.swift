@@ -81,7 +81,7 @@ struct StoreOptions: ParsableArguments {
                 throw ValidationError("--synchronous: '\(synchronous)' must be FULL or NORMAL")
             }
             do {
-                store = try SQLiteStore(path: path, durability: durability)
+                store = try await SQLiteStore.open(path: path, durability: durability)
             } catch {
                 let message = "--database: cannot open '\(path)': \(error)"
                 if SQLiteStore.isLocked(error) { throw LockedDatabase(message: message) }
