@@ -245,11 +245,7 @@ struct StoreRun: Codable {
                    ceiling: nil, ratio: nil, met: batchMedian <= 50,
                    note: "median of \(timings.count); slowest \(Report.format(timings.max()!)) ms; \(s.batch) point selects at R alone take "
                     + "\(Report.format(Double(s.batch) / ceilings["R"]! * 1000)) ms on one core, "
-                    + "\(Report.format(Double(s.batch) / ceilings["R"]! * 500)) ms on both"
-                    + (ceilings["Q"].map { q in
-                        "; at Q, PostgreSQL's own rate for the check's query with \(s.connections) clients, \(s.batch) lookups take \(Report.format(Double(s.batch) / q * 1000)) ms"
-                            + (Double(s.batch) / q * 1000 > 50 ? ": PostgreSQL binds" : "")
-                    } ?? "")))
+                    + "\(Report.format(Double(s.batch) / ceilings["R"]! * 500)) ms on both"))
         if let path = environment["ASSENT_DATABASE"], let i = figures.lastIndex(where: { $0.id == "2" }) {
             // The same batches' lookups with nothing but SQLite: the server's query, raw, one core.
             let raw = try Ceilings.sqliteBatchLookup(path: path, topic: "news", batches: batches).sorted()[batches.count / 2]
