@@ -40,12 +40,44 @@ public struct ContactLink: Equatable, Sendable {
         return bytes
     }
 
-    /// An HMAC keyed once: keying pads the key and hashes a block twice, a
-    /// tenth of the cost of a link when an audience export makes millions.
+    /// HMAC-SHA256 keyed once: keying pads the key and hashes a block twice, a tenth
+    /// of the cost of a link when an audience export makes millions.
+    ///
+    /// It keeps swift-crypto's two SHA-256 states after the padded key (RFC 2104's
+    /// H(K ^ opad || H(K ^ ipad || m)), what `HMAC<SHA256>` does inside), and uses them
+    /// as the concrete `SHA256` type: through the generic `HMAC<SHA256>`, unspecialised
+    /// outside its module, the wrapper's metadata look-ups and closures cost five times
+    /// the hashing itself (perf of an audience export: 20% of its CPU against 3.7% in
+    /// SHA-256's blocks). A test holds it equal to `HMAC<SHA256>` for keys and messages
+    /// of every length around the block size.
     public struct Signer: Sendable {
-        let keyed: HMAC<SHA256>
+        private let inner: SHA256, outer: SHA256
 
-        public init(key: SymmetricKey) { keyed = HMAC<SHA256>(key: key) }
+        public init(key: SymmetricKey) {
+            let blockSize = SHA256.blockByteCount
+            var block = [UInt8](repeating: 0, count: blockSize)
+            key.withUnsafeBytes { raw in
+                if raw.count > blockSize {
+                    SHA256.hash(data: Array(raw)).withUnsafeBytes { digest in for (i, byte) in digest.enumerated() { block[i] = byte } }
+                } else {
+                    for (i, byte) in raw.enumerated() { block[i] = byte }
+                }
+            }
+            var inner = SHA256(), outer = SHA256()
+            inner.update(data: block.map { $0 ^ 0x36 })
+            outer.update(data: block.map { $0 ^ 0x5c })
+            self.inner = inner
+            self.outer = outer
+        }
+
+        /// The full HMAC-SHA256 of `message`. The kept states are values: each call copies them.
+        public func authenticationCode(for message: UnsafeRawBufferPointer) -> SHA256.Digest {
+            var inner = self.inner
+            inner.update(bufferPointer: message)
+            var outer = self.outer
+            inner.finalize().withUnsafeBytes { outer.update(bufferPointer: $0) }
+            return outer.finalize()
+        }
     }
 
     /// HMAC(payload || 0x00 || secret), cut to `macLength` bytes.
@@ -53,9 +85,7 @@ public struct ContactLink: Equatable, Sendable {
         var message = payload
         message.append(0)
         message.append(contentsOf: secret)
-        var hmac = signer.keyed // a value: the keyed state is copied, never shared
-        hmac.update(data: message)
-        return Array(hmac.finalize().prefix(Self.macLength))
+        return message.withUnsafeBytes { Array(signer.authenticationCode(for: $0).prefix(Self.macLength)) }
     }
 
     /// The URL-safe token for this link under the contact's current secret.
@@ -77,9 +107,7 @@ public struct ContactLink: Equatable, Sendable {
             buffer[payloadCount] = 0
             secret.withUnsafeBytes { raw in for i in 0..<raw.count { buffer[payloadCount + 1 + i] = raw[i] } }
             // One update of contiguous bytes: HMAC's generic update walked each piece's regions unspecialised.
-            var hmac = signer.keyed
-            hmac.update(data: UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[0..<(payloadCount + 1 + secret.count)])))
-            let mac = hmac.finalize()
+            let mac = signer.authenticationCode(for: UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[0..<(payloadCount + 1 + secret.count)])))
             mac.withUnsafeBytes { raw in for i in 0..<Self.macLength { buffer[payloadCount + i] = raw[i] } }
             Base64URL.append(UnsafeBufferPointer(rebasing: buffer[0..<(payloadCount + Self.macLength)]), to: &out)
         }

@@ -60,6 +60,32 @@ import Testing
     }
 }
 
+/// The link signer's HMAC-SHA256 (two kept SHA-256 states) is swift-crypto's `HMAC<SHA256>`, byte for byte.
+@Suite struct LinkSignerHMACTests {
+    @Test func equalsSwiftCryptosHMACForKeysAndMessagesOfEveryLengthAroundTheBlock() {
+        var generator = SystemRandomNumberGenerator()
+        func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) } }
+        // Keys shorter than, equal to and longer than SHA-256's 64-byte block (a longer key is hashed first).
+        let keyLengths = [0, 1, 16, 31, 32, 33, 63, 64, 65, 100, 128, 200]
+        let messageLengths = [0, 1, 17, 54, 55, 56, 63, 64, 65, 119, 120, 128, 1_000]
+        var compared = 0
+        for keyLength in keyLengths {
+            let key = SymmetricKey(data: bytes(keyLength))
+            let signer = ContactLink.Signer(key: key)
+            for messageLength in messageLengths {
+                let message = bytes(messageLength)
+                let expected = Data(HMAC<SHA256>.authenticationCode(for: message, using: key))
+                let got = message.withUnsafeBytes { Data(signer.authenticationCode(for: $0)) }
+                #expect(got == expected, "key \(keyLength) bytes, message \(messageLength) bytes")
+                // The same signer again: its kept states were copied, not advanced.
+                #expect(message.withUnsafeBytes { Data(signer.authenticationCode(for: $0)) } == expected)
+                compared += 1
+            }
+        }
+        #expect(compared == keyLengths.count * messageLengths.count)
+    }
+}
+
 @Suite struct EmailLowerCasingTests {
     @Test(arguments: ["Ann.Lee@Example.COM", "ZOE+Z@A-B.ORG", "o'BRIEN@x.io", "Jörg.Ä@Bücher.DE", "ΣΟΦΙΑ@παράδειγμα.ΕΛ"])
     func lowerCasesAsStringDoes(_ raw: String) throws {
