@@ -804,13 +804,15 @@ public final class PostgresStore: LedgerStore {
         // took 4.3 s, and a page's cost grew with its position.)
         let rowLimit = max(2, limit) * topics.count
         // The first page starts above the nil UUID, which is below every id (ids carry version bits, so are never nil).
+        // Each table is bounded by the start, so that a merge join does not walk contacts or secrets from the first id.
+        let start = after ?? Self.nilUUID
         let select: PostgresQuery = """
             SELECT c.id, c.email, c.name, c.external_id, c.locale, c.created_at, c.updated_at, c.objected_at,
                    p.topic_key, p.state, p.since, p.expires_at, p.seq, s.secret
             FROM preferences p JOIN contacts c ON c.id = p.contact_id
-            LEFT JOIN contact_link_secrets s ON s.contact_id = p.contact_id
+            LEFT JOIN contact_link_secrets s ON s.contact_id = p.contact_id AND s.contact_id > \(start)
             WHERE p.topic_key = ANY(\(topics)) AND p.state = 'granted' AND (p.expires_at IS NULL OR p.expires_at > \(at))
-              AND c.email IS NOT NULL AND p.contact_id > \(after ?? Self.nilUUID)
+              AND c.email IS NOT NULL AND p.contact_id > \(start) AND c.id > \(start)
             ORDER BY p.contact_id, p.topic_key LIMIT \(rowLimit)
             """
         var members: [AudienceMember] = []
@@ -841,6 +843,10 @@ public final class PostgresStore: LedgerStore {
     }
 
     static let nilUUID = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+
+    public func refreshStatistics() async throws {
+        try await client.query("ANALYZE contacts, contact_keys, contact_link_secrets, preferences, consent_events, chain_heads", logger: logger)
+    }
 
     public func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow? {
         var found: CheckRow?

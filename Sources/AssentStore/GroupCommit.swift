@@ -80,6 +80,8 @@ public final class GroupCommitter: @unchecked Sendable {
 }
 
 extension LedgerStore {
+    public func refreshStatistics() async throws {}
+
     /// Each commit in a transaction of its own: for stores without a cheaper way (the memory store).
     public func commit(group: [LedgerCommit]) async throws -> [(any Error)?] {
         var errors: [(any Error)?] = []

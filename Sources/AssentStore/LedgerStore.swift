@@ -145,6 +145,9 @@ public protocol LedgerStore: Sendable {
     func migrate() async throws
     /// Migrations applied so far, oldest first.
     func appliedMigrations() async throws -> [String]
+    /// Brings the query planner's statistics up to date after a bulk load (an import).
+    /// Stores without a planner that needs it do nothing (the default).
+    func refreshStatistics() async throws
     /// Cheap round trip used by `/readyz`.
     func ping() async throws
 
