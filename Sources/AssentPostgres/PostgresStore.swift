@@ -748,14 +748,14 @@ public final class PostgresStore: LedgerStore {
         var found: [String: CheckRow] = [:]
         found.reserveCapacity(emails.count)
         for try await (contactID, email, topic, state, since, expiresAt, seq) in try await client.execute(
-            CheckRowsStatement(topicKey: topicKey, emails: emails.map(\.value)), logger: logger) {
+            CheckRowsStatement(topicKey: topicKey, addresses: emails.map(\.value)), logger: logger) {
             found[email] = CheckRow(contactID: contactID, preference: Self.checkedPreference(contactID, topicKey, topic, state, since, expiresAt, seq))
         }
         return found
     }
 
     /// The batch check's read (one chunk of addresses), prepared like the single check's.
-    struct CheckRowsStatement: PostgresPreparedStatement {
+    struct CheckRowsStatement: CheckStatement {
         static let name = "assent_check_rows_v1"
         static let sql = """
             SELECT c.id, c.email, p.topic_key, p.state, p.since, p.expires_at, p.seq
@@ -765,16 +765,16 @@ public final class PostgresStore: LedgerStore {
         typealias Row = (UUID, String, String?, String?, Int64?, Int64?, Int64?)
 
         var topicKey: String
-        var emails: [String]
-
-        func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 2)
-            bindings.append(topicKey)
-            bindings.append(emails)
-            return bindings
-        }
+        var addresses: [String]
 
         func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+    }
+
+    /// A check's read, bound to the topic ($1) and the address or addresses looked up ($2).
+    protocol CheckStatement: PostgresPreparedStatement {
+        associatedtype Addresses: PostgresEncodable
+        var topicKey: String { get }
+        var addresses: Addresses { get }
     }
 
     /// The preference of a check's row: none where the contact has no row for the topic (the LEFT JOIN's nulls).
@@ -852,7 +852,7 @@ public final class PostgresStore: LedgerStore {
         var found: CheckRow?
         // Read to the end (one row at most: emails are unique), so the connection goes back clean.
         for try await (contactID, topic, state, since, expiresAt, seq) in try await client.execute(
-            CheckRowStatement(topicKey: topicKey, email: email.value), logger: logger) {
+            CheckRowStatement(topicKey: topicKey, addresses: email.value), logger: logger) {
             found = CheckRow(contactID: contactID, preference: Self.checkedPreference(contactID, topicKey, topic, state, since, expiresAt, seq))
         }
         return found
@@ -861,7 +861,7 @@ public final class PostgresStore: LedgerStore {
     /// The single check's read, prepared once per connection: sent as a fresh query, PostgreSQL
     /// parsed and planned the join for every check. The send path's one query; the result's
     /// columns are named, so a later migration that adds columns does not invalidate it.
-    struct CheckRowStatement: PostgresPreparedStatement {
+    struct CheckRowStatement: CheckStatement {
         static let name = "assent_check_row_v1"
         static let sql = """
             SELECT c.id, p.topic_key, p.state, p.since, p.expires_at, p.seq
@@ -871,14 +871,7 @@ public final class PostgresStore: LedgerStore {
         typealias Row = (UUID, String?, String?, Int64?, Int64?, Int64?)
 
         var topicKey: String
-        var email: String
-
-        func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 2)
-            bindings.append(topicKey)
-            bindings.append(email)
-            return bindings
-        }
+        var addresses: String
 
         func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
     }
@@ -1908,5 +1901,14 @@ public final class PostgresStore: LedgerStore {
 
     public func abandonIdempotency(scope: String, key: String) async throws {
         try await client.query("DELETE FROM idempotency_keys WHERE scope = \(scope) AND key = \(key)", logger: logger)
+    }
+}
+
+extension PostgresStore.CheckStatement {
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 2)
+        bindings.append(topicKey)
+        try bindings.append(addresses)
+        return bindings
     }
 }
