@@ -39,4 +39,20 @@ import Testing
         #expect(try await ledger.check(email: EmailAddress("jo@example.com"), topicKey: "news").allowed == false, "no stale topic after a retirement here")
         #expect(try await ledger.check(emails: [EmailAddress("jo@example.com")], topicKey: "news").first?.allowed == false)
     }
+
+    @Test(arguments: StoreKind.available)
+    func changesSeeANoticePublishedAndATopicRetiredThroughTheLedgerAtOnce(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        _ = try await ledger.createTopic(Topic(key: "news", title: "News", createdAt: Date()), noticeText: "News.")
+        let jo = try await ledger.createContact(email: EmailAddress("jo@example.com"), name: nil, externalID: nil, locale: nil)
+        func change(_ intent: ConsentIntent) async throws -> ChangeResult {
+            try await ledger.recordChange(ChangeRequest(contactID: jo.id, changes: [TopicChange(topicKey: "news", intent: intent)], source: .api, actor: .apiKey("k")))
+        }
+        #expect(try await change(.optIn).events.first?.noticeVersion == 1) // the topic is now in the cache
+        _ = try await ledger.publishNotice(topicKey: "news", text: "News, second wording.")
+        _ = try await change(.optOut)
+        #expect(try await change(.optIn).events.first?.noticeVersion == 2, "the notice published a moment ago, not the cached topic's")
+        _ = try await ledger.retireTopic(key: "news")
+        await #expect(throws: DomainError.self, "a retired topic refuses an opt-in at once") { try await change(.optIn) }
+    }
 }
