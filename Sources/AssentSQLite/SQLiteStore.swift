@@ -573,7 +573,7 @@ public final class SQLiteStore: LedgerStore {
 
     static let checkSelect = """
         SELECT c.id, c.email, p.topic_key, p.state, p.since, p.expires_at, p.seq
-        FROM contacts c LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = ?
+        FROM contacts c INDEXED BY contacts_email_id LEFT JOIN preferences p ON p.contact_id = c.id AND p.topic_key = ?
         """
 
     /// `checkSelect` for one address (built once: the single check runs it on every request).

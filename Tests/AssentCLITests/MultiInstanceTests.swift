@@ -143,7 +143,7 @@ struct MultiInstanceTests {
         let cli = try CLI()
         let migrated = try cli.run(["migrate"], environment: ["ASSENT_DATABASE_URL": database.url])
         #expect(migrated.status == 0, "\(migrated.stderr)")
-        #expect(migrated.stdout.contains("PostgreSQL postgres@127.0.0.1") && migrated.stdout.contains("0011_verify_runs (11 applied)"), "\(migrated.stdout)")
+        #expect(migrated.stdout.contains("PostgreSQL postgres@127.0.0.1") && migrated.stdout.contains("0012_check_index (12 applied)"), "\(migrated.stdout)")
         let bad = try cli.run(["migrate"], environment: ["ASSENT_DATABASE_URL": "postgres://127.0.0.1:1/nowhere?sslmode=disable"])
         #expect(bad.status != 0 && bad.stderr.contains("cannot connect to PostgreSQL at postgres@127.0.0.1:1/nowhere"), "\(bad.stderr)")
         let badMode = try cli.run(["migrate"], environment: ["ASSENT_DATABASE_URL": "postgres://127.0.0.1/x?sslmode=sometimes"])

@@ -148,6 +148,6 @@ import Testing
     func migrationsAreRecordedAndRerunSafely(_ kind: StoreKind) async throws {
         let store = try await kind.makeStore()
         try await store.migrate()
-        #expect(try await store.appliedMigrations() == ["0001_ledger", "0002_outbox_and_confirmations", "0003_signing_keys", "0004_forms_and_links", "0005_portal_and_requests", "0006_staff_and_audit", "0007_erasure_and_objection", "0008_segments_and_repermission", "0009_webhooks", "0010_event_time_index", "0011_verify_runs"])
+        #expect(try await store.appliedMigrations() == ["0001_ledger", "0002_outbox_and_confirmations", "0003_signing_keys", "0004_forms_and_links", "0005_portal_and_requests", "0006_staff_and_audit", "0007_erasure_and_objection", "0008_segments_and_repermission", "0009_webhooks", "0010_event_time_index", "0011_verify_runs", "0012_check_index"])
     }
 }
