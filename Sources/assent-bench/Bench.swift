@@ -219,6 +219,7 @@ struct StoreRun: Codable {
                    met: check.requestsPerSecond >= 0.7 * health.requestsPerSecond && check.p99Milliseconds <= 10 && check.errors == 0,
                    note: "p50 \(Report.format(check.p50Milliseconds)) ms, p99 \(Report.format(check.p99Milliseconds)) ms, \(check.socketErrors) socket errors; "
                     + "server CPU per request: \(Self.micros(check.serverCPUMicroseconds)) per check, \(Self.micros(health.serverCPUMicroseconds)) per /healthz"
+                    + Self.machineNote(check, per: "check")
                     + (ceilings["Q"].map { q in
                         "; PostgreSQL itself answers the check's query to \(s.connections) pgbench clients at \(Report.format(q))/s (Q; check = \(Report.format(check.requestsPerSecond / q)) x Q)"
                             + (q < 0.7 * health.requestsPerSecond ? ", below 0.7 x H (\(Report.format(0.7 * health.requestsPerSecond))/s): PostgreSQL binds" : "")
@@ -303,6 +304,7 @@ struct StoreRun: Codable {
                    unit: "changes/s", target: ">= 5,000 changes/s; ratio to W stated", ceiling: "W", ratio: change.requestsPerSecond / ceilings["W"]!,
                    met: change.requestsPerSecond >= 5_000 && distinct,
                    note: "p99 \(Report.format(change.p99Milliseconds)) ms, \(change.socketErrors) socket errors; server CPU \(Self.micros(change.serverCPUMicroseconds)) per change"
+                    + Self.machineNote(change, per: "change")
                     + (distinct ? "" : "; more requests than contacts to spare, so some repeated a contact and wrote nothing")))
 
         // 5. The audience, streamed.
@@ -361,11 +363,16 @@ struct StoreRun: Codable {
         var arguments = ["-t2", "-c\(s.connections)", "-d\(s.duration)s", "--latency", "--timeout", "10s"]
         if let script { arguments += ["-s", script.path] }
         let cpuBefore = server.map { Proc.cpuSeconds($0.pid) }
+        let databaseBefore = Proc.cpuSeconds(named: "postgres"), machineBefore = Proc.machineTicks()
         let text = try await run(s.wrk, arguments + [url], logs: logs, name: name)
         var result = try WrkResult.parse(text)
         if let server, let cpuBefore, result.requests > 0 {
             result.serverCPUMicroseconds = (Proc.cpuSeconds(server.pid) - cpuBefore) / Double(result.requests) * 1e6
+            let database = Proc.cpuSeconds(named: "postgres") - databaseBefore
+            if database > 0 { result.databaseCPUMicroseconds = database / Double(result.requests) * 1e6 }
         }
+        let machine = Proc.machineTicks()
+        if machine.total > machineBefore.total { result.machineBusy = (machine.busy - machineBefore.busy) / (machine.total - machineBefore.total) }
         return result
     }
 
@@ -380,6 +387,21 @@ struct StoreRun: Codable {
 
     /// "123 µs", or "?" where it was not measured.
     static func micros(_ value: Double?) -> String { value.map { "\(Report.format($0)) µs" } ?? "?" }
+
+    /// PostgreSQL's CPU per request (when it runs here) and how busy the machine was; when it was
+    /// nearly all busy, the rate the server's and PostgreSQL's CPU per request allow on its cores.
+    static func machineNote(_ r: WrkResult, per unit: String) -> String {
+        var note = ""
+        if let database = r.databaseCPUMicroseconds { note += "; PostgreSQL CPU \(micros(database)) per \(unit)" }
+        guard let busy = r.machineBusy else { return note }
+        note += "; the machine's \(ProcessInfo.processInfo.activeProcessorCount) cores \(Report.format(busy * 100))% busy"
+        if busy >= 0.9, let server = r.serverCPUMicroseconds {
+            let perRequest = server + (r.databaseCPUMicroseconds ?? 0)
+            note += " (their CPU allows \(Report.format(Double(ProcessInfo.processInfo.activeProcessorCount) * 1e6 / perRequest)) \(unit)s/s"
+                + " at \(Report.format(perRequest)) µs each: the CPU binds)"
+        }
+        return note
+    }
 
     static func send(_ http: HTTPClient, _ url: String, method: HTTPMethod, auth: String?, body: Data? = nil) async throws -> (Int, String) {
         var request = HTTPClientRequest(url: url)

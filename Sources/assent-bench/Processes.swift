@@ -85,6 +85,32 @@ enum Proc {
         guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
+
+    /// CPU time, in seconds, used so far by every process of this machine named `name` (its
+    /// command, as /proc/PID/stat gives it): PostgreSQL's backends when it runs here.
+    static func cpuSeconds(named name: String) -> Double {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return 0 }
+        var total = 0.0
+        for entry in entries where entry.first?.isNumber == true {
+            guard let text = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let open = text.firstIndex(of: "("), let close = text.lastIndex(of: ")"),
+                  text[text.index(after: open)..<close] == name, let pid = Int32(entry) else { continue }
+            total += cpuSeconds(pid)
+        }
+        return total
+    }
+
+    /// The machine's CPU time so far, busy and in all, in clock ticks (the first line of /proc/stat;
+    /// idle and waiting for I/O count as not busy).
+    static func machineTicks() -> (busy: Double, total: Double) {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+              let line = text.split(separator: "\n").first, line.hasPrefix("cpu ") else { return (0, 0) }
+        let values = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard values.count >= 5 else { return (0, 0) }
+        // user nice system idle iowait irq softirq steal (guest time is counted in user already)
+        let total = values.prefix(8).reduce(0, +)
+        return (total - values[3] - values[4], total)
+    }
 }
 
 /// wrk's summary: requests per second, the 99th-percentile latency, and answers that were not 2xx/3xx.
@@ -99,6 +125,10 @@ struct WrkResult: Codable {
     var socketErrors: Int
     /// The server's CPU time per request over the run, in microseconds (when its process was given).
     var serverCPUMicroseconds: Double?
+    /// PostgreSQL's CPU time per request over the run, in microseconds (when it runs on this machine).
+    var databaseCPUMicroseconds: Double?
+    /// The share of the machine's CPU time that was busy over the run (every process, wrk's too).
+    var machineBusy: Double?
 
     static func parse(_ text: String) throws -> WrkResult {
         func number(after label: String) -> Double? {
@@ -128,6 +158,6 @@ struct WrkResult: Codable {
             line.split(whereSeparator: { $0 == " " || $0 == "," }).compactMap { Int($0) }.reduce(0, +)
         } ?? 0
         return WrkResult(requestsPerSecond: rps, p50Milliseconds: p50, p99Milliseconds: p99, requests: requests, errors: errors, socketErrors: socketErrors,
-                         serverCPUMicroseconds: nil)
+                         serverCPUMicroseconds: nil, databaseCPUMicroseconds: nil, machineBusy: nil)
     }
 }
