@@ -557,7 +557,8 @@ public final class PostgresStore: LedgerStore {
     public func commit(batch: [LedgerCommit]) async throws {
         guard !batch.isEmpty else { return }
         // Heads are locked in contact order, so two batches never wait on each other in a circle.
-        let ordered = batch.sorted { $0.contactID.uuidString < $1.contactID.uuidString }
+        // (By each id's text made once: making two in every comparison was a fiftieth of a change's CPU.)
+        let ordered = batch.map { ($0.contactID.uuidString, $0) }.sorted { $0.0 < $1.0 }.map(\.1)
         do {
             try await transaction { c in try await write(ordered, on: c) }
         } catch {
