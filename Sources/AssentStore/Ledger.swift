@@ -794,8 +794,12 @@ public struct Ledger: Sendable {
             let field = "\(request.changesField)[\(i)]"
             // Through the checks' one-second cache: a topic retired or a notice published by this process is seen at once, by another
             // instance within a second, as a check sees it (PostgreSQL: a query per change, a fifth of its CPU for a change, went).
-            let found: Topic? = if let known { known[change.topicKey] } else {
+            // What the cache would refuse is read afresh: a topic created, or a notice version published, a moment ago elsewhere.
+            var found: Topic? = if let known { known[change.topicKey] } else {
                 try await topicCache.value(change.topicKey, fetch: { try await store.topic(key: change.topicKey) })
+            }
+            if known == nil, found == nil || (change.noticeVersion ?? 0) > found?.currentNoticeVersion ?? 0 {
+                found = try await store.topic(key: change.topicKey)
             }
             guard let topic = found else {
                 problems.append(.init(field: "\(field).topic", "unknown topic '\(change.topicKey)'"))

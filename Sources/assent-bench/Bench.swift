@@ -369,7 +369,7 @@ struct StoreRun: Codable {
         if let server, let cpuBefore, result.requests > 0 {
             result.serverCPUMicroseconds = (Proc.cpuSeconds(server.pid) - cpuBefore) / Double(result.requests) * 1e6
             let database = Proc.cpuSeconds(named: "postgres") - databaseBefore
-            if database > 0 { result.databaseCPUMicroseconds = database / Double(result.requests) * 1e6 }
+            if store == "PostgreSQL", database > 0 { result.databaseCPUMicroseconds = database / Double(result.requests) * 1e6 }
         }
         let machine = Proc.machineTicks()
         if machine.total > machineBefore.total { result.machineBusy = (machine.busy - machineBefore.busy) / (machine.total - machineBefore.total) }

@@ -55,4 +55,25 @@ import Testing
         _ = try await ledger.retireTopic(key: "news")
         await #expect(throws: DomainError.self, "a retired topic refuses an opt-in at once") { try await change(.optIn) }
     }
+
+    @Test(arguments: StoreKind.available)
+    func changesAcceptATopicAndANoticeMadeByAnotherInstanceAMomentAgo(_ kind: StoreKind) async throws {
+        // Two ledgers on one store, each with caches of its own: two instances of the server.
+        let store = try await kind.makeStore(), key = MasterKey.generate()
+        let here = Ledger(store: store, masterKey: key), elsewhere = Ledger(store: store, masterKey: key)
+        _ = try await here.createTopic(Topic(key: "news", title: "News", createdAt: Date()), noticeText: "News.")
+        let jo = try await here.createContact(email: EmailAddress("jo@example.com"), name: nil, externalID: nil, locale: nil)
+        func change(_ topic: String, _ intent: ConsentIntent, notice: Int? = nil) async throws -> ChangeResult {
+            try await here.recordChange(ChangeRequest(contactID: jo.id, changes: [TopicChange(topicKey: topic, intent: intent, noticeVersion: notice)],
+                                                      source: .api, actor: .apiKey("k")))
+        }
+        await #expect(throws: DomainError.self) { try await change("events", .optIn) } // unknown here, and remembered so by the cache
+        _ = try await elsewhere.createTopic(Topic(key: "events", title: "Events", createdAt: Date()), noticeText: "Events.")
+        #expect(try await change("events", .optIn).events.count == 1, "a topic created elsewhere a moment ago is read afresh")
+        #expect(try await change("news", .optIn).events.first?.noticeVersion == 1) // the topic is now in this instance's cache
+        _ = try await elsewhere.publishNotice(topicKey: "news", text: "News, second wording.")
+        _ = try await change("news", .optOut)
+        #expect(try await change("news", .optIn, notice: 2).events.first?.noticeVersion == 2, "a version published elsewhere a moment ago is accepted")
+        await #expect(throws: DomainError.self, "a version that does not exist is still refused") { try await change("news", .optOut, notice: 3) }
+    }
 }
