@@ -2,8 +2,28 @@ import AssentCore
 import AssentStore
 import Foundation
 import Logging
+import NIOCore
 import NIOSSL
 import PostgresNIO
+
+/// An event loop group whose loops are handed out in turn, also by `any()`. postgres-nio opens each
+/// connection on `any()`, which is the calling thread's own loop when called from one; under `assent
+/// serve` Swift's jobs run on the loops, so every connection opened on one loop and all of PostgreSQL's
+/// traffic was handled there (perf of changes over HTTP: 29% of the samples on that loop, 11% on the
+/// other, a quarter of the machine idle).
+final class InTurnEventLoops: EventLoopGroup, @unchecked Sendable {
+    let base: any EventLoopGroup
+
+    init(_ base: any EventLoopGroup) { self.base = base }
+
+    func next() -> any EventLoop { base.next() }
+    func any() -> any EventLoop { base.next() }
+    func makeIterator() -> EventLoopIterator { base.makeIterator() }
+    func shutdownGracefully(queue: DispatchQueue, _ callback: @escaping @Sendable ((any Error)?) -> Void) {
+        base.shutdownGracefully(queue: queue, callback)
+    }
+    func _preconditionSafeToSyncShutdown(file: StaticString, line: UInt) { base._preconditionSafeToSyncShutdown(file: file, line: line) }
+}
 
 /// Where a PostgreSQL database is, parsed from `postgres://user:pass@host:port/db?sslmode=...`.
 public struct PostgresLocation: Sendable, Equatable {
@@ -106,11 +126,12 @@ public final class PostgresStore: LedgerStore {
                 logger: Logger = Logger(label: "assent.postgres")) {
         var config = location.clientConfiguration
         config.options.maximumConnections = maxConnections
-        let client = PostgresClient(configuration: config)
+        let loops = InTurnEventLoops(PostgresClient.defaultEventLoopGroup)
+        let client = PostgresClient(configuration: config, eventLoopGroup: loops)
         let reader = readLocation.map { location -> PostgresClient in
             var config = location.clientConfiguration
             config.options.maximumConnections = max(2, maxConnections / 2)
-            return PostgresClient(configuration: config)
+            return PostgresClient(configuration: config, eventLoopGroup: loops)
         }
         self.client = client
         self.location = location
