@@ -37,14 +37,21 @@ public struct PostgresLocation: Sendable, Equatable {
     public var password: String?
     public var database: String
     public var tls: TLSMode
+    /// How often each idle connection is pinged (`keepalive_seconds` in the URL); nil: never. A ping
+    /// finds a connection that a firewall or NAT dropped while idle before a request uses it; its
+    /// timer is set again each time a connection goes back idle, which cost about a tenth of the CPU
+    /// of a consent check, so it is off unless asked for.
+    public var keepAliveSeconds: Int?
 
-    public init(host: String, port: Int = 5432, username: String, password: String?, database: String, tls: TLSMode = .prefer) {
+    public init(host: String, port: Int = 5432, username: String, password: String?, database: String, tls: TLSMode = .prefer,
+                keepAliveSeconds: Int? = nil) {
         self.host = host
         self.port = port
         self.username = username
         self.password = password
         self.database = database
         self.tls = tls
+        self.keepAliveSeconds = keepAliveSeconds
     }
 
     public init(url text: String) throws {
@@ -63,8 +70,15 @@ public struct PostgresLocation: Sendable, Equatable {
             default: throw DomainError.invalid(field: "ASSENT_DATABASE_URL", "sslmode '\(mode)' must be disable, prefer or require")
             }
         }
+        var keepAlive: Int?
+        if let text = url.queryItems?.first(where: { $0.name == "keepalive_seconds" })?.value {
+            guard let seconds = Int(text), (1...86_400).contains(seconds) else {
+                throw DomainError.invalid(field: "ASSENT_DATABASE_URL", "keepalive_seconds '\(text.prefix(20))' must be a whole number of seconds from 1 to 86400")
+            }
+            keepAlive = seconds
+        }
         self.init(host: host, port: url.port ?? 5432, username: url.user ?? "postgres", password: url.password,
-                  database: database, tls: tls)
+                  database: database, tls: tls, keepAliveSeconds: keepAlive)
     }
 
     /// The URL with its password hidden, for messages and logs.
@@ -84,6 +98,7 @@ public struct PostgresLocation: Sendable, Equatable {
         components.port = port
         components.path = "/" + database
         components.queryItems = [URLQueryItem(name: "sslmode", value: tls.rawValue)]
+            + (keepAliveSeconds.map { [URLQueryItem(name: "keepalive_seconds", value: String($0))] } ?? [])
         return components.string ?? "postgres://\(host)/\(database)"
     }
 
@@ -103,7 +118,9 @@ public struct PostgresLocation: Sendable, Equatable {
         case .prefer: .prefer(.makeClientConfiguration())
         case .require: .require(.makeClientConfiguration())
         }
-        return PostgresClient.Configuration(host: host, port: port, username: username, password: password, database: database, tls: tlsSetting)
+        var configuration = PostgresClient.Configuration(host: host, port: port, username: username, password: password, database: database, tls: tlsSetting)
+        configuration.options.keepAliveBehavior = keepAliveSeconds.map { .init(frequency: .seconds($0)) }
+        return configuration
     }
 }
 
@@ -122,15 +139,22 @@ public final class PostgresStore: LedgerStore {
     /// Concurrent single commits (HTTP writes) share a transaction and its WAL flush.
     public let committer = GroupCommitter()
 
-    public init(location: PostgresLocation, readLocation: PostgresLocation? = nil, maxConnections: Int = 20,
+    /// `keepConnectionsOpen` (the server): the pool opens its connections at once and keeps them, where
+    /// otherwise it opens them on demand and closes those idle for a minute. postgres-nio sets an idle
+    /// timer (a task and a Dispatch timer) each time a connection it may close goes back idle, and cancels
+    /// it on the next query: with that timer and the keep-alive's, a consent check cost 100-135 us of the
+    /// server's CPU against 88-96 us without (PostgreSQL, 100,000 contacts, alternating runs).
+    public init(location: PostgresLocation, readLocation: PostgresLocation? = nil, maxConnections: Int = 20, keepConnectionsOpen: Bool = false,
                 logger: Logger = Logger(label: "assent.postgres")) {
         var config = location.clientConfiguration
         config.options.maximumConnections = maxConnections
+        if keepConnectionsOpen { config.options.minimumConnections = maxConnections }
         let loops = InTurnEventLoops(PostgresClient.defaultEventLoopGroup)
         let client = PostgresClient(configuration: config, eventLoopGroup: loops)
         let reader = readLocation.map { location -> PostgresClient in
             var config = location.clientConfiguration
             config.options.maximumConnections = max(2, maxConnections / 2)
+            if keepConnectionsOpen { config.options.minimumConnections = config.options.maximumConnections }
             return PostgresClient(configuration: config, eventLoopGroup: loops)
         }
         self.client = client

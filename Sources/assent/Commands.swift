@@ -97,7 +97,7 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "assent")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         // Probes reach a stand-in meanwhile: live, not ready (README: Operations).
-        var ledger = try await whileStarting(host: host, port: port, logger: logger) { try await reportingErrors { try await store.openLedger(waitingForLock: .seconds(300)) } }
+        var ledger = try await whileStarting(host: host, port: port, logger: logger) { try await reportingErrors { try await store.openLedger(waitingForLock: .seconds(300), serving: true) } }
         ledger.confirmationLifetime = TimeInterval(mail.confirmationDays) * 86_400
         ledger.receiptEmailActions = try mail.receiptActions()
         let database = try store.databaseDescription()

@@ -57,11 +57,12 @@ struct StoreOptions: ParsableArguments {
     /// `waitingForLock`: how long to keep trying while another process holds a SQLite
     /// database locked (the server, whose probes meanwhile read "starting"); zero: fail after
     /// SQLite's own ten seconds.
-    func openStore(waitingForLock: Duration = .zero) async throws -> any LedgerStore {
+    /// `serving`: for `assent serve` (a PostgreSQL pool keeps its connections open).
+    func openStore(waitingForLock: Duration = .zero, serving: Bool = false) async throws -> any LedgerStore {
         let deadline = ContinuousClock.now + waitingForLock
         while true {
             do {
-                return try await openStoreOnce()
+                return try await openStoreOnce(serving: serving)
             } catch let locked as LockedDatabase {
                 guard ContinuousClock.now < deadline else { throw ValidationError(locked.message) }
                 FileHandle.standardError.write(Data("assent: the database is locked by another process; waiting\n".utf8))
@@ -73,7 +74,7 @@ struct StoreOptions: ParsableArguments {
     /// SQLite's busy timeout ran out: another process holds the file.
     struct LockedDatabase: Error { var message: String }
 
-    private func openStoreOnce() async throws -> any LedgerStore {
+    private func openStoreOnce(serving: Bool) async throws -> any LedgerStore {
         let store: any LedgerStore
         switch try target() {
         case .sqlite(let path):
@@ -88,7 +89,7 @@ struct StoreOptions: ParsableArguments {
                 throw ValidationError(message)
             }
         case .postgres(let location, let read):
-            store = PostgresStore(location: location, readLocation: read)
+            store = PostgresStore(location: location, readLocation: read, keepConnectionsOpen: serving)
         }
         do {
             try await store.migrate()
@@ -105,8 +106,8 @@ struct StoreOptions: ParsableArguments {
     }
 
     /// Opens the store and the master key, refusing a key that does not match the database.
-    func openLedger(waitingForLock: Duration = .zero) async throws -> Ledger {
-        let store = try await openStore(waitingForLock: waitingForLock)
+    func openLedger(waitingForLock: Duration = .zero, serving: Bool = false) async throws -> Ledger {
+        let store = try await openStore(waitingForLock: waitingForLock, serving: serving)
         let masterKey = try await loadMasterKey(for: store)
         var ledger = Ledger(store: store, masterKey: masterKey)
         ledger.passwordHasher = .bcrypt(cost: try Self.bcryptCost())
