@@ -877,7 +877,8 @@ public final class PostgresStore: LedgerStore {
 
     public func suppressedHashes(_ hashes: [Data]) async throws -> Set<Data> {
         guard !hashes.isEmpty else { return [] }
-        let hexes = hashes.map { $0.map { String(format: "%02x", $0) }.joined() }
+        // (hexString: String(format:) per byte had this query at a third of a PostgreSQL import's CPU.)
+        let hexes = hashes.map(\.hexString)
         return Set(try await rows("""
             SELECT email_hash FROM suppressions WHERE email_hash IN (SELECT decode(h, 'hex') FROM unnest(\(hexes)::text[]) AS h)
             """).map { try $0["email_hash"].decode(Data.self) })
