@@ -15,6 +15,14 @@ public enum ConsentIntent: String, Sendable, Codable, CaseIterable {
     /// Say yes again from a re-permission link, which proves the inbox: a
     /// fresh `granted` with a new lifetime, even over a live grant.
     case renew
+
+    /// Whether this intent can lead to a grant (or a pending request for one).
+    public var canGrant: Bool {
+        switch self {
+        case .optIn, .request, .confirm, .renew: true
+        case .optOut, .expire: false
+        }
+    }
 }
 
 /// The outcome of the state machine for one topic.

@@ -111,7 +111,12 @@ public struct PostgresLocation: Sendable, Equatable {
     }
 
     /// The URL form, as `ASSENT_DATABASE_URL` takes it.
-    public var url: String {
+    public var url: String { url(libpq: false) }
+
+    /// The URL for libpq's tools (pg_dump, psql): without Assent's own parameters, which libpq refuses.
+    public var libpqURL: String { url(libpq: true) }
+
+    private func url(libpq: Bool) -> String {
         var components = URLComponents()
         components.scheme = "postgres"
         components.user = username
@@ -120,7 +125,7 @@ public struct PostgresLocation: Sendable, Equatable {
         components.port = port
         components.path = "/" + database
         components.queryItems = [URLQueryItem(name: "sslmode", value: tls.rawValue)]
-            + (keepAliveSeconds.map { [URLQueryItem(name: "keepalive_seconds", value: String($0))] } ?? [])
+            + (libpq ? [] : keepAliveSeconds.map { [URLQueryItem(name: "keepalive_seconds", value: String($0))] } ?? [])
         return components.string ?? "postgres://\(host)/\(database)"
     }
 

@@ -792,14 +792,20 @@ public struct Ledger: Sendable {
         var problems: [ValidationError] = []
         for (i, change) in request.changes.enumerated() {
             let field = "\(request.changesField)[\(i)]"
-            // Through the checks' one-second cache: a topic retired or a notice published by this process is seen at once, by another
-            // instance within a second, as a check sees it (PostgreSQL: a query per change, a fifth of its CPU for a change, went).
-            // What the cache would refuse is read afresh: a topic created, or a notice version published, a moment ago elsewhere.
-            var found: Topic? = if let known { known[change.topicKey] } else {
+            // A change that can grant is decided on the topic as it is now (retired or not, double opt-in, lifetime, notice);
+            // a withdrawal or an expiry, always honoured, reads it through the checks' one-second cache (PostgreSQL: a query
+            // per opt-out, a fifth of its CPU for one, went). What the cache would refuse is read afresh too: a topic created,
+            // or a notice version published, a moment ago elsewhere. A fresh read that differs drops the cached one.
+            let cached: Topic? = if let known { known[change.topicKey] } else {
                 try await topicCache.value(change.topicKey, fetch: { try await store.topic(key: change.topicKey) })
             }
-            if known == nil, found == nil || (change.noticeVersion ?? 0) > found?.currentNoticeVersion ?? 0 {
+            var found = cached
+            if known == nil, change.intent.canGrant || found == nil || (change.noticeVersion ?? 0) > found?.currentNoticeVersion ?? 0 {
                 found = try await store.topic(key: change.topicKey)
+                if found != cached {
+                    topicCache.invalidate(change.topicKey)
+                    topicListCache.invalidateAll()
+                }
             }
             guard let topic = found else {
                 problems.append(.init(field: "\(field).topic", "unknown topic '\(change.topicKey)'"))

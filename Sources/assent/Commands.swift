@@ -226,7 +226,7 @@ struct Backup: AsyncParsableCommand {
         withoutPassword.password = nil
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["pg_dump", "--format=custom", "--no-owner", "--file", destination, "--dbname", withoutPassword.url]
+        process.arguments = ["pg_dump", "--format=custom", "--no-owner", "--file", destination, "--dbname", withoutPassword.libpqURL]
         var environment = ProcessInfo.processInfo.environment
         if let password = location.password { environment["PGPASSWORD"] = password }
         process.environment = environment

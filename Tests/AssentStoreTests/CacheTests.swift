@@ -75,5 +75,15 @@ import Testing
         _ = try await change("news", .optOut)
         #expect(try await change("news", .optIn, notice: 2).events.first?.noticeVersion == 2, "a version published elsewhere a moment ago is accepted")
         await #expect(throws: DomainError.self, "a version that does not exist is still refused") { try await change("news", .optOut, notice: 3) }
+        // An opt-in is decided on the topic as it is now: double opt-in switched on elsewhere a moment ago applies at once.
+        _ = try await change("news", .optOut)
+        _ = try await elsewhere.updateTopic(key: "news") { $0.requiresDoubleOptIn = true }
+        let fromForm = try await here.recordChange(ChangeRequest(contactID: jo.id, changes: [TopicChange(topicKey: "news", intent: .optIn)],
+                                                                 source: .form, actor: .subject))
+        #expect(fromForm.events.first?.toState == .pending, "a form's opt-in waits for its confirmation, not granted on the cached topic")
+        #expect(try await here.check(email: EmailAddress("jo@example.com"), topicKey: "news").allowed == false)
+        _ = try await elsewhere.retireTopic(key: "events")
+        _ = try await change("events", .optOut)
+        await #expect(throws: DomainError.self, "a topic retired elsewhere a moment ago refuses an opt-in at once") { try await change("events", .optIn) }
     }
 }

@@ -12,6 +12,8 @@ import Testing
         #expect(pinged.keepAliveSeconds == 45)
         #expect(pinged.clientConfiguration.options.keepAliveBehavior?.frequency == .seconds(45))
         #expect(try PostgresLocation(url: pinged.url) == pinged, "the URL form keeps it")
+        #expect(!pinged.libpqURL.contains("keepalive") && pinged.libpqURL.contains("sslmode=disable"),
+                "pg_dump's URL leaves it out (libpq refuses parameters it does not know): \(pinged.libpqURL)")
 
         for bad in ["0", "-5", "often", "86401"] {
             #expect(throws: DomainError.invalid(field: "ASSENT_DATABASE_URL",
