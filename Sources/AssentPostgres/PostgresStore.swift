@@ -465,15 +465,10 @@ public final class PostgresStore: LedgerStore {
     }
 
     static func contact(_ r: PostgresRandomAccessRow) throws -> Contact? {
-        let id = try r["id"].decode(UUID.self)
-        let erasedAt = try r["erased_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:))
-        guard let email = try r["email"].decode(String?.self).map(EmailAddress.init(stored:)) ?? (erasedAt != nil ? Contact.erasedPlaceholder(id) : nil)
-        else { return nil }
-        return Contact(id: id, email: email, name: try r["name"].decode(String?.self),
-                       externalID: try r["external_id"].decode(String?.self), locale: try r["locale"].decode(String?.self),
-                       createdAt: Date(millisecondsSince1970: try r["created_at"].decode(Int64.self)),
-                       updatedAt: Date(millisecondsSince1970: try r["updated_at"].decode(Int64.self)),
-                       erasedAt: erasedAt, objectedAt: try r["objected_at"].decode(Int64?.self).map(Date.init(millisecondsSince1970:)))
+        contact(ContactColumns(id: try r["id"].decode(UUID.self), email: try r["email"].decode(String?.self), name: try r["name"].decode(String?.self),
+                               externalID: try r["external_id"].decode(String?.self), locale: try r["locale"].decode(String?.self),
+                               createdAt: try r["created_at"].decode(Int64.self), updatedAt: try r["updated_at"].decode(Int64.self),
+                               erasedAt: try r["erased_at"].decode(Int64?.self), objectedAt: try r["objected_at"].decode(Int64?.self)))
     }
 
     public func wrappedKey(contactID: UUID) async throws -> Data? {
@@ -520,7 +515,7 @@ public final class PostgresStore: LedgerStore {
             let (c, key, headSeq, headHash, topicKey, state, since, expiresAt, seq) = row
             if first {
                 first = false
-                contact = try Self.contact(c)
+                contact = Self.contact(c)
                 wrappedKey = key
                 if let headSeq, let headHash { head = ChainHead(contactID: id, seq: headSeq, hash: headHash) }
             }
@@ -568,7 +563,8 @@ public final class PostgresStore: LedgerStore {
 
     static let contactColumns = "c.id, c.email, c.name, c.external_id, c.locale, c.created_at, c.updated_at, c.erased_at, c.objected_at"
 
-    static func contact(_ c: ContactColumns) throws -> Contact? {
+    /// A contact from its columns (an erased one keeps a placeholder address); nil for a row with neither.
+    static func contact(_ c: ContactColumns) -> Contact? {
         let erasedAt = c.erasedAt.map(Date.init(millisecondsSince1970:))
         guard let email = c.email.map(EmailAddress.init(stored:)) ?? (erasedAt != nil ? Contact.erasedPlaceholder(c.id) : nil) else { return nil }
         return Contact(id: c.id, email: email, name: c.name, externalID: c.externalID, locale: c.locale,
@@ -608,7 +604,7 @@ public final class PostgresStore: LedgerStore {
     }
 
     public func commit(group: [LedgerCommit]) async throws -> [(any Error)?] {
-        try await withTaskExecutorPreference(WriterLoop.executor) {
+        await withTaskExecutorPreference(WriterLoop.executor) {
             // Optimistically the whole group in one transaction, with the few statements of a batch;
             // if any commit in it is refused, each is written again on its own so that only that one fails.
             if group.count > 1, (try? await commit(batch: group)) != nil { return group.map { _ in nil } }
