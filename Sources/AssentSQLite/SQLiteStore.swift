@@ -555,11 +555,18 @@ public final class SQLiteStore: LedgerStore {
     public func checkRows(emails: [EmailAddress], topicKey: String) async throws -> [String: CheckRow] {
         guard !emails.isEmpty else { return [:] }
         return try await pool.read { db in
-            let marks = Array(repeating: "?", count: emails.count).joined(separator: ", ")
-            // Cached (the batch check's chunks are all one size but the last) and stepped through
-            // SQLite's C API: GRDB's rows and their decoding were a seventh of a 10,000-address check.
+            // Cached, and padded with NULLs (which match no address) to a multiple of 256 addresses
+            // past 16, so a connection keeps a few sizes of the statement, not one per batch length.
+            // Stepped through SQLite's C API: GRDB's rows and their decoding were a seventh of a
+            // 10,000-address check.
+            let slots = emails.count <= 16 ? emails.count : (emails.count + 255) / 256 * 256
+            let marks = Array(repeating: "?", count: slots).joined(separator: ", ")
             let statement = try db.cachedStatement(sql: "\(Self.checkSelect) WHERE c.email IN (\(marks))")
-            try statement.setArguments(StatementArguments([topicKey] + emails.map(\.value)))
+            var values: [(any DatabaseValueConvertible)?] = [topicKey]
+            values.reserveCapacity(slots + 1)
+            values += emails.map(\.value) as [(any DatabaseValueConvertible)?]
+            values += repeatElement(nil, count: slots - emails.count)
+            try statement.setArguments(StatementArguments(values))
             defer { sqlite3_reset(statement.sqliteStatement) }
             let row = RawRow(statement, db)
             var rows: [String: CheckRow] = [:]

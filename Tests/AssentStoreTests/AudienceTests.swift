@@ -63,6 +63,46 @@ import Testing
     }
 }
 
+extension AudienceTests {
+    /// A batch longer than one read (sorted, split into runs read side by side, each padded to a
+    /// statement size) answers every address in its place: repeats, unknown and erased addresses
+    /// included, on every store.
+    @Test(arguments: StoreKind.available)
+    func aBatchOfManyReadsAnswersEveryAddressInItsPlace(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        _ = try await ledger.createTopic(Topic(key: "news", title: "News", requiresDoubleOptIn: false, createdAt: Date()), noticeText: "News.")
+        var random = SplitMix(state: 20_261_204)
+        var known: [EmailAddress] = []
+        for i in 0..<90 {
+            let contact = try await ledger.createContact(email: EmailAddress("m\(i)@example.com"), name: nil, externalID: nil, locale: nil)
+            known.append(contact.email)
+            // None, granted, or granted and then withdrawn.
+            for intent in [[], [.optIn], [.optIn, .optOut]][i % 3] as [ConsentIntent] {
+                _ = try await ledger.recordChange(ChangeRequest(contactID: contact.id, changes: [TopicChange(topicKey: "news", intent: intent)],
+                                                                source: .api, actor: .apiKey("k")))
+            }
+            if i < 2 { _ = try await ledger.eraseContact(contact.id, reason: "test", erasedBy: "test") }
+        }
+        let strangers = try (0..<700).map { try EmailAddress("m\($0)@example.net") } // sorted among the known
+        // Over `checkRunLimit` addresses, so at least two reads on any machine; in no order.
+        let emails = (0..<(Ledger.batchCheckLimit - 17)).map { _ in
+            random.next() % 4 == 0 ? strangers[Int(random.next() % UInt64(strangers.count))] : known[Int(random.next() % UInt64(known.count))]
+        }
+        let batch = try await ledger.check(emails: emails, topicKey: "news")
+        #expect(batch.count == emails.count)
+        var single: [String: CheckResult] = [:]
+        for email in Set(known + strangers) { single[email.value] = try await ledger.check(email: email, topicKey: "news") }
+        let wrong = zip(emails, batch).filter { single[$0.0.value] != $0.1 }
+        #expect(wrong.isEmpty, "\(wrong.count) addresses answered unlike the single check, first \(wrong.first.map { "\($0.0.value): \($0.1)" } ?? "")")
+        #expect(Set(zip(emails, batch).map { "\($0.1.reason)" }) == ["granted", "withdrawn", "none", "unknown", "suppressed"])
+        // Short batches (one read, padded or not) agree too.
+        for length in [1, 16, 17, 300] {
+            let part = Array(emails.suffix(length))
+            #expect(try await ledger.check(emails: part, topicKey: "news") == Array(batch.suffix(length)), "\(length) addresses")
+        }
+    }
+}
+
 @Suite struct AudienceLinkTests {
     /// A contact's link secret is made with the contact, so an export only reads; a contact made
     /// before that (no secret yet) gets one on its first export, and then keeps it.
