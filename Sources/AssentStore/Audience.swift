@@ -93,7 +93,7 @@ extension Ledger {
     func checkRows(_ emails: [EmailAddress], topicKey: String) async throws -> [String: CheckRow] {
         var addresses: [EmailAddress] = []
         addresses.reserveCapacity(emails.count)
-        for email in emails.sorted(by: { $0.value.utf8.lexicographicallyPrecedes($1.value.utf8) }) where addresses.last?.value != email.value {
+        for email in emails.sorted(by: { $0.value < $1.value }) where addresses.last?.value != email.value {
             addresses.append(email)
         }
         let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)

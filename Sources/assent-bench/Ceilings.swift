@@ -254,7 +254,7 @@ enum Ceilings {
         var bytes = 0
         let timings = try batches.map { batch in
             let started = Date()
-            let emails = Array(Set(batch)).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+            let emails = Array(Set(batch)).sorted()
             let length = (emails.count + runs - 1) / runs
             for start in stride(from: 0, to: emails.count, by: max(1, length)) {
                 let chunk = emails[start..<min(start + length, emails.count)]
