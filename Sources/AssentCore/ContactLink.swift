@@ -97,6 +97,11 @@ public struct ContactLink: Equatable, Sendable {
     /// The same token appended to `out` as text: an audience export writes two per row, and
     /// this one makes no arrays or strings on the way (the payload sits in a fixed buffer).
     public func appendToken(to out: inout [UInt8], secret: Data, signer: Signer) {
+        secret.withUnsafeBytes { appendToken(to: &out, secret: $0, signer: signer) }
+    }
+
+    /// The same with the secret's bytes where they lie (an export's row read as bytes).
+    public func appendToken(to out: inout [UInt8], secret: UnsafeRawBufferPointer, signer: Signer) {
         let topic = topicKey?.utf8
         let payloadCount = 17 + (topic?.count ?? 0)
         // One buffer: payload, then 0x00 and the secret (what is MACed), whose tail the MAC then overwrites.
@@ -105,7 +110,7 @@ public struct ContactLink: Equatable, Sendable {
             withUnsafeBytes(of: contactID.uuid) { id in for i in 0..<16 { buffer[1 + i] = id[i] } }
             if let topic { var i = 17; for byte in topic { buffer[i] = byte; i += 1 } }
             buffer[payloadCount] = 0
-            secret.withUnsafeBytes { raw in for i in 0..<raw.count { buffer[payloadCount + 1 + i] = raw[i] } }
+            for i in 0..<secret.count { buffer[payloadCount + 1 + i] = secret[i] }
             // One update of contiguous bytes: HMAC's generic update walked each piece's regions unspecialised.
             let mac = signer.authenticationCode(for: UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[0..<(payloadCount + 1 + secret.count)])))
             mac.withUnsafeBytes { raw in for i in 0..<Self.macLength { buffer[payloadCount + i] = raw[i] } }

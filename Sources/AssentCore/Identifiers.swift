@@ -69,28 +69,36 @@ extension UUID {
     /// than Foundation, which lets a space stand for a leading digit).
     public init?(text: String) {
         var text = text
+        guard let uuid = text.withUTF8({ Self.parse(utf8: $0) }) else { return nil }
+        self.init(uuid: uuid)
+    }
+
+    /// The same from UTF-8 bytes (a column's text read where it lies, with no String made).
+    public init?(utf8: UnsafeBufferPointer<UInt8>) {
+        guard let uuid = Self.parse(utf8: utf8) else { return nil }
+        self.init(uuid: uuid)
+    }
+
+    private static func parse(utf8: UnsafeBufferPointer<UInt8>) -> uuid_t? {
+        guard utf8.count == 36 else { return nil }
         var uuid: uuid_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         // Into the tuple's own bytes: an array per id was a twentieth of an audience export's read.
-        let parsed = text.withUTF8 { utf8 -> Bool in
-            guard utf8.count == 36 else { return false }
-            return withUnsafeMutableBytes(of: &uuid) { bytes -> Bool in
-                var n = 0, i = 0
-                while i < 36 {
-                    if i == 8 || i == 13 || i == 18 || i == 23 {
-                        guard utf8[i] == UInt8(ascii: "-") else { return false }
-                        i += 1
-                        continue
-                    }
-                    guard let high = HexDigit.value(utf8[i]), let low = HexDigit.value(utf8[i + 1]) else { return false }
-                    bytes[n] = high << 4 | low
-                    n += 1
-                    i += 2
+        let parsed = withUnsafeMutableBytes(of: &uuid) { bytes -> Bool in
+            var n = 0, i = 0
+            while i < 36 {
+                if i == 8 || i == 13 || i == 18 || i == 23 {
+                    guard utf8[i] == UInt8(ascii: "-") else { return false }
+                    i += 1
+                    continue
                 }
-                return true
+                guard let high = HexDigit.value(utf8[i]), let low = HexDigit.value(utf8[i + 1]) else { return false }
+                bytes[n] = high << 4 | low
+                n += 1
+                i += 2
             }
+            return true
         }
-        guard parsed else { return nil }
-        self.init(uuid: uuid)
+        return parsed ? uuid : nil
     }
 }
 

@@ -6,7 +6,7 @@ import GRDBSQLite
 
 /// The embedded default: one SQLite file in WAL mode through a GRDB
 /// `DatabasePool` (one writer, concurrent readers).
-public final class SQLiteStore: LedgerStore {
+public final class SQLiteStore: LedgerStore, AudienceRowsReader {
     public let pool: DatabasePool
     public let path: String
     /// Concurrent single commits (HTTP writes) share a transaction and its fsync.
@@ -607,23 +607,12 @@ public final class SQLiteStore: LedgerStore {
 
     public func audiencePage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> [AudienceMember] {
         guard !topics.isEmpty else { return [] }
-        let marks = Array(repeating: "?", count: topics.count).joined(separator: ", ")
         // One pass in contact-id order (the id index, then each contact's grants and link secret by
         // primary key), stepped through SQLite's C API: GRDB's rows, and a second join to page by
         // contact, cost more than the rest of an export's row.
         let rowLimit = max(2, limit) * topics.count
         return try await pool.read { db in
-            let statement = try db.makeStatement(sql: """
-                SELECT c.id, c.email, c.name, c.external_id, c.locale, c.created_at, c.updated_at, c.objected_at,
-                       p.topic_key, p.state, p.since, p.expires_at, p.seq, s.secret
-                FROM contacts c
-                JOIN preferences p ON p.contact_id = c.id AND p.topic_key IN (\(marks)) AND p.state = 'granted'
-                    AND (p.expires_at IS NULL OR p.expires_at > ?)
-                LEFT JOIN contact_link_secrets s ON s.contact_id = c.id
-                WHERE c.email IS NOT NULL AND c.id > ?
-                ORDER BY c.id, p.topic_key LIMIT ?
-                """)
-            try statement.setArguments(StatementArguments(topics + [now.millisecondsSince1970, after?.db ?? "", rowLimit] as [any DatabaseValueConvertible]))
+            let statement = try Self.audienceStatement(db, topics: topics, now: now, after: after, rowLimit: rowLimit)
             let row = RawRow(statement, db)
             var members: [AudienceMember] = []
             var rows = 0, lastID: String? = nil
@@ -653,6 +642,64 @@ public final class SQLiteStore: LedgerStore {
             if rows == rowLimit && topics.count > 1 && members.count > 1 { members.removeLast() }
             return members
         }
+    }
+
+    /// The rows of `audiencePage` as bytes (see `AudienceRowsPage`): each field's bytes copied
+    /// from SQLite's into the page's one buffer, nothing else made but the id.
+    public func audienceRowsPage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> AudienceRowsPage {
+        guard !topics.isEmpty else { return AudienceRowsPage() }
+        let rowLimit = max(2, limit) * topics.count
+        return try await pool.read { db in
+            let statement = try Self.audienceStatement(db, topics: topics, now: now, after: after, rowLimit: rowLimit)
+            let row = RawRow(statement, db), handle = row.handle
+            let topicKeys = topics.map { Array($0.utf8) }
+            var page = AudienceRowsPage()
+            page.bytes.reserveCapacity(limit * 96)
+            page.rows.reserveCapacity(limit)
+            page.grants.reserveCapacity(limit)
+            func field(_ column: Int32) -> AudienceRowsPage.Field {
+                guard sqlite3_column_type(handle, column) != SQLITE_NULL else { return nil }
+                let start = page.bytes.count
+                // The pointer first, then the count (as SQLite asks); an empty blob has no pointer.
+                let pointer = column == 13 ? sqlite3_column_blob(handle, column) : UnsafeRawPointer(sqlite3_column_text(handle, column))
+                let count = Int(sqlite3_column_bytes(handle, column))
+                if let pointer, count > 0 { page.bytes.append(contentsOf: UnsafeRawBufferPointer(start: pointer, count: count)) }
+                return start..<page.bytes.count
+            }
+            var rows = 0
+            while try row.step() {
+                rows += 1
+                guard let id = row.uuid(0), let key = sqlite3_column_text(handle, 8),
+                      let topic = topicKeys.firstIndex(where: { $0.elementsEqual(UnsafeBufferPointer(start: key, count: Int(sqlite3_column_bytes(handle, 8)))) })
+                else { continue }
+                page.grants.append(AudienceRowsPage.Grant(topic: topic, sinceMilliseconds: sqlite3_column_int64(handle, 10)))
+                if id == page.rows.last?.id {
+                    page.rows[page.rows.count - 1].grants = page.rows[page.rows.count - 1].grants.lowerBound..<page.grants.count
+                    continue
+                }
+                page.rows.append(AudienceRowsPage.Row(id: id, email: field(1), name: field(2), externalID: field(3), locale: field(4), secret: field(13),
+                                                      grants: (page.grants.count - 1)..<page.grants.count))
+            }
+            // A full page may end part way through a contact's grants: that contact starts the next page.
+            if rows == rowLimit && topics.count > 1 && page.rows.count > 1 { page.grants.removeSubrange(page.rows.removeLast().grants) }
+            return page
+        }
+    }
+
+    /// An audience page's query (contacts in id order, their grants of the topics, their link secrets).
+    static func audienceStatement(_ db: Database, topics: [String], now: Date, after: UUID?, rowLimit: Int) throws -> Statement {
+        let statement = try db.makeStatement(sql: """
+            SELECT c.id, c.email, c.name, c.external_id, c.locale, c.created_at, c.updated_at, c.objected_at,
+                   p.topic_key, p.state, p.since, p.expires_at, p.seq, s.secret
+            FROM contacts c
+            JOIN preferences p ON p.contact_id = c.id AND p.topic_key IN (\(Array(repeating: "?", count: topics.count).joined(separator: ", ")))
+                AND p.state = 'granted' AND (p.expires_at IS NULL OR p.expires_at > ?)
+            LEFT JOIN contact_link_secrets s ON s.contact_id = c.id
+            WHERE c.email IS NOT NULL AND c.id > ?
+            ORDER BY c.id, p.topic_key LIMIT ?
+            """)
+        try statement.setArguments(StatementArguments(topics + [now.millisecondsSince1970, after?.db ?? "", rowLimit] as [any DatabaseValueConvertible]))
+        return statement
     }
 
     public func checkRow(email: EmailAddress, topicKey: String) async throws -> CheckRow? {
@@ -1836,6 +1883,12 @@ extension RawColumns {
 
     func int(_ column: Int32) -> Int64? {
         sqlite3_column_type(handle, column) == SQLITE_NULL ? nil : sqlite3_column_int64(handle, column)
+    }
+
+    /// An id column parsed where it lies (no String made for its text).
+    func uuid(_ column: Int32) -> UUID? {
+        guard let bytes = sqlite3_column_text(handle, column) else { return nil }
+        return UUID(utf8: UnsafeBufferPointer(start: bytes, count: Int(sqlite3_column_bytes(handle, column))))
     }
 
     func blob(_ column: Int32) -> Data? {

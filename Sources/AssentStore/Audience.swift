@@ -16,6 +16,75 @@ public struct AudienceMember: Sendable, Equatable {
     }
 }
 
+/// A page of an audience as the bytes of its fields, for a store that can read one so
+/// (SQLite): the page is one buffer and three arrays, with nothing made per member, so
+/// that the read that paces an export only steps the query and copies bytes, and the
+/// rows are decoded as they are written, on the writing threads. The fields an export
+/// writes only; a query that filters members reads `AudienceMember`s.
+public struct AudienceRowsPage: Sendable {
+    /// A field's bytes in `bytes`; nil for NULL.
+    public typealias Field = Range<Int>?
+
+    public struct Row: Sendable {
+        public var id: UUID
+        public var email: Field, name: Field, externalID: Field, locale: Field
+        /// The link secret; nil when the contact has none yet.
+        public var secret: Field
+        /// This row's grants in `grants`, in topic-key order.
+        public var grants: Range<Int>
+
+        public init(id: UUID, email: Field, name: Field, externalID: Field, locale: Field, secret: Field, grants: Range<Int>) {
+            (self.id, self.email, self.name, self.externalID, self.locale, self.secret, self.grants) = (id, email, name, externalID, locale, secret, grants)
+        }
+    }
+
+    public struct Grant: Sendable {
+        /// The topic's index in the topics the page was read for.
+        public var topic: Int
+        public var sinceMilliseconds: Int64
+
+        public init(topic: Int, sinceMilliseconds: Int64) { (self.topic, self.sinceMilliseconds) = (topic, sinceMilliseconds) }
+    }
+
+    public var bytes: [UInt8] = []
+    public var rows: [Row] = []
+    public var grants: [Grant] = []
+
+    public init() {}
+
+    /// Members copied into a page, for one writer of both (`secrets` in the members' order;
+    /// a member without one is left out when written).
+    public init(_ members: [AudienceMember], topics: [String], secrets: [Data?]) {
+        func field(_ text: String?) -> Field {
+            guard let text else { return nil }
+            let start = bytes.count
+            bytes.append(contentsOf: text.utf8)
+            return start..<bytes.count
+        }
+        func field(_ data: Data?) -> Field {
+            guard let data else { return nil }
+            let start = bytes.count
+            bytes.append(contentsOf: data)
+            return start..<bytes.count
+        }
+        rows.reserveCapacity(members.count)
+        for (member, secret) in zip(members, secrets) {
+            let c = member.contact, first = grants.count
+            for (key, grant) in member.grants.sorted(by: { $0.key < $1.key }) {
+                if let topic = topics.firstIndex(of: key) { grants.append(Grant(topic: topic, sinceMilliseconds: grant.since.millisecondsSince1970)) }
+            }
+            rows.append(Row(id: c.id, email: field(c.email.value), name: field(c.name), externalID: field(c.externalID), locale: field(c.locale),
+                            secret: field(secret), grants: first..<grants.count))
+        }
+    }
+}
+
+/// A store that reads an audience's pages as bytes (see `AudienceRowsPage`).
+public protocol AudienceRowsReader: LedgerStore {
+    /// The same rows as `audiencePage`, in the same order and with the same page ends.
+    func audienceRowsPage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> AudienceRowsPage
+}
+
 /// Who an audience is: the topics, whether any or all of them must be granted, and filters.
 public struct AudienceQuery: Sendable, Equatable, Codable {
     public enum Match: String, Sendable, CaseIterable, Codable { case any, all }
@@ -184,6 +253,21 @@ extension Ledger {
             if !members.isEmpty { try await body(members) }
             page = try await following
         }
+    }
+
+    /// Walks an audience as `audience` does, a page of bytes at a time (see `AudienceRowsPage`),
+    /// for an already validated query. False, having read nothing, when the store cannot read
+    /// so or the query filters members: the caller then walks `audience`.
+    public func audienceRows(_ query: AudienceQuery, pageSize: Int = 1_000, _ body: (AudienceRowsPage) async throws -> Void) async throws -> Bool {
+        guard let reader = store as? any AudienceRowsReader, !query.filtersMembers, query.categories.isEmpty else { return false }
+        let at = now
+        var page = try await reader.audienceRowsPage(topics: query.topics, now: at, after: nil, limit: pageSize)
+        while let last = page.rows.last {
+            async let following = reader.audienceRowsPage(topics: query.topics, now: at, after: last.id, limit: pageSize)
+            try await body(page)
+            page = try await following
+        }
+        return true
     }
 }
 

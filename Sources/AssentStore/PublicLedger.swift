@@ -321,6 +321,21 @@ extension Ledger {
         link.appendToken(to: &out, secret: secret, signer: linkSigner)
     }
 
+    /// The same with the secret's bytes where they lie.
+    public func appendLinkToken(_ link: ContactLink, secret: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+        link.appendToken(to: &out, secret: secret, signer: linkSigner)
+    }
+
+    /// Secrets for the rows of a page that have none yet (made and stored now), by row index.
+    public func linkSecrets(forRowsOf page: AudienceRowsPage) async throws -> [Int: Data] {
+        let missing = page.rows.indices.filter { page.rows[$0].secret == nil }
+        guard !missing.isEmpty else { return [:] }
+        let made = try await store.ensureLinkSecrets(missing.map { page.rows[$0].id }, at: now) { Self.randomSecret() }
+        var secrets: [Int: Data] = [:]
+        for row in missing { secrets[row] = made[page.rows[row].id] }
+        return secrets
+    }
+
     /// The contact's link secret, made on first use.
     private func linkSecret(_ contactID: UUID) async throws -> Data {
         if let stored = try await store.linkSecret(contactID: contactID) { return stored }

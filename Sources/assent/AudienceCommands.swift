@@ -73,9 +73,10 @@ struct AudienceWriter {
         let started = Date()
         var written = 0
         if format == "csv" { sink.write(Data((AudienceRows.csvHeader(query) + "\r\n").utf8)) }
-        try await ledger.audience(query) { members in
-            sink.write(Data(try await AudienceRows.lines(members, query: query, ledger: ledger, base: base, format: format)))
-            written += members.count
+        try await AudienceRows.stream(query, ledger: ledger, base: base, format: format) { rows in
+            sink.write(Data(rows))
+            // A row per line: no field holds a line break (names refuse control characters).
+            written += rows.reduce(0) { $0 + ($1 == 10 ? 1 : 0) }
             let rate = Double(written) / max(Date().timeIntervalSince(started), 0.001)
             FileHandle.standardError.write(Data("\r\(written) contacts, \(Int(rate))/s".utf8))
         }
