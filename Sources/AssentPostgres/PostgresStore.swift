@@ -155,7 +155,7 @@ public struct PostgresLocation: Sendable, Equatable {
 /// instances on one database. Every rule the SQLite store keeps holds here
 /// too (the conformance suite runs against both); concurrency across
 /// processes rests on row locks and the `(contact_id, seq)` primary key.
-public final class PostgresStore: LedgerStore {
+public final class PostgresStore: LedgerStore, AudienceRowsReader {
     let client: PostgresClient
     /// The ledger's commits (group commit, imports' batches), on `WriterLoop`'s thread.
     let writeClient: PostgresClient
@@ -911,19 +911,18 @@ public final class PostgresStore: LedgerStore {
             """).map { try $0["email_hash"].decode(Data.self) })
     }
 
-    public func audiencePage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> [AudienceMember] {
-        guard !topics.isEmpty else { return [] }
+    /// An audience page's query.
+    static func audienceQuery(topics: [String], now: Date, after: UUID?, rowLimit: Int) -> PostgresQuery {
         let at = now.millisecondsSince1970
         // One pass in contact-id order from where the last page ended: the grants by the
         // preferences' primary key, each contact and link secret by theirs, so a page costs its own
         // rows. (A page of distinct ids first, joined back, began every page's scan of the
         // preferences at the first contact and hashed the whole contacts table: 100,000 contacts
         // took 4.3 s, and a page's cost grew with its position.)
-        let rowLimit = max(2, limit) * topics.count
         // The first page starts above the nil UUID, which is below every id (ids carry version bits, so are never nil).
         // Each table is bounded by the start, so that a merge join does not walk contacts or secrets from the first id.
         let start = after ?? Self.nilUUID
-        let select: PostgresQuery = """
+        return """
             SELECT c.id, c.email, c.name, c.external_id, c.locale, c.created_at, c.updated_at, c.objected_at,
                    p.topic_key, p.state, p.since, p.expires_at, p.seq, s.secret
             FROM preferences p JOIN contacts c ON c.id = p.contact_id
@@ -932,6 +931,50 @@ public final class PostgresStore: LedgerStore {
               AND c.email IS NOT NULL AND p.contact_id > \(start) AND c.id > \(start)
             ORDER BY p.contact_id, p.topic_key LIMIT \(rowLimit)
             """
+    }
+
+    /// The rows of `audiencePage` as bytes (see `AudienceRowsPage`): text and secrets copied from
+    /// the cells' bytes, with no member made (a String, Data or dictionary per field and grant).
+    public func audienceRowsPage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> AudienceRowsPage {
+        guard !topics.isEmpty else { return AudienceRowsPage() }
+        let rowLimit = max(2, limit) * topics.count
+        let topicKeys = topics.map { Array($0.utf8) }
+        var page = AudienceRowsPage()
+        page.rows.reserveCapacity(limit)
+        func field(_ cell: PostgresCell) throws -> AudienceRowsPage.Field {
+            guard var buffer = cell.bytes else { return nil }
+            let start = page.bytes.count
+            // Text is its UTF-8 in either format, bytea its bytes in binary (postgres-nio's).
+            if cell.dataType == .bytea && cell.format != .binary {
+                page.bytes.append(contentsOf: try cell.decode(Data.self))
+            } else if let bytes = buffer.readBytes(length: buffer.readableBytes) {
+                page.bytes.append(contentsOf: bytes)
+            }
+            return start..<page.bytes.count
+        }
+        var rows = 0
+        for row in try await allRows(Self.audienceQuery(topics: topics, now: now, after: after, rowLimit: rowLimit), reader: true) {
+            rows += 1
+            let r = row.makeRandomAccess()
+            let id = try r[0].decode(UUID.self)
+            guard let key = r[8].bytes, let topic = topicKeys.firstIndex(where: { $0.elementsEqual(key.readableBytesView) }) else { continue }
+            page.grants.append(AudienceRowsPage.Grant(topic: topic, sinceMilliseconds: try r[10].decode(Int64.self)))
+            if id == page.rows.last?.id {
+                page.rows[page.rows.count - 1].grants = page.rows[page.rows.count - 1].grants.lowerBound..<page.grants.count
+                continue
+            }
+            page.rows.append(AudienceRowsPage.Row(id: id, email: try field(r[1]), name: try field(r[2]), externalID: try field(r[3]), locale: try field(r[4]),
+                                                  secret: try field(r[13]), grants: (page.grants.count - 1)..<page.grants.count))
+        }
+        // A full page may end part way through a contact's grants: that contact starts the next page.
+        if rows == rowLimit && topics.count > 1 && page.rows.count > 1 { page.grants.removeSubrange(page.rows.removeLast().grants) }
+        return page
+    }
+
+    public func audiencePage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> [AudienceMember] {
+        guard !topics.isEmpty else { return [] }
+        let rowLimit = max(2, limit) * topics.count
+        let select = Self.audienceQuery(topics: topics, now: now, after: after, rowLimit: rowLimit)
         var members: [AudienceMember] = []
         var rows = 0
         // Read by column position (by name, each cell was a dictionary look-up).

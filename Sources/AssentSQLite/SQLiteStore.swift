@@ -567,7 +567,8 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
             values += emails.map(\.value) as [(any DatabaseValueConvertible)?]
             values += repeatElement(nil, count: slots - emails.count)
             try statement.setArguments(StatementArguments(values))
-            defer { sqlite3_reset(statement.sqliteStatement) }
+            // Reset, and the addresses let go of: the cached statement would hold them until its next use.
+            defer { sqlite3_reset(statement.sqliteStatement); sqlite3_clear_bindings(statement.sqliteStatement) }
             let row = RawRow(statement, db)
             var rows: [String: CheckRow] = [:]
             rows.reserveCapacity(emails.count)

@@ -179,6 +179,8 @@ public enum AudienceRows {
     /// that filters them) are copied into such a page, so that one writer writes both.
     public static func stream(_ query: AudienceQuery, ledger: Ledger, base: String, format: String, pageSize: Int = 1_000,
                               to write: ([UInt8]) async throws -> Void) async throws {
+        // Validated here too, so that a page read as bytes is never read for a query that was not.
+        let query = try await ledger.validate(query)
         let writer = PageWriter(ledger: ledger, topics: query.topics, base: base, csv: format == "csv")
         var previous: [DispatchedWork] = []
         func hand(_ started: [DispatchedWork]) async throws {
@@ -201,6 +203,9 @@ public enum AudienceRows {
 
         let ledger: Ledger
         let topics: [String]
+        /// Each CSV column's topic as grants name it: the first index of its key (a query may
+        /// name a topic twice, and then has two columns for it).
+        let columnTopics: [Int]
         let csv: Bool
         let unsubscribeTopic: String?
         let centrePrefix: [UInt8], unsubscribePrefix: [UInt8]
@@ -208,15 +213,24 @@ public enum AudienceRows {
         init(ledger: Ledger, topics: [String], base: String, csv: Bool) {
             self.ledger = ledger
             self.topics = topics
+            columnTopics = topics.map { key in topics.firstIndex(of: key)! }
             self.csv = csv
             unsubscribeTopic = topics.count == 1 ? topics[0] : nil
             centrePrefix = Array((base + "/p/").utf8)
             unsubscribePrefix = Array((base + "/u/").utf8)
         }
 
-        /// Starts writing members' rows, their missing link secrets made first.
+        /// Starts writing members' rows, their missing link secrets made first; each half is copied
+        /// into a page on its writing thread.
         func start(_ members: [AudienceMember]) async throws -> [DispatchedWork] {
-            start(AudienceRowsPage(members, topics: topics, secrets: try await ledger.linkSecrets(for: members)), made: [:])
+            let secrets = try await ledger.linkSecrets(for: members), middle = members.count / 2
+            let halves = members.count >= 2 * Self.minimumHalf ? [0..<middle, middle..<members.count] : [members.indices]
+            return halves.map { half in
+                DispatchedWork {
+                    let page = AudienceRowsPage(Array(members[half]), topics: topics, secrets: Array(secrets[half]))
+                    return write(page, page.rows.indices, made: [:])
+                }
+            }
         }
 
         /// Starts writing a page's rows on Dispatch's threads (two halves when it is large).
@@ -233,6 +247,8 @@ public enum AudienceRows {
             var out = [UInt8]()
             out.reserveCapacity(rows.count * (csv ? 240 : 320))
             var centre = [UInt8](), unsubscribe = [UInt8]()
+            // A row's grant times by topic index, set and cleared for each row (CSV).
+            var since = [Int64?](repeating: nil, count: topics.count)
             page.bytes.withUnsafeBufferPointer { bytes in
                 func field(_ range: AudienceRowsPage.Field) -> UnsafeBufferPointer<UInt8>? { range.map { UnsafeBufferPointer(rebasing: bytes[$0]) } }
                 for i in rows {
@@ -263,10 +279,13 @@ public enum AudienceRows {
                         TextRows.appendCSVField(field(row.externalID) ?? none, to: &out)
                         out.append(comma)
                         TextRows.appendCSVField(field(row.locale) ?? none, to: &out)
-                        for topic in topics.indices {
+                        for grant in grants { since[grant.topic] = grant.sinceMilliseconds }
+                        for topic in columnTopics {
                             out.append(comma)
-                            if let grant = grants.first(where: { $0.topic == topic }) { UTCTime.appendRFC3339(&out, millisecondsSince1970: grant.sinceMilliseconds) }
+                            // Digits, dashes, colons and a dot: nothing to quote.
+                            if let ms = since[topic] { UTCTime.appendRFC3339(&out, millisecondsSince1970: ms) }
                         }
+                        for grant in grants { since[grant.topic] = nil }
                         out.append(comma)
                         centre.withUnsafeBufferPointer { TextRows.appendCSVField($0, to: &out) }
                         out.append(comma)
@@ -283,8 +302,9 @@ public enum AudienceRows {
                         key(",\"externalId\":")
                         text(row.externalID)
                         key(",\"grants\":{")
-                        // The page's grants come in topic-key order, as members' grants are written.
-                        for (n, grant) in grants.enumerated() {
+                        // In topic-key order (a store's collation may order keys otherwise).
+                        let ordered = grants.count > 1 ? grants.sorted { topics[$0.topic] < topics[$1.topic] }[...] : grants
+                        for (n, grant) in ordered.enumerated() {
                             if n > 0 { out.append(UInt8(ascii: ",")) }
                             TextRows.appendJSONString(topics[grant.topic], to: &out)
                             out.append(contentsOf: [UInt8(ascii: ":"), UInt8(ascii: "\"")])

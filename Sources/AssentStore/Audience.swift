@@ -30,7 +30,7 @@ public struct AudienceRowsPage: Sendable {
         public var email: Field, name: Field, externalID: Field, locale: Field
         /// The link secret; nil when the contact has none yet.
         public var secret: Field
-        /// This row's grants in `grants`, in topic-key order.
+        /// This row's grants in `grants` (in the store's order of topic keys).
         public var grants: Range<Int>
 
         public init(id: UUID, email: Field, name: Field, externalID: Field, locale: Field, secret: Field, grants: Range<Int>) {
@@ -154,7 +154,7 @@ extension Ledger {
 
     /// The rows of many addresses, by address. The addresses are sorted and split into one run
     /// per core (of at least 250, at most `checkRunLimit`), each read in one statement on a
-    /// connection of its own, at most one per core at a time: each read then walks its own
+    /// connection of its own, at most one per core (and four) at a time: each read then walks its own
     /// stretch of the address index, and its connection's page cache keeps what its lookups
     /// share. At a million contacts on SQLite, 10,000 addresses so read took 40-44 ms, against
     /// 55-63 ms read as 500-address chunks four at a time (whose lookups, spread over every
@@ -165,7 +165,9 @@ extension Ledger {
         for email in emails.sorted(by: { $0.value < $1.value }) where addresses.last?.value != email.value {
             addresses.append(email)
         }
-        let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        // At most four reads at once, however many cores: a batch must not take every connection
+        // of a pool (SQLite's has five readers) from the other requests.
+        let cores = min(4, max(1, ProcessInfo.processInfo.activeProcessorCount))
         let runCount = max(1, min(cores, addresses.count / 250), (addresses.count + Self.checkRunLimit - 1) / Self.checkRunLimit)
         let runLength = (addresses.count + runCount - 1) / max(1, runCount)
         let runs = stride(from: 0, to: addresses.count, by: max(1, runLength)).map { Array(addresses[$0..<min($0 + runLength, addresses.count)]) }
@@ -256,7 +258,7 @@ extension Ledger {
     }
 
     /// Walks an audience as `audience` does, a page of bytes at a time (see `AudienceRowsPage`),
-    /// for an already validated query. False, having read nothing, when the store cannot read
+    /// for a query `validate` gave back. False, having read nothing, when the store cannot read
     /// so or the query filters members: the caller then walks `audience`.
     public func audienceRows(_ query: AudienceQuery, pageSize: Int = 1_000, _ body: (AudienceRowsPage) async throws -> Void) async throws -> Bool {
         guard let reader = store as? any AudienceRowsReader, !query.filtersMembers, query.categories.isEmpty else { return false }

@@ -113,6 +113,12 @@ import Testing
                 #expect(text.contains("legacy@example.com") == topics.contains("news") && !text.contains("p2@example.com"), "\(topics) \(format)")
             }
         }
+        // A topic named twice has two columns, both filled.
+        let twice = try await ledger.validate(AudienceQuery(topics: ["news", "news"]))
+        var csv: [UInt8] = []
+        try await AudienceRows.stream(twice, ledger: ledger, base: base, format: "csv", pageSize: 7) { csv += $0 }
+        let rows = String(decoding: csv, as: UTF8.self).split(separator: "\r\n").map { $0.split(separator: ",", omittingEmptySubsequences: false) }
+        #expect(!rows.isEmpty && rows.allSatisfy { $0.count >= 8 && !$0[$0.count - 4].isEmpty && $0[$0.count - 4] == $0[$0.count - 3] }, "\(rows.prefix(2))")
     }
 
     @Test func tenThousandAddressesAreCheckedInOneCallAndBadOnesNamed() async throws {
