@@ -872,6 +872,11 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
             """).map { try Self.preference($0, contactID: try $0["contact_id"].decode(UUID.self)) }
     }
 
+    /// Four: the lookups run in PostgreSQL's processes and each read's rows come back at once, so
+    /// with more runs than cores the server decodes one run's rows while PostgreSQL reads the
+    /// next (10,000 addresses, 100,000 contacts, alternating: 47.9, 51.0 ms as two runs -> 45.1, 46.8 as four).
+    public var batchCheckReads: Int { 4 }
+
     public func checkRows(emails: [EmailAddress], topicKey: String) async throws -> [String: CheckRow] {
         guard !emails.isEmpty else { return [:] }
         var found: [String: CheckRow] = [:]

@@ -153,10 +153,10 @@ extension Ledger {
     static let checkRunLimit = 5_000
 
     /// The rows of many addresses, by address. The addresses are sorted and split into one run
-    /// per core (of at least 250, at most `checkRunLimit`), each read in one statement on a
-    /// connection of its own, at most one per core (and four) at a time: each read then walks its own
-    /// stretch of the address index, and its connection's page cache keeps what its lookups
-    /// share. At a million contacts on SQLite, 10,000 addresses so read took 40-44 ms, against
+    /// per read the store runs at once (`batchCheckReads`; runs of at least 250, at most
+    /// `checkRunLimit`), each read in one statement on a connection of its own: each read then
+    /// walks its own stretch of the address index, and its connection's page cache keeps what
+    /// its lookups share. At a million contacts on SQLite, 10,000 addresses so read took 40-44 ms, against
     /// 55-63 ms read as 500-address chunks four at a time (whose lookups, spread over every
     /// reader, went to the OS for 2.6 pages each against 2.1).
     func checkRows(_ emails: [EmailAddress], topicKey: String) async throws -> [String: CheckRow] {
@@ -165,10 +165,8 @@ extension Ledger {
         for email in emails.sorted(by: { $0.value < $1.value }) where addresses.last?.value != email.value {
             addresses.append(email)
         }
-        // At most four reads at once, however many cores: a batch must not take every connection
-        // of a pool (SQLite's has five readers) from the other requests.
-        let cores = min(4, max(1, ProcessInfo.processInfo.activeProcessorCount))
-        let runCount = max(1, min(cores, addresses.count / 250), (addresses.count + Self.checkRunLimit - 1) / Self.checkRunLimit)
+        let reads = max(1, store.batchCheckReads)
+        let runCount = max(1, min(reads, addresses.count / 250), (addresses.count + Self.checkRunLimit - 1) / Self.checkRunLimit)
         let runLength = (addresses.count + runCount - 1) / max(1, runCount)
         let runs = stride(from: 0, to: addresses.count, by: max(1, runLength)).map { Array(addresses[$0..<min($0 + runLength, addresses.count)]) }
         let store = store
@@ -179,7 +177,7 @@ extension Ledger {
                 group.addTask { try await store.checkRows(emails: run, topicKey: topicKey) }
                 next += 1
             }
-            while next < min(cores, runs.count) { start() }
+            while next < min(reads, runs.count) { start() }
             for try await part in group {
                 // The runs are disjoint: the first part is kept as it is.
                 if rows.isEmpty { rows = part } else { rows.merge(part) { kept, _ in kept } }

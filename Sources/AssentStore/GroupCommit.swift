@@ -82,6 +82,11 @@ public final class GroupCommitter: @unchecked Sendable {
 extension LedgerStore {
     public func refreshStatistics() async throws {}
 
+    /// One read per core, at most four: a batch must not take every connection of a pool (SQLite's
+    /// has five readers) from the other requests. In-process reads share the cores, and more of
+    /// them than cores made each read's page cache keep less of what its lookups share.
+    public var batchCheckReads: Int { min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)) }
+
     /// Each commit in a transaction of its own: for stores without a cheaper way (the memory store).
     public func commit(group: [LedgerCommit]) async throws -> [(any Error)?] {
         var errors: [(any Error)?] = []

@@ -212,6 +212,9 @@ public protocol LedgerStore: Sendable {
     func preferencesPage(after: (contactID: UUID, topicKey: String)?, limit: Int) async throws -> [Preference]
     /// Many checks at once (the batch check): the rows found, by email.
     func checkRows(emails: [EmailAddress], topicKey: String) async throws -> [String: CheckRow]
+    /// How many `checkRows` reads a batch check runs at once (its addresses are split into as
+    /// many runs); by default one per core, at most four.
+    var batchCheckReads: Int { get }
     /// Which of these keyed email hashes are on the suppression list.
     func suppressedHashes(_ hashes: [Data]) async throws -> Set<Data>
     /// One page of an audience, in contact-id order after `after`: contacts
