@@ -946,16 +946,9 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
         let topicKeys = topics.map { Array($0.utf8) }
         var page = AudienceRowsPage()
         page.rows.reserveCapacity(limit)
-        func field(_ cell: PostgresCell) throws -> AudienceRowsPage.Field {
-            guard var buffer = cell.bytes else { return nil }
-            let start = page.bytes.count
-            // Text is its UTF-8 in either format, bytea its bytes in binary (postgres-nio's).
-            if cell.dataType == .bytea && cell.format != .binary {
-                page.bytes.append(contentsOf: try cell.decode(Data.self))
-            } else if let bytes = buffer.readBytes(length: buffer.readableBytes) {
-                page.bytes.append(contentsOf: bytes)
-            }
-            return start..<page.bytes.count
+        // Text cells are their UTF-8 in either format; a bytea is its bytes in binary (postgres-nio's), else decoded.
+        func secret(_ cell: PostgresCell) throws -> [UInt8]? {
+            cell.dataType == .bytea && cell.format != .binary ? try cell.decode(Data?.self).map(Array.init) : cell.bytes.map { Array($0.readableBytesView) }
         }
         var rows = 0
         for row in try await allRows(Self.audienceQuery(topics: topics, now: now, after: after, rowLimit: rowLimit), reader: true) {
@@ -963,16 +956,12 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
             let r = row.makeRandomAccess()
             let id = try r[0].decode(UUID.self)
             guard let key = r[8].bytes, let topic = topicKeys.firstIndex(where: { $0.elementsEqual(key.readableBytesView) }) else { continue }
-            page.grants.append(AudienceRowsPage.Grant(topic: topic, sinceMilliseconds: try r[10].decode(Int64.self)))
-            if id == page.rows.last?.id {
-                page.rows[page.rows.count - 1].grants = page.rows[page.rows.count - 1].grants.lowerBound..<page.grants.count
-                continue
+            try page.add(id: id, AudienceRowsPage.Grant(topic: topic, sinceMilliseconds: try r[10].decode(Int64.self))) { page in
+                (page.field(r[1].bytes?.readableBytesView), page.field(r[2].bytes?.readableBytesView), page.field(r[3].bytes?.readableBytesView),
+                 page.field(r[4].bytes?.readableBytesView), page.field(try secret(r[13])))
             }
-            page.rows.append(AudienceRowsPage.Row(id: id, email: try field(r[1]), name: try field(r[2]), externalID: try field(r[3]), locale: try field(r[4]),
-                                                  secret: try field(r[13]), grants: (page.grants.count - 1)..<page.grants.count))
         }
-        // A full page may end part way through a contact's grants: that contact starts the next page.
-        if rows == rowLimit && topics.count > 1 && page.rows.count > 1 { page.grants.removeSubrange(page.rows.removeLast().grants) }
+        page.end(rowsRead: rows, rowLimit: rowLimit, topicCount: topics.count)
         return page
     }
 

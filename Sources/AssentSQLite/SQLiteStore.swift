@@ -658,14 +658,11 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
             page.bytes.reserveCapacity(limit * 96)
             page.rows.reserveCapacity(limit)
             page.grants.reserveCapacity(limit)
-            func field(_ column: Int32) -> AudienceRowsPage.Field {
+            func column(_ column: Int32) -> UnsafeRawBufferPointer? {
                 guard sqlite3_column_type(handle, column) != SQLITE_NULL else { return nil }
-                let start = page.bytes.count
                 // The pointer first, then the count (as SQLite asks); an empty blob has no pointer.
                 let pointer = column == 13 ? sqlite3_column_blob(handle, column) : UnsafeRawPointer(sqlite3_column_text(handle, column))
-                let count = Int(sqlite3_column_bytes(handle, column))
-                if let pointer, count > 0 { page.bytes.append(contentsOf: UnsafeRawBufferPointer(start: pointer, count: count)) }
-                return start..<page.bytes.count
+                return UnsafeRawBufferPointer(start: pointer, count: Int(sqlite3_column_bytes(handle, column)))
             }
             var rows = 0
             while try row.step() {
@@ -673,16 +670,11 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
                 guard let id = row.uuid(0), let key = sqlite3_column_text(handle, 8),
                       let topic = topicKeys.firstIndex(where: { $0.elementsEqual(UnsafeBufferPointer(start: key, count: Int(sqlite3_column_bytes(handle, 8)))) })
                 else { continue }
-                page.grants.append(AudienceRowsPage.Grant(topic: topic, sinceMilliseconds: sqlite3_column_int64(handle, 10)))
-                if id == page.rows.last?.id {
-                    page.rows[page.rows.count - 1].grants = page.rows[page.rows.count - 1].grants.lowerBound..<page.grants.count
-                    continue
+                page.add(id: id, AudienceRowsPage.Grant(topic: topic, sinceMilliseconds: sqlite3_column_int64(handle, 10))) { page in
+                    (page.field(column(1)), page.field(column(2)), page.field(column(3)), page.field(column(4)), page.field(column(13)))
                 }
-                page.rows.append(AudienceRowsPage.Row(id: id, email: field(1), name: field(2), externalID: field(3), locale: field(4), secret: field(13),
-                                                      grants: (page.grants.count - 1)..<page.grants.count))
             }
-            // A full page may end part way through a contact's grants: that contact starts the next page.
-            if rows == rowLimit && topics.count > 1 && page.rows.count > 1 { page.grants.removeSubrange(page.rows.removeLast().grants) }
+            page.end(rowsRead: rows, rowLimit: rowLimit, topicCount: topics.count)
             return page
         }
     }

@@ -55,27 +55,45 @@ public struct AudienceRowsPage: Sendable {
     /// Members copied into a page, for one writer of both (`secrets` in the members' order;
     /// a member without one is left out when written).
     public init(_ members: [AudienceMember], topics: [String], secrets: [Data?]) {
-        func field(_ text: String?) -> Field {
-            guard let text else { return nil }
-            let start = bytes.count
-            bytes.append(contentsOf: text.utf8)
-            return start..<bytes.count
-        }
-        func field(_ data: Data?) -> Field {
-            guard let data else { return nil }
-            let start = bytes.count
-            bytes.append(contentsOf: data)
-            return start..<bytes.count
-        }
         rows.reserveCapacity(members.count)
         for (member, secret) in zip(members, secrets) {
             let c = member.contact, first = grants.count
             for (key, grant) in member.grants.sorted(by: { $0.key < $1.key }) {
                 if let topic = topics.firstIndex(of: key) { grants.append(Grant(topic: topic, sinceMilliseconds: grant.since.millisecondsSince1970)) }
             }
-            rows.append(Row(id: c.id, email: field(c.email.value), name: field(c.name), externalID: field(c.externalID), locale: field(c.locale),
-                            secret: field(secret), grants: first..<grants.count))
+            rows.append(Row(id: c.id, email: field(c.email.value.utf8), name: field(c.name?.utf8), externalID: field(c.externalID?.utf8),
+                            locale: field(c.locale?.utf8), secret: field(secret), grants: first..<grants.count))
         }
+    }
+
+    /// Appends a field's bytes and gives their range; nil (NULL) appends nothing.
+    @inlinable
+    public mutating func field<Bytes: Collection<UInt8>>(_ value: Bytes?) -> Field {
+        guard let value else { return nil }
+        let start = bytes.count
+        bytes.append(contentsOf: value)
+        return start..<bytes.count
+    }
+
+    /// Adds one row of an audience page's query (a contact and one of its grants, in contact
+    /// order): the grant joins the last row when it is the same contact's, else a row is started
+    /// with the fields `read` appends.
+    public mutating func add(id: UUID, _ grant: Grant,
+                             read: (inout AudienceRowsPage) throws -> (email: Field, name: Field, externalID: Field, locale: Field, secret: Field)) rethrows {
+        grants.append(grant)
+        if id == rows.last?.id {
+            rows[rows.count - 1].grants = rows[rows.count - 1].grants.lowerBound..<grants.count
+            return
+        }
+        let f = try read(&self)
+        rows.append(Row(id: id, email: f.email, name: f.name, externalID: f.externalID, locale: f.locale, secret: f.secret,
+                        grants: (grants.count - 1)..<grants.count))
+    }
+
+    /// Ends a page read with `LIMIT rowLimit`: a full page may end part way through a contact's
+    /// grants, and that contact then starts the next page.
+    public mutating func end(rowsRead: Int, rowLimit: Int, topicCount: Int) {
+        if rowsRead == rowLimit && topicCount > 1 && rows.count > 1 { grants.removeSubrange(rows.removeLast().grants) }
     }
 }
 
