@@ -1,0 +1,169 @@
+import AssentCore
+import AssentPostgres
+import AssentStore
+import AssentTestSupport
+import Foundation
+import Testing
+
+/// A batch read that records its batches, and holds each one until let through.
+private final class HeldReads: @unchecked Sendable {
+    private let lock = NSLock()
+    private var held: [CheckedContinuation<Void, Never>] = []
+    private var open = false
+    private(set) var batches: [[Int]] {
+        get { lock.withLock { _batches } }
+        set { lock.withLock { _batches = newValue } }
+    }
+    private var _batches: [[Int]] = []
+    let failing: Int?
+
+    init(failing: Int? = nil) { self.failing = failing }
+
+    func read(_ keys: [Int]) async throws -> [String] {
+        lock.withLock { _batches.append(keys) }
+        await withCheckedContinuation { continuation in
+            let wait = lock.withLock { () -> Bool in
+                if open { return false }
+                held.append(continuation)
+                return true
+            }
+            if !wait { continuation.resume() }
+        }
+        if let failing, keys.contains(failing) { throw CancellationError() }
+        return keys.map { "v\($0)" }
+    }
+
+    /// Lets every held and later read through.
+    func release() {
+        let waiting = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+            open = true
+            defer { held = [] }
+            return held
+        }
+        for continuation in waiting { continuation.resume() }
+    }
+}
+
+/// Waits (a few seconds at most) until `condition` holds.
+private func eventually(_ condition: () -> Bool) async throws {
+    for _ in 0..<500 where !condition() { try await Task.sleep(for: .milliseconds(10)) }
+    #expect(condition())
+}
+
+@Suite struct ReadCoalescerTests {
+    @Test func aReadUnderTheWidthGoesAloneAtOnce() async throws {
+        let reads = HeldReads()
+        reads.release()
+        let coalescer = ReadCoalescer<Int, String>(width: 2) { try await reads.read($0) }
+        for key in 0..<5 { #expect(try await coalescer.read(key) == "v\(key)") }
+        #expect(reads.batches == [[0], [1], [2], [3], [4]])
+        #expect(coalescer.statistics == (5, 5))
+    }
+
+    @Test func readsQueuedBehindTheWidthShareBatchesAndEachGetsItsOwnValue() async throws {
+        let reads = HeldReads()
+        let coalescer = ReadCoalescer<Int, String>(width: 2, maxBatch: 8) { try await reads.read($0) }
+        try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for key in 0..<2 { group.addTask { (key, try await coalescer.read(key)) } }
+            try await eventually { reads.batches.count == 2 }
+            // Both reads are out: these queue, in order. 7 is asked twice and answered twice.
+            let queued = Array(2..<21) + [7]
+            for (index, key) in queued.enumerated() {
+                group.addTask { (key, try await coalescer.read(key)) }
+                try await eventually { coalescer.queuedCount == index + 1 }
+            }
+            reads.release()
+            var answered = 0
+            for try await (key, value) in group {
+                #expect(value == "v\(key)")
+                answered += 1
+            }
+            #expect(answered == 22)
+        }
+        let batches = reads.batches
+        #expect(batches.count == 5, "\(batches)")
+        #expect(Array(batches.dropFirst(2)).map(\.count).sorted() == [4, 8, 8], "\(batches)")
+        #expect(batches.dropFirst(2).flatMap { $0 }.sorted() == (Array(2..<21) + [7]).sorted())
+        #expect(coalescer.statistics == (5, 22))
+        // Every slot was given back: the next read goes alone, at once.
+        #expect(try await coalescer.read(99) == "v99")
+        #expect(reads.batches.last == [99])
+    }
+
+    @Test func aFailedBatchFailsItsReadsOnlyAndFreesItsSlot() async throws {
+        let reads = HeldReads(failing: 13)
+        let coalescer = ReadCoalescer<Int, String>(width: 1, maxBatch: 3) { try await reads.read($0) }
+        let results = await withTaskGroup(of: (Int, Bool).self) { group in
+            group.addTask { (0, (try? await coalescer.read(0)) != nil) }
+            try? await eventually { reads.batches.count == 1 }
+            for (index, key) in [11, 12, 13, 14, 15].enumerated() {
+                group.addTask { (key, (try? await coalescer.read(key)) != nil) }
+                try? await eventually { coalescer.queuedCount == index + 1 }
+            }
+            reads.release()
+            var results: [Int: Bool] = [:]
+            for await (key, succeeded) in group { results[key] = succeeded }
+            return results
+        }
+        // [0] alone, then [11, 12, 13] fails as one, then [14, 15].
+        #expect(reads.batches == [[0], [11, 12, 13], [14, 15]])
+        #expect(results == [0: true, 11: false, 12: false, 13: false, 14: true, 15: true])
+        #expect(try await coalescer.read(1) == "v1")
+    }
+
+    @Test func aBatchReadThatMiscountsIsAnErrorNotAWrongAnswer() async throws {
+        let coalescer = ReadCoalescer<Int, String>(width: 1) { keys in keys.dropLast().map { "v\($0)" } }
+        await #expect(throws: CoalescedReadError.self) { try await coalescer.read(1) }
+    }
+}
+
+extension AudienceTests {
+    /// Many single checks at once (which a store may read together) answer as the batch check
+    /// does, each its own address and topic: repeats, unknown addresses and two topics mixed.
+    @Test(arguments: StoreKind.available)
+    func concurrentSingleChecksEachGetTheirOwnAnswer(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        for key in ["news", "offers"] {
+            _ = try await ledger.createTopic(Topic(key: key, title: key, requiresDoubleOptIn: false, createdAt: Date()), noticeText: "\(key).")
+        }
+        var known: [EmailAddress] = []
+        for i in 0..<40 {
+            let contact = try await ledger.createContact(email: EmailAddress("c\(i)@example.com"), name: nil, externalID: nil, locale: nil)
+            known.append(contact.email)
+            // news: granted, withdrawn or never asked; offers: granted or never asked.
+            var intents: [(String, ConsentIntent)] = [[("news", .optIn)], [("news", .optIn), ("news", .optOut)], []][i % 3]
+            if i % 2 == 0 { intents.append(("offers", .optIn)) }
+            for (topic, intent) in intents {
+                _ = try await ledger.recordChange(ChangeRequest(contactID: contact.id, changes: [TopicChange(topicKey: topic, intent: intent)],
+                                                                source: .api, actor: .apiKey("k")))
+            }
+        }
+        let strangers = try (0..<10).map { try EmailAddress("s\($0)@example.net") }
+        var random = SplitMix(state: 7)
+        let asked = (0..<600).map { _ in
+            (random.next() % 5 == 0 ? strangers[Int(random.next() % 10)] : known[Int(random.next() % 40)], random.next() % 2 == 0 ? "news" : "offers")
+        }
+        var expected: [String: CheckResult] = [:]
+        for topic in ["news", "offers"] {
+            for (email, result) in zip(known + strangers, try await ledger.check(emails: known + strangers, topicKey: topic)) {
+                expected["\(email.value) \(topic)"] = result
+            }
+        }
+        #expect(Set(expected.values.map(\.reason)) == [.granted, .withdrawn, .none, .unknown])
+        let answers = try await withThrowingTaskGroup(of: (Int, CheckResult).self) { group in
+            for (index, (email, topic)) in asked.enumerated() {
+                group.addTask { (index, try await ledger.check(email: email, topicKey: topic)) }
+            }
+            var answers: [Int: CheckResult] = [:]
+            for try await (index, result) in group { answers[index] = result }
+            return answers
+        }
+        let wrong = asked.indices.filter { answers[$0] != expected["\(asked[$0].0.value) \(asked[$0].1)"] }
+        #expect(wrong.isEmpty, "\(wrong.count) checks answered unlike the batch check, first \(wrong.first.map { "\(asked[$0])" } ?? "")")
+        if let store = ledger.store as? PostgresStore {
+            let statistics = store.checkReadStatistics
+            #expect(statistics.keys == asked.count)
+            #expect(statistics.reads < statistics.keys, "600 checks at once were read in \(statistics.reads) reads")
+        }
+    }
+}
