@@ -171,6 +171,22 @@ struct StoreRun: Codable {
             ceilings["I"] = try Ceilings.sqliteImport(path: path, contacts: s.contacts, synchronous: "FULL")
             for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
         }
+        // I on PostgreSQL: the same rows by COPY, into a database of its own that Assent migrated and gave the same topics.
+        if store == "PostgreSQL", let url = environment["ASSENT_DATABASE_URL"] {
+            log("\(store): I ...")
+            let database = "assent_ceiling_\(UUID.random().uuidString.prefix(6).lowercased())"
+            var ceilingEnvironment = environment
+            ceilingEnvironment["ASSENT_DATABASE_URL"] = try await PostgresDatabases.create(database, on: url)
+            do {
+                try await addTopics(ceilingEnvironment, prefix: "ceiling-")
+                ceilings["I"] = try await Ceilings.postgresImport(url: ceilingEnvironment["ASSENT_DATABASE_URL"]!, contacts: s.contacts,
+                                                                  directory: directory, logs: logs)
+            } catch {
+                try? await PostgresDatabases.drop(database, on: url)
+                throw error
+            }
+            try await PostgresDatabases.drop(database, on: url)
+        }
 
         // 4. Import through the one write path.
         log("\(store): 4. importing ...")
@@ -337,6 +353,12 @@ struct StoreRun: Codable {
             figures[i].note = (figures[i].note ?? "") + "; a raw sqlite3 read of the same rows in one statement, nothing decoded: "
                 + "\(Report.format(scan)) rows/s (export = \(Report.format(figures[i].value / scan)) x that)"
         }
+        if store == "PostgreSQL", let url = environment["ASSENT_DATABASE_URL"], let i = figures.lastIndex(where: { $0.id == "5" }) {
+            let scan = try await Ceilings.postgresRawRead(url: url, sql: Ceilings.postgresAudienceQuery(topic: "news"), logs: logs, name: "raw-audience")
+            figures[i].note = (figures[i].note ?? "") + "; PostgreSQL's own read of the same rows in one statement (psql's COPY to /dev/null, binary): "
+                + "\(Report.format(scan)) rows/s (export = \(Report.format(figures[i].value / scan)) x that)"
+                + (scan < 500_000 ? "; the read binds: it is below the target before anything is decoded" : "")
+        }
 
         // 6. Verify every chain.
         log("\(store): 6. verify ...")
@@ -348,6 +370,14 @@ struct StoreRun: Codable {
             // What reading the rows alone costs, for the same rows in the same order.
             let scan = try Ceilings.sqliteScan(path: path)
             verifyNote += "; a raw sqlite3 read of the same rows, nothing decoded: \(Report.format(scan)) rows/s (verify = \(Report.format(counted / verified.seconds / scan)) x that)"
+            if scan < 0.5 * ceilings["S"]! {
+                verifyNote += "; the read binds: it is below 0.5 x S (\(Report.format(0.5 * ceilings["S"]!)) events/s) before anything is hashed"
+            }
+        }
+        if store == "PostgreSQL", let url = environment["ASSENT_DATABASE_URL"] {
+            let scan = try await Ceilings.postgresRawRead(url: url, sql: Ceilings.postgresScanQuery, logs: logs, name: "raw-scan")
+            verifyNote += "; PostgreSQL's own read of the same rows in the same order (psql's COPY to /dev/null, binary): \(Report.format(scan)) rows/s "
+                + "(verify = \(Report.format(counted / verified.seconds / scan)) x that)"
             if scan < 0.5 * ceilings["S"]! {
                 verifyNote += "; the read binds: it is below 0.5 x S (\(Report.format(0.5 * ceilings["S"]!)) events/s) before anything is hashed"
             }

@@ -356,7 +356,7 @@ extension Ceilings {
     /// SIGALRM, which a child of this process never received (it ran on past ten minutes), so a
     /// short run measures the rate and a second, sized from it, is the figure.
     static func pgbench(url: String, script: String, clients: Int, seconds: Int, logs: URL, name: String) async throws -> Double {
-        guard let pgbench = pgbenchPath() else {
+        guard let pgbench = postgresTool("pgbench") else {
             throw BenchError("pgbench is not installed (Debian: apt-get install postgresql; scripts/bench installs it)")
         }
         let file = logs.appendingPathComponent("\(name).sql")
@@ -377,16 +377,6 @@ extension Ceilings {
         }
         let probe = try await transactionsPerSecond(perClient: 50, run: "\(name)-probe")
         return try await transactionsPerSecond(perClient: max(50, Int(probe * Double(seconds) / Double(clients))), run: name)
-    }
-
-    /// The newest server version's pgbench (Debian keeps it with the server, under /usr/lib/postgresql), else the one on PATH.
-    static func pgbenchPath() -> String? {
-        let root = "/usr/lib/postgresql"
-        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int.init).sorted()
-        for version in versions.reversed() where FileManager.default.isExecutableFile(atPath: "\(root)/\(version)/bin/pgbench") {
-            return "\(root)/\(version)/bin/pgbench"
-        }
-        return Bench.which("pgbench")
     }
 }
 
