@@ -921,8 +921,20 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
             """).map { try $0["email_hash"].decode(Data.self) })
     }
 
+    /// The columns an audience page's query returns: every one a member has, or those the rows path writes.
+    enum AudienceColumns {
+        case all, written
+
+        var sql: String {
+            switch self {
+            case .all: "c.id, c.email, c.name, c.external_id, c.locale, c.created_at, c.updated_at, c.objected_at, p.topic_key, p.state, p.since, p.expires_at, p.seq, s.secret"
+            case .written: "c.id, c.email, c.name, c.external_id, c.locale, p.topic_key, p.since, s.secret"
+            }
+        }
+    }
+
     /// An audience page's query.
-    static func audienceQuery(topics: [String], now: Date, after: UUID?, rowLimit: Int) -> PostgresQuery {
+    static func audienceQuery(topics: [String], now: Date, after: UUID?, rowLimit: Int, columns: AudienceColumns = .all) -> PostgresQuery {
         let at = now.millisecondsSince1970
         // One pass in contact-id order from where the last page ended: the grants by the
         // preferences' primary key, each contact and link secret by theirs, so a page costs its own
@@ -933,8 +945,7 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
         // Each table is bounded by the start, so that a merge join does not walk contacts or secrets from the first id.
         let start = after ?? Self.nilUUID
         return """
-            SELECT c.id, c.email, c.name, c.external_id, c.locale, c.created_at, c.updated_at, c.objected_at,
-                   p.topic_key, p.state, p.since, p.expires_at, p.seq, s.secret
+            SELECT \(unescaped: columns.sql)
             FROM preferences p JOIN contacts c ON c.id = p.contact_id
             LEFT JOIN contact_link_secrets s ON s.contact_id = p.contact_id AND s.contact_id > \(start)
             WHERE p.topic_key = ANY(\(topics)) AND p.state = 'granted' AND (p.expires_at IS NULL OR p.expires_at > \(at))
@@ -956,14 +967,19 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
             cell.dataType == .bytea && cell.format != .binary ? try cell.decode(Data?.self).map(Array.init) : cell.bytes.map { Array($0.readableBytesView) }
         }
         var rows = 0
-        for row in try await allRows(Self.audienceQuery(topics: topics, now: now, after: after, rowLimit: rowLimit), reader: true) {
+        // The cells in order, without `makeRandomAccess` (an array of the row's buffers per row), of
+        // the query's columns this path writes: id, email, name, external_id, locale, topic_key, since, secret.
+        for row in try await allRows(Self.audienceQuery(topics: topics, now: now, after: after, rowLimit: rowLimit, columns: .written), reader: true) {
             rows += 1
-            let r = row.makeRandomAccess()
-            let id = try r[0].decode(UUID.self)
-            guard let key = r[8].bytes, let topic = topicKeys.firstIndex(where: { $0.elementsEqual(key.readableBytesView) }) else { continue }
-            try page.add(id: id, AudienceRowsPage.Grant(topic: topic, sinceMilliseconds: try r[10].decode(Int64.self))) { page in
-                (page.field(r[1].bytes?.readableBytesView), page.field(r[2].bytes?.readableBytesView), page.field(r[3].bytes?.readableBytesView),
-                 page.field(r[4].bytes?.readableBytesView), page.field(try secret(r[13])))
+            var cells = row.makeIterator()
+            guard let idCell = cells.next(), let email = cells.next(), let name = cells.next(), let externalID = cells.next(),
+                  let locale = cells.next(), let topicCell = cells.next(), let since = cells.next(), let secretCell = cells.next() else {
+                throw StoreError.unavailable("PostgreSQL answered an audience page with fewer columns than its query names")
+            }
+            guard let key = topicCell.bytes, let topic = topicKeys.firstIndex(where: { $0.elementsEqual(key.readableBytesView) }) else { continue }
+            try page.add(id: try idCell.decode(UUID.self), AudienceRowsPage.Grant(topic: topic, sinceMilliseconds: try since.decode(Int64.self))) { page in
+                (page.field(email.bytes?.readableBytesView), page.field(name.bytes?.readableBytesView), page.field(externalID.bytes?.readableBytesView),
+                 page.field(locale.bytes?.readableBytesView), page.field(try secret(secretCell)))
             }
         }
         page.end(rowsRead: rows, rowLimit: rowLimit, topicCount: topics.count)

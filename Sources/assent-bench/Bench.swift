@@ -335,8 +335,10 @@ struct StoreRun: Codable {
             return most
         }
         let started = Date()
+        let serverCPUBefore = Proc.cpuSeconds(server.pid), databaseCPUBefore = Proc.cpuSeconds(named: "postgres")
         let rows = try await Self.stream(http, "\(base)/api/v1/audience?topics=news", auth: auth)
         let seconds = Date().timeIntervalSince(started)
+        let serverCPU = Proc.cpuSeconds(server.pid) - serverCPUBefore, databaseCPU = Proc.cpuSeconds(named: "postgres") - databaseCPUBefore
         sampler.cancel()
         let grown = max(0, await sampler.value - idle)
         let expected = s.contacts + s.history % 2 // the history contact ends granted after an odd number of changes
@@ -344,7 +346,11 @@ struct StoreRun: Codable {
         add(Figure(id: "5", name: "audience export of \(rows) granted contacts, streamed", value: Double(rows) / seconds, unit: "rows/s",
                    target: ">= 500,000 rows/s, RSS <= 100 MB above idle", ceiling: "R", ratio: Double(rows) / seconds / ceilings["R"]!,
                    met: Double(rows) / seconds >= 500_000 && grown <= 100 << 20,
-                   note: "\(Report.format(seconds)) s; server RSS \(idle >> 20) MB idle, +\(grown >> 20) MB at most"))
+                   note: "\(Report.format(seconds)) s; server RSS \(idle >> 20) MB idle, +\(grown >> 20) MB at most; CPU per row: server "
+                    + Self.micros(serverCPU / Double(rows) * 1e6)
+                    + (store == "PostgreSQL" ? ", PostgreSQL \(Self.micros(databaseCPU / Double(rows) * 1e6)) (at 500,000 rows/s the machine's "
+                        + "\(ProcessInfo.processInfo.activeProcessorCount) cores allow \(Self.micros(Double(ProcessInfo.processInfo.activeProcessorCount) / 500_000 * 1e6)) "
+                        + "per row for both together)" : "")))
 
         server.terminate()
         if let path = environment["ASSENT_DATABASE"], let i = figures.lastIndex(where: { $0.id == "5" }) {
