@@ -46,6 +46,52 @@ public struct JSONLogHandler: LogHandler {
     }
 }
 
+/// Lines as swift-log's `StreamLogHandler` writes them (`assent serve`'s text format), on standard
+/// error: time, level, label, the metadata sorted as key=value, `[source]`, the message. Unlike that
+/// handler it formats the metadata only for a line it writes: `StreamLogHandler` re-formats all of
+/// it each time a key is set, and every request sets two (Hummingbird's `hb.request.id` and our
+/// `request_id`), logged or not; that was about 2% of a consent check's CPU.
+public struct TextLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider?
+    public var logLevel: Logger.Level = .info
+    private let label: String
+    private let write: @Sendable (Data) -> Void
+
+    public init(label: String, metadataProvider: Logger.MetadataProvider? = nil, write: @escaping @Sendable (Data) -> Void = JSONLogHandler.standardError) {
+        self.label = label
+        self.metadataProvider = metadataProvider
+        self.write = write
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var all = metadata
+        if let provided = metadataProvider?.get() { all.merge(provided) { _, new in new } }
+        if let explicit = event.metadata { all.merge(explicit) { _, new in new } }
+        if let error = event.error {
+            all["error.message"] = "\(error)"
+            all["error.type"] = "\(String(reflecting: type(of: error)))"
+        }
+        let pretty = all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        let line = "\(Self.timestamp()) \(event.level)\(label.isEmpty ? "" : " ")\(label):\(pretty.isEmpty ? "" : " " + pretty) [\(event.source)] \(event.message)\n"
+        write(Data(line.utf8))
+    }
+
+    /// Local time, as `StreamLogHandler` writes it.
+    static func timestamp() -> String {
+        var now = time(nil)
+        guard let local = localtime(&now) else { return "<unknown>" }
+        var buffer = [Int8](repeating: 0, count: 64)
+        strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S%z", local)
+        return String(cString: buffer)
+    }
+}
+
 /// Gives every request an id: the caller's `X-Request-Id` when it is a sane
 /// token (up to 128 letters, digits, `.`, `_`, `-`), else a new one. It is in
 /// every log line about the request (`request_id`) and in the response's

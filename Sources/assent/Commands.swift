@@ -93,7 +93,11 @@ struct Serve: AsyncParsableCommand {
         // the loop it came from, so nothing may block a loop waiting for other jobs: bcrypt runs on
         // NIOThreadPool, SQLite work that can wait for a connection on GRDB's or Dispatch's threads.
         if try Self.tasksOnEventLoops() { NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor() }
-        if logFormat == "json" { LoggingSystem.bootstrap { label in JSONLogHandler(label: label) } }
+        if logFormat == "json" {
+            LoggingSystem.bootstrap { label in JSONLogHandler(label: label) }
+        } else {
+            LoggingSystem.bootstrap { label in TextLogHandler(label: label) }
+        }
         var logger = Logger(label: "assent")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         // Probes reach a stand-in meanwhile: live, not ready (README: Operations).
