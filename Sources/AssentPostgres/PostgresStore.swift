@@ -1121,34 +1121,52 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
     /// read-only transaction, on the read replica when configured), a page of
     /// contacts at a time, so memory stays bounded however large the ledger.
     public func scanChains(_ body: @Sendable (ChainSnapshot) throws -> Void) async throws {
-        let page = 500
+        let page = 1_000
+        /// A page of contacts' rows as they came, decoded later.
+        struct Page: Sendable {
+            var heads: [PostgresRandomAccessRow], events: [PostgresRandomAccessRow], preferences: [PostgresRandomAccessRow]
+            var lastID: UUID
+        }
         try await readClient.withConnection { c in
             try await c.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
             do {
-                var after: UUID?
-                while true {
+                /// The page after `after`; nil past the last.
+                @Sendable func read(after: UUID?) async throws -> Page? {
                     let heads = if let after {
                         try await rows("SELECT * FROM chain_heads WHERE contact_id > \(after) ORDER BY contact_id LIMIT \(page)", on: c)
                     } else {
                         try await rows("SELECT * FROM chain_heads ORDER BY contact_id LIMIT \(page)", on: c)
                     }
-                    if heads.isEmpty { break }
-                    let ids = try heads.map { try $0["contact_id"].decode(UUID.self) }
+                    guard let last = heads.last else { return nil }
+                    let first = try heads[0]["contact_id"].decode(UUID.self), lastID = try last["contact_id"].decode(UUID.self)
+                    // The page's range of ids, so each read walks its stretch of an index (the heads are in id order).
+                    async let events = rows("""
+                        SELECT \(unescaped: Self.eventColumns) FROM consent_events WHERE contact_id BETWEEN \(first) AND \(lastID) ORDER BY contact_id, seq
+                        """, on: c)
+                    async let preferences = rows("SELECT * FROM preferences WHERE contact_id BETWEEN \(first) AND \(lastID)", on: c)
+                    return Page(heads: heads, events: try await events, preferences: try await preferences, lastID: lastID)
+                }
+                // The next page is read while this one is decoded and handed on: PostgreSQL and the
+                // decoding no longer wait for each other.
+                var next = try await read(after: nil)
+                while let current = next {
+                    async let following = read(after: current.lastID)
                     var events: [UUID: [ConsentEvent]] = [:]
-                    for r in try await rows("SELECT \(unescaped: Self.eventColumns) FROM consent_events WHERE contact_id = ANY(\(ids)) ORDER BY contact_id, seq", on: c) {
+                    for r in current.events {
                         let e = try Self.event(r)
                         events[e.contactID, default: []].append(e)
                     }
                     var preferences: [UUID: [Preference]] = [:]
-                    for r in try await rows("SELECT * FROM preferences WHERE contact_id = ANY(\(ids))", on: c) {
+                    for r in current.preferences {
                         let id = try r["contact_id"].decode(UUID.self)
                         preferences[id, default: []].append(try Self.preference(r, contactID: id))
                     }
-                    for (id, h) in zip(ids, heads) {
+                    for h in current.heads {
+                        let id = try h["contact_id"].decode(UUID.self)
                         let head = ChainHead(contactID: id, seq: try h["seq"].decode(Int64.self), hash: try h["hash"].decode(Data.self))
                         try body(ChainSnapshot(contactID: id, events: events[id] ?? [], head: head, preferences: preferences[id] ?? []))
                     }
-                    after = ids.last
+                    next = try await following
                 }
                 // Events or preferences whose contact has no head at all: the head row was removed.
                 let orphans = try await rows("""
