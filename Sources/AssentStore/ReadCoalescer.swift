@@ -77,7 +77,9 @@ public final class ReadCoalescer<Key: Sendable, Value: Sendable>: @unchecked Sen
         let keys = [key] + others.map(\.key)
         let values: [Value]
         do {
-            values = try await batchRead(keys)
+            // Others' reads run in a task of their own: in the leader's, the leader's cancellation
+            // (its client gone, a shutdown) would fail every read of the batch.
+            values = try await others.isEmpty ? batchRead(keys) : Task { [batchRead] in try await batchRead(keys) }.value
             guard values.count == keys.count else {
                 throw CoalescedReadError.miscounted(keys: keys.count, values: values.count)
             }

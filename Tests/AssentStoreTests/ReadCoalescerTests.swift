@@ -16,8 +16,13 @@ private final class HeldReads: @unchecked Sendable {
     }
     private var _batches: [[Int]] = []
     let failing: Int?
+    /// Whether a read fails when its task is cancelled (as postgres-nio's do).
+    let checksCancellation: Bool
 
-    init(failing: Int? = nil) { self.failing = failing }
+    init(failing: Int? = nil, checksCancellation: Bool = false) {
+        self.failing = failing
+        self.checksCancellation = checksCancellation
+    }
 
     func read(_ keys: [Int]) async throws -> [String] {
         lock.withLock { _batches.append(keys) }
@@ -29,6 +34,7 @@ private final class HeldReads: @unchecked Sendable {
             }
             if !wait { continuation.resume() }
         }
+        if checksCancellation { try Task.checkCancellation() }
         if let failing, keys.contains(failing) { throw CancellationError() }
         return keys.map { "v\($0)" }
     }
@@ -109,6 +115,29 @@ private func eventually(_ condition: () -> Bool) async throws {
         #expect(reads.batches == [[0], [11, 12, 13], [14, 15]])
         #expect(results == [0: true, 11: false, 12: false, 13: false, 14: true, 15: true])
         #expect(try await coalescer.read(1) == "v1")
+    }
+
+    /// The leader of a batch reads for others too: its own cancellation (its client gone) must not
+    /// fail their reads.
+    @Test func aCancelledLeaderDoesNotFailTheOthersInItsBatch() async throws {
+        let reads = HeldReads(checksCancellation: true)
+        let coalescer = ReadCoalescer<Int, String>(width: 1, maxBatch: 8) { try await reads.read($0) }
+        let first = Task { try await coalescer.read(0) }
+        try await eventually { reads.batches.count == 1 }
+        // Queued first, so it leads the next batch.
+        let leader = Task { try await coalescer.read(1) }
+        try await eventually { coalescer.queuedCount == 1 }
+        var others: [Task<String, any Error>] = []
+        for key in [2, 3] {
+            others.append(Task { try await coalescer.read(key) })
+            try await eventually { coalescer.queuedCount == key }
+        }
+        leader.cancel()
+        reads.release()
+        #expect(try await first.value == "v0")
+        for (key, task) in zip([2, 3], others) { #expect(try await task.value == "v\(key)") }
+        _ = try? await leader.value
+        #expect(reads.batches == [[0], [1, 2, 3]])
     }
 
     @Test func aBatchReadThatMiscountsIsAnErrorNotAWrongAnswer() async throws {
