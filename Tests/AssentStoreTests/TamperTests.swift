@@ -60,11 +60,13 @@ import Testing
         #expect(report.breaks.map(\.kind) == [.edited, .edited, .edited], "\(report.breaks)")
         let ids = report.breaks.map { $0.contactID.uuidString.lowercased() }
         #expect(ids == ids.sorted() && Set(ids).count == 3, "in contact order, once each: \(ids)")
-        // Heads gone inside a store's page of contacts and where one page may end: each such chain is
-        // still read once, whole, and reported (a store may read a page's events by its range of ids).
+        // Heads gone inside a store's page of contacts and between two pages (PostgreSQL's pages of
+        // 1,000: with the 501st head gone, the first page ends at the 1,001st, and the 1,002nd is
+        // gone): each such chain is still read once, whole, and reported (a store may read a
+        // page's events by its range of ids).
         try await tamper(ledger.store, """
             DELETE FROM chain_heads WHERE contact_id IN (SELECT contact_id FROM chain_heads ORDER BY contact_id LIMIT 1 OFFSET 500)
-                OR contact_id IN (SELECT contact_id FROM chain_heads ORDER BY contact_id LIMIT 1 OFFSET 1000)
+                OR contact_id IN (SELECT contact_id FROM chain_heads ORDER BY contact_id LIMIT 1 OFFSET 1001)
             """)
         let headless = try await ledger.verify()
         #expect(headless.contacts == 1_600 && headless.events == 4_800, "\(headless)")
