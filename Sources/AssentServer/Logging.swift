@@ -1,5 +1,8 @@
 import AssentCore
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -26,8 +29,19 @@ public struct JSONLogHandler: LogHandler {
     private static let lock = NSLock()
 
     /// Writes whole lines under one lock, so that lines from different threads never interleave.
+    /// A failed write (standard error closed) loses the line, as with swift-log's handlers, where
+    /// FileHandle's `write` stops the process.
     public static let standardError: @Sendable (Data) -> Void = { line in
-        lock.withLock { FileHandle.standardError.write(line) }
+        lock.withLock {
+            line.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
+                guard let base = bytes.baseAddress else { return }
+                var offset = 0
+                while offset < bytes.count {
+                    let written = Glibc.write(STDERR_FILENO, base + offset, bytes.count - offset)
+                    if written > 0 { offset += written } else if written < 0 && errno == EINTR { continue } else { return }
+                }
+            }
+        }
     }
 
     public func log(event: LogEvent) {
