@@ -349,8 +349,8 @@ struct StoreRun: Codable {
                    note: "\(Report.format(seconds)) s; server RSS \(idle >> 20) MB idle, +\(grown >> 20) MB at most; CPU per row: server "
                     + Self.micros(serverCPU / Double(rows) * 1e6)
                     + (store == "PostgreSQL" ? ", PostgreSQL \(Self.micros(databaseCPU / Double(rows) * 1e6)) (at 500,000 rows/s the machine's "
-                        + "\(ProcessInfo.processInfo.activeProcessorCount) cores allow \(Self.micros(Double(ProcessInfo.processInfo.activeProcessorCount) / 500_000 * 1e6)) "
-                        + "per row for both together)" : "")))
+                        + "\(ProcessInfo.processInfo.activeProcessorCount) cores, which also run the benchmark's client, allow at most "
+                        + "\(Self.micros(Double(ProcessInfo.processInfo.activeProcessorCount) / 500_000 * 1e6)) per row for both together)" : "")))
 
         server.terminate()
         if let path = environment["ASSENT_DATABASE"], let i = figures.lastIndex(where: { $0.id == "5" }) {

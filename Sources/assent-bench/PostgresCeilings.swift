@@ -37,12 +37,12 @@ extension Ceilings {
         FROM consent_events ORDER BY contact_id, seq
         """
 
-    /// The rows of one topic's audience as the server's pages read them (`PostgresStore.audienceQuery`), in one statement.
+    /// The rows of one topic's audience as the server's pages read them (`PostgresStore.audienceQuery`
+    /// with the columns an export writes), in one statement.
     static func postgresAudienceQuery(topic: String) -> String {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         return """
-            SELECT c.id, c.email, c.name, c.external_id, c.locale, c.created_at, c.updated_at, c.objected_at,
-                   p.topic_key, p.state, p.since, p.expires_at, p.seq, s.secret
+            SELECT c.id, c.email, c.name, c.external_id, c.locale, p.topic_key, p.since, s.secret
             FROM preferences p JOIN contacts c ON c.id = p.contact_id
             LEFT JOIN contact_link_secrets s ON s.contact_id = p.contact_id
             WHERE p.topic_key = '\(topic)' AND p.state = 'granted' AND (p.expires_at IS NULL OR p.expires_at > \(now))
@@ -56,8 +56,9 @@ extension Ceilings {
         guard let psql = postgresTool("psql") else {
             throw BenchError("psql is not installed (Debian: apt-get install postgresql-client; scripts/bench installs it)")
         }
+        // LC_ALL=C: psql writes its "Time: 1.234 ms" lines in the locale's language and decimal mark.
         return try await run(psql, ["-X", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", "\\timing on"] + commands.flatMap { ["-c", $0] },
-                             logs: logs, name: name)
+                             environment: ["LC_ALL": "C"], logs: logs, name: name)
     }
 
     /// The sum of psql's "Time: ... ms" lines, which must be one per command.
@@ -91,7 +92,20 @@ extension Ceilings {
             "preferences (contact_id, topic_key, state, since, seq)",
             "chain_heads (contact_id, seq, hash)",
         ]
+        let files = tables.indices.map { directory.appendingPathComponent("ceiling-import-\($0).tsv") }
+        let handles = try files.map { file in
+            _ = FileManager.default.createFile(atPath: file.path, contents: nil)
+            return try FileHandle(forWritingTo: file)
+        }
+        defer { handles.forEach { try? $0.close() } }
+        // Written a thousand contacts at a time: a million contacts' rows are gigabytes.
         var text = Array(repeating: "", count: tables.count)
+        func flush() throws {
+            for (n, handle) in handles.enumerated() where !text[n].isEmpty {
+                try handle.write(contentsOf: Data(text[n].utf8))
+                text[n] = ""
+            }
+        }
         for i in 0..<contacts {
             let id = UUID.timeOrdered().lowercasedString
             text[0] += "\(id)\tperson\(i)@bench.example\tAnn \(i)\tcrm-\(i)\t\(now)\t\(now)\n"
@@ -103,12 +117,10 @@ extension Ceilings {
                 text[4] += "\(id)\t\(topic)\tgranted\t\(now)\t\(seq + 1)\n"
             }
             text[5] += "\(id)\t3\t\(hash)\n"
+            if i % 1_000 == 999 { try flush() }
         }
-        return try tables.enumerated().map { n, table in
-            let file = directory.appendingPathComponent("ceiling-import-\(n).tsv")
-            try text[n].write(to: file, atomically: false, encoding: .utf8)
-            return (table, file)
-        }
+        try flush()
+        return Array(zip(tables, files))
     }
 
     /// The newest server version's copy of a PostgreSQL tool (Debian keeps them under

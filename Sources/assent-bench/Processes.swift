@@ -86,30 +86,24 @@ enum Proc {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
-    /// CPU time, in seconds, used so far by each process of this machine named `name` (its
-    /// command, as /proc/PID/stat gives it): PostgreSQL's backends when it runs here.
-    static func cpuSeconds(named name: String) -> CPUSnapshot {
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return CPUSnapshot(byProcess: [:]) }
-        var byProcess: [Int32: Double] = [:]
+    /// CPU time, in seconds, used so far by the processes of this machine named `name` (their
+    /// command, as /proc/PID/stat gives it: PostgreSQL's when it runs here), with that of their
+    /// children that ended (cutime, cstime): a backend whose connection closed is reaped by the
+    /// postmaster, whose children's time then holds its time. The sum only grows, so a difference
+    /// over a run is the run's time (the live processes' alone went down when one ended).
+    static func cpuSeconds(named name: String) -> Double {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return 0 }
+        var total = 0.0
         for entry in entries where entry.first?.isNumber == true {
             guard let text = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
                   let open = text.firstIndex(of: "("), let close = text.lastIndex(of: ")"),
-                  text[text.index(after: open)..<close] == name, let pid = Int32(entry) else { continue }
-            byProcess[pid] = cpuSeconds(pid)
+                  text[text.index(after: open)..<close] == name else { continue }
+            // After the command: state, ppid, ... utime (12th), stime, cutime, cstime.
+            let fields = text[text.index(after: close)...].split(separator: " ")
+            guard fields.count > 14 else { continue }
+            total += [11, 12, 13, 14].compactMap { Double(fields[$0]) }.reduce(0, +)
         }
-        return CPUSnapshot(byProcess: byProcess)
-    }
-
-    /// The CPU time of a set of processes (PostgreSQL's) at one moment, by process.
-    struct CPUSnapshot {
-        var byProcess: [Int32: Double]
-
-        /// The CPU time spent since `earlier` by the processes alive now; one that started meanwhile
-        /// counts in full. A process that ended meanwhile (a closed connection's backend) took its
-        /// time with it: it is left out (the sum of all had gone down by its whole past, once below zero).
-        static func - (later: CPUSnapshot, earlier: CPUSnapshot) -> Double {
-            later.byProcess.reduce(0) { total, entry in total + max(0, entry.value - (earlier.byProcess[entry.key] ?? 0)) }
-        }
+        return total / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     /// The machine's CPU time so far, busy and in all, in clock ticks (the first line of /proc/stat;
