@@ -350,7 +350,9 @@ struct StoreRun: Codable {
                     + Self.micros(serverCPU / Double(rows) * 1e6)
                     + (store == "PostgreSQL" ? ", PostgreSQL \(Self.micros(databaseCPU / Double(rows) * 1e6)) (at 500,000 rows/s the machine's "
                         + "\(ProcessInfo.processInfo.activeProcessorCount) cores, which also run the benchmark's client, allow at most "
-                        + "\(Self.micros(Double(ProcessInfo.processInfo.activeProcessorCount) / 500_000 * 1e6)) per row for both together)" : "")))
+                        + "\(Self.micros(Double(ProcessInfo.processInfo.activeProcessorCount) / 500_000 * 1e6)) per row for both together"
+                        + ((serverCPU + databaseCPU) / Double(rows) > Double(ProcessInfo.processInfo.activeProcessorCount) / 500_000
+                            ? "; theirs add up to more: the CPU binds)" : ")") : "")))
 
         server.terminate()
         if let path = environment["ASSENT_DATABASE"], let i = figures.lastIndex(where: { $0.id == "5" }) {
