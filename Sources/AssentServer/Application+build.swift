@@ -147,23 +147,23 @@ struct Gate: Sendable {
     /// A valid key always gets through; past the limit of failures an address gets 429 instead
     /// of 401, so guessing is slowed without locking out clients that share an address with a guesser.
     private func authenticate(_ request: Request, from address: String) async throws -> APIKey {
-        var unauthorized = APIError(.unauthorized, detail: "send an API key as 'Authorization: Bearer assent_...'")
-        unauthorized.headers[.wwwAuthenticate] = "Bearer realm=\"assent\""
+        // Made only when refusing (its headers and text cost every request when made up front).
+        func unauthorized(_ detail: String) -> APIError {
+            var error = APIError(.unauthorized, detail: detail)
+            error.headers[.wwwAuthenticate] = "Bearer realm=\"assent\""
+            return error
+        }
         do {
             // Byte by byte: lowercased() and Foundation's trimming (through NSString) were a twentieth of a check's CPU.
             guard let header = request.headers[.authorization],
                   header.utf8.prefix(7).map({ $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 + 32 : $0 }).elementsEqual("bearer ".utf8)
-            else { throw unauthorized }
+            else { throw unauthorized("send an API key as 'Authorization: Bearer assent_...'") }
             let token = header.dropFirst("bearer ".count).trimmingWhitespace
             guard let (id, secret) = APIKey.parse(token: token), let key = try await keys.value(id, fetch: { try await store.apiKey(id: id) }),
                   key.matches(secret: secret) else {
-                unauthorized.detail = "the API key is not valid"
-                throw unauthorized
+                throw unauthorized("the API key is not valid")
             }
-            guard key.isActive else {
-                unauthorized.detail = "the API key has been revoked"
-                throw unauthorized
-            }
+            guard key.isActive else { throw unauthorized("the API key has been revoked") }
             return key
         } catch let error as APIError where error.status == .unauthorized {
             let admitted = await failures.admit(address)

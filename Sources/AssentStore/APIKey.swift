@@ -61,9 +61,19 @@ public struct APIKey: Equatable, Sendable {
 
     public static func hash(secret: String) -> Data { Data(SHA256.hash(data: Data(secret.utf8))) }
 
-    /// Constant-time comparison of the presented secret with the stored hash.
+    /// Constant-time comparison of the presented secret with the stored hash. Hashed where the
+    /// secret's bytes lie and compared in place (every API request asks).
     public func matches(secret: String) -> Bool {
-        APIKey.hash(secret: secret).constantTimeEquals(secretHash)
+        var secret = secret
+        let digest: SHA256.Digest = secret.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
+        return digest.withUnsafeBytes { (presented: UnsafeRawBufferPointer) -> Bool in
+            secretHash.withUnsafeBytes { (stored: UnsafeRawBufferPointer) -> Bool in
+                guard presented.count == stored.count else { return false }
+                var difference: UInt8 = 0
+                for i in 0..<presented.count { difference |= presented[i] ^ stored[i] }
+                return difference == 0
+            }
+        }
     }
 
     public static func validateName(_ name: String) throws {
