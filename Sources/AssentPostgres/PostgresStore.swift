@@ -1056,7 +1056,7 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
         }
         var found = [CheckRow?](repeating: nil, count: keys.count)
         for try await (ordinal, contactID, topic, state, since, expiresAt, seq) in try await client.execute(
-            CheckRowsStatement(addresses: keys.map(\.address), topicKeys: keys.map(\.topicKey)), logger: logger) {
+            CheckRowsStatement(topicKey: keys.map(\.topicKey), address: keys.map(\.address)), logger: logger) {
             let index = Int(ordinal) - 1
             guard found.indices.contains(index) else { continue }
             found[index] = CheckRow(contactID: contactID, preference: checkedPreference(contactID, keys[index].topicKey, topic, state, since, expiresAt, seq))
@@ -1068,34 +1068,35 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
     /// (the lateral subqueries, fenced by OFFSET 0, are not flattened into a join PostgreSQL
     /// might plan over scans). A check is found by its place in the arrays (the ordinality),
     /// so one address checked twice in a batch is answered twice.
-    struct CheckRowsStatement: PostgresPreparedStatement {
-        static let name = "assent_check_rows_v1"
+    struct CheckRowsStatement: CheckStatement {
+        static let name = "assent_check_rows_v2"
         static let sql = """
             SELECT a.i, c.id, p.topic_key, p.state, p.since, p.expires_at, p.seq
-            FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS a(email, topic, i)
+            FROM unnest($2::text[], $1::text[]) WITH ORDINALITY AS a(email, topic, i)
             JOIN LATERAL (SELECT id FROM contacts WHERE email = a.email OFFSET 0) c ON true
             LEFT JOIN LATERAL (SELECT topic_key, state, since, expires_at, seq FROM preferences
                                WHERE contact_id = c.id AND topic_key = a.topic OFFSET 0) p ON true
             """
         typealias Row = (Int64, UUID, String?, String?, Int64?, Int64?, Int64?)
 
-        var addresses: [String]
-        var topicKeys: [String]
-
-        func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 2)
-            bindings.append(addresses)
-            bindings.append(topicKeys)
-            return bindings
-        }
+        var topicKey: [String]
+        var address: [String]
 
         func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+    }
+
+    /// A check's read, bound to the topic or topics ($1) and the address or addresses ($2) it looks up.
+    protocol CheckStatement: PostgresPreparedStatement {
+        associatedtype TopicKey: PostgresEncodable
+        associatedtype Address: PostgresEncodable
+        var topicKey: TopicKey { get }
+        var address: Address { get }
     }
 
     /// The single check's read, prepared once per connection: sent as a fresh query, PostgreSQL
     /// parsed and planned the join for every check. The send path's one query; the result's
     /// columns are named, so a later migration that adds columns does not invalidate it.
-    struct CheckRowStatement: PostgresPreparedStatement {
+    struct CheckRowStatement: CheckStatement {
         static let name = "assent_check_row_v1"
         static let sql = """
             SELECT c.id, p.topic_key, p.state, p.since, p.expires_at, p.seq
@@ -1106,13 +1107,6 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
 
         var topicKey: String
         var address: String
-
-        func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 2)
-            bindings.append(topicKey)
-            bindings.append(address)
-            return bindings
-        }
 
         func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
     }
@@ -2163,3 +2157,11 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
     }
 }
 
+extension PostgresStore.CheckStatement {
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 2)
+        try bindings.append(topicKey)
+        try bindings.append(address)
+        return bindings
+    }
+}
