@@ -250,8 +250,31 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
     }
 
     private static func allRows(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger) async throws -> [PostgresRow] {
-        let result: EventLoopFuture<PostgresQueryResult> = connection.query(query, logger: logger)
-        return try await result.get().rows
+        // Each row is appended as it arrives. (postgres-nio's `query(_:logger:)` future gathers rows in
+        // an array it copies whole, with a retain per cell, at every network read.)
+        let gathered = OnEventLoop([PostgresRow]())
+        try await eachRow(query, on: connection, logger: logger) { gathered.value.append($0) }
+        return gathered.value
+    }
+
+    /// Hands each row of a query to `body` as it arrives, on the connection's event loop, so that
+    /// what a caller makes of the rows is made while PostgreSQL is still sending them. There is no
+    /// back-pressure: for pages, whose size the query bounds.
+    func eachRow(_ query: PostgresQuery, reader: Bool = false, _ body: @escaping @Sendable (PostgresRow) throws -> Void) async throws {
+        try await (reader ? readClient : client).withConnection { [logger] in try await Self.eachRow(query, on: $0, logger: logger, body) }
+    }
+
+    private static func eachRow(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger,
+                                _ body: @escaping @Sendable (PostgresRow) throws -> Void) async throws {
+        _ = try await connection.query(query, logger: logger, body).get()
+    }
+
+    /// A value that a query's `onRow` callback builds. Only that callback touches it until the
+    /// query's future completes: postgres-nio calls it on the connection's event loop, one row
+    /// after another, and completes the future after the last, which orders the read that follows.
+    final class OnEventLoop<Value>: @unchecked Sendable {
+        var value: Value
+        init(_ value: Value) { self.value = value }
     }
 
     static func uniqueViolation(_ error: any Error) -> String? {
@@ -959,31 +982,47 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
     public func audienceRowsPage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> AudienceRowsPage {
         guard !topics.isEmpty else { return AudienceRowsPage() }
         let rowLimit = max(2, limit) * topics.count
-        let topicKeys = topics.map { Array($0.utf8) }
-        var page = AudienceRowsPage()
-        page.rows.reserveCapacity(limit)
-        // Text cells are their UTF-8 in either format; a bytea is its bytes in binary (postgres-nio's), else decoded.
-        func secret(_ cell: PostgresCell) throws -> [UInt8]? {
-            cell.dataType == .bytea && cell.format != .binary ? try cell.decode(Data?.self).map(Array.init) : cell.bytes.map { Array($0.readableBytesView) }
+        // Made as the rows arrive (gathered first, the page was made only after PostgreSQL had sent
+        // the last row, and the two took turns instead of running side by side).
+        let builder = AudienceRowsBuilder(topics: topics, limit: limit)
+        try await eachRow(Self.audienceQuery(topics: topics, now: now, after: after, rowLimit: rowLimit, columns: .written), reader: true) {
+            try builder.add($0)
         }
-        var rows = 0
-        // The cells in order, without `makeRandomAccess` (an array of the row's buffers per row), of
-        // the query's columns this path writes: id, email, name, external_id, locale, topic_key, since, secret.
-        for row in try await allRows(Self.audienceQuery(topics: topics, now: now, after: after, rowLimit: rowLimit, columns: .written), reader: true) {
+        builder.page.end(rowsRead: builder.rows, rowLimit: rowLimit, topicCount: topics.count)
+        return builder.page
+    }
+
+    /// An audience page made from its query's rows as PostgreSQL sends them: touched only by the
+    /// query's `onRow` callback until the query completes (see `OnEventLoop`), so its properties
+    /// go without Swift's run-time exclusivity checks, which cost more than a cell's copy here.
+    final class AudienceRowsBuilder: @unchecked Sendable {
+        @exclusivity(unchecked) var page = AudienceRowsPage()
+        @exclusivity(unchecked) var rows = 0
+        let topicKeys: [[UInt8]]
+
+        init(topics: [String], limit: Int) {
+            topicKeys = topics.map { Array($0.utf8) }
+            page.rows.reserveCapacity(limit)
+        }
+
+        /// Adds a row of the query's columns this path writes, its cells taken in order (without
+        /// `makeRandomAccess`, an array of the row's buffers per row): id, email, name,
+        /// external_id, locale, topic_key, since, secret.
+        func add(_ row: PostgresRow) throws {
             rows += 1
             var cells = row.makeIterator()
             guard let idCell = cells.next(), let email = cells.next(), let name = cells.next(), let externalID = cells.next(),
-                  let locale = cells.next(), let topicCell = cells.next(), let since = cells.next(), let secretCell = cells.next() else {
+                  let locale = cells.next(), let topicCell = cells.next(), let since = cells.next(), let secret = cells.next() else {
                 throw StoreError.unavailable("PostgreSQL answered an audience page with fewer columns than its query names")
             }
-            guard let key = topicCell.bytes, let topic = topicKeys.firstIndex(where: { $0.elementsEqual(key.readableBytesView) }) else { continue }
+            guard let key = topicCell.bytes, let topic = topicKeys.firstIndex(where: { $0.elementsEqual(key.readableBytesView) }) else { return }
             try page.add(id: try idCell.decode(UUID.self), AudienceRowsPage.Grant(topic: topic, sinceMilliseconds: try since.decode(Int64.self))) { page in
+                // Text cells are their UTF-8 in either format; a bytea is its bytes in binary (postgres-nio's), else decoded.
                 (page.field(email.bytes?.readableBytesView), page.field(name.bytes?.readableBytesView), page.field(externalID.bytes?.readableBytesView),
-                 page.field(locale.bytes?.readableBytesView), page.field(try secret(secretCell)))
+                 page.field(locale.bytes?.readableBytesView),
+                 page.field(secret.dataType == .bytea && secret.format != .binary ? try secret.decode(Data?.self).map(Array.init) : secret.bytes.map { Array($0.readableBytesView) }))
             }
         }
-        page.end(rowsRead: rows, rowLimit: rowLimit, topicCount: topics.count)
-        return page
     }
 
     public func audiencePage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> [AudienceMember] {
