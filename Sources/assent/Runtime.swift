@@ -163,10 +163,15 @@ struct StoreOptions: ParsableArguments {
 
 /// Prints a domain error the way a person can act on it, and exits non-zero.
 /// Where `--output` sends a command's rows: the file (created or emptied), or standard output.
+/// `--output` opened for writing: created (mode 0644) or emptied where it is, so that a symbolic
+/// link, a named pipe or a device (`/dev/null`, `/dev/stdout`) is written through, not replaced.
+/// (FileManager's `createFile` writes a new file and renames it over the path: run as root,
+/// `--output /dev/null` replaced the machine's /dev/null with a plain file.)
 func outputSink(_ output: String?) throws -> FileHandle {
     guard let output else { return .standardOutput }
-    guard FileManager.default.createFile(atPath: output, contents: nil) else { throw ValidationError("--output: cannot write \(output)") }
-    return try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+    let descriptor = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard descriptor >= 0 else { throw ValidationError("--output: cannot write \(output) (\(String(cString: strerror(errno))))") }
+    return FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
 }
 
 func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {

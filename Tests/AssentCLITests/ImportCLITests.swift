@@ -53,5 +53,16 @@ import Testing
         let badFormat = try cli.run(["export", "events", "--format", "xml"])
         #expect(badFormat.status != 0 && badFormat.stderr.contains("--format") && badFormat.stdout.isEmpty, "\(badFormat.stderr)")
         #expect(try cli.run(["export", "events", "--output", "/nonexistent-dir/e.csv"]).stderr.contains("--output: cannot write"))
+
+        // An output that is a symbolic link is written through, and stays a link (so a device such
+        // as /dev/null, or a named pipe, is written to, not replaced by a plain file).
+        let target = cli.directory.appendingPathComponent("target.csv"), link = cli.directory.appendingPathComponent("link.csv")
+        try "stale rows that must go\n".write(to: target, atomically: false, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(at: link, withDestinationURL: target)
+        let linked = try cli.run(["export", "contacts", "--output", link.path])
+        #expect(linked.status == 0, "\(linked.stderr)")
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: link.path)) == target.path, "the link is still a link")
+        let throughLink = try String(contentsOf: target, encoding: .utf8)
+        #expect(throughLink.hasPrefix("id,email,name,") && !throughLink.contains("stale"), "the link's target holds the export alone: \(throughLink.prefix(200))")
     }
 }
