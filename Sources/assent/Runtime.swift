@@ -161,19 +161,22 @@ struct StoreOptions: ParsableArguments {
     }
 }
 
-/// Prints a domain error the way a person can act on it, and exits non-zero.
-/// Where `--output` sends a command's rows: the file (created or emptied), or standard output.
-/// `--output` opened for writing: created (mode 0644) or emptied where it is, so that a symbolic
-/// link, a named pipe or a device (`/dev/null`, `/dev/stdout`) is written through, not replaced.
+/// Where `--output` sends a command's rows: the file, or standard output. The file is created
+/// (readable by its owner only: exports hold personal data) or emptied where it is, so that a
+/// symbolic link, a named pipe or a device (`/dev/null`) is written through, not replaced.
 /// (FileManager's `createFile` writes a new file and renames it over the path: run as root,
 /// `--output /dev/null` replaced the machine's /dev/null with a plain file.)
 func outputSink(_ output: String?) throws -> FileHandle {
     guard let output else { return .standardOutput }
-    let descriptor = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    guard descriptor >= 0 else { throw ValidationError("--output: cannot write \(output) (\(String(cString: strerror(errno))))") }
+    let descriptor = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    guard descriptor >= 0 else {
+        let reason = String(cString: strerror(errno))
+        throw ValidationError("--output: cannot write \(output) (\(reason))")
+    }
     return FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
 }
 
+/// Prints a domain error the way a person can act on it, and exits non-zero.
 func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()

@@ -57,12 +57,15 @@ import Testing
         // An output that is a symbolic link is written through, and stays a link (so a device such
         // as /dev/null, or a named pipe, is written to, not replaced by a plain file).
         let target = cli.directory.appendingPathComponent("target.csv"), link = cli.directory.appendingPathComponent("link.csv")
-        try "stale rows that must go\n".write(to: target, atomically: false, encoding: .utf8)
+        // Far longer than the export, so that only emptying the file first leaves none of it.
+        try String(repeating: "stale rows that must go\n", count: 20_000).write(to: target, atomically: false, encoding: .utf8)
         try FileManager.default.createSymbolicLink(at: link, withDestinationURL: target)
         let linked = try cli.run(["export", "contacts", "--output", link.path])
         #expect(linked.status == 0, "\(linked.stderr)")
         #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: link.path)) == target.path, "the link is still a link")
         let throughLink = try String(contentsOf: target, encoding: .utf8)
         #expect(throughLink.hasPrefix("id,email,name,") && !throughLink.contains("stale"), "the link's target holds the export alone: \(throughLink.prefix(200))")
+        let mode = (try FileManager.default.attributesOfItem(atPath: cli.directory.appendingPathComponent("c.csv").path)[.posixPermissions] as? Int) ?? 0
+        #expect(mode & 0o077 == 0, "a new export file is readable by its owner only: \(String(mode, radix: 8))")
     }
 }
