@@ -167,7 +167,7 @@ public enum AudienceRows {
     public static func lines(_ members: [AudienceMember], query: AudienceQuery, ledger: Ledger, base: String, format: String) async throws -> [UInt8] {
         var out = [UInt8]()
         let writer = PageWriter(ledger: ledger, topics: query.topics, base: base, csv: format == "csv")
-        for part in try await writer.start(members) { out.append(contentsOf: await part.value) }
+        for part in try await writer.start(members) { out.append(contentsOf: try await part.value) }
         return out
     }
 
@@ -189,7 +189,7 @@ public enum AudienceRows {
         let writer = PageWriter(ledger: ledger, topics: query.topics, base: base, csv: format == "csv")
         var previous: [StartedWork] = []
         func hand(_ started: [StartedWork]) async throws {
-            for part in previous { try await write(await part.value) }
+            for part in previous { try await write(try await part.value) }
             previous = started
         }
         let asRows = try await ledger.audienceRows(query, pageSize: pageSize) { page in
@@ -198,7 +198,7 @@ public enum AudienceRows {
         if !asRows {
             try await ledger.audience(query, pageSize: pageSize) { members in try await hand(try await writer.start(members)) }
         }
-        for part in previous { try await write(await part.value) }
+        for part in previous { try await write(try await part.value) }
     }
 
     /// Writes pages' rows; a value, so that two threads can each use one.
@@ -346,57 +346,62 @@ public enum AudienceRows {
     /// Work started on another thread at once, its result awaited later. Not a child
     /// task: under `assent serve` Swift's jobs run on the event loop a request came in on, so a
     /// child task would share that loop's core with its parent.
-    final class StartedWork: @unchecked Sendable {
-        private let lock = NSLock()
-        private var result: [UInt8]?
-        private var waiter: CheckedContinuation<[UInt8], Never>?
+    struct StartedWork: Sendable {
+        private let result: EventLoopFuture<[UInt8]>
 
         init(_ body: @escaping @Sendable () -> [UInt8]) {
-            Self.threads.submit { _ in
-                // Lowered for each job, as the pool's threads are its own (Linux keeps a nice value per thread).
-                _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
-                self.finish(body())
+            // The result is handed over on an event loop (the caller's, under `assent serve`, where
+            // the waiting job resumes anyway), so that whatever it wakes (a Swift job on Dispatch's
+            // threads, in the command line) is started from a thread of normal priority, never from
+            // a writer (a thread Linux starts from another inherits its nice value).
+            let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? MultiThreadedEventLoopGroup.singleton.any()
+            result = Self.threads.runIfActive(eventLoop: loop) {
+                Self.lowerPriority()
+                return body()
             }
         }
 
-        /// Threads of their own, at a lower priority than the event loops, the database and
-        /// Dispatch's threads: an export's writing takes whatever CPU is left, and what paces it
-        /// (the store's read: on PostgreSQL the database process and the connection's event loop)
-        /// and other requests are not kept waiting for a core. On Dispatch's threads, the next
-        /// page's query waited up to 5 ms for a writer's time slice to end: PostgreSQL 100k
-        /// export 383-424k -> 405-451k rows/s alternating.
+        var value: [UInt8] {
+            get async throws { try await result.get() }
+        }
+
+        /// Threads of their own, at a lower priority than the server's event loops and Dispatch's
+        /// threads: an export's writing takes whatever CPU the process has left, and what paces it
+        /// (the store's read: on PostgreSQL the connection's event loop) and other requests are
+        /// not kept waiting for a core. (Nice values order threads within a scheduling group: with
+        /// autogroups, the database's processes are another group, which this does not touch.)
+        /// On Dispatch's threads the next page's query waited up to 5 ms for a writer's time slice
+        /// to end: PostgreSQL 100k export, 10 exports each alternating, mean 403k -> 426k rows/s.
         static let threads: NIOThreadPool = {
+            #if os(Linux)
+            _ = processNice // read here, on the thread that starts the pool, before any writer lowers its own
+            #endif
             let pool = NIOThreadPool(numberOfThreads: System.coreCount)
             pool.start()
             return pool
         }()
 
-        private func finish(_ value: [UInt8]) {
-            lock.lock()
-            if let waiter {
-                self.waiter = nil
-                lock.unlock()
-                waiter.resume(returning: value)
-            } else {
-                result = value
-                lock.unlock()
-            }
+        /// The calling thread's nice value, raised by 10 over the process's (to 19 at most) once.
+        /// Linux keeps a nice value per thread, so this touches a writer thread alone; elsewhere
+        /// the call would renice the whole process, and is left out. A failure (a container that
+        /// forbids it) only leaves the writers at normal priority.
+        private static func lowerPriority() {
+            #if os(Linux)
+            let target = min(19, processNice + 10)
+            errno = 0
+            let current = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+            if errno == 0 && current < target { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, target) }
+            #endif
         }
 
-        var value: [UInt8] {
-            get async {
-                await withCheckedContinuation { continuation in
-                    lock.lock()
-                    if let result {
-                        lock.unlock()
-                        continuation.resume(returning: result)
-                    } else {
-                        waiter = continuation
-                        lock.unlock()
-                    }
-                }
-            }
-        }
+        #if os(Linux)
+        /// The nice value of the thread that started the writers' pool.
+        private static let processNice: Int32 = {
+            errno = 0
+            let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+            return errno == 0 ? nice : 0
+        }()
+        #endif
     }
 
     /// RFC 4180 quoting, and a leading apostrophe for text a spreadsheet would run as a formula.
