@@ -251,7 +251,7 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
 
     private static func allRows(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger) async throws -> [PostgresRow] {
         // Each row is appended as it arrives. (postgres-nio's `query(_:logger:)` future gathers rows in
-        // an array it copies whole, with a retain per cell, at every network read.)
+        // an array it copies whole, a few retains per row, at every network read.)
         let gathered = OnEventLoop([PostgresRow]())
         try await eachRow(query, on: connection, logger: logger) { gathered.value.append($0) }
         return gathered.value
@@ -259,7 +259,8 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
 
     /// Hands each row of a query to `body` as it arrives, on the connection's event loop, so that
     /// what a caller makes of the rows is made while PostgreSQL is still sending them. There is no
-    /// back-pressure: for pages, whose size the query bounds.
+    /// back-pressure (nor was there in gathering every row first): for results whose size the
+    /// query bounds, such as pages.
     func eachRow(_ query: PostgresQuery, reader: Bool = false, _ body: @escaping @Sendable (PostgresRow) throws -> Void) async throws {
         try await (reader ? readClient : client).withConnection { [logger] in try await Self.eachRow(query, on: $0, logger: logger, body) }
     }
