@@ -36,7 +36,7 @@ struct Report: Codable {
     var stores: [StoreRun]
 
     static let ceilingNames: [(String, String)] = [
-        ("H", "the same server's /healthz, requests/s under the same wrk load, just before and just after scenario 1 (the mean)"),
+        ("H", "the same server's /healthz, requests/s under the same wrk load, run before and after each round of scenario 1 (the mean of the two around the round reported)"),
         ("R", "raw point selects by a unique key, per second (SQLite: one prepared statement; PostgreSQL: postgres-nio's extended protocol, one connection)"),
         ("W", "raw single-row insert-and-commit, same durability as Assent (SQLite: WAL, synchronous=FULL), per second"),
         ("S", "SHA-256 over event-sized inputs, per second (one core)"),
