@@ -155,9 +155,17 @@ extension MasterKey {
     }
 }
 
-extension Data {
-    /// Compares secrets without leaking, through timing, where they differ.
-    public func constantTimeEquals(_ other: Data) -> Bool {
-        count == other.count && zip(self, other).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+extension ContiguousBytes {
+    /// Compares secrets without leaking, through timing, where they differ: `Data`, or a digest
+    /// where it lies (an API key's, on every request), with no copy.
+    public func constantTimeEquals(_ other: some ContiguousBytes) -> Bool {
+        withUnsafeBytes { (mine: UnsafeRawBufferPointer) in
+            other.withUnsafeBytes { (theirs: UnsafeRawBufferPointer) in
+                guard mine.count == theirs.count else { return false }
+                var difference: UInt8 = 0
+                for i in 0..<mine.count { difference |= mine[i] ^ theirs[i] }
+                return difference == 0
+            }
+        }
     }
 }

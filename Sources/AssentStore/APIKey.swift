@@ -66,14 +66,7 @@ public struct APIKey: Equatable, Sendable {
     public func matches(secret: String) -> Bool {
         var secret = secret
         let digest: SHA256.Digest = secret.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
-        return digest.withUnsafeBytes { (presented: UnsafeRawBufferPointer) -> Bool in
-            secretHash.withUnsafeBytes { (stored: UnsafeRawBufferPointer) -> Bool in
-                guard presented.count == stored.count else { return false }
-                var difference: UInt8 = 0
-                for i in 0..<presented.count { difference |= presented[i] ^ stored[i] }
-                return difference == 0
-            }
-        }
+        return digest.constantTimeEquals(secretHash)
     }
 
     public static func validateName(_ name: String) throws {
