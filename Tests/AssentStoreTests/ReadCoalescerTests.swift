@@ -196,3 +196,65 @@ extension AudienceTests {
         }
     }
 }
+
+extension AudienceTests {
+    /// Many changes' reads of their contacts at once (which a store may read together) each get
+    /// their own contact as a read alone gets it: repeats, unknown ids, a contact with no
+    /// history, one with withdrawn and granted topics, and an erased one mixed.
+    @Test(arguments: StoreKind.available)
+    func concurrentContactReadsEachGetTheirOwnContact(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        for key in ["news", "offers"] {
+            _ = try await ledger.createTopic(Topic(key: key, title: key, requiresDoubleOptIn: false, createdAt: Date()), noticeText: "\(key).")
+        }
+        var ids: [UUID] = []
+        for i in 0..<30 {
+            let contact = try await ledger.createContact(email: EmailAddress("r\(i)@example.com"), name: i % 4 == 0 ? "Name \(i)" : nil,
+                                                         externalID: i % 5 == 0 ? "ext-\(i)" : nil, locale: nil)
+            ids.append(contact.id)
+            let intents: [(String, ConsentIntent)] = [[], [("news", .optIn)], [("news", .optIn), ("offers", .optIn), ("news", .optOut)]][i % 3]
+            for (topic, intent) in intents {
+                _ = try await ledger.recordChange(ChangeRequest(contactID: contact.id, changes: [TopicChange(topicKey: topic, intent: intent)],
+                                                                source: .api, actor: .apiKey("k")))
+            }
+        }
+        _ = try await ledger.eraseContact(ids[2], reason: "asked", erasedBy: "test")
+        let unknown = (0..<5).map { _ in UUID.random() }
+        let store = ledger.store
+        // One at a time, each read alone.
+        var expected: [UUID: String] = [:]
+        for id in ids + unknown { expected[id] = Self.describe(try await store.contactSnapshot(id: id)) }
+        #expect(expected.values.filter { $0 == "none" }.count == unknown.count)
+        #expect(expected[ids[2]]!.contains("erased"), "\(expected[ids[2]]!)")
+        #expect(expected[ids[5]]!.contains("news=withdrawn") && expected[ids[5]]!.contains("offers=granted"), "\(expected[ids[5]]!)")
+        let before = (store as? PostgresStore)?.snapshotReadStatistics
+        var random = SplitMix(state: 11)
+        let asked = (0..<400).map { _ in random.next() % 8 == 0 ? unknown[Int(random.next() % 5)] : ids[Int(random.next() % 30)] }
+        let answers = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for (index, id) in asked.enumerated() {
+                group.addTask { (index, Self.describe(try await store.contactSnapshot(id: id))) }
+            }
+            var answers: [Int: String] = [:]
+            for try await (index, answer) in group { answers[index] = answer }
+            return answers
+        }
+        let wrong = asked.indices.filter { answers[$0] != expected[asked[$0]] }
+        #expect(wrong.isEmpty, "\(wrong.count) reads differ from a read alone, first \(wrong.first.map { "\(answers[$0]!) vs \(expected[asked[$0]]!)" } ?? "")")
+        if let store = store as? PostgresStore, let before {
+            let after = store.snapshotReadStatistics
+            #expect(after.keys - before.keys == asked.count)
+            #expect(after.reads - before.reads < asked.count, "400 reads at once took \(after.reads - before.reads) reads")
+        }
+    }
+
+    /// Everything a change reads of its contact, as text to compare.
+    static func describe(_ snapshot: ContactSnapshot?) -> String {
+        guard let s = snapshot else { return "none" }
+        let c = s.contact
+        let preferences = s.state.preferences.values.sorted { $0.topicKey < $1.topicKey }
+            .map { "\($0.topicKey)=\($0.state.rawValue)@\($0.since.timeIntervalSince1970)/\($0.seq)/\($0.expiresAt.map { "\($0.timeIntervalSince1970)" } ?? "-")" }
+        return "\(c.id) \(c.email.value) \(c.name ?? "-") \(c.externalID ?? "-") \(c.erasedAt == nil ? "" : "erased") "
+            + "head \(s.state.head.seq) \(s.state.head.hash.base64EncodedString()) key \(s.wrappedKey?.base64EncodedString() ?? "-") "
+            + preferences.joined(separator: ",")
+    }
+}
