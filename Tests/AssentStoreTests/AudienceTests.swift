@@ -93,7 +93,7 @@ extension AudienceTests {
         var single: [String: CheckResult] = [:]
         for email in Set(known + strangers) { single[email.value] = try await ledger.check(email: email, topicKey: "news") }
         let wrong = zip(emails, batch).filter { single[$0.0.value] != $0.1 }
-        #expect(wrong.isEmpty, "\(wrong.count) addresses answered unlike the single check, first \(wrong.first.map { "\($0.0.value): \($0.1)" } ?? "")")
+        #expect(wrong.count == 0, "\(wrong.count) addresses answered unlike the single check, first \(wrong.first.map { "\($0.0.value): \($0.1)" } ?? "")")
         #expect(Set(zip(emails, batch).map { "\($0.1.reason)" }) == ["granted", "withdrawn", "none", "unknown", "suppressed"])
         // Short batches (one read, padded or not) agree too.
         for length in [1, 16, 17, 300] {

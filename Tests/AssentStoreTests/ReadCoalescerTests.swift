@@ -188,7 +188,7 @@ extension AudienceTests {
             return answers
         }
         let wrong = asked.indices.filter { answers[$0] != expected["\(asked[$0].0.value) \(asked[$0].1)"] }
-        #expect(wrong.isEmpty, "\(wrong.count) checks answered unlike the batch check, first \(wrong.first.map { "\(asked[$0])" } ?? "")")
+        #expect(wrong.count == 0, "\(wrong.count) checks answered unlike the batch check, first \(wrong.first.map { "\(asked[$0])" } ?? "")")
         if let store = ledger.store as? PostgresStore {
             let statistics = store.checkReadStatistics
             #expect(statistics.keys == asked.count)
@@ -239,7 +239,7 @@ extension AudienceTests {
             return answers
         }
         let wrong = asked.indices.filter { answers[$0] != expected[asked[$0]] }
-        #expect(wrong.isEmpty, "\(wrong.count) reads differ from a read alone, first \(wrong.first.map { "\(answers[$0]!) vs \(expected[asked[$0]]!)" } ?? "")")
+        #expect(wrong.count == 0, "\(wrong.count) reads differ from a read alone, first \(wrong.first.map { "\(answers[$0]!) vs \(expected[asked[$0]]!)" } ?? "")")
         if let store = store as? PostgresStore, let before {
             let after = store.snapshotReadStatistics
             #expect(after.keys - before.keys == asked.count)
