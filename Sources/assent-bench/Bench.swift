@@ -223,21 +223,23 @@ struct StoreRun: Codable {
         // checks, H, ... Each round's checks are compared with the mean of the H runs on either side
         // of them, and the round of the median ratio is reported: the machine's speed, which moves
         // by up to 2x within minutes, then weighs on both sides of the ratio alike, and one slow
-        // or fast moment does not decide the figure.
-        let rounds = s.smoke ? 1 : 3
+        // or fast moment does not decide the figure. Five rounds of half-length runs (as long in
+        // all as three of full length): with three, one run's rounds spread 0.58-0.77 x H.
+        let rounds = s.smoke ? 1 : 5
+        let roundSeconds = s.smoke ? s.duration : max(1, s.duration / 2)
         let checkScript = directory.appendingPathComponent("check.lua")
         try Lua.check(contacts: s.contacts, seed: s.seed, auth: auth).write(to: checkScript, atomically: true, encoding: .utf8)
         log("\(store): H ...")
-        var healths = [try await wrk(s, "\(base)/healthz", script: nil, logs: logs, name: "wrk-healthz-0", server: server)]
+        var healths = [try await wrk(s, "\(base)/healthz", script: nil, logs: logs, name: "wrk-healthz-0", server: server, seconds: roundSeconds)]
         var checks: [WrkResult] = []
         for round in 1...rounds {
             // 1 and 7: single checks over HTTP; the server's peak memory meanwhile.
             log("\(store): 1. single checks (round \(round) of \(rounds)) ...")
-            let check = try await wrk(s, base, script: checkScript, logs: logs, name: "wrk-check-\(round)", server: server)
+            let check = try await wrk(s, base, script: checkScript, logs: logs, name: "wrk-check-\(round)", server: server, seconds: roundSeconds)
             guard check.errors == 0 else { throw BenchError("\(check.errors) checks failed (not 2xx); see \(logs.path)/serve.err") }
             checks.append(check)
             log("\(store): H ...")
-            healths.append(try await wrk(s, "\(base)/healthz", script: nil, logs: logs, name: "wrk-healthz-\(round)", server: server))
+            healths.append(try await wrk(s, "\(base)/healthz", script: nil, logs: logs, name: "wrk-healthz-\(round)", server: server, seconds: roundSeconds))
         }
         let ratios = checks.indices.map { i in checks[i].requestsPerSecond / ((healths[i].requestsPerSecond + healths[i + 1].requestsPerSecond) / 2) }
         let median = ratios.indices.sorted { ratios[$0] < ratios[$1] }[ratios.count / 2]
@@ -422,9 +424,9 @@ struct StoreRun: Codable {
         figures.sort { $0.id < $1.id }
     }
 
-    /// A wrk run; with `server`, the server's CPU time per request is measured over it too.
-    func wrk(_ s: Settings, _ url: String, script: URL?, logs: URL, name: String, server: Child? = nil) async throws -> WrkResult {
-        var arguments = ["-t2", "-c\(s.connections)", "-d\(s.duration)s", "--latency", "--timeout", "10s"]
+    /// A wrk run (`seconds` long, the settings' duration by default); with `server`, the server's CPU time per request is measured over it too.
+    func wrk(_ s: Settings, _ url: String, script: URL?, logs: URL, name: String, server: Child? = nil, seconds: Int? = nil) async throws -> WrkResult {
+        var arguments = ["-t2", "-c\(s.connections)", "-d\(seconds ?? s.duration)s", "--latency", "--timeout", "10s"]
         if let script { arguments += ["-s", script.path] }
         let cpuBefore = server.map { Proc.cpuSeconds($0.pid) }
         let databaseBefore = Proc.cpuSeconds(named: "postgres"), machineBefore = Proc.machineTicks()
