@@ -110,6 +110,10 @@ struct Settings: Codable {
     var assent: String
     var wrk: String
     var smoke: Bool
+
+    /// Scenario 1's runs and the H runs around them: half-length, so that five rounds take as
+    /// long as three would (smoke runs: one round of full length).
+    var roundSeconds: Int { smoke ? duration : max(1, duration / 2) }
 }
 
 /// One scenario's outcome.
@@ -226,7 +230,7 @@ struct StoreRun: Codable {
         // or fast moment does not decide the figure. Five rounds of half-length runs (as long in
         // all as three of full length): with three, one run's rounds spread 0.58-0.77 x H.
         let rounds = s.smoke ? 1 : 5
-        let roundSeconds = s.smoke ? s.duration : max(1, s.duration / 2)
+        let roundSeconds = s.roundSeconds
         let checkScript = directory.appendingPathComponent("check.lua")
         try Lua.check(contacts: s.contacts, seed: s.seed, auth: auth).write(to: checkScript, atomically: true, encoding: .utf8)
         log("\(store): H ...")

@@ -90,7 +90,7 @@ struct Report: Codable {
             - Run: \(UTCTime.rfc3339(date, milliseconds: false)), \(settings.smoke ? "SMOKE run of a debug build (figures mean nothing)" : "release build"), Swift \(machine.swift)
             - Machine: \(machine.summary)
             - Data: \(stores.map { "\($0.contacts) contacts on \($0.store)" }.joined(separator: ", ")), 3 topics each (all granted), seed \(settings.seed); load: wrk, 2 threads,
-              \(settings.connections) connections, \(settings.duration) s per run, on loopback
+              \(settings.connections) connections, \(settings.duration) s per run (scenario 1's and H's: \(settings.roundSeconds) s), on loopback
             - An event's canonical form (what is hashed) is \(eventBytes) bytes
 
 
