@@ -552,7 +552,8 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
     /// and index descents per change on this read alone, and the server postgres-nio's per-query price.
     /// A read that finds fewer than `snapshotReadWidth` out runs at once, alone. A queued read is
     /// answered by a statement that starts after it queued, so it never sees an older state than
-    /// a read of its own would.
+    /// a read of its own would. As with checks, a statement that fails (a dropped connection)
+    /// fails every change it read for; each caller gets the error, and nothing was written.
     public func contactSnapshot(id: UUID) async throws -> ContactSnapshot? {
         try await snapshotReads.read(id)
     }
@@ -624,8 +625,15 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
         func decodeRow(_ row: PostgresRow) throws -> Row {
             let (id, email, name, externalID, locale, createdAt, updatedAt, erasedAt, objectedAt, key, headSeq, headHash, topicKey, state, since, expiresAt, seq)
                 = try row.decode((UUID, String?, String?, String?, String?, Int64, Int64, Int64?, Int64?, Data?, Int64?, Data?, String?, String?, Int64?, Int64?, Int64?).self)
-            return (ContactColumns(id: id, email: email, name: name, externalID: externalID, locale: locale, createdAt: createdAt, updatedAt: updatedAt,
-                                   erasedAt: erasedAt, objectedAt: objectedAt), key, headSeq, headHash, topicKey, state, since, expiresAt, seq)
+            return Self.row(id, email, name, externalID, locale, createdAt, updatedAt, erasedAt, objectedAt, key, headSeq, headHash, topicKey, state, since, expiresAt, seq)
+        }
+
+        /// A row from its cells, in the statement's column order (the batch statement's after its ordinal).
+        static func row(_ id: UUID, _ email: String?, _ name: String?, _ externalID: String?, _ locale: String?, _ createdAt: Int64, _ updatedAt: Int64,
+                        _ erasedAt: Int64?, _ objectedAt: Int64?, _ key: Data?, _ headSeq: Int64?, _ headHash: Data?, _ topicKey: String?,
+                        _ state: String?, _ since: Int64?, _ expiresAt: Int64?, _ seq: Int64?) -> Row {
+            (ContactColumns(id: id, email: email, name: name, externalID: externalID, locale: locale, createdAt: createdAt, updatedAt: updatedAt,
+                            erasedAt: erasedAt, objectedAt: objectedAt), key, headSeq, headHash, topicKey, state, since, expiresAt, seq)
         }
     }
 
@@ -638,8 +646,7 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
         static let sql = """
             SELECT a.i, \(PostgresStore.contactColumns), k.wrapped_key, h.seq, h.hash, p.topic_key, p.state, p.since, p.expires_at, p.seq
             FROM unnest($1::uuid[]) WITH ORDINALITY AS a(id, i)
-            JOIN LATERAL (SELECT id, email, name, external_id, locale, created_at, updated_at, erased_at, objected_at
-                          FROM contacts WHERE id = a.id OFFSET 0) c ON true
+            JOIN LATERAL (SELECT \(PostgresStore.contactColumnNames.joined(separator: ", ")) FROM contacts WHERE id = a.id OFFSET 0) c ON true
             LEFT JOIN LATERAL (SELECT wrapped_key FROM contact_keys WHERE contact_id = c.id OFFSET 0) k ON true
             LEFT JOIN LATERAL (SELECT seq, hash FROM chain_heads WHERE contact_id = c.id OFFSET 0) h ON true
             LEFT JOIN LATERAL (SELECT topic_key, state, since, expires_at, seq FROM preferences WHERE contact_id = c.id OFFSET 0) p ON true
@@ -657,8 +664,8 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
         func decodeRow(_ row: PostgresRow) throws -> Row {
             let (ordinal, id, email, name, externalID, locale, createdAt, updatedAt, erasedAt, objectedAt, key, headSeq, headHash, topicKey, state, since, expiresAt, seq)
                 = try row.decode((Int64, UUID, String?, String?, String?, String?, Int64, Int64, Int64?, Int64?, Data?, Int64?, Data?, String?, String?, Int64?, Int64?, Int64?).self)
-            return (ordinal, (ContactColumns(id: id, email: email, name: name, externalID: externalID, locale: locale, createdAt: createdAt, updatedAt: updatedAt,
-                                             erasedAt: erasedAt, objectedAt: objectedAt), key, headSeq, headHash, topicKey, state, since, expiresAt, seq))
+            return (ordinal, ContactSnapshotStatement.row(id, email, name, externalID, locale, createdAt, updatedAt, erasedAt, objectedAt,
+                                                          key, headSeq, headHash, topicKey, state, since, expiresAt, seq))
         }
     }
 
@@ -668,7 +675,8 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
         var createdAt: Int64, updatedAt: Int64, erasedAt: Int64?, objectedAt: Int64?
     }
 
-    static let contactColumns = "c.id, c.email, c.name, c.external_id, c.locale, c.created_at, c.updated_at, c.erased_at, c.objected_at"
+    static let contactColumnNames = ["id", "email", "name", "external_id", "locale", "created_at", "updated_at", "erased_at", "objected_at"]
+    static let contactColumns = contactColumnNames.map { "c." + $0 }.joined(separator: ", ")
 
     /// A contact from its columns (an erased one keeps a placeholder address); nil for a row with neither.
     static func contact(_ c: ContactColumns) -> Contact? {

@@ -50,7 +50,7 @@ struct Bench: AsyncParsableCommand {
 
         let ceilingSeconds = smoke ? 0.3 : 3
         let machine = Machine.describe()
-        log("assent-bench: \(contacts) contacts x 3 topics, seed \(seed), \(duration) s per load run, \(connections) connections; \(machine.summary)")
+        log("assent-bench: \(contacts) contacts x 3 topics, seed \(seed), \(duration) s per load run (scenario 1's and H's half that), \(connections) connections; \(machine.summary)")
         log("ceilings: SHA-256 ...")
         let eventBytes = Ceilings.eventSize()
         let sha = Ceilings.sha256(eventBytes: eventBytes, seconds: ceilingSeconds)
@@ -111,8 +111,8 @@ struct Settings: Codable {
     var wrk: String
     var smoke: Bool
 
-    /// Scenario 1's runs and the H runs around them: half-length, so that five rounds take as
-    /// long as three would (smoke runs: one round of full length).
+    /// Scenario 1's runs and the H runs around them: half-length, so that five rounds take about
+    /// as long as three did (55 s against 70 s at 10 s; smoke runs: one round of full length).
     var roundSeconds: Int { smoke ? duration : max(1, duration / 2) }
 }
 
@@ -227,8 +227,9 @@ struct StoreRun: Codable {
         // checks, H, ... Each round's checks are compared with the mean of the H runs on either side
         // of them, and the round of the median ratio is reported: the machine's speed, which moves
         // by up to 2x within minutes, then weighs on both sides of the ratio alike, and one slow
-        // or fast moment does not decide the figure. Five rounds of half-length runs (as long in
-        // all as three of full length): with three, one run's rounds spread 0.58-0.77 x H.
+        // or fast moment does not decide the figure. Five rounds of half-length runs (about as long
+        // in all as three of full length; the reported round's p99 and CPU per request then come
+        // from a 5 s run): with three, one run's rounds spread 0.58-0.77 x H.
         let rounds = s.smoke ? 1 : 5
         let roundSeconds = s.roundSeconds
         let checkScript = directory.appendingPathComponent("check.lua")

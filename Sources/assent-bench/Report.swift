@@ -56,7 +56,7 @@ struct Report: Codable {
     /// The table printed at the end of a run.
     func table() -> String {
         var out = "\nAssent benchmark, \(UTCTime.rfc3339(date, milliseconds: false)), \(machine.summary)\n"
-        out += "\(settings.contacts) contacts x 3 topics, seed \(settings.seed), \(settings.duration) s per load run, \(settings.connections) connections"
+        out += "\(settings.contacts) contacts x 3 topics, seed \(settings.seed), \(settings.duration) s per load run (scenario 1's and H's: \(settings.roundSeconds) s), \(settings.connections) connections"
             + (settings.smoke ? " (SMOKE: tiny sizes, figures mean nothing)" : "") + "\n"
         for run in stores {
             out += "\n\(run.store), \(run.contacts) contacts\n  ceilings: " + Self.ceilingNames.map { "\($0.0) \(run.ceilings[$0.0].map(Self.format) ?? "-")" }.joined(separator: ", ") + "\n"
