@@ -154,14 +154,17 @@ extension Ledger {
         let topic = try await checkedTopic(topicKey)
         let at = now
         let rows = try await checkRows(emails, topicKey: topicKey)
-        let unknown = emails.indices.filter { rows[$0] == nil }.map { emails[$0] }
+        // Addresses no contact has: suppressed (erased) or unknown. Each one's hash (an HMAC) made once.
+        var hashes: [Int: Data] = [:]
+        for i in emails.indices where rows[i] == nil { hashes[i] = suppressionHash(emails[i]) }
+        let unknown = Array(Set(hashes.values))
         var suppressed: Set<Data> = []
-        for chunk in stride(from: 0, to: unknown.count, by: 500).map({ Array(unknown[$0..<min($0 + 500, unknown.count)]) }) {
-            suppressed.formUnion(try await store.suppressedHashes(chunk.map(suppressionHash)))
+        for start in stride(from: 0, to: unknown.count, by: 500) {
+            suppressed.formUnion(try await store.suppressedHashes(Array(unknown[start..<min(start + 500, unknown.count)])))
         }
         return emails.indices.map { i in
             guard let row = rows[i] else {
-                return CheckResult(allowed: false, reason: suppressed.contains(suppressionHash(emails[i])) ? .suppressed : .unknown)
+                return CheckResult(allowed: false, reason: suppressed.contains(hashes[i]!) ? .suppressed : .unknown)
             }
             return Self.decide(row, topic: topic, at: at)
         }
