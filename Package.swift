@@ -45,10 +45,16 @@ let package = Package(
             dependencies: ["AssentCore"],
             swiftSettings: swiftSettings
         ),
+        // SQLite's process-wide settings, which only a C call can make (sqlite3_config is variadic).
+        .target(
+            name: "CSQLiteConfig",
+            dependencies: [.product(name: "GRDBSQLite", package: "GRDB.swift")],
+            linkerSettings: [.linkedLibrary("sqlite3")]
+        ),
         // GRDB/SQLite backend: the embedded default.
         .target(
             name: "AssentSQLite",
-            dependencies: ["AssentCore", "AssentStore", .product(name: "GRDB", package: "GRDB.swift"),
+            dependencies: ["AssentCore", "AssentStore", "CSQLiteConfig", .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "GRDBSQLite", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
@@ -143,7 +149,7 @@ let package = Package(
         .executableTarget(
             name: "assent-bench",
             dependencies: [
-                "AssentCore", "AssentTestSupport",
+                "AssentCore", "AssentTestSupport", "CSQLiteConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),

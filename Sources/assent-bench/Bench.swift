@@ -2,6 +2,8 @@ import AssentCore
 import AssentTestSupport
 import ArgumentParser
 import AsyncHTTPClient
+import CSQLiteConfig
+import GRDBSQLite
 import Foundation
 import Logging
 import NIOCore
@@ -55,6 +57,9 @@ struct Bench: AsyncParsableCommand {
         let eventBytes = Ceilings.eventSize()
         let sha = Ceilings.sha256(eventBytes: eventBytes, seconds: ceilingSeconds)
         log("ceilings: SQLite ...")
+        // SQLite in this process as Assent sets it up in its own (see SQLiteStore.memoryStatisticsOff), so that the raw
+        // ceilings are measured on the same footing as the server.
+        guard assent_sqlite_disable_memory_statistics() == SQLITE_OK else { throw BenchError("SQLite was in use before its set-up") }
         let sqlite = try Ceilings.sqlite(directory: root, rows: contacts, seconds: ceilingSeconds, synchronous: "FULL")
         var stores: [StoreRun] = []
         let settings = Settings(contacts: contacts, seed: seed, duration: duration, connections: connections, history: history, batch: batch,
