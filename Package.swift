@@ -177,7 +177,7 @@ let package = Package(
         .testTarget(
             name: "AssentStoreTests",
             dependencies: ["AssentCore", "AssentStore", "AssentSQLite", "AssentPostgres", "AssentTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
-                           .product(name: "PropertyBased", package: "swift-property-based")],
+                           .product(name: "PropertyBased", package: "swift-property-based"), .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -297,6 +297,10 @@ public struct Ledger: Sendable {
 
     /// Keys derived from the master key once (HKDF on every use was a twentieth of an import's time).
     let suppressionKey: SymmetricKey
+    /// An HMAC already keyed with `suppressionKey`, copied for each address (keying one per address,
+    /// two SHA-256 blocks of key padding, was a tenth of an import's checking pass). Its hash states
+    /// are copied on write, so copies never share what they hash.
+    let suppressionMAC: HMAC<SHA256>
     let linkSigner: ContactLink.Signer
 
     public init(store: any LedgerStore, masterKey: MasterKey, environment: LedgerEnvironment = .live) {
@@ -304,6 +308,7 @@ public struct Ledger: Sendable {
         self.masterKey = masterKey
         self.environment = environment
         self.suppressionKey = masterKey.derivedKey(purpose: "suppression/v1")
+        self.suppressionMAC = HMAC<SHA256>(key: suppressionKey)
         self.linkSigner = ContactLink.Signer(key: masterKey.derivedKey(purpose: Self.linkKeyPurpose))
     }
 

@@ -7,7 +7,10 @@ extension Ledger {
     /// key derived from the master key, so the list reveals no address to
     /// someone holding only the database.
     public func suppressionHash(_ email: EmailAddress) -> Data {
-        Data(HMAC<SHA256>.authenticationCode(for: Data(email.value.utf8), using: suppressionKey))
+        var mac = suppressionMAC
+        var value = email.value
+        value.withUTF8 { mac.update(data: UnsafeRawBufferPointer($0)) }
+        return Data(mac.finalize())
     }
 
     /// Erases a person (GDPR Art. 17) and keeps the proof:
