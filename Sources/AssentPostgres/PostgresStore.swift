@@ -738,7 +738,7 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
 
     private func writeAlone(_ commit: LedgerCommit) async throws {
         do {
-            try await transaction(on: writeClient) { c in try await write([commit], on: c) }
+            try await transaction(on: writeClient) { c in try await write([commit], on: c, firstWritesInsert: false) }
         } catch {
             // Two first writers of a contact both found no head to lock; the
             // primary key (contact_id, seq) lets one win and refuses the other.
@@ -753,7 +753,7 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
         // (By each id's text made once: making two in every comparison was a fiftieth of a change's CPU.)
         let ordered = batch.map { ($0.contactID.uuidString, $0) }.sorted { $0.0 < $1.0 }.map(\.1)
         do {
-            try await transaction(on: writeClient) { c in try await write(ordered, on: c) }
+            try await transaction(on: writeClient) { c in try await write(ordered, on: c, firstWritesInsert: true) }
         } catch {
             let state = (error as? PSQLError)?.serverInfo?[.sqlState]
             if Self.uniqueViolation(error) != nil || state == "40P01" { throw StoreError.concurrentModification(contactID: ordered[0].contactID) }
@@ -764,7 +764,12 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
     /// Writes commits (for different contacts) in the caller's transaction, with a
     /// few statements for the lot rather than several per event: an import chunk of
     /// 500 contacts made some 4,500 round trips before, and made the import crawl.
-    func write(_ commits: [LedgerCommit], on c: PostgresConnection) async throws {
+    /// With `firstWritesInsert`, the preferences and chain head of a contact written for the
+    /// first time (expected head 0: it has neither yet) are inserted, not upserted: PostgreSQL's
+    /// upsert inserts speculatively and confirms, which made the preferences of an import cost
+    /// more than its events. Were a row there after all, the insert fails the batch with a unique
+    /// violation, and its changes are written again one by one, by upsert (`writeAlone`).
+    func write(_ commits: [LedgerCommit], on c: PostgresConnection, firstWritesInsert: Bool) async throws {
         let ids = commits.map(\.contactID)
         // Lock the head rows: a concurrent writer of the same contact waits here, then sees the moved head.
         var heads: [UUID: Int64] = [:]
@@ -840,32 +845,38 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
             }
             try await c.query(PostgresQuery(stringInterpolation: q), logger: logger)
         }
-        let preferences = commits.flatMap { commit in commit.preferences.map { (commit.contactID, $0) } }
-        for chunk in stride(from: 0, to: preferences.count, by: 2_000).map({ preferences[$0..<min($0 + 2_000, preferences.count)] }) {
-            var q = PostgresQuery.StringInterpolation(literalCapacity: 300 + chunk.count * 40, interpolationCount: chunk.count * 6)
-            q.appendLiteral("INSERT INTO preferences (contact_id, topic_key, state, since, expires_at, seq) VALUES")
-            for (n, (id, p)) in chunk.enumerated() {
-                q.appendLiteral(n == 0 ? " (" : ", (")
-                q.appendInterpolation(id); q.appendLiteral(", "); q.appendInterpolation(p.topicKey); q.appendLiteral(", ")
-                q.appendInterpolation(p.state.rawValue); q.appendLiteral(", "); q.appendInterpolation(p.since.millisecondsSince1970); q.appendLiteral(", ")
-                q.appendInterpolation(p.expiresAt?.millisecondsSince1970); q.appendLiteral(", "); q.appendInterpolation(p.seq); q.appendLiteral(")")
+        // First writes (see above) apart from the rest; each part in order.
+        let parts = firstWritesInsert ? [commits.filter { $0.expectedHead.seq == 0 }, commits.filter { $0.expectedHead.seq != 0 }] : [[], commits]
+        for (first, part) in zip([true, false], parts) where !part.isEmpty {
+            let preferences = part.flatMap { commit in commit.preferences.map { (commit.contactID, $0) } }
+            for chunk in stride(from: 0, to: preferences.count, by: 2_000).map({ preferences[$0..<min($0 + 2_000, preferences.count)] }) {
+                var q = PostgresQuery.StringInterpolation(literalCapacity: 300 + chunk.count * 40, interpolationCount: chunk.count * 6)
+                q.appendLiteral("INSERT INTO preferences (contact_id, topic_key, state, since, expires_at, seq) VALUES")
+                for (n, (id, p)) in chunk.enumerated() {
+                    q.appendLiteral(n == 0 ? " (" : ", (")
+                    q.appendInterpolation(id); q.appendLiteral(", "); q.appendInterpolation(p.topicKey); q.appendLiteral(", ")
+                    q.appendInterpolation(p.state.rawValue); q.appendLiteral(", "); q.appendInterpolation(p.since.millisecondsSince1970); q.appendLiteral(", ")
+                    q.appendInterpolation(p.expiresAt?.millisecondsSince1970); q.appendLiteral(", "); q.appendInterpolation(p.seq); q.appendLiteral(")")
+                }
+                if !first {
+                    q.appendLiteral("""
+                         ON CONFLICT (contact_id, topic_key) DO UPDATE SET state = excluded.state, since = excluded.since,
+                            expires_at = excluded.expires_at, seq = excluded.seq
+                        """)
+                }
+                try await c.query(PostgresQuery(stringInterpolation: q), logger: logger)
             }
-            q.appendLiteral("""
-                 ON CONFLICT (contact_id, topic_key) DO UPDATE SET state = excluded.state, since = excluded.since,
-                    expires_at = excluded.expires_at, seq = excluded.seq
-                """)
-            try await c.query(PostgresQuery(stringInterpolation: q), logger: logger)
-        }
-        for chunk in stride(from: 0, to: commits.count, by: 5_000).map({ commits[$0..<min($0 + 5_000, commits.count)] }) {
-            var q = PostgresQuery.StringInterpolation(literalCapacity: 200 + chunk.count * 20, interpolationCount: chunk.count * 3)
-            q.appendLiteral("INSERT INTO chain_heads (contact_id, seq, hash) VALUES")
-            for (n, commit) in chunk.enumerated() {
-                q.appendLiteral(n == 0 ? " (" : ", (")
-                q.appendInterpolation(commit.contactID); q.appendLiteral(", "); q.appendInterpolation(commit.newHead.seq); q.appendLiteral(", ")
-                try q.appendInterpolation(commit.newHead.hash); q.appendLiteral(")")
+            for chunk in stride(from: 0, to: part.count, by: 5_000).map({ part[$0..<min($0 + 5_000, part.count)] }) {
+                var q = PostgresQuery.StringInterpolation(literalCapacity: 200 + chunk.count * 20, interpolationCount: chunk.count * 3)
+                q.appendLiteral("INSERT INTO chain_heads (contact_id, seq, hash) VALUES")
+                for (n, commit) in chunk.enumerated() {
+                    q.appendLiteral(n == 0 ? " (" : ", (")
+                    q.appendInterpolation(commit.contactID); q.appendLiteral(", "); q.appendInterpolation(commit.newHead.seq); q.appendLiteral(", ")
+                    try q.appendInterpolation(commit.newHead.hash); q.appendLiteral(")")
+                }
+                if !first { q.appendLiteral(" ON CONFLICT (contact_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash") }
+                try await c.query(PostgresQuery(stringInterpolation: q), logger: logger)
             }
-            q.appendLiteral(" ON CONFLICT (contact_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash")
-            try await c.query(PostgresQuery(stringInterpolation: q), logger: logger)
         }
     }
 

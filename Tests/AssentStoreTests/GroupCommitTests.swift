@@ -1,7 +1,10 @@
 import AssentCore
+import AssentPostgres
+import AssentSQLite
 import AssentStore
 import AssentTestSupport
 import Foundation
+import GRDB
 import Testing
 
 @Suite struct GroupCommitTests {
@@ -156,5 +159,34 @@ import Testing
         // In the second group only the commit the writer refused failed; the third group's transaction failed.
         #expect(outcomes == [true, true, true, false, true, true, true, true, false, false])
         #expect(committer.statistics.transactions == 3 && committer.statistics.commits == 11)
+    }
+}
+
+/// A batch writes a contact's first preferences and chain head by plain insert on PostgreSQL (see
+/// `PostgresStore.write`): should a row be there already, against the invariant, the batch's
+/// changes are written again one by one, by upsert, and none is lost.
+@Suite struct FirstWriteFallbackTests {
+    @Test(arguments: StoreKind.databases)
+    func aStrayPreferenceRowDoesNotLoseABatchedChange(_ kind: StoreKind) async throws {
+        let ledger = try await kind.makeLedger()
+        try await seedTopics(ledger)
+        let ann = try await ledger.createContact(email: EmailAddress("ann@example.com"), name: nil, externalID: nil, locale: nil)
+        let bob = try await ledger.createContact(email: EmailAddress("bob@example.com"), name: nil, externalID: nil, locale: nil)
+        let stray = "INSERT INTO preferences (contact_id, topic_key, state, since, expires_at, seq) VALUES ('\(ann.id.uuidString.lowercased())', 'news', 'withdrawn', 0, NULL, 0)"
+        if let sqlite = ledger.store as? SQLiteStore {
+            try await sqlite.pool.write { db in try db.execute(sql: stray) }
+        } else if let postgres = ledger.store as? PostgresStore {
+            _ = try await postgres.strings(stray)
+        }
+        let requests = [ann, bob].map { contact in
+            ChangeRequest(contactID: contact.id, changes: [TopicChange(topicKey: "news", intent: .optIn)], source: .api, actor: .apiKey("test"))
+        }
+        for result in try await ledger.recordChanges(requests) { _ = try result.get() }
+        for contact in [ann, bob] {
+            let preferences = try await ledger.store.preferences(contactID: contact.id)
+            #expect(preferences.map(\.topicKey) == ["news"] && preferences.first?.state == .granted && preferences.first?.seq == 1)
+            #expect(try await ledger.check(email: contact.email, topicKey: "news").allowed)
+        }
+        #expect(try await ledger.verify().isIntact)
     }
 }
