@@ -330,7 +330,7 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
             let statement = try db.cachedStatement(sql: Self.snapshotSelect)
             try statement.setArguments([id.db])
             defer { sqlite3_reset(statement.sqliteStatement) }
-            let row = RawRow(statement, db)
+            let row = RawStatement(statement, db)
             guard try row.step(), let contactID = row.text(0).flatMap(UUID.init(text:)) else { return nil }
             let erasedAt = row.int(7).map(Date.init(millisecondsSince1970:))
             guard let email = row.text(1).map(EmailAddress.init(stored:)) ?? (erasedAt != nil ? Contact.erasedPlaceholder(contactID) : nil) else { return nil }
@@ -547,7 +547,7 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
                 SELECT \(Self.eventColumns) FROM consent_events WHERE contact_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?
                 """)
             try statement.setArguments([contactID.db, beforeSeq ?? Int64.max, limit])
-            let row = RawRow(statement, db)
+            let row = RawStatement(statement, db)
             var events: [ConsentEvent] = []
             while try row.step() { if let event = Self.event(row) { events.append(event) } }
             return events
@@ -627,7 +627,7 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
             try statement.setArguments(StatementArguments(values))
             // Reset, and the addresses let go of: the cached statement would hold them until its next use.
             defer { sqlite3_reset(statement.sqliteStatement); sqlite3_clear_bindings(statement.sqliteStatement) }
-            let row = RawRow(statement, db)
+            let row = RawStatement(statement, db)
             var rows: [String: CheckRow] = [:]
             rows.reserveCapacity(emails.count)
             while try row.step() {
@@ -646,7 +646,7 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
     static let checkByEmail = "\(checkSelect) WHERE c.email = ?"
 
     /// The current row of `checkSelect`, by column position.
-    static func checkRow(_ row: RawRow) -> (email: String, CheckRow)? {
+    static func checkRow(_ row: RawStatement) -> (email: String, CheckRow)? {
         guard let contactID = row.text(0).flatMap(UUID.init(text:)) else { return nil }
         let preference: Preference? = row.text(3).map { state in
             Preference(contactID: contactID, topicKey: row.text(2) ?? "", state: PreferenceState(rawValue: state) ?? .none,
@@ -672,7 +672,7 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
         let rowLimit = max(2, limit) * topics.count
         return try await pool.read { db in
             let statement = try Self.audienceStatement(db, topics: topics, now: now, after: after, rowLimit: rowLimit)
-            let row = RawRow(statement, db)
+            let row = RawStatement(statement, db)
             var members: [AudienceMember] = []
             var rows = 0, lastID: String? = nil
             while try row.step() {
@@ -710,7 +710,7 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
         let rowLimit = max(2, limit) * topics.count
         return try await pool.read { db in
             let statement = try Self.audienceStatement(db, topics: topics, now: now, after: after, rowLimit: rowLimit)
-            let row = RawRow(statement, db), handle = row.handle
+            let row = RawStatement(statement, db), handle = row.handle
             let topicKeys = topics.map { Array($0.utf8) }
             var page = AudienceRowsPage()
             page.bytes.reserveCapacity(limit * 96)
@@ -760,7 +760,7 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
             try statement.setArguments([topicKey, email.value])
             // Reset at once, so that no statement left on a row holds the read open (and a checkpoint back).
             defer { sqlite3_reset(statement.sqliteStatement) }
-            let row = RawRow(statement, db)
+            let row = RawStatement(statement, db)
             return try row.step() ? Self.checkRow(row)?.1 : nil
         }
     }
@@ -1852,38 +1852,14 @@ final class QuickReader: @unchecked Sendable {
     }
 }
 
-/// A statement's rows read through SQLite's C API, column by position (for the hot paths
-/// where GRDB's `Row` decoding cost more than the query).
-struct RawRow: RawColumns {
-    let handle: OpaquePointer
-    let statement: Statement
-    let database: Database
-
-    init(_ statement: Statement, _ database: Database) {
-        self.statement = statement
-        self.handle = statement.sqliteStatement
-        self.database = database
-    }
-
-    /// Moves to the next row; false when there is none.
-    func step() throws -> Bool {
-        switch sqlite3_step(handle) {
-        case SQLITE_ROW: return true
-        case SQLITE_DONE: return false
-        case let code:
-            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(database.sqliteConnection)), sql: statement.sql)
-        }
-    }
-
-}
-
-/// A cached statement bound and stepped through SQLite's C API, for the writes every change makes.
-/// GRDB's arguments (an array of existentials, each converted to a `DatabaseValue`, then bound)
-/// cost the one writer more than SQLite's own work for these rows: an import of 300,000 contacts
-/// spent 46 µs per contact in its transactions of events, preferences and chain heads. Values are
-/// stored as GRDB stores them (ids as lower-case text, times as Unix milliseconds, data through the
-/// same `sqlite3_bind_blob` call), so either way of writing reads back the same. Used only inside the `pool` access that
-/// made it; each use binds every parameter, and `execute` or `reset` leaves it ready for the next.
+/// A statement stepped through SQLite's C API, its rows read column by position, for the hot paths
+/// where GRDB cost more than the query: `Row` decoding on reads, and on the writes every change
+/// makes, GRDB's arguments (an array of existentials, each converted to a `DatabaseValue`, then
+/// bound): an import of 300,000 contacts spent 46 µs per contact in its transactions of events,
+/// preferences and chain heads. `bind` stores values as GRDB stores them (ids as lower-case text,
+/// times as Unix milliseconds, data through the same `sqlite3_bind_blob` call), so either way of
+/// writing reads back the same. Used only inside the `pool` access that made it; a write binds
+/// every parameter, and `execute` or `reset` leaves the statement ready for the next use.
 struct RawStatement: RawColumns {
     let handle: OpaquePointer
     let statement: Statement
