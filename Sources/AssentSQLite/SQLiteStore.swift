@@ -28,11 +28,12 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
     }
 
     /// SQLite keeps memory statistics (which Assent never reads) by default, and counts every
-    /// allocation under one mutex shared by every connection in the process. Turned off before the
-    /// process's first connection (`sqlite3_config` refuses once SQLite is in use, and the answer is
-    /// then false): an import's rows written through SQLite's C API alone went 68,600 -> 78,400
+    /// allocation under one mutex shared by every connection in the process. Turned off when the
+    /// first store opens: an import's rows written through SQLite's C API alone went 68,600 -> 78,400
     /// events/s on this machine (300,000 contacts), and the lock is no longer passed between the
-    /// readers and the writer.
+    /// readers and the writer. `sqlite3_config` works only before SQLite is first used in the process
+    /// (the answer is then false, and nothing else changes); in `assent` nothing uses SQLite before
+    /// its store opens, and `assent-bench` checks the answer in its own process.
     public static let memoryStatisticsOff: Bool = assent_sqlite_disable_memory_statistics() == SQLITE_OK
 
     public init(path: String, durability: Durability = .full) throws {
@@ -1859,7 +1860,9 @@ final class QuickReader: @unchecked Sendable {
 /// preferences and chain heads. `bind` stores values as GRDB stores them (ids as lower-case text,
 /// times as Unix milliseconds, data through the same `sqlite3_bind_blob` call), so either way of
 /// writing reads back the same. Used only inside the `pool` access that made it; a write binds
-/// every parameter, and `execute` or `reset` leaves the statement ready for the next use.
+/// every parameter, and `execute` or `reset` leaves the statement ready for the next use. Unlike
+/// GRDB's `execute`, a step interrupted by a cancelled task surfaces as SQLite's interrupt error
+/// (`SQLITE_INTERRUPT`), not as `CancellationError`; the transaction still rolls back.
 struct RawStatement: RawColumns {
     let handle: OpaquePointer
     let statement: Statement
@@ -1910,11 +1913,13 @@ struct RawStatement: RawColumns {
         try value.withUnsafeBytes { try check(sqlite3_bind_blob(handle, index, $0.baseAddress, Int32($0.count), Self.transient), index) }
     }
 
-    /// Runs a statement that returns no rows.
+    /// Runs a statement that returns no rows. Its values are let go of at once: a cached statement
+    /// would otherwise hold the last contact's address, name and keys until its next use.
     func execute() throws {
         let code = sqlite3_step(handle)
-        sqlite3_reset(handle)
-        guard code == SQLITE_DONE else { throw failure(code) }
+        let error = code == SQLITE_DONE ? nil : failure(code)
+        reset()
+        if let error { throw error }
     }
 
     /// Moves to the next row; false when there is none. `reset` when done with the rows.
@@ -1924,12 +1929,16 @@ struct RawStatement: RawColumns {
         case SQLITE_DONE: return false
         case let code:
             let error = failure(code)
-            sqlite3_reset(handle)
+            reset()
             throw error
         }
     }
 
-    func reset() { sqlite3_reset(handle) }
+    /// Ready for the next use, with no values held.
+    func reset() {
+        sqlite3_reset(handle)
+        sqlite3_clear_bindings(handle)
+    }
 }
 
 private final class RawCursor: RawColumns {

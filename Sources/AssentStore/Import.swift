@@ -324,8 +324,10 @@ extension Ledger {
     /// Rows written together: their new contacts in one transaction, their changes in another.
     static let importChunk = 500
     /// Chunks planned and written at once (see pass 2). Each chunk's reads and planning wait on one
-    /// another, so with 3 the one writer sometimes waited for the next chunk; 1,000,000 contacts,
-    /// alternating: 3 -> 60.3 / 63.3 s, 5 -> 54.2 / 56.1 s, 8 -> 56.5 / 57.2 s (5: 57.8 / 57.4, and 9 MB more memory).
+    /// another, so with 3 the one writer sometimes waited for the next chunk. 1,000,000 contacts,
+    /// alternating pairs: 3 in flight 60.3 / 63.3 s against 5 in flight 54.2 / 56.1 s; then 8 in
+    /// flight 56.5 / 57.2 s against 5 in flight 57.8 / 57.4 s (a slower phase), within the noise,
+    /// with 9 MB more peak memory for 8. So 5.
     static let chunksInFlight = 5
 
     /// Reads what a chunk of rows needs (its contacts with their states and keys, in one go)

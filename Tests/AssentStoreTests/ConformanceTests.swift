@@ -216,11 +216,15 @@ import Testing
         try await seedTopics(ledger)
         let full = try await ledger.createContact(email: EmailAddress("ann@example.com"), name: "Ann Ó'Neill", externalID: "crm-7", locale: "ga")
         let bare = try await ledger.createContact(email: EmailAddress("bob@example.com"), name: nil, externalID: nil, locale: nil)
+        var secrets: [Data] = []
         for contact in [full, bare] {
             let snapshot = try #require(try await ledger.store.contactSnapshot(id: contact.id))
             #expect(snapshot.contact == contact)
-            #expect(snapshot.wrappedKey?.isEmpty == false)
+            // The wrapped key opens under the master key, bound to this contact; the link secret is there, whole.
+            _ = try ledger.masterKey.unwrap(try #require(snapshot.wrappedKey), contactID: contact.id)
+            secrets.append(try #require(try await ledger.store.linkSecret(contactID: contact.id)))
         }
+        #expect(secrets.allSatisfy { $0.count == 32 } && secrets[0] != secrets[1])
         let at = Date().addingTimeInterval(-60).truncatedToMilliseconds
         func events(_ contact: Contact) -> [ConsentEvent] {
             let first = ConsentEvent(id: UUID.timeOrdered(), contactID: contact.id, seq: 1, topicKey: "news", action: .granted, fromState: .none,
