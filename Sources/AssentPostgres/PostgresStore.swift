@@ -845,9 +845,11 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
             }
             try await c.query(PostgresQuery(stringInterpolation: q), logger: logger)
         }
-        // First writes (see above) apart from the rest; each part in order.
-        let parts = firstWritesInsert ? [commits.filter { $0.expectedHead.seq == 0 }, commits.filter { $0.expectedHead.seq != 0 }] : [[], commits]
-        for (first, part) in zip([true, false], parts) where !part.isEmpty {
+        // First writes (see above) apart from the rest, each part in order; `upsert` for the rest.
+        let parts: [(upsert: Bool, commits: [LedgerCommit])] = firstWritesInsert
+            ? [(false, commits.filter { $0.expectedHead.seq == 0 }), (true, commits.filter { $0.expectedHead.seq != 0 })]
+            : [(true, commits)]
+        for (upsert, part) in parts where !part.isEmpty {
             let preferences = part.flatMap { commit in commit.preferences.map { (commit.contactID, $0) } }
             for chunk in stride(from: 0, to: preferences.count, by: 2_000).map({ preferences[$0..<min($0 + 2_000, preferences.count)] }) {
                 var q = PostgresQuery.StringInterpolation(literalCapacity: 300 + chunk.count * 40, interpolationCount: chunk.count * 6)
@@ -858,7 +860,7 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
                     q.appendInterpolation(p.state.rawValue); q.appendLiteral(", "); q.appendInterpolation(p.since.millisecondsSince1970); q.appendLiteral(", ")
                     q.appendInterpolation(p.expiresAt?.millisecondsSince1970); q.appendLiteral(", "); q.appendInterpolation(p.seq); q.appendLiteral(")")
                 }
-                if !first {
+                if upsert {
                     q.appendLiteral("""
                          ON CONFLICT (contact_id, topic_key) DO UPDATE SET state = excluded.state, since = excluded.since,
                             expires_at = excluded.expires_at, seq = excluded.seq
@@ -874,7 +876,7 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
                     q.appendInterpolation(commit.contactID); q.appendLiteral(", "); q.appendInterpolation(commit.newHead.seq); q.appendLiteral(", ")
                     try q.appendInterpolation(commit.newHead.hash); q.appendLiteral(")")
                 }
-                if !first { q.appendLiteral(" ON CONFLICT (contact_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash") }
+                if upsert { q.appendLiteral(" ON CONFLICT (contact_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash") }
                 try await c.query(PostgresQuery(stringInterpolation: q), logger: logger)
             }
         }

@@ -330,8 +330,8 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
         try await readHere { db in
             let statement = try db.cachedStatement(sql: Self.snapshotSelect)
             try statement.setArguments([id.db])
-            defer { sqlite3_reset(statement.sqliteStatement) }
             let row = RawStatement(statement, db)
+            defer { row.reset() }
             guard try row.step(), let contactID = row.text(0).flatMap(UUID.init(text:)) else { return nil }
             let erasedAt = row.int(7).map(Date.init(millisecondsSince1970:))
             guard let email = row.text(1).map(EmailAddress.init(stored:)) ?? (erasedAt != nil ? Contact.erasedPlaceholder(contactID) : nil) else { return nil }
@@ -626,9 +626,9 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
             values += emails.map(\.value) as [(any DatabaseValueConvertible)?]
             values += repeatElement(nil, count: slots - emails.count)
             try statement.setArguments(StatementArguments(values))
-            // Reset, and the addresses let go of: the cached statement would hold them until its next use.
-            defer { sqlite3_reset(statement.sqliteStatement); sqlite3_clear_bindings(statement.sqliteStatement) }
             let row = RawStatement(statement, db)
+            // Reset, and the addresses let go of: the cached statement would hold them until its next use.
+            defer { row.reset() }
             var rows: [String: CheckRow] = [:]
             rows.reserveCapacity(emails.count)
             while try row.step() {
@@ -759,9 +759,9 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
             // Stepped through SQLite's C API: GRDB's row (a cursor, a copy, decoding by protocol) cost more than the select.
             let statement = try db.cachedStatement(sql: Self.checkByEmail)
             try statement.setArguments([topicKey, email.value])
-            // Reset at once, so that no statement left on a row holds the read open (and a checkpoint back).
-            defer { sqlite3_reset(statement.sqliteStatement) }
             let row = RawStatement(statement, db)
+            // Reset at once, so that no statement left on a row holds the read open (and a checkpoint back).
+            defer { row.reset() }
             return try row.step() ? Self.checkRow(row)?.1 : nil
         }
     }

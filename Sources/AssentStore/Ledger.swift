@@ -296,10 +296,9 @@ public struct Ledger: Sendable {
     public let observers = LedgerObservers()
 
     /// Keys derived from the master key once (HKDF on every use was a twentieth of an import's time).
-    let suppressionKey: SymmetricKey
-    /// An HMAC already keyed with `suppressionKey`, copied for each address (keying one per address,
-    /// two SHA-256 blocks of key padding, was a tenth of an import's checking pass). Its hash states
-    /// are copied on write, so copies never share what they hash.
+    /// The suppression list's key is kept as an HMAC already keyed with it, copied for each address
+    /// (keying one per address, two SHA-256 blocks of key padding, was a tenth of an import's checking
+    /// pass). Its hash states are copied on write, so copies never share what they hash.
     let suppressionMAC: HMAC<SHA256>
     let linkSigner: ContactLink.Signer
 
@@ -307,8 +306,7 @@ public struct Ledger: Sendable {
         self.store = store
         self.masterKey = masterKey
         self.environment = environment
-        self.suppressionKey = masterKey.derivedKey(purpose: "suppression/v1")
-        self.suppressionMAC = HMAC<SHA256>(key: suppressionKey)
+        self.suppressionMAC = HMAC<SHA256>(key: masterKey.derivedKey(purpose: "suppression/v1"))
         self.linkSigner = ContactLink.Signer(key: masterKey.derivedKey(purpose: Self.linkKeyPurpose))
     }
 
