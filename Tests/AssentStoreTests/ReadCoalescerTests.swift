@@ -1,8 +1,10 @@
 import AssentCore
 import AssentPostgres
+import AssentSQLite
 import AssentStore
 import AssentTestSupport
 import Foundation
+import GRDB
 import Testing
 
 /// A batch read that records its batches, and holds each one until let through.
@@ -295,5 +297,68 @@ extension AudienceTests {
             + "\(c.createdAt.timeIntervalSince1970) \(c.updatedAt.timeIntervalSince1970) \(c.erasedAt == nil ? "" : "erased") \(c.objectedAt == nil ? "" : "objected") "
             + "head \(s.state.head.contactID) \(s.state.head.seq) \(s.state.head.hash.base64EncodedString()) key \(s.wrappedKey?.base64EncodedString() ?? "-") "
             + preferences.joined(separator: ",")
+    }
+}
+
+/// SQLite answers a single check on the calling thread, by a statement each quick reader keeps
+/// prepared between checks, and through its pool of readers when no quick reader is free.
+@Suite struct SQLiteCheckPathTests {
+    /// Both ways answer alike (granted, withdrawn, never asked, erased, unknown); and the kept
+    /// statement sees every change committed before the check began, never an older state.
+    @Test func checksOnTheCallingThreadAndThroughThePoolAnswerAlikeAndSeeEachChange() async throws {
+        let path = try TestDirectory.make().appendingPathComponent("ledger.sqlite").path
+        let store = try SQLiteStore(path: path)
+        try await store.migrate()
+        let masterKey = MasterKey.generate()
+        let ledger = Ledger(store: store, masterKey: masterKey)
+        let pooled = Ledger(store: try SQLiteStore(path: path, quickReaders: 0), masterKey: masterKey)
+        _ = try await ledger.createTopic(Topic(key: "news", title: "News", requiresDoubleOptIn: false, createdAt: Date()), noticeText: "News.")
+        var emails: [EmailAddress] = []
+        for i in 0..<4 {
+            let contact = try await ledger.createContact(email: EmailAddress("q\(i)@example.com"), name: nil, externalID: nil, locale: nil)
+            emails.append(contact.email)
+            let intents: [ConsentIntent] = [[.optIn], [.optIn, .optOut], [], [.optIn]][i]
+            for intent in intents {
+                _ = try await ledger.recordChange(ChangeRequest(contactID: contact.id, changes: [TopicChange(topicKey: "news", intent: intent)],
+                                                                source: .api, actor: .apiKey("k")))
+            }
+            if i == 3 { _ = try await ledger.eraseContact(contact.id, reason: "asked", erasedBy: "test") }
+        }
+        emails.append(try EmailAddress("nobody@example.net"))
+        var reasons: [CheckResult.Reason] = []
+        for email in emails {
+            let here = try await ledger.check(email: email, topicKey: "news")
+            #expect(here == (try await pooled.check(email: email, topicKey: "news")), "\(email.value)")
+            reasons.append(here.reason)
+        }
+        #expect(reasons == [.granted, .withdrawn, .none, .suppressed, .unknown])
+
+        let contactID = try #require(try await ledger.check(email: emails[0], topicKey: "news").contactID)
+        for (intent, reason) in [(ConsentIntent.optOut, CheckResult.Reason.withdrawn), (.optIn, .granted), (.optOut, .withdrawn)] {
+            _ = try await ledger.recordChange(ChangeRequest(contactID: contactID, changes: [TopicChange(topicKey: "news", intent: intent)],
+                                                            source: .api, actor: .apiKey("k")))
+            #expect(try await ledger.check(email: emails[0], topicKey: "news").reason == reason)
+            #expect(try await pooled.check(email: emails[0], topicKey: "news").reason == reason)
+        }
+    }
+
+    /// A kept statement that fails (here: its index dropped by another connection, so SQLite
+    /// cannot prepare it again) is an error for that check, not a crash; once the index is back,
+    /// the same statement answers again.
+    @Test func aFailingKeptStatementIsAnErrorAndLaterChecksRecover() async throws {
+        let path = try TestDirectory.make().appendingPathComponent("ledger.sqlite").path
+        let store = try SQLiteStore(path: path, quickReaders: 1)
+        try await store.migrate()
+        let ledger = Ledger(store: store, masterKey: .generate())
+        _ = try await ledger.createTopic(Topic(key: "news", title: "News", requiresDoubleOptIn: false, createdAt: Date()), noticeText: "News.")
+        let contact = try await ledger.createContact(email: EmailAddress("k@example.com"), name: nil, externalID: nil, locale: nil)
+        _ = try await ledger.recordChange(ChangeRequest(contactID: contact.id, changes: [TopicChange(topicKey: "news", intent: .optIn)],
+                                                        source: .api, actor: .apiKey("k")))
+        #expect(try await ledger.check(email: contact.email, topicKey: "news").reason == .granted)
+        let other = try DatabaseQueue(path: path)
+        try await other.write { try $0.execute(sql: "DROP INDEX contacts_email_id") }
+        await #expect(throws: DatabaseError.self) { try await ledger.check(email: contact.email, topicKey: "news") }
+        try await other.write { try $0.execute(sql: "CREATE INDEX contacts_email_id ON contacts(email, id)") }
+        #expect(try await ledger.check(email: contact.email, topicKey: "news").reason == .granted)
     }
 }
