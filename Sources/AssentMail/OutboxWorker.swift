@@ -258,6 +258,7 @@ public struct OutboxWorker: Service {
                 do {
                     processed = try await runOnce()
                 } catch {
+                    if Task.isCancelled { break } // the server is stopping: not a failure
                     logger.error("outbox poll failed: \(error)")
                     processed = 0
                 }

@@ -28,7 +28,7 @@ public struct Scheduler: Service {
         let expired = await drain("expiry") { try await ledger.expireDue(limit: 500) }
         let queued = await drain("re-permission") { try await ledger.queueRepermissions(limit: 200) }
         var measured = 0
-        do { measured = try await ledger.measureSegmentsDue() } catch { logger.error("segment measurement failed: \(error)") }
+        do { measured = try await ledger.measureSegmentsDue() } catch { reportFailure("segment measurement failed", error) }
         if expired > 0 { logger.info("recorded \(expired) expired consent(s)") }
         if queued > 0 { logger.info("queued \(queued) re-permission email(s)") }
         if measured > 0 { logger.info("measured \(measured) segment(s)") }
@@ -51,7 +51,7 @@ public struct Scheduler: Service {
             }
             return run
         } catch {
-            logger.error("verification could not run: \(error)")
+            reportFailure("verification could not run", error)
             return nil
         }
     }
@@ -66,9 +66,19 @@ public struct Scheduler: Service {
                 if done == 0 || Task.isCancelled { break }
             }
         } catch {
-            logger.error("\(name) run failed: \(error)")
+            reportFailure("\(name) run failed", error)
         }
         return total
+    }
+
+    /// A job's failure, logged as an error unless the server is stopping (which cancels the job
+    /// under way: a failed start-up would otherwise bury its own reason under these).
+    private func reportFailure(_ message: String, _ error: any Error) {
+        if Task.isCancelled {
+            logger.debug("\(message) as the server stopped: \(error)")
+        } else {
+            logger.error("\(message): \(error)")
+        }
     }
 
     public func run() async throws {

@@ -158,6 +158,7 @@ public struct WebhookWorker: Service {
                 do {
                     processed = try await runOnce()
                 } catch {
+                    if Task.isCancelled { break } // the server is stopping: not a failure
                     logger.error("webhook poll failed: \(error)")
                     processed = 0
                 }

@@ -176,12 +176,37 @@ struct Serve: AsyncParsableCommand {
         site.failedAuthenticationsPerMinute = failedAuthPerMinute
         let server = ServerConfiguration(host: host, port: port, headerTimeout: .milliseconds(Int64(headerTimeout * 1_000)),
                                          bodyTimeout: .milliseconds(Int64(bodyTimeout * 1_000)))
+        let listening = Listening()
         let app = try await buildApplication(configuration: server, ledger: ledger, issuer: issuer, site: site,
                                              services: [worker, expiry, webhooks], logger: logger) { port in
+            listening.begin()
             publicURL.setDefault("http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)")
             emit("Assent is serving the API on http://\(host):\(port)/api/v1 and the staff console on http://\(host):\(port)/console (\(database)); emails: \(transport.summary); press Ctrl-C to stop.")
         }
-        try await runUntilStopped(app, logger: logger)
+        do {
+            try await runUntilStopped(app, logger: logger)
+        } catch let error as IOError where !listening.began {
+            throw ValidationError(Self.cannotListen(host: host, port: port, error))
+        }
+    }
+
+    /// Why the server could not listen on its address, and what to do about it.
+    static func cannotListen(host: String, port: Int, _ error: IOError) -> String {
+        let why = switch error.errnoCode {
+        case EADDRINUSE: "the port is in use (another Assent, or another program, listens there): stop that, or choose another port with --port or ASSENT_PORT"
+        case EACCES: "not permitted (ports below 1024 need privileges): choose a port from 1024 up with --port or ASSENT_PORT"
+        case EADDRNOTAVAIL: "this machine has no such address: choose one of its own with --host or ASSENT_HOST (0.0.0.0 for all of them)"
+        default: "\(error)"
+        }
+        return "cannot listen on \(host):\(port): \(why)"
+    }
+
+    /// Whether the server has begun listening (set from the server's start-up callback).
+    final class Listening: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = false
+        var began: Bool { lock.withLock { value } }
+        func begin() { lock.withLock { value = true } }
     }
 }
 
