@@ -155,7 +155,7 @@ public struct PostgresLocation: Sendable, Equatable {
 /// instances on one database. Every rule the SQLite store keeps holds here
 /// too (the conformance suite runs against both); concurrency across
 /// processes rests on row locks and the `(contact_id, seq)` primary key.
-public final class PostgresStore: LedgerStore, AudienceRowsReader {
+public final class PostgresStore: LedgerStore, AudienceRangeReader {
     let client: PostgresClient
     /// The ledger's commits (group commit, imports' batches), on `WriterLoop`'s thread.
     let writeClient: PostgresClient
@@ -1057,7 +1057,8 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
     }
 
     /// An audience page's query.
-    static func audienceQuery(topics: [String], now: Date, after: UUID?, rowLimit: Int, columns: AudienceColumns = .all) -> PostgresQuery {
+    static func audienceQuery(topics: [String], now: Date, after: UUID?, through: UUID? = nil, rowLimit: Int,
+                              columns: AudienceColumns = .all) -> PostgresQuery {
         let at = now.millisecondsSince1970
         // One pass in contact-id order from where the last page ended: the grants by the
         // preferences' primary key, each contact and link secret by theirs, so a page costs its own
@@ -1066,13 +1067,14 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
         // took 4.3 s, and a page's cost grew with its position.)
         // The first page starts above the nil UUID, which is below every id (ids carry version bits, so are never nil).
         // Each table is bounded by the start, so that a merge join does not walk contacts or secrets from the first id.
-        let start = after ?? Self.nilUUID
+        // A range's end (see `walkRanges`) bounds each table likewise; without one, the max UUID does.
+        let start = after ?? Self.nilUUID, end = through ?? Self.maxUUID
         return """
             SELECT \(unescaped: columns.sql)
             FROM preferences p JOIN contacts c ON c.id = p.contact_id
-            LEFT JOIN contact_link_secrets s ON s.contact_id = p.contact_id AND s.contact_id > \(start)
+            LEFT JOIN contact_link_secrets s ON s.contact_id = p.contact_id AND s.contact_id > \(start) AND s.contact_id <= \(end)
             WHERE p.topic_key = ANY(\(topics)) AND p.state = 'granted' AND (p.expires_at IS NULL OR p.expires_at > \(at))
-              AND c.email IS NOT NULL AND p.contact_id > \(start) AND c.id > \(start)
+              AND c.email IS NOT NULL AND p.contact_id > \(start) AND c.id > \(start) AND p.contact_id <= \(end) AND c.id <= \(end)
             ORDER BY p.contact_id, p.topic_key LIMIT \(rowLimit)
             """
     }
@@ -1080,12 +1082,35 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
     /// The rows of `audiencePage` as bytes (see `AudienceRowsPage`): text and secrets copied from
     /// the cells' bytes, with no member made (a String, Data or dictionary per field and grant).
     public func audienceRowsPage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> AudienceRowsPage {
+        try await audienceRowsPage(topics: topics, now: now, after: after, through: nil, limit: limit)
+    }
+
+    /// Two ranges' pages at once (see `Ledger.walkRanges`): one at a time, PostgreSQL and the event
+    /// loop taking the page in took turns (each about half busy).
+    public var audienceReadsAtOnce: Int { 2 }
+
+    public func contactBoundaries(after: UUID?, step: Int, count: Int) async throws -> [UUID] {
+        // The contacts' id index alone, walked from `after` for `step * count` ids at most.
+        let start = after ?? Self.nilUUID, step = max(1, step), window = max(1, step) * max(1, count)
+        var ends: [UUID] = []
+        for row in try await allRows("""
+            SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n
+                            FROM (SELECT id FROM contacts WHERE id > \(start) ORDER BY id LIMIT \(window)) w) t
+            WHERE n % \(step) = 0 ORDER BY id
+            """, reader: true) {
+            ends.append(try row.decode(UUID.self))
+        }
+        return ends
+    }
+
+    public func audienceRowsPage(topics: [String], now: Date, after: UUID?, through: UUID?, limit: Int) async throws -> AudienceRowsPage {
         guard !topics.isEmpty else { return AudienceRowsPage() }
         let rowLimit = max(2, limit) * topics.count
         // Made as the rows arrive (gathered first, the page was made only after PostgreSQL had sent
         // the last row, and the two took turns instead of running side by side).
         let builder = AudienceRowsBuilder(topics: topics, limit: limit)
-        try await eachRow(Self.audienceQuery(topics: topics, now: now, after: after, rowLimit: rowLimit, columns: .written), reader: true) {
+        try await eachRow(Self.audienceQuery(topics: topics, now: now, after: after, through: through, rowLimit: rowLimit, columns: .written),
+                          reader: true) {
             try builder.add($0)
         }
         builder.page.end(rowsRead: builder.rows, rowLimit: rowLimit, topicCount: topics.count)
@@ -1157,6 +1182,8 @@ public final class PostgresStore: LedgerStore, AudienceRowsReader {
     }
 
     static let nilUUID = UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+    /// Above every id (PostgreSQL orders UUIDs by their bytes).
+    static let maxUUID = UUID(uuid: (255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255))
 
     public func refreshStatistics() async throws {
         try await client.query("ANALYZE contacts, contact_keys, contact_link_secrets, preferences, consent_events, chain_heads", logger: logger)

@@ -49,6 +49,8 @@ public struct AudienceRowsPage: Sendable {
     public var bytes: [UInt8] = []
     public var rows: [Row] = []
     public var grants: [Grant] = []
+    /// Whether the read that made the page stopped at its limit (more rows may follow).
+    public var full = false
 
     public init() {}
 
@@ -93,6 +95,7 @@ public struct AudienceRowsPage: Sendable {
     /// Ends a page read with `LIMIT rowLimit`: a full page may end part way through a contact's
     /// grants, and that contact then starts the next page.
     public mutating func end(rowsRead: Int, rowLimit: Int, topicCount: Int) {
+        full = rowsRead >= rowLimit
         if rowsRead == rowLimit && topicCount > 1 && rows.count > 1 { grants.removeSubrange(rows.removeLast().grants) }
     }
 }
@@ -101,6 +104,20 @@ public struct AudienceRowsPage: Sendable {
 public protocol AudienceRowsReader: LedgerStore {
     /// The same rows as `audiencePage`, in the same order and with the same page ends.
     func audienceRowsPage(topics: [String], now: Date, after: UUID?, limit: Int) async throws -> AudienceRowsPage
+}
+
+/// A store whose audience pages are read more than one at a time: the contacts are cut into
+/// ranges of ids whose ends are known before their pages are read, so that the next ranges'
+/// pages can be read while this one's are.
+public protocol AudienceRangeReader: AudienceRowsReader {
+    /// How many ranges' pages are read at once.
+    var audienceReadsAtOnce: Int { get }
+    /// Up to `count` contact ids after `after` (nil: from the first), in order, each `step`
+    /// contacts after the one before: the ends of ranges of `step` contacts. Fewer than `count`
+    /// when the contacts run out.
+    func contactBoundaries(after: UUID?, step: Int, count: Int) async throws -> [UUID]
+    /// `audienceRowsPage`'s rows of contacts with ids after `after` and at most `through` (nil: no end).
+    func audienceRowsPage(topics: [String], now: Date, after: UUID?, through: UUID?, limit: Int) async throws -> AudienceRowsPage
 }
 
 /// Who an audience is: the topics, whether any or all of them must be granted, and filters.
@@ -293,6 +310,10 @@ extension Ledger {
     public func audienceRows(_ query: AudienceQuery, pageSize: Int = 1_000, _ body: (AudienceRowsPage) async throws -> Void) async throws -> Bool {
         guard let reader = store as? any AudienceRowsReader, !query.filtersMembers, query.categories.isEmpty else { return false }
         let at = now
+        if let ranged = reader as? any AudienceRangeReader, ranged.audienceReadsAtOnce > 1 {
+            try await Self.walkRanges(ranged, topics: query.topics, at: at, pageSize: pageSize, body)
+            return true
+        }
         var page = try await reader.audienceRowsPage(topics: query.topics, now: at, after: nil, limit: pageSize)
         while let last = page.rows.last {
             async let following = reader.audienceRowsPage(topics: query.topics, now: at, after: last.id, limit: pageSize)
@@ -300,6 +321,67 @@ extension Ledger {
             page = try await following
         }
         return true
+    }
+
+    /// How many ranges' ends one read of boundaries gives.
+    static let boundariesPerRead = 16
+
+    /// `audienceRows` on a store that reads ranges at once: ranges of `pageSize` contacts, their
+    /// ends read ahead (`contactBoundaries`), the first page of each of the next ranges read while
+    /// this range's pages are handed on, in order. A range's page is read with room to spare
+    /// (a quarter more contacts than the range has), so that it ends the range unless contacts
+    /// were added to it meanwhile; those are read by the range's next pages, as `audienceRows` does.
+    /// PostgreSQL sends a page while the server's event loop takes it in, the two taking turns more
+    /// than running side by side; two pages at once keep both busy.
+    /// (`rangeSize`, for tests: contacts per range, when not `pageSize`.)
+    static func walkRanges(_ reader: any AudienceRangeReader, topics: [String], at: Date, pageSize: Int, rangeSize: Int? = nil,
+                           _ body: (AudienceRowsPage) async throws -> Void) async throws {
+        let step = max(1, rangeSize ?? pageSize), limit = max(1, pageSize) + max(1, pageSize) / 4 + 1, reads = reader.audienceReadsAtOnce
+        // ends[j]: where range j ends (nil: the last, unbounded); range j starts after ends[j - 1].
+        var ends: [UUID?] = [], endsComplete = false
+        func boundaries(after: UUID?) -> Task<[UUID], any Error> {
+            Task { try await reader.contactBoundaries(after: after, step: step, count: boundariesPerRead) }
+        }
+        var nextEnds: Task<[UUID], any Error>? = boundaries(after: nil)
+        var ahead: [(range: Int, page: Task<AudienceRowsPage, any Error>)] = []
+        defer {
+            nextEnds?.cancel()
+            for read in ahead { read.page.cancel() }
+        }
+        var started = 0
+        /// Starts reads of the next ranges' first pages until `reads` are out or every range is started.
+        func startReads() async throws {
+            while ahead.count < reads {
+                while started >= ends.count, !endsComplete, let pending = nextEnds {
+                    let found = try await pending.value
+                    ends += found.map { $0 }
+                    if found.count < boundariesPerRead {
+                        ends.append(nil)
+                        endsComplete = true
+                        nextEnds = nil
+                    } else {
+                        nextEnds = boundaries(after: found.last)
+                    }
+                }
+                guard started < ends.count else { return }
+                let after = started == 0 ? nil : ends[started - 1], through = ends[started]
+                ahead.append((started, Task { try await reader.audienceRowsPage(topics: topics, now: at, after: after, through: through, limit: limit) }))
+                started += 1
+            }
+        }
+        try await startReads()
+        while !ahead.isEmpty {
+            let (range, read) = ahead.removeFirst()
+            var page = try await read.value
+            try await startReads()
+            let through = ends[range]
+            while page.full, let last = page.rows.last {
+                async let following = reader.audienceRowsPage(topics: topics, now: at, after: last.id, through: through, limit: limit)
+                try await body(page)
+                page = try await following
+            }
+            if !page.rows.isEmpty { try await body(page) }
+        }
     }
 }
 
