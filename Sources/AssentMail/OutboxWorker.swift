@@ -258,7 +258,10 @@ public struct OutboxWorker: Service {
                 do {
                     processed = try await runOnce()
                 } catch {
-                    if Task.isCancelled { break } // the server is stopping: not a failure
+                    if Task.isCancelled { // the server is stopping: not a failure
+                        logger.debug("outbox poll stopped as the server stopped: \(error)")
+                        break
+                    }
                     logger.error("outbox poll failed: \(error)")
                     processed = 0
                 }

@@ -1085,12 +1085,15 @@ public final class PostgresStore: LedgerStore, AudienceRangeReader {
         try await audienceRowsPage(topics: topics, now: now, after: after, through: nil, limit: limit)
     }
 
-    /// Two ranges' pages at once (see `Ledger.walkRanges`): one at a time, PostgreSQL and the event
-    /// loop taking the page in took turns (each about half busy).
+    /// The next two ranges' first pages are read while a range is handed on (see `Ledger.walkRanges`):
+    /// a page at a time, PostgreSQL and the event loop taking the page in took turns (each about
+    /// half busy). With a range's further page and the next boundaries, up to four reader
+    /// connections per export; three at once were no faster than two.
     public var audienceReadsAtOnce: Int { 2 }
 
     public func contactBoundaries(after: UUID?, step: Int, count: Int) async throws -> [UUID] {
-        // The contacts' id index alone, walked from `after` for `step * count` ids at most.
+        // The contacts' id index walked from `after` for `step * count` ids at most (an index-only
+        // scan where the visibility map allows; 100,000 ids in ~15 ms here).
         let start = after ?? Self.nilUUID, step = max(1, step), window = max(1, step) * max(1, count)
         var ends: [UUID] = []
         for row in try await allRows("""

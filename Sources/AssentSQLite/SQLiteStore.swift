@@ -56,7 +56,7 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
         self.committer = GroupCommitter()
         var readerConfig = config
         readerConfig.readonly = true
-        self.quickReaders = (0..<(quickReaders ?? ProcessInfo.processInfo.activeProcessorCount + 1)).map { _ in QuickReader(path: path, configuration: readerConfig) }
+        self.quickReaders = (0..<max(0, quickReaders ?? ProcessInfo.processInfo.activeProcessorCount + 1)).map { _ in QuickReader(path: path, configuration: readerConfig) }
     }
 
     /// Connections for short reads on the calling thread (see `readHere`), opened on first use.
@@ -1862,8 +1862,8 @@ final class QuickReader: @unchecked Sendable {
 
     /// The single check's statement, prepared on this connection once and kept. A check through
     /// `tryRead` (GRDB's serialized access, its statement cache looked up by the SQL's text, its
-    /// arguments) cost ~1.5 µs more of the server's CPU, ~49.7 -> 48.2 µs per check under 64
-    /// connections at a million contacts (alternating runs).
+    /// arguments) cost ~1.5 µs more of the server's CPU: 49.7-51.4 -> 48.6-49.0 µs per check under
+    /// 64 connections at a million contacts (alternating runs).
     private var checkStatement: RawStatement?
 
     deinit {

@@ -92,8 +92,8 @@ public struct AudienceRowsPage: Sendable {
                         grants: (grants.count - 1)..<grants.count))
     }
 
-    /// Ends a page read with `LIMIT rowLimit`: a full page may end part way through a contact's
-    /// grants, and that contact then starts the next page.
+    /// Ends a page read with `LIMIT rowLimit`: a full page (`full`: the read stopped at its limit)
+    /// may end part way through a contact's grants, and that contact then starts the next page.
     public mutating func end(rowsRead: Int, rowLimit: Int, topicCount: Int) {
         full = rowsRead >= rowLimit
         if rowsRead == rowLimit && topicCount > 1 && rows.count > 1 { grants.removeSubrange(rows.removeLast().grants) }
@@ -327,12 +327,14 @@ extension Ledger {
     static let boundariesPerRead = 16
 
     /// `audienceRows` on a store that reads ranges at once: ranges of `pageSize` contacts, their
-    /// ends read ahead (`contactBoundaries`), the first page of each of the next ranges read while
-    /// this range's pages are handed on, in order. A range's page is read with room to spare
-    /// (a quarter more contacts than the range has), so that it ends the range unless contacts
-    /// were added to it meanwhile; those are read by the range's next pages, as `audienceRows` does.
-    /// PostgreSQL sends a page while the server's event loop takes it in, the two taking turns more
-    /// than running side by side; two pages at once keep both busy.
+    /// ends read ahead (`contactBoundaries`), the first pages of the next `audienceReadsAtOnce`
+    /// ranges read while this range's pages are handed on, in order. A range's page is read with
+    /// room to spare (a quarter more contacts than the range has), so that it ends the range unless
+    /// contacts were added to it meanwhile; those are read by the range's next pages, as
+    /// `audienceRows` does. PostgreSQL sends a page while the server's event loop takes it in, the
+    /// two taking turns more than running side by side; two pages at once keep both busy.
+    /// No read outlives the walk: when it fails or is cancelled, the reads still out are
+    /// cancelled and waited for (a PostgreSQL query runs to its end regardless) before it throws.
     /// (`rangeSize`, for tests: contacts per range, when not `pageSize`.)
     static func walkRanges(_ reader: any AudienceRangeReader, topics: [String], at: Date, pageSize: Int, rangeSize: Int? = nil,
                            _ body: (AudienceRowsPage) async throws -> Void) async throws {
@@ -344,10 +346,6 @@ extension Ledger {
         }
         var nextEnds: Task<[UUID], any Error>? = boundaries(after: nil)
         var ahead: [(range: Int, page: Task<AudienceRowsPage, any Error>)] = []
-        defer {
-            nextEnds?.cancel()
-            for read in ahead { read.page.cancel() }
-        }
         var started = 0
         /// Starts reads of the next ranges' first pages until `reads` are out or every range is started.
         func startReads() async throws {
@@ -364,23 +362,32 @@ extension Ledger {
                     }
                 }
                 guard started < ends.count else { return }
+                try Task.checkCancellation()
                 let after = started == 0 ? nil : ends[started - 1], through = ends[started]
                 ahead.append((started, Task { try await reader.audienceRowsPage(topics: topics, now: at, after: after, through: through, limit: limit) }))
                 started += 1
             }
         }
-        try await startReads()
-        while !ahead.isEmpty {
-            let (range, read) = ahead.removeFirst()
-            var page = try await read.value
+        do {
             try await startReads()
-            let through = ends[range]
-            while page.full, let last = page.rows.last {
-                async let following = reader.audienceRowsPage(topics: topics, now: at, after: last.id, through: through, limit: limit)
-                try await body(page)
-                page = try await following
+            while !ahead.isEmpty {
+                let (range, read) = ahead.removeFirst()
+                var page = try await withTaskCancellationHandler { try await read.value } onCancel: { read.cancel() }
+                try await startReads()
+                let through = ends[range]
+                while page.full, let last = page.rows.last {
+                    async let following = reader.audienceRowsPage(topics: topics, now: at, after: last.id, through: through, limit: limit)
+                    try await body(page)
+                    page = try await following
+                }
+                if !page.rows.isEmpty { try await body(page) }
             }
-            if !page.rows.isEmpty { try await body(page) }
+        } catch {
+            nextEnds?.cancel()
+            for read in ahead { read.page.cancel() }
+            _ = try? await nextEnds?.value
+            for read in ahead { _ = try? await read.page.value }
+            throw error
         }
     }
 }

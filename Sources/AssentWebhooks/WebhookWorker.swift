@@ -158,7 +158,10 @@ public struct WebhookWorker: Service {
                 do {
                     processed = try await runOnce()
                 } catch {
-                    if Task.isCancelled { break } // the server is stopping: not a failure
+                    if Task.isCancelled { // the server is stopping: not a failure
+                        logger.debug("webhook poll stopped as the server stopped: \(error)")
+                        break
+                    }
                     logger.error("webhook poll failed: \(error)")
                     processed = 0
                 }

@@ -40,6 +40,19 @@ import Testing
                 #expect(got == expected, "\(topics), pages of \(pageSize), ranges of \(rangeSize)")
             }
         }
+        // A page's handler that fails ends the walk with its error, the reads out waited for; the next walk reads everything.
+        struct Stop: Error {}
+        var handed = 0
+        await #expect(throws: Stop.self) {
+            try await Ledger.walkRanges(reader, topics: ["news"], at: Date(), pageSize: 2) { _ in
+                handed += 1
+                if handed == 3 { throw Stop() }
+            }
+        }
+        #expect(handed == 3)
+        var rows = 0
+        try await Ledger.walkRanges(reader, topics: ["news"], at: Date(), pageSize: 2) { rows += $0.rows.count }
+        #expect(rows == (0..<61).filter { [0, 1, 3].contains($0 % 5) }.count)
     }
 
     @Test(arguments: StoreKind.available)
