@@ -326,8 +326,8 @@ extension Ledger {
     /// How many ranges' ends one read of boundaries gives.
     static let boundariesPerRead = 16
 
-    /// `audienceRows` on a store that reads ranges at once: ranges of `pageSize` contacts, their
-    /// ends read ahead (`contactBoundaries`), the first pages of the next `audienceReadsAtOnce`
+    /// `audienceRows` on a store that reads ranges at once: after the first page, ranges of
+    /// `pageSize` contacts, their ends read ahead (`contactBoundaries`), the first pages of the next `audienceReadsAtOnce`
     /// ranges read while this range's pages are handed on, in order. A range's page is read with
     /// room to spare (a quarter more contacts than the range has), so that it ends the range unless
     /// contacts were added to it meanwhile; those are read by the range's next pages, as
@@ -344,7 +344,15 @@ extension Ledger {
         func boundaries(after: UUID?) -> Task<[UUID], any Error> {
             Task { try await reader.contactBoundaries(after: after, step: step, count: boundariesPerRead) }
         }
-        var nextEnds: Task<[UUID], any Error>? = boundaries(after: nil)
+        // The first page as one page at a time reads it: an audience that fits in a page (a rare
+        // topic, a small list) costs one query, as it did; 10 of 100,000 contacts had taken 25-35 ms
+        // over 25 ranges against 17-21 ms in one query. A larger one is cut into ranges after it.
+        let first = try await reader.audienceRowsPage(topics: topics, now: at, after: nil, through: nil, limit: pageSize)
+        guard first.full, let origin = first.rows.last?.id else {
+            if !first.rows.isEmpty { try await body(first) }
+            return
+        }
+        var nextEnds: Task<[UUID], any Error>? = boundaries(after: origin)
         var ahead: [(range: Int, page: Task<AudienceRowsPage, any Error>)] = []
         var started = 0
         /// Starts reads of the next ranges' first pages until `reads` are out or every range is started.
@@ -363,13 +371,14 @@ extension Ledger {
                 }
                 guard started < ends.count else { return }
                 try Task.checkCancellation()
-                let after = started == 0 ? nil : ends[started - 1], through = ends[started]
+                let after = started == 0 ? origin : ends[started - 1], through = ends[started]
                 ahead.append((started, Task { try await reader.audienceRowsPage(topics: topics, now: at, after: after, through: through, limit: limit) }))
                 started += 1
             }
         }
         do {
             try await startReads()
+            try await body(first)
             while !ahead.isEmpty {
                 let (range, read) = ahead.removeFirst()
                 var page = try await withTaskCancellationHandler { try await read.value } onCancel: { read.cancel() }
