@@ -289,6 +289,7 @@ public final class PostgresStore: LedgerStore, AudienceRangeReader {
     }
 
     /// Maps a unique violation to `StoreError.duplicate` naming the field.
+    @discardableResult
     func mapUnique<T>(value: (String) -> String, _ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
