@@ -368,10 +368,19 @@ struct StoreRun: Codable {
             }
             return most
         }
-        let started = Date()
+        // Exported at least three times and for two seconds in all (at most seven times), the median
+        // export reported: one export of 100,000 rows takes a quarter of a second, and single ones
+        // moved by up to 1.7x between runs. CPU per row and how busy the machine was are over all of them.
         let serverCPUBefore = Proc.cpuSeconds(server.pid), databaseCPUBefore = Proc.cpuSeconds(named: "postgres"), machineBefore = Proc.machineTicks()
-        let rows = try await Self.stream(http, "\(base)/api/v1/audience?topics=news", auth: auth)
-        let seconds = Date().timeIntervalSince(started)
+        var exports: [(rows: Int, seconds: Double)] = []
+        let exporting = Date()
+        repeat {
+            let started = Date()
+            let rows = try await Self.stream(http, "\(base)/api/v1/audience?topics=news", auth: auth)
+            exports.append((rows, Date().timeIntervalSince(started)))
+        } while exports.count < 7 && (exports.count < 3 || Date().timeIntervalSince(exporting) < 2)
+        let (rows, seconds) = exports.sorted { Double($0.rows) / $0.seconds < Double($1.rows) / $1.seconds }[exports.count / 2]
+        let rowsInAll = Double(exports.reduce(0) { $0 + $1.rows })
         let serverCPU = Proc.cpuSeconds(server.pid) - serverCPUBefore, databaseCPU = Proc.cpuSeconds(named: "postgres") - databaseCPUBefore
         let machine = Proc.machineTicks()
         // Not judged from fewer than 20 clock ticks (0.1 s on two cores): a smoke run's export is shorter.
@@ -379,16 +388,17 @@ struct StoreRun: Codable {
         sampler.cancel()
         let grown = max(0, await sampler.value - idle)
         let expected = s.contacts + s.history % 2 // the history contact ends granted after an odd number of changes
-        guard rows == expected else { throw BenchError("the audience had \(rows) rows, not \(expected)") }
+        if let wrong = exports.first(where: { $0.rows != expected }) { throw BenchError("the audience had \(wrong.rows) rows, not \(expected)") }
         add(Figure(id: "5", name: "audience export of \(rows) granted contacts, streamed", value: Double(rows) / seconds, unit: "rows/s",
                    target: ">= 500,000 rows/s, RSS <= 100 MB above idle", ceiling: "R", ratio: Double(rows) / seconds / ceilings["R"]!,
                    met: Double(rows) / seconds >= 500_000 && grown <= 100 << 20,
-                   note: "\(Report.format(seconds)) s; server RSS \(idle >> 20) MB idle, +\(grown >> 20) MB at most; CPU per row: server "
-                    + Self.micros(serverCPU / Double(rows) * 1e6)
-                    + (store == "PostgreSQL" ? ", PostgreSQL \(Self.micros(databaseCPU / Double(rows) * 1e6)) (at 500,000 rows/s the machine's "
+                   note: "median of \(exports.count) exports, \(Report.format(seconds)) s (all: \(Self.rateRange(exports)) rows/s); server RSS \(idle >> 20) MB "
+                    + "idle, +\(grown >> 20) MB at most; CPU per row over all: server "
+                    + Self.micros(serverCPU / rowsInAll * 1e6)
+                    + (store == "PostgreSQL" ? ", PostgreSQL \(Self.micros(databaseCPU / rowsInAll * 1e6)) (at 500,000 rows/s the machine's "
                         + "\(ProcessInfo.processInfo.activeProcessorCount) cores, which also run the benchmark's client, allow at most "
                         + "\(Self.micros(Double(ProcessInfo.processInfo.activeProcessorCount) / 500_000 * 1e6)) per row for both together"
-                        + ((serverCPU + databaseCPU) / Double(rows) > Double(ProcessInfo.processInfo.activeProcessorCount) / 500_000
+                        + ((serverCPU + databaseCPU) / rowsInAll > Double(ProcessInfo.processInfo.activeProcessorCount) / 500_000
                             ? "; theirs add up to more, so 500,000 rows/s is beyond this machine's CPU)" : ")") : "")
                     + Self.busyNote(busy, met: Double(rows) / seconds >= 500_000)))
 
@@ -432,6 +442,12 @@ struct StoreRun: Codable {
                    target: ">= 0.5 x S", ceiling: "S", ratio: counted / verified.seconds / ceilings["S"]!,
                    met: counted / verified.seconds >= 0.5 * ceilings["S"]!, note: verifyNote))
         figures.sort { $0.id < $1.id }
+    }
+
+    /// The slowest and fastest of several exports' rates, "a-b".
+    static func rateRange(_ exports: [(rows: Int, seconds: Double)]) -> String {
+        let rates = exports.map { Double($0.rows) / $0.seconds }
+        return "\(Report.format(rates.min() ?? 0))-\(Report.format(rates.max() ?? 0))"
     }
 
     /// A wrk run (`seconds` long, the settings' duration by default); with `server`, the server's CPU time per request is measured over it too.
