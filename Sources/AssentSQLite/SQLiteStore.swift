@@ -622,15 +622,14 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
             // 10,000-address check.
             let slots = emails.count <= 16 ? emails.count : (emails.count + 255) / 256 * 256
             let marks = Array(repeating: "?", count: slots).joined(separator: ", ")
-            let statement = try db.cachedStatement(sql: "\(Self.checkSelect) WHERE c.email IN (\(marks))")
-            var values: [(any DatabaseValueConvertible)?] = [topicKey]
-            values.reserveCapacity(slots + 1)
-            values += emails.map(\.value) as [(any DatabaseValueConvertible)?]
-            values += repeatElement(nil, count: slots - emails.count)
-            try statement.setArguments(StatementArguments(values))
-            let row = RawStatement(statement, db)
+            let row = RawStatement(try db.cachedStatement(sql: "\(Self.checkSelect) WHERE c.email IN (\(marks))"), db)
             // Reset, and the addresses let go of: the cached statement would hold them until its next use.
             defer { row.reset() }
+            // Bound through the C API (GRDB's arguments made an existential and a value of each
+            // address); the padding is NULL, as a reset first clears every binding.
+            row.reset()
+            try row.bind(1, topicKey)
+            for (i, email) in emails.enumerated() { try row.bind(Int32(i + 2), email.value) }
             var rows: [String: CheckRow] = [:]
             rows.reserveCapacity(emails.count)
             while try row.step() {
@@ -650,7 +649,7 @@ public final class SQLiteStore: LedgerStore, AudienceRowsReader {
 
     /// The current row of `checkSelect`, by column position.
     static func checkRow(_ row: RawStatement) -> (email: String, CheckRow)? {
-        guard let contactID = row.text(0).flatMap(UUID.init(text:)) else { return nil }
+        guard let contactID = row.uuid(0) else { return nil }
         let preference: Preference? = row.text(3).map { state in
             Preference(contactID: contactID, topicKey: row.text(2) ?? "", state: PreferenceState(rawValue: state) ?? .none,
                        since: Date(millisecondsSince1970: row.int(4) ?? 0), expiresAt: row.int(5).map(Date.init(millisecondsSince1970:)),
