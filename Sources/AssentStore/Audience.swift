@@ -327,11 +327,11 @@ extension Ledger {
     static let boundariesPerRead = 16
 
     /// `audienceRows` on a store that reads ranges at once: after the first page, ranges of
-    /// `pageSize` contacts, their ends read ahead (`contactBoundaries`), the first pages of the next `audienceReadsAtOnce`
-    /// ranges read while this range's pages are handed on, in order. A range's page is read with
-    /// room to spare (a quarter more contacts than the range has), so that it ends the range unless
-    /// contacts were added to it meanwhile; those are read by the range's next pages, as
-    /// `audienceRows` does. PostgreSQL sends a page while the server's event loop takes it in, the
+    /// `pageSize` contacts, their ends read ahead (`contactBoundaries`), the first pages of the
+    /// next `audienceReadsAtOnce` ranges read while this range's pages are handed on, in order. A
+    /// range's page is read with room to spare (a quarter more contacts than the range has), so
+    /// that it ends the range unless contacts were added to it meanwhile; those are read by the
+    /// range's next pages, as `audienceRows` does. PostgreSQL sends a page while the server's event loop takes it in, the
     /// two taking turns more than running side by side; two pages at once keep both busy.
     /// No read outlives the walk: when it fails or is cancelled, the reads still out are
     /// cancelled and waited for (a PostgreSQL query runs to its end regardless) before it throws.
