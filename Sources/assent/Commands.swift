@@ -100,6 +100,9 @@ struct Serve: AsyncParsableCommand {
         }
         var logger = Logger(label: "assent")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        // A taken address is said before anything is opened: a first start had created the database
+        // and shown its admin key, then failed to listen.
+        try await Self.checkListenable(host: host, port: port)
         // Probes reach a stand-in meanwhile: live, not ready (README: Operations).
         var ledger = try await whileStarting(host: host, port: port, logger: logger) { try await reportingErrors { try await store.openLedger(waitingForLock: .seconds(300), serving: true) } }
         ledger.confirmationLifetime = TimeInterval(mail.confirmationDays) * 86_400
@@ -187,6 +190,20 @@ struct Serve: AsyncParsableCommand {
             try await runUntilStopped(app, logger: logger)
         } catch let error as IOError where !listening.began {
             throw ValidationError(Self.cannotListen(host: host, port: port, error))
+        }
+    }
+
+    /// Listens on the address for a moment and lets go (nothing for port 0, which picks a free one),
+    /// so that a start that could not serve stops before it opens, migrates or creates anything.
+    static func checkListenable(host: String, port: Int) async throws {
+        guard port != 0 else { return }
+        do {
+            let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: host, port: port).get()
+            try await channel.close()
+        } catch let error as IOError {
+            throw ValidationError(cannotListen(host: host, port: port, error))
         }
     }
 

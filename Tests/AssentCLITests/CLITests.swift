@@ -204,13 +204,16 @@ struct CLI {
         #expect(!FileManager.default.fileExists(atPath: cli.databasePath), "no database was made by a refused start")
     }
 
-    /// A port another process listens on is named, with what to do, and that is the only error
-    /// said: the background jobs the failed start stops do not report themselves as failures.
+    /// A port another process listens on is named, with what to do, before anything is created,
+    /// and that is the only error said: no background job reports itself as failing.
     @Test func aPortInUseIsNamedAndIsTheOnlyErrorSaid() async throws {
         let first = try ServerProcess(cli: try CLI())
         defer { first.stop() }
-        let refused = try CLI().run(["serve", "--port", String(first.port)])
+        let second = try CLI()
+        let refused = try second.run(["serve", "--port", String(first.port)])
         #expect(refused.status != 0)
+        #expect(!FileManager.default.fileExists(atPath: second.databasePath), "nothing was created by a start that could not listen")
+        #expect(!refused.stdout.contains("assent_"), "no admin key was shown")
         #expect(refused.stderr.contains("cannot listen on 127.0.0.1:\(first.port): the port is in use"), "\(refused.stderr)")
         #expect(!refused.stderr.contains(" error "), "\(refused.stderr)")
         #expect(try await first.get("/healthz").status == 200, "the first server serves on")
