@@ -198,12 +198,17 @@ struct Serve: AsyncParsableCommand {
     static func checkListenable(host: String, port: Int) async throws {
         guard port != 0 else { return }
         do {
+            // Accepting nothing: a probe that connects meanwhile is reset when the socket closes, not left hanging.
             let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelOption(.autoRead, value: false)
                 .bind(host: host, port: port).get()
             try await channel.close()
         } catch let error as IOError {
             throw ValidationError(cannotListen(host: host, port: port, error))
+        } catch let error as SocketAddressError {
+            throw ValidationError("cannot listen on \(host):\(port): '\(host)' is not an address of this machine (\(error)): "
+                                  + "choose one with --host or ASSENT_HOST (0.0.0.0 for all of them)")
         }
     }
 

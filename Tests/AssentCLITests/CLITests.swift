@@ -217,6 +217,12 @@ struct CLI {
         #expect(refused.stderr.contains("cannot listen on 127.0.0.1:\(first.port): the port is in use"), "\(refused.stderr)")
         #expect(!refused.stderr.contains(" error "), "\(refused.stderr)")
         #expect(try await first.get("/healthz").status == 200, "the first server serves on")
+        // An address this machine does not have (TEST-NET-1) is named the same way, also before anything is made.
+        let third = try CLI()
+        let elsewhere = try third.run(["serve", "--host", "192.0.2.1", "--port", String(first.port)])
+        #expect(elsewhere.status != 0)
+        #expect(elsewhere.stderr.contains("cannot listen on 192.0.2.1:\(first.port): this machine has no such address"), "\(elsewhere.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: third.databasePath))
     }
 }
 
