@@ -304,7 +304,7 @@ extension Ledger {
     }
 
     /// 64 bits that stand for a value in the sets that spot a repeat in the file: Swift's hash, keyed
-    /// afresh in each process (SHA-256 had been a twentieth of the checking pass, and its first 64
+    /// afresh in each process (SHA-256 had been about a tenth of the checking pass, and its first 64
     /// bits could be made to collide offline; these cannot be predicted). A chance collision (about
     /// one in 37 million for a file of a million rows) would name a row as a repeat: the file is
     /// refused and nothing changes.

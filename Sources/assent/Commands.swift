@@ -207,17 +207,20 @@ struct Serve: AsyncParsableCommand {
         } catch let error as IOError {
             throw ValidationError(cannotListen(host: host, port: port, error))
         } catch let error as SocketAddressError {
-            throw ValidationError("cannot listen on \(host):\(port): '\(host)' is not an address of this machine (\(error)): "
-                                  + "choose one with --host or ASSENT_HOST (0.0.0.0 for all of them)")
+            throw ValidationError(cannotListen(host: host, port: port, error))
+        } catch let error as SocketAddressError.UnknownHost {
+            throw ValidationError(cannotListen(host: host, port: port, error))
         }
     }
 
     /// Why the server could not listen on its address, and what to do about it.
-    static func cannotListen(host: String, port: Int, _ error: IOError) -> String {
-        let why = switch error.errnoCode {
+    static func cannotListen(host: String, port: Int, _ error: any Error) -> String {
+        let noSuchAddress = "this machine has no such address: choose one of its own with --host or ASSENT_HOST (0.0.0.0 for all of them)"
+        let why = switch (error as? IOError)?.errnoCode {
         case EADDRINUSE: "the port is in use (another Assent, or another program, listens there): stop that, or choose another port with --port or ASSENT_PORT"
         case EACCES: "not permitted (ports below 1024 need privileges): choose a port from 1024 up with --port or ASSENT_PORT"
-        case EADDRNOTAVAIL: "this machine has no such address: choose one of its own with --host or ASSENT_HOST (0.0.0.0 for all of them)"
+        case EADDRNOTAVAIL: noSuchAddress
+        case nil where error is SocketAddressError || error is SocketAddressError.UnknownHost: "\(noSuchAddress) (\(error))"
         default: "\(error)"
         }
         return "cannot listen on \(host):\(port): \(why)"

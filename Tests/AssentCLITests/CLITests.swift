@@ -223,6 +223,12 @@ struct CLI {
         #expect(elsewhere.status != 0)
         #expect(elsewhere.stderr.contains("cannot listen on 192.0.2.1:\(first.port): this machine has no such address"), "\(elsewhere.stderr)")
         #expect(!FileManager.default.fileExists(atPath: third.databasePath))
+        // And a host name that names nothing.
+        let fourth = try CLI()
+        let nowhere = try fourth.run(["serve", "--host", "no such host", "--port", String(first.port)])
+        #expect(nowhere.status != 0)
+        #expect(nowhere.stderr.contains("cannot listen on no such host:\(first.port): this machine has no such address"), "\(nowhere.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: fourth.databasePath))
     }
 }
 
