@@ -185,6 +185,7 @@ let package = Package(
             dependencies: [
                 "AssentServer", "AssentSQLite", "AssentPostgres", "AssentTestSupport", "AssentMail",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             exclude: ["Snapshots"],
             swiftSettings: swiftSettings

@@ -154,13 +154,18 @@ struct Gate: Sendable {
             return error
         }
         do {
+            // The field read as is (the headers' subscript joins repeated fields through generic code).
+            var header: String?
+            for field in request.headers where field.name == .authorization {
+                guard header == nil else { throw unauthorized("send one Authorization header, not several") }
+                header = field.value
+            }
             // Byte by byte: lowercased() and Foundation's trimming (through NSString) were a twentieth of a check's CPU.
-            guard let header = request.headers[.authorization],
+            guard let header,
                   header.utf8.prefix(7).map({ $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 + 32 : $0 }).elementsEqual("bearer ".utf8)
             else { throw unauthorized("send an API key as 'Authorization: Bearer assent_...'") }
-            let token = header.dropFirst("bearer ".count).trimmingWhitespace
-            guard let (id, secret) = APIKey.parse(token: token), let key = try await keys.value(id, fetch: { try await store.apiKey(id: id) }),
-                  key.matches(secret: secret) else {
+            guard let (id, digest) = Self.presentedKey(header), let key = try await keys.value(id, fetch: { try await store.apiKey(id: id) }),
+                  key.matches(secretDigest: digest) else {
                 throw unauthorized("the API key is not valid")
             }
             guard key.isActive else { throw unauthorized("the API key has been revoked") }
@@ -172,6 +177,24 @@ struct Gate: Sendable {
             }
             throw error
         }
+    }
+
+    /// The key id and secret digest of the token after a Bearer header's scheme, white space around it
+    /// ignored (RFC 9110), read where the header's bytes lie. The header begins with the scheme (the caller checked).
+    static func presentedKey(_ header: String) -> (id: String, secretDigest: SHA256.Digest)? {
+        var header = header
+        let found: (id: String, secretDigest: SHA256.Digest)?? = header.withUTF8 { bytes in
+            func space(_ byte: UInt8) -> Bool { byte == 0x20 || (0x09...0x0D).contains(byte) }
+            var start = "bearer ".utf8.count, end = bytes.count
+            while start < end, space(bytes[start]) { start += 1 }
+            while end > start, space(bytes[end - 1]) { end -= 1 }
+            // Non-ASCII at either end may be Unicode white space: trimmed below as text.
+            guard start == end || (bytes[start] < 0x80 && bytes[end - 1] < 0x80) else { return .none }
+            return .some(APIKey.presented(UnsafeBufferPointer(rebasing: bytes[start..<end])))
+        }
+        if let found { return found }
+        var token = String(decoding: header.utf8.dropFirst("bearer ".utf8.count), as: UTF8.self).trimmingWhitespace
+        return token.withUTF8 { APIKey.presented($0) }
     }
 
     /// A write carrying `Idempotency-Key` runs once; a retry with the same key

@@ -51,23 +51,43 @@ public struct APIKey: Equatable, Sendable {
 
     /// Splits a token into its id and secret; nil when it is not one of ours.
     public static func parse(token: String) -> (id: String, secret: String)? {
-        guard token.hasPrefix("assent_") else { return nil }
-        let rest = token.dropFirst("assent_".count)
-        guard let sep = rest.firstIndex(of: "_") else { return nil }
-        let id = String(rest[..<sep]), secret = String(rest[rest.index(after: sep)...])
+        var token = token
+        return token.withUTF8 { bytes in
+            split(bytes).map { (text(bytes[$0.id]), text(bytes[$0.secret])) }
+        }
+    }
+
+    /// A presented token's key id and the SHA-256 of its secret (what `matches(secretDigest:)` compares),
+    /// read where the token's bytes lie: every API request presents one, and splitting it as Characters
+    /// into two Strings, then hashing a copy, was about as much CPU as a consent check's database read.
+    public static func presented(_ token: UnsafeBufferPointer<UInt8>) -> (id: String, secretDigest: SHA256.Digest)? {
+        split(token).map { (text(token[$0.id]), SHA256.hash(data: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: token[$0.secret])))) }
+    }
+
+    /// Where the id and the secret of `assent_<id>_<secret>` lie; nil when it is not one of ours.
+    private static func split(_ token: UnsafeBufferPointer<UInt8>) -> (id: Range<Int>, secret: Range<Int>)? {
+        let prefix = "assent_".utf8.count
+        guard token.count > prefix, token.prefix(prefix).elementsEqual("assent_".utf8),
+              let separator = token[prefix...].firstIndex(of: UInt8(ascii: "_")) else { return nil }
+        let id = prefix..<separator, secret = separator + 1..<token.count
         guard !id.isEmpty, !secret.isEmpty, id.count <= 32, secret.count <= 128 else { return nil }
         return (id, secret)
     }
 
+    private static func text(_ bytes: Slice<UnsafeBufferPointer<UInt8>>) -> String {
+        String(decoding: UnsafeBufferPointer(rebasing: bytes), as: UTF8.self)
+    }
+
     public static func hash(secret: String) -> Data { Data(SHA256.hash(data: Data(secret.utf8))) }
 
-    /// Constant-time comparison of the presented secret with the stored hash. Hashed where the
-    /// secret's bytes lie and compared in place (every API request asks).
+    /// Constant-time comparison of the presented secret with the stored hash.
     public func matches(secret: String) -> Bool {
         var secret = secret
-        let digest: SHA256.Digest = secret.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }
-        return digest.constantTimeEquals(secretHash)
+        return matches(secretDigest: secret.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) })
     }
+
+    /// The same for a secret already hashed (`presented`).
+    public func matches(secretDigest: SHA256.Digest) -> Bool { secretDigest.constantTimeEquals(secretHash) }
 
     public static func validateName(_ name: String) throws {
         if name.trimmingCharacters(in: .whitespaces).isEmpty { throw DomainError.invalid(field: "name", "is required") }

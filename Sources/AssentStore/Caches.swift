@@ -6,11 +6,15 @@ import Foundation
 /// (another instance, the command line) is seen within `maxAge`. A missing
 /// value is remembered too, and the cache never holds more than `limit`
 /// entries (it starts afresh when full), so random ids cannot grow it.
+///
+/// Inlinable, so that a module using it (the API's key look-up, on every request) gets code made for
+/// its types: a generic class's methods called from another module run unspecialised, each call
+/// looking up its types' metadata at run time.
 public final class ShortLivedCache<Key: Hashable & Sendable, Value: Sendable>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var entries: [Key: (value: Value?, fetchedAt: Date)] = [:]
+    @usableFromInline let lock = NSLock()
+    @usableFromInline var entries: [Key: (value: Value?, fetchedAt: Date)] = [:]
     /// Bumped by every invalidation, so that a read that began before one does not put its (older) answer back.
-    private var generation = 0
+    @usableFromInline var generation = 0
     public let maxAge: TimeInterval
     public let limit: Int
 
@@ -19,6 +23,7 @@ public final class ShortLivedCache<Key: Hashable & Sendable, Value: Sendable>: @
         self.limit = limit
     }
 
+    @inlinable
     public func value(_ key: Key, fetch: () async throws -> Value?) async throws -> Value? {
         let now = Date()
         if let hit = lock.withLock({ entries[key] }), now.timeIntervalSince(hit.fetchedAt) < maxAge, now >= hit.fetchedAt {

@@ -4,6 +4,7 @@ import AssentPostgres
 import AssentStore
 import AssentTestSupport
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Testing
@@ -195,10 +196,19 @@ import Testing
             // The scheme is case-insensitive and white space around the token is ignored (RFC 9110); nothing else passes.
             let token = try await api.newKey(.read)
             for (header, status) in [("BEARER \(token)", HTTPResponse.Status.ok), ("bearer   \(token) ", .ok), ("Bearer\(token)", .unauthorized),
-                                     ("Basic \(token)", .unauthorized), ("Bearer \(token)x", .unauthorized), ("Bearer", .unauthorized)] {
+                                     ("Basic \(token)", .unauthorized), ("Bearer \(token)x", .unauthorized), ("Bearer", .unauthorized),
+                                     ("Bearer \t\(token)\t", .ok), ("Bearer \u{A0}\(token)\u{3000}", .ok), ("Bearer \(token)\u{E9}", .unauthorized),
+                                     ("Bearer \u{E9}\(token)", .unauthorized), ("Bearer ", .unauthorized), ("Bearer \u{A0}", .unauthorized)] {
                 let response = try await api.client.executeRequest(uri: "/api/v1/topics", method: .get, headers: [.authorization: header], body: nil)
                 #expect(response.status == status, "\(header)")
             }
+            // The field is one: a second (even the same key) is refused, naming the problem.
+            var twice = HTTPFields()
+            twice.append(HTTPField(name: .authorization, value: "Bearer \(token)"))
+            twice.append(HTTPField(name: .authorization, value: "Bearer \(token)"))
+            let doubled = try await api.client.executeRequest(uri: "/api/v1/topics", method: .get, headers: twice, body: nil)
+            #expect(doubled.status == .unauthorized)
+            #expect(String(buffer: doubled.body).contains("send one Authorization header"))
             // Public routes need no key.
             let health = try await api.client.executeRequest(uri: "/healthz", method: .get, headers: [:], body: nil)
             #expect(health.status == .ok)

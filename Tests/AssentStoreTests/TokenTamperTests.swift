@@ -173,4 +173,37 @@ import Testing
         let signature = try #require(Data(base64URL: parts[2]))
         #expect(!(try Curve25519.Signing.PublicKey(rawRepresentation: otherX)).isValidSignature(signature, for: Data("\(parts[0]).\(parts[1])".utf8)))
     }
+
+    /// An API key's token as the server reads it (its bytes, split and hashed in place): the token
+    /// passes; every changed character, every proper prefix and anything longer fails; ids and
+    /// secrets past their lengths, empty or missing parts are not tokens at all. `parse` agrees.
+    @Test func apiKeyTokensAreReadByteForByte() throws {
+        let (key, token) = APIKey.generate(name: "crm", scope: .read, now: Date())
+        func accepted(_ text: String) -> Bool {
+            var text = text
+            return text.withUTF8 { bytes in APIKey.presented(bytes).map { $0.id == key.id && key.matches(secretDigest: $0.secretDigest) } ?? false }
+        }
+        #expect(accepted(token))
+        let parsed = try #require(APIKey.parse(token: token))
+        #expect(parsed.id == key.id && key.matches(secret: parsed.secret))
+        let characters = Array(token)
+        for i in characters.indices {
+            for replacement: Character in ["a", "_", "é", "0"] where replacement != characters[i] {
+                var changed = characters
+                changed[i] = replacement
+                #expect(!accepted(String(changed)), "\(i): \(replacement)")
+            }
+            #expect(!accepted(String(characters[..<i])), "prefix of \(i)")
+        }
+        #expect(!accepted(token + "x"))
+        for text in ["", "assent_", "assent__secret", "assent_id_", "assent_id", "Assent_id_secret", "assent_\(String(repeating: "a", count: 33))_s",
+                     "assent_id_\(String(repeating: "s", count: 129))"] {
+            var text = text
+            #expect(text.withUTF8 { APIKey.presented($0) } == nil, "\(text)")
+            #expect(APIKey.parse(token: text) == nil, "\(text)")
+        }
+        // At the limits, still a token (of no key).
+        var longest = "assent_\(String(repeating: "a", count: 32))_\(String(repeating: "s", count: 128))"
+        #expect(longest.withUTF8 { APIKey.presented($0)?.id.count } == 32)
+    }
 }
