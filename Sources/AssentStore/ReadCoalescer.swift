@@ -8,29 +8,37 @@ import Foundation
 ///
 /// A store whose every read costs a round trip and a fixed per-query price (PostgreSQL: a
 /// connection lease, bind, send, parse of the reply, on both sides) then pays it once per batch.
+///
+/// Inlinable, so that the store using it gets code made for its keys and values: a generic class's
+/// methods called from another module run unspecialised, looking up its types' metadata at run time.
 public final class ReadCoalescer<Key: Sendable, Value: Sendable>: @unchecked Sendable {
     /// Reads the keys and gives back one value per key, in the keys' order.
     public typealias BatchRead = @Sendable ([Key]) async throws -> [Value]
 
-    private enum Outcome: Sendable {
+    @usableFromInline enum Outcome: Sendable {
         case value(Value)
         case failed(any Error)
         /// Read these waiters' keys along with your own, and answer them.
         case lead([Waiter])
     }
 
-    private struct Waiter: Sendable {
-        let key: Key
-        let continuation: CheckedContinuation<Outcome, Never>
+    @usableFromInline struct Waiter: Sendable {
+        @usableFromInline let key: Key
+        @usableFromInline let continuation: CheckedContinuation<Outcome, Never>
+
+        @inlinable init(key: Key, continuation: CheckedContinuation<Outcome, Never>) {
+            self.key = key
+            self.continuation = continuation
+        }
     }
 
-    private let lock = NSLock()
-    private var out = 0
-    private var queue: [Waiter] = []
-    private var counts = (reads: 0, keys: 0)
-    private let width: Int
-    private let maxBatch: Int
-    private let batchRead: BatchRead
+    @usableFromInline let lock = NSLock()
+    @usableFromInline var out = 0
+    @usableFromInline var queue: [Waiter] = []
+    @usableFromInline var counts = (reads: 0, keys: 0)
+    @usableFromInline let width: Int
+    @usableFromInline let maxBatch: Int
+    @usableFromInline let batchRead: BatchRead
 
     public init(width: Int, maxBatch: Int = 128, read: @escaping BatchRead) {
         precondition(width > 0 && maxBatch > 0, "a coalescer runs at least one read of at least one key")
@@ -45,6 +53,7 @@ public final class ReadCoalescer<Key: Sendable, Value: Sendable>: @unchecked Sen
     /// Reads waiting for a batch.
     public var queuedCount: Int { lock.withLock { queue.count } }
 
+    @inlinable
     public func read(_ key: Key) async throws -> Value {
         if lock.withLock({ () -> Bool in
             guard out < width else { return false }
@@ -73,7 +82,8 @@ public final class ReadCoalescer<Key: Sendable, Value: Sendable>: @unchecked Sen
     }
 
     /// Reads `key` with the waiters', answers them, and passes the read's slot on.
-    private func lead(_ key: Key, with others: [Waiter]) async throws -> Value {
+    @inlinable
+    func lead(_ key: Key, with others: [Waiter]) async throws -> Value {
         let keys = [key] + others.map(\.key)
         let values: [Value]
         do {
@@ -93,7 +103,8 @@ public final class ReadCoalescer<Key: Sendable, Value: Sendable>: @unchecked Sen
         return values[0]
     }
 
-    private func handOff(read keys: Int) {
+    @inlinable
+    func handOff(read keys: Int) {
         let next = lock.withLock { () -> [Waiter] in
             counts.reads += 1
             counts.keys += keys
