@@ -359,6 +359,6 @@ extension Ledger {
     }
 
     static func randomSecret() -> Data {
-        SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }
+        SecureRandom.bytes(32)
     }
 }

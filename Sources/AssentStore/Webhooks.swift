@@ -175,7 +175,7 @@ public enum WebhookSignature {
     public static let prefix = "whsec_"
 
     public static func newSecret() -> String {
-        prefix + SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }.base64EncodedString()
+        prefix + SecureRandom.bytes(32).base64EncodedString()
     }
 
     public static func key(_ secret: String) -> Data? {

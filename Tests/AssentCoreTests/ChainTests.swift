@@ -142,6 +142,23 @@ func snapshot(_ events: [ConsentEvent]) -> ChainSnapshot {
         #expect(throws: (any Error).self) { try key.open(a, eventID: second, contactID: contactID) }
     }
 
+    /// Keys, nonces and secrets are fresh each time: the same evidence sealed twice for the same
+    /// event differs from its first byte (the nonce, which AES-GCM must never repeat under a key).
+    @Test func keysNoncesAndSecretsAreFreshEachTime() throws {
+        let key = ContactKey.generate(), master = MasterKey.generate()
+        let plaintext = try ContactKey.plaintext(PersonalEvidence(note: "same")), eventID = UUID(), contactID = UUID()
+        var nonces = Set<Data>(), keys = Set<Data>(), secrets = Set<Data>()
+        for _ in 0..<500 {
+            nonces.insert(try key.seal(plaintext: plaintext, eventID: eventID, contactID: contactID).prefix(12))
+            nonces.insert(try master.seal(plaintext, context: eventID).prefix(12))
+            keys.insert(SecureRandom.key().withUnsafeBytes { Data($0) })
+            secrets.insert(SecureRandom.bytes(32))
+        }
+        #expect(nonces.count == 1_000 && keys.count == 500 && secrets.count == 500)
+        #expect(!keys.contains(Data(count: 32)) && !secrets.contains(Data(count: 32)))
+        #expect(Set((0..<500).map { _ in UUID.random() }).count == 500)
+    }
+
     @Test func masterKeyWrapsContactKeys() throws {
         let master = MasterKey.generate()
         let contactID = UUID()
