@@ -1113,9 +1113,23 @@ public final class PostgresStore: LedgerStore, AudienceRangeReader {
         // Made as the rows arrive (gathered first, the page was made only after PostgreSQL had sent
         // the last row, and the two took turns instead of running side by side).
         let builder = AudienceRowsBuilder(topics: topics, limit: limit)
-        try await eachRow(Self.audienceQuery(topics: topics, now: now, after: after, through: through, rowLimit: rowLimit, columns: .written),
-                          reader: true) {
-            try builder.add($0)
+        let query = Self.audienceQuery(topics: topics, now: now, after: after, through: through, rowLimit: rowLimit, columns: .written)
+        if through == nil {
+            // Unbounded (an export's first page, read whole): the planner's own choice, which finds a
+            // small audience through the preferences' indexes.
+            try await eachRow(query, reader: true) { try builder.add($0) }
+        } else {
+            try await transaction(on: readClient) { [logger] connection in
+                // A range of known ends: merge joins over the three primary keys, in the order the page
+                // is written, with no hash and no sort. The planner takes the range's bound on both
+                // sides of a join for two independent filters and expects a range of 4,000 grants to
+                // have 158; it then hashes the contacts, sorts the grants and sorts the result again:
+                // 5.2 ms of PostgreSQL's execution per range against 3.0 ms (100,000 contacts, one
+                // topic, median of seven EXPLAIN ANALYZE). Set for this transaction alone, at the price
+                // of three statements' round trips (BEGIN, this, COMMIT) per page.
+                try await connection.query("SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_sort', 'off', true)", logger: logger)
+                try await Self.eachRow(query, on: connection, logger: logger) { try builder.add($0) }
+            }
         }
         builder.page.end(rowsRead: builder.rows, rowLimit: rowLimit, topicCount: topics.count)
         return builder.page
