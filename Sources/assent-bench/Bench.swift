@@ -401,7 +401,8 @@ struct StoreRun: Codable {
                         + "\(Self.micros(Double(ProcessInfo.processInfo.activeProcessorCount) / 500_000 * 1e6)) per row for both together"
                         + ((serverCPU + databaseCPU) / rowsInAll > Double(ProcessInfo.processInfo.activeProcessorCount) / 500_000
                             ? "; theirs add up to more, so 500,000 rows/s is beyond this machine's CPU)" : ")") : "")
-                    + Self.busyNote(busy, met: Double(rows) / seconds >= 500_000)))
+                    + Self.busyNote(busy, met: Double(rows) / seconds >= 500_000, target: 500_000,
+                                    rate: rowsInAll / Date().timeIntervalSince(exporting), unit: "rows/s")))
 
         server.terminate()
         if let path = environment["ASSENT_DATABASE"], let i = figures.lastIndex(where: { $0.id == "5" }) {
@@ -481,12 +482,18 @@ struct StoreRun: Codable {
     /// "123 µs", or "?" where it was not measured.
     static func micros(_ value: Double?) -> String { value.map { "\(Report.format($0)) µs" } ?? "?" }
 
-    /// How busy the machine was over a scenario without wrk. Below 90%, a missed target's rate was
-    /// paced by hand-offs between threads and processes, not by the CPU.
-    static func busyNote(_ busy: Double?, met: Bool) -> String {
+    /// How busy the machine was over a scenario without wrk. For a missed target, the rate the
+    /// machine's whole CPU would give at the CPU per unit measured (`rate`, over the scenario, divided
+    /// by how busy it was): below the target, the CPU binds; else, below 90% busy, hand-offs between
+    /// threads and processes paced the rate, not the CPU.
+    static func busyNote(_ busy: Double?, met: Bool, target: Double, rate: Double, unit: String) -> String {
         guard let busy else { return "; too short to tell how busy the machine was" }
-        return "; the machine's \(ProcessInfo.processInfo.activeProcessorCount) cores \(Report.format(busy * 100))% busy"
-            + (met || busy >= 0.9 ? "" : " (below 90%: hand-offs between the database, the server's threads and the client paced the rate measured, not the CPU)")
+        let note = "; the machine's \(ProcessInfo.processInfo.activeProcessorCount) cores \(Report.format(busy * 100))% busy"
+        guard !met, busy > 0 else { return note }
+        let whole = rate / busy
+        let gives = " (at this CPU per row, server, database, client and kernel together, all of the machine's CPU would give \(Report.format(whole)) \(unit)"
+        if whole < target { return note + gives + ": the CPU binds)" }
+        return note + gives + (busy < 0.9 ? "; below 90% busy, hand-offs between the database, the server's threads and the client paced the rate measured, not the CPU)" : ")")
     }
 
     /// PostgreSQL's CPU per request (when it runs here) and how busy the machine was; when it was
