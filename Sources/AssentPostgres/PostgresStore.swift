@@ -1161,10 +1161,16 @@ public final class PostgresStore: LedgerStore, AudienceRangeReader {
             guard let key = topicCell.bytes, let topic = topicKeys.firstIndex(where: { $0.elementsEqual(key.readableBytesView) }) else { return }
             try page.add(id: try idCell.decode(UUID.self), AudienceRowsPage.Grant(topic: topic, sinceMilliseconds: try since.decode(Int64.self))) { page in
                 // Text cells are their UTF-8 in either format; a bytea is its bytes in binary (postgres-nio's), else decoded.
-                (page.field(email.bytes?.readableBytesView), page.field(name.bytes?.readableBytesView), page.field(externalID.bytes?.readableBytesView),
-                 page.field(locale.bytes?.readableBytesView),
-                 page.field(secret.dataType == .bytea && secret.format != .binary ? try secret.decode(Data?.self).map(Array.init) : secret.bytes.map { Array($0.readableBytesView) }))
+                (Self.field(email, &page), Self.field(name, &page), Self.field(externalID, &page), Self.field(locale, &page),
+                 secret.dataType == .bytea && secret.format != .binary ? page.field(try secret.decode(Data?.self)) : Self.field(secret, &page))
             }
+        }
+
+        /// A cell's bytes appended to the page where they lie (through a ByteBufferView, each was
+        /// copied by a generic collection append).
+        private static func field(_ cell: PostgresCell, _ page: inout AudienceRowsPage) -> AudienceRowsPage.Field {
+            guard let bytes = cell.bytes else { return nil }
+            return bytes.withUnsafeReadableBytes { page.field($0) }
         }
     }
 
