@@ -61,9 +61,22 @@ public enum SecureRandom {
     public static func key() -> SymmetricKey {
         withUnsafeTemporaryAllocation(byteCount: 32, alignment: 8) { buffer in
             fill(buffer)
-            defer { buffer.initializeMemory(as: UInt8.self, repeating: 0) }
+            defer { clear(buffer) }
             return SymmetricKey(data: UnsafeRawBufferPointer(buffer))
         }
+    }
+
+    /// Zeroes a buffer about to be freed in a way the optimiser keeps (it may drop plain stores
+    /// to memory that is not read again).
+    private static func clear(_ buffer: UnsafeMutableRawBufferPointer) {
+        guard let base = buffer.baseAddress, !buffer.isEmpty else { return }
+        #if canImport(Glibc)
+        explicit_bzero(base, buffer.count)
+        #elseif canImport(Darwin)
+        _ = memset_s(base, buffer.count, 0, buffer.count)
+        #else
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        #endif
     }
 
     /// A new 96-bit AES-GCM nonce (random, as swift-crypto's own).
