@@ -484,8 +484,8 @@ struct StoreRun: Codable {
 
     /// How busy the machine was over a scenario without wrk. For a missed target, the rate the
     /// machine's whole CPU would give at the CPU per unit measured (`rate`, over the scenario, divided
-    /// by how busy it was): below the target, the CPU binds; else, below 90% busy, hand-offs between
-    /// threads and processes paced the rate, not the CPU.
+    /// by how busy it was): below the target, the CPU binds; else the time the cores stood idle did,
+    /// hand-offs between threads and processes.
     static func busyNote(_ busy: Double?, met: Bool, target: Double, rate: Double, unit: String) -> String {
         guard let busy else { return "; too short to tell how busy the machine was" }
         let note = "; the machine's \(ProcessInfo.processInfo.activeProcessorCount) cores \(Report.format(busy * 100))% busy"
@@ -493,7 +493,8 @@ struct StoreRun: Codable {
         let whole = rate / busy
         let gives = " (at this CPU per row, server, database, client and kernel together, all of the machine's CPU would give \(Report.format(whole)) \(unit)"
         if whole < target { return note + gives + ": the CPU binds)" }
-        return note + gives + (busy < 0.9 ? "; below 90% busy, hand-offs between the database, the server's threads and the client paced the rate measured, not the CPU)" : ")")
+        return note + gives + ", the target: the \(Report.format((1 - busy) * 100))% it stood idle binds, hand-offs between the database, "
+            + "the server's threads and the client, which paced the rate measured)"
     }
 
     /// PostgreSQL's CPU per request (when it runs here) and how busy the machine was; when it was
