@@ -38,17 +38,54 @@ public struct ContactKey: Sendable {
     }
 }
 
-/// Keys, nonces and secrets from the system's generator, each in one request: `arc4random_buf` asks
-/// getrandom once for the whole buffer on glibc (2.36 on), and is the system's generator elsewhere.
-/// swift-crypto's `SymmetricKey(size:)` and `AES.GCM.Nonce()` ask 8 bytes at a time (a key was four
-/// getrandom calls, a nonce two): an import makes a key and four nonces per contact, and those
-/// calls were about 4% of its CPU.
+/// Keys, nonces and secrets from the system's generator, each in one request: getrandom on Linux
+/// (glibc 2.25 on, looked up at run time: Swift's Glibc module does not declare it), arc4random_buf
+/// on Darwin. swift-crypto's `SymmetricKey(size:)` and `AES.GCM.Nonce()` ask 8 bytes at a time (a key
+/// was four getrandom calls, a nonce two): an import makes a key and four nonces per contact, and
+/// those calls were about 4% of its CPU. Where neither is to be had (a static musl build), Swift's
+/// own generator, 8 bytes a call, as before.
 public enum SecureRandom {
     /// Fills `buffer` with random bytes.
     public static func fill(_ buffer: UnsafeMutableRawBufferPointer) {
         guard let base = buffer.baseAddress, !buffer.isEmpty else { return }
+        var done = 0
+        #if canImport(Darwin)
         arc4random_buf(base, buffer.count)
+        done = buffer.count
+        #elseif canImport(Glibc)
+        if let getrandom = getrandomFunction {
+            while done < buffer.count {
+                let n = getrandom(base + done, buffer.count - done, 0)
+                if n > 0 {
+                    done += n
+                } else if n < 0 && errno == EINTR {
+                    continue
+                } else {
+                    break
+                }
+            }
+        }
+        #endif
+        guard done < buffer.count else { return }
+        var generator = SystemRandomNumberGenerator()
+        while done < buffer.count {
+            let word = generator.next() as UInt64
+            withUnsafeBytes(of: word) { raw in
+                let n = min(raw.count, buffer.count - done)
+                (base + done).copyMemory(from: raw.baseAddress!, byteCount: n)
+                done += n
+            }
+        }
     }
+
+    #if canImport(Glibc)
+    private typealias GetRandom = @convention(c) (UnsafeMutableRawPointer?, Int, UInt32) -> Int
+    /// glibc's getrandom(buffer, length, flags), found once in the process's own symbols.
+    private static let getrandomFunction: GetRandom? = {
+        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "getrandom") else { return nil }
+        return unsafeBitCast(symbol, to: GetRandom.self)
+    }()
+    #endif
 
     /// `count` random bytes.
     public static func bytes(_ count: Int) -> Data {
@@ -75,7 +112,7 @@ public enum SecureRandom {
         #elseif canImport(Darwin)
         _ = memset_s(base, buffer.count, 0, buffer.count)
         #else
-        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        buffer.initializeMemory(as: UInt8.self, repeating: 0) // plain stores here (the optimiser may drop them)
         #endif
     }
 
