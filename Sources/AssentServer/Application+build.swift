@@ -184,6 +184,7 @@ struct Gate: Sendable {
     static func presentedKey(_ header: String) -> (id: String, secretDigest: SHA256.Digest)? {
         var header = header
         let found: (id: String, secretDigest: SHA256.Digest)?? = header.withUTF8 { bytes in
+            guard bytes.count >= "bearer ".utf8.count else { return .some(nil) }
             func space(_ byte: UInt8) -> Bool { byte == 0x20 || (0x09...0x0D).contains(byte) }
             var start = "bearer ".utf8.count, end = bytes.count
             while start < end, space(bytes[start]) { start += 1 }

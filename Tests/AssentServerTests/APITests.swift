@@ -217,6 +217,20 @@ import Testing
         }
     }
 
+    /// The token after a Bearer header's scheme, read from its bytes: white space on either side is
+    /// taken off (ASCII's and Unicode's), anything else is part of the token. (Headers reach the
+    /// server with their own ends trimmed, so this is what only raw text can show.)
+    @Test func bearerTokensAreReadBetweenTheirWhiteSpace() throws {
+        let (key, token) = APIKey.generate(name: "t", scope: .read, now: Date())
+        for header in ["Bearer \(token)", "bearer \t\(token)\t ", "Bearer \(token)\u{0B}\r", "BEARER \u{A0}\(token)\u{A0}", "Bearer \u{3000}\(token) "] {
+            let presented = try #require(Gate.presentedKey(header), "\(header)")
+            #expect(presented.id == key.id && key.matches(secretDigest: presented.secretDigest), "\(header)")
+        }
+        for header in ["Bearer ", "bearer \t ", "Bearer", "Bear", "", "Bearer \(token)x", "Bearer x\(token)", "Bearer \(token)\u{E9}"] {
+            #expect(Gate.presentedKey(header).map { $0.id == key.id && key.matches(secretDigest: $0.secretDigest) } != true, "\(header)")
+        }
+    }
+
     /// Before the fix the probe waited for the pool without end; the time limit stops such a hang.
     @Test(.timeLimit(.minutes(1))) func readinessIsFalseWhenTheDatabaseIsUnreachable() async throws {
         // A PostgreSQL server that is not there (a port nobody listens on).
