@@ -1115,8 +1115,9 @@ public final class PostgresStore: LedgerStore, AudienceRangeReader {
         let builder = AudienceRowsBuilder(topics: topics, limit: limit)
         let query = Self.audienceQuery(topics: topics, now: now, after: after, through: through, rowLimit: rowLimit, columns: .written)
         if through == nil {
-            // Unbounded (an export's first page, read whole): the planner's own choice, which finds a
-            // small audience through the preferences' indexes.
+            // Unbounded (an export's first page, read whole, and the pages of its last range, which holds
+            // fewer contacts than a range): the planner's own choice, which finds a small audience
+            // through the preferences' indexes.
             try await eachRow(query, reader: true) { try builder.add($0) }
         } else {
             try await transaction(on: readClient) { [logger] connection in

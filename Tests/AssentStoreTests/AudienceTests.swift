@@ -1,4 +1,5 @@
 import AssentCore
+import AssentPostgres
 @testable import AssentStore
 import AssentTestSupport
 import Foundation
@@ -53,6 +54,31 @@ import Testing
         var rows = 0
         try await Ledger.walkRanges(reader, topics: ["news"], at: Date(), pageSize: 2) { rows += $0.rows.count }
         #expect(rows == (0..<61).filter { [0, 1, 3].contains($0 % 5) }.count)
+    }
+
+    /// A range page's planner settings (hash joins and sorts off) hold for its own transaction
+    /// alone: on a pool of one connection, after walks of ranges (one ended by its handler's
+    /// error), the connection plans other queries with both back on.
+    @Test(arguments: StoreKind.available.filter { $0 == .postgres })
+    func rangePagesLeaveTheirConnectionsPlannerAsItWas(_ kind: StoreKind) async throws {
+        let store = PostgresStore(location: try await TestPostgres.freshDatabase(), maxConnections: 1)
+        defer { store.shutdown() }
+        try await store.migrate()
+        let ledger = Ledger(store: store, masterKey: .generate(), environment: LedgerEnvironment())
+        _ = try await ledger.createTopic(Topic(key: "news", title: "News", requiresDoubleOptIn: false, createdAt: Date()), noticeText: "News.")
+        for i in 0..<12 {
+            let contact = try await ledger.createContact(email: EmailAddress("p\(i)@example.com"), name: nil, externalID: nil, locale: nil)
+            _ = try await ledger.recordChange(ChangeRequest(contactID: contact.id, changes: [TopicChange(topicKey: "news", intent: .optIn)],
+                                                            source: .api, actor: .apiKey("k")))
+        }
+        var rows = 0
+        try await Ledger.walkRanges(store, topics: ["news"], at: Date(), pageSize: 2, rangeSize: 3) { rows += $0.rows.count }
+        #expect(rows == 12)
+        struct Stop: Error {}
+        await #expect(throws: Stop.self) {
+            try await Ledger.walkRanges(store, topics: ["news"], at: Date(), pageSize: 2, rangeSize: 3) { _ in throw Stop() }
+        }
+        #expect(try await store.strings("SELECT current_setting('enable_hashjoin') || ' ' || current_setting('enable_sort')") == ["on on"])
     }
 
     @Test(arguments: StoreKind.available)
