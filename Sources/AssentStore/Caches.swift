@@ -11,6 +11,7 @@ import Foundation
 /// its types: a generic class's methods called from another module run unspecialised, each call
 /// looking up its types' metadata at run time.
 public final class ShortLivedCache<Key: Hashable & Sendable, Value: Sendable>: @unchecked Sendable {
+    // Internal only so that `value` can be inlinable: `entries` and `generation` are touched under `lock` alone.
     @usableFromInline let lock = NSLock()
     @usableFromInline var entries: [Key: (value: Value?, fetchedAt: Date)] = [:]
     /// Bumped by every invalidation, so that a read that began before one does not put its (older) answer back.

@@ -32,6 +32,8 @@ public final class ReadCoalescer<Key: Sendable, Value: Sendable>: @unchecked Sen
         }
     }
 
+    // Internal only so that the inlinable methods can reach them: `out`, `queue` and `counts` are
+    // touched under `lock` alone, and only `read` calls `lead` (after taking a slot).
     @usableFromInline let lock = NSLock()
     @usableFromInline var out = 0
     @usableFromInline var queue: [Waiter] = []
