@@ -95,18 +95,8 @@ public struct APIKey: Equatable, Sendable {
     }
 }
 
-/// Random URL-safe text from the system's secure generator.
-public func randomToken(bytes count: Int) -> String {
-    var generator = SystemRandomNumberGenerator()
-    let bytes = (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
-    return Data(bytes).base64EncodedString()
-        .replacingOccurrences(of: "+", with: "-")
-        .replacingOccurrences(of: "/", with: "_")
-        .replacingOccurrences(of: "=", with: "")
-}
+/// Random URL-safe text (base64url, unpadded) from the system's secure generator.
+public func randomToken(bytes count: Int) -> String { SecureRandom.bytes(count).base64URL }
 
 /// Random lower-case hex text from the system's secure generator.
-public func randomHex(bytes count: Int) -> String {
-    var generator = SystemRandomNumberGenerator()
-    return (0..<count).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max, using: &generator)) }.joined()
-}
+public func randomHex(bytes count: Int) -> String { SecureRandom.bytes(count).map { String(format: "%02x", $0) }.joined() }
